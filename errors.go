@@ -1,0 +1,17 @@
+package txmsg
+
+import "errors"
+
+// Sentinel errors shared by all packages; compare with errors.Is.
+var (
+	// ErrInvalidMessage: a message breaks a rule (topic name, size, reserved
+	// header). Nothing was written.
+	ErrInvalidMessage = errors.New("txmsg: invalid message")
+	// ErrNotFound: no message has the given id.
+	ErrNotFound = errors.New("txmsg: not found")
+	// ErrConflict: the requested state transition is not allowed from the
+	// message's current state (commit after rollback, for example).
+	ErrConflict = errors.New("txmsg: illegal state transition")
+	// ErrClosed: the object was used after Close.
+	ErrClosed = errors.New("txmsg: closed")
+)

@@ -1,0 +1,51 @@
+// Package backoff computes exponential retry delays with full jitter and a cap.
+package backoff
+
+import (
+	"math/rand/v2"
+	"time"
+)
+
+// Policy is an exponential backoff: attempt n (from 1) waits a random duration
+// in [d/2, d] where d = Initial * Factor^(n-1), capped at Max. Half-jitter
+// keeps retries of many callers apart while still growing for each one.
+type Policy struct {
+	Initial time.Duration
+	Max     time.Duration
+	Factor  float64
+}
+
+// Default is 100ms doubling to 30s.
+var Default = Policy{Initial: 100 * time.Millisecond, Max: 30 * time.Second, Factor: 2}
+
+// Ceiling is the delay before jitter for attempt n (n >= 1).
+func (p Policy) Ceiling(n int) time.Duration {
+	if n < 1 {
+		n = 1
+	}
+	f := p.Factor
+	if f < 1 {
+		f = 2
+	}
+	d := float64(p.Initial)
+	for i := 1; i < n; i++ {
+		d *= f
+		if d >= float64(p.Max) {
+			return p.Max
+		}
+	}
+	if p.Max > 0 && time.Duration(d) > p.Max {
+		return p.Max
+	}
+	return time.Duration(d)
+}
+
+// Delay is the jittered delay for attempt n (n >= 1): in [Ceiling(n)/2, Ceiling(n)].
+func (p Policy) Delay(n int) time.Duration {
+	c := p.Ceiling(n)
+	if c <= 1 {
+		return c
+	}
+	half := c / 2
+	return half + rand.N(c-half+1)
+}

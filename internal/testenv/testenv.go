@@ -1,0 +1,158 @@
+// Package testenv gives integration tests their real parts: a fresh MariaDB or
+// MySQL database per test (from TXMSG_TEST_MYSQL_DSN, migrated, dropped at the
+// end) and a fresh in-process kfake Kafka cluster per test, spoken to over TCP.
+//
+// Without TXMSG_TEST_MYSQL_DSN a test that needs the database is skipped with a
+// message, unless CI is set, where it fails.
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/txmsg/txmsg/migrations"
+)
+
+// DSNEnv names the environment variable holding the test server's DSN.
+const DSNEnv = "TXMSG_TEST_MYSQL_DSN"
+
+// BaseDSN returns the configured DSN, skipping (or, under CI, failing) the
+// test when it is unset.
+func BaseDSN(t testing.TB) string {
+	t.Helper()
+	dsn := os.Getenv(DSNEnv)
+	if dsn == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s is not set; CI needs a database (see README: make test)", DSNEnv)
+		}
+		t.Skipf("%s is not set: skipping a test that needs MariaDB/MySQL", DSNEnv)
+	}
+	return dsn
+}
+
+// Database is a fresh database for one test.
+type Database struct {
+	// DB is a pool on the fresh database.
+	DB *sql.DB
+	// DSN connects to the fresh database (for subprocesses and second pools).
+	DSN string
+	// Name is the database's name.
+	Name string
+}
+
+// NewDB creates a fresh database with every migration applied; it is dropped
+// when the test ends.
+func NewDB(t testing.TB) *Database {
+	t.Helper()
+	d := NewEmptyDB(t)
+	m, err := migrations.New(d.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := m.Up(ctx); err != nil {
+		t.Fatalf("testenv: migrate %s: %v", d.Name, err)
+	}
+	return d
+}
+
+// NewEmptyDB creates a fresh database with no tables; it is dropped when the
+// test ends.
+func NewEmptyDB(t testing.TB) *Database {
+	t.Helper()
+	base := BaseDSN(t)
+	cfg, err := mysql.ParseDSN(base)
+	if err != nil {
+		t.Fatalf("testenv: parse %s: %v", DSNEnv, err)
+	}
+	admin, err := sql.Open("mysql", base)
+	if err != nil {
+		t.Fatalf("testenv: open: %v", err)
+	}
+	defer admin.Close()
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	name := "txmsg_t_" + hex.EncodeToString(b[:])
+	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
+		t.Fatalf("testenv: create database %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		admin, err := sql.Open("mysql", base)
+		if err != nil {
+			t.Errorf("testenv: open for cleanup: %v", err)
+			return
+		}
+		defer admin.Close()
+		if _, err := admin.Exec("DROP DATABASE IF EXISTS " + name); err != nil {
+			t.Errorf("testenv: drop database %s: %v", name, err)
+		}
+	})
+	cfg.DBName = name
+	cfg.ParseTime = true
+	cfg.Loc = time.UTC
+	dsn := cfg.FormatDSN()
+	db, err := sql.Open("mysql", dsn)
+	if err != nil {
+		t.Fatalf("testenv: open %s: %v", name, err)
+	}
+	db.SetMaxOpenConns(32)
+	db.SetMaxIdleConns(32)
+	t.Cleanup(func() { db.Close() })
+	return &Database{DB: db, DSN: dsn, Name: name}
+}
+
+// Kafka is an in-process kfake cluster listening on a loopback port.
+type Kafka struct {
+	Cluster *kfake.Cluster
+	// Addrs are the brokers' HOST:PORT addresses.
+	Addrs []string
+}
+
+// NewKafka starts a one-broker kfake cluster with partitions partitions per
+// auto-created topic (6 when partitions <= 0); it is closed when the test ends.
+func NewKafka(t testing.TB, partitions int, opts ...kfake.Opt) *Kafka {
+	t.Helper()
+	if partitions <= 0 {
+		partitions = 6
+	}
+	all := append([]kfake.Opt{
+		kfake.NumBrokers(1),
+		kfake.DefaultNumPartitions(partitions),
+		kfake.AllowAutoTopicCreation(),
+		kfake.Ports(0),
+	}, opts...)
+	c, err := kfake.NewCluster(all...)
+	if err != nil {
+		t.Fatalf("testenv: start kfake: %v", err)
+	}
+	t.Cleanup(c.Close)
+	return &Kafka{Cluster: c, Addrs: c.ListenAddrs()}
+}
+
+// Eventually polls cond every 20ms until it returns nil or timeout passes,
+// then fails the test with cond's last error.
+func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v: %v", timeout, err)
+		}
+		<-tick.C
+	}
+}

@@ -1,0 +1,113 @@
+package txmsg
+
+import (
+	"fmt"
+	"unicode/utf8"
+)
+
+// Kafka header names written on every record the relay publishes.
+const (
+	// HeaderID carries the message's unique id: the consumer SDK dedupes on it.
+	HeaderID = "txmsg-id"
+	// HeaderSource says which table the record came from: SourceOutbox or SourceHalf.
+	HeaderSource = "txmsg-source"
+)
+
+// Values of HeaderSource.
+const (
+	SourceOutbox = "outbox"
+	SourceHalf   = "half"
+)
+
+// Limits that apply to every message.
+const (
+	// MaxTopicLen is Kafka's limit on a topic name.
+	MaxTopicLen = 249
+	// MaxIDLen is the longest message id the tables store.
+	MaxIDLen = 64
+	// MaxKeyLen is the longest key the tables store.
+	MaxKeyLen = 767
+	// DefaultMaxValueBytes is the default limit on a message value (1 MiB).
+	DefaultMaxValueBytes = 1 << 20
+)
+
+// Header is one Kafka record header.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
+// Message is what a service publishes: Topic, optional Key (messages of one key
+// keep their order), Value and Headers. ID is the message's unique id; left
+// empty, the SDK fills in a time-ordered UUIDv7.
+type Message struct {
+	ID      string
+	Topic   string
+	Key     []byte
+	Value   []byte
+	Headers []Header
+}
+
+// Header returns the value of the first header named key, and whether there was one.
+func (m *Message) Header(key string) ([]byte, bool) {
+	for _, h := range m.Headers {
+		if h.Key == key {
+			return h.Value, true
+		}
+	}
+	return nil, false
+}
+
+// Validate checks m against Kafka's and txmsg's rules: a valid topic name, an
+// id and key within the stored lengths, a value of at most maxValue bytes, and
+// no header that txmsg reserves. The error wraps ErrInvalidMessage.
+func (m *Message) Validate(maxValue int) error {
+	if err := ValidateTopic(m.Topic); err != nil {
+		return err
+	}
+	if len(m.ID) > MaxIDLen {
+		return fmt.Errorf("%w: id is %d bytes, more than %d", ErrInvalidMessage, len(m.ID), MaxIDLen)
+	}
+	if !utf8.ValidString(m.ID) {
+		return fmt.Errorf("%w: id is not valid UTF-8", ErrInvalidMessage)
+	}
+	if len(m.Key) > MaxKeyLen {
+		return fmt.Errorf("%w: key is %d bytes, more than %d", ErrInvalidMessage, len(m.Key), MaxKeyLen)
+	}
+	if len(m.Value) == 0 {
+		return fmt.Errorf("%w: value is empty", ErrInvalidMessage)
+	}
+	if len(m.Value) > maxValue {
+		return fmt.Errorf("%w: value is %d bytes, more than the maximum %d", ErrInvalidMessage, len(m.Value), maxValue)
+	}
+	for _, h := range m.Headers {
+		if h.Key == "" {
+			return fmt.Errorf("%w: header with an empty name", ErrInvalidMessage)
+		}
+		if h.Key == HeaderID || h.Key == HeaderSource {
+			return fmt.Errorf("%w: header %q is reserved for txmsg", ErrInvalidMessage, h.Key)
+		}
+	}
+	return nil
+}
+
+// ValidateTopic checks a Kafka topic name: 1 to 249 characters of ASCII
+// letters, digits, '.', '_' and '-', and neither "." nor "..". The error wraps
+// ErrInvalidMessage.
+func ValidateTopic(topic string) error {
+	switch {
+	case topic == "":
+		return fmt.Errorf("%w: empty topic", ErrInvalidMessage)
+	case len(topic) > MaxTopicLen:
+		return fmt.Errorf("%w: topic is %d characters, more than %d", ErrInvalidMessage, len(topic), MaxTopicLen)
+	case topic == "." || topic == "..":
+		return fmt.Errorf("%w: topic %q is not allowed", ErrInvalidMessage, topic)
+	}
+	for i := 0; i < len(topic); i++ {
+		c := topic[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("%w: topic %q has character %q; only letters, digits, '.', '_' and '-' are allowed", ErrInvalidMessage, topic, c)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,4 @@
+DROP TABLE IF EXISTS txmsg_dead_letters;
+DROP TABLE IF EXISTS txmsg_relay_members;
+DROP TABLE IF EXISTS txmsg_relay_leases;
+DROP TABLE IF EXISTS txmsg_outbox;

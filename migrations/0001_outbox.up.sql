@@ -1,0 +1,56 @@
+-- txmsg 0001: the transactional outbox, relay leases and dead letters.
+-- Times are UTC DATETIME(6). Works on MySQL 8.0.1+ and MariaDB 10.6+.
+
+-- One row per message waiting for (or, with a retention, past) delivery.
+-- seq orders delivery within a shard; shard = murmur2(key) mod the relay's shard count.
+CREATE TABLE IF NOT EXISTS txmsg_outbox (
+  seq          BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+  id           VARCHAR(64)     NOT NULL,
+  shard        SMALLINT UNSIGNED NOT NULL,
+  topic        VARCHAR(249)    NOT NULL,
+  msg_key      VARBINARY(767)  NULL,
+  value        LONGBLOB        NOT NULL,
+  headers      BLOB            NULL,
+  created_at   DATETIME(6)     NOT NULL,
+  attempts     INT UNSIGNED    NOT NULL DEFAULT 0,
+  last_error   VARCHAR(1024)   NULL,
+  delivered_at DATETIME(6)     NULL,
+  PRIMARY KEY (seq),
+  UNIQUE KEY txmsg_outbox_id (id),
+  KEY txmsg_outbox_pending (shard, delivered_at, seq),
+  KEY txmsg_outbox_delivered (delivered_at)
+) ENGINE=InnoDB;
+
+-- One row per (source, shard): who relays it, until when, and a fencing version
+-- bumped on every change of owner.
+CREATE TABLE IF NOT EXISTS txmsg_relay_leases (
+  source     VARCHAR(16)       NOT NULL,
+  shard      SMALLINT UNSIGNED NOT NULL,
+  owner      VARCHAR(128)      NOT NULL DEFAULT '',
+  version    BIGINT UNSIGNED   NOT NULL DEFAULT 0,
+  expires_at DATETIME(6)       NOT NULL,
+  PRIMARY KEY (source, shard)
+) ENGINE=InnoDB;
+
+-- Live relay instances, so each can take its fair share of the shards.
+CREATE TABLE IF NOT EXISTS txmsg_relay_members (
+  owner      VARCHAR(128) NOT NULL,
+  expires_at DATETIME(6)  NOT NULL,
+  PRIMARY KEY (owner)
+) ENGINE=InnoDB;
+
+-- Messages Kafka rejected for good after the configured attempts.
+CREATE TABLE IF NOT EXISTS txmsg_dead_letters (
+  id         VARCHAR(64)    NOT NULL,
+  source     VARCHAR(16)    NOT NULL,
+  topic      VARCHAR(249)   NOT NULL,
+  msg_key    VARBINARY(767) NULL,
+  value      LONGBLOB       NOT NULL,
+  headers    BLOB           NULL,
+  created_at DATETIME(6)    NOT NULL,
+  attempts   INT UNSIGNED   NOT NULL,
+  last_error VARCHAR(1024)  NOT NULL,
+  dead_at    DATETIME(6)    NOT NULL,
+  PRIMARY KEY (id),
+  KEY txmsg_dead_letters_dead_at (dead_at)
+) ENGINE=InnoDB;

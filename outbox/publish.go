@@ -1,0 +1,132 @@
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"github.com/txmsg/txmsg"
+	"github.com/txmsg/txmsg/internal/codec"
+	"github.com/txmsg/txmsg/internal/sqlx"
+)
+
+// Execer is what Publish writes through: *sql.Tx, *sql.Conn and *sql.DB all
+// satisfy it. Pass the transaction that writes your business rows.
+type Execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// Defaults of a Publisher.
+const (
+	DefaultTable  = "txmsg_outbox"
+	DefaultShards = 16
+	// MaxBatch is the most messages one Publish call takes: MySQL allows
+	// 65,535 placeholders in one statement, and a message uses 6.
+	MaxBatch = 10000
+)
+
+// Publisher inserts messages into an outbox table. It holds no connection and
+// is safe for concurrent use.
+type Publisher struct {
+	table    string
+	shards   int
+	maxValue int
+	insert   string
+}
+
+// Option configures a Publisher.
+type Option func(*Publisher)
+
+// WithTable sets the outbox table (default "txmsg_outbox"). It must be a
+// plain identifier: letters, digits and underscores.
+func WithTable(name string) Option { return func(p *Publisher) { p.table = name } }
+
+// WithShards sets the number of shards messages are spread over by key
+// (default 16). It must equal the relay's relay.shards setting.
+func WithShards(n int) Option { return func(p *Publisher) { p.shards = n } }
+
+// WithMaxValueBytes sets the largest value accepted (default 1 MiB). Keep it
+// at or below the topic's max.message.bytes, or Kafka will refuse the message
+// and the relay will dead-letter it.
+func WithMaxValueBytes(n int) Option { return func(p *Publisher) { p.maxValue = n } }
+
+// NewPublisher returns a Publisher, checking its options.
+func NewPublisher(opts ...Option) (*Publisher, error) {
+	p := &Publisher{table: DefaultTable, shards: DefaultShards, maxValue: txmsg.DefaultMaxValueBytes}
+	for _, o := range opts {
+		o(p)
+	}
+	if !sqlx.ValidIdent(p.table) {
+		return nil, fmt.Errorf("outbox: table %q: want letters, digits and underscores", p.table)
+	}
+	if p.shards < 1 || p.shards > 4096 {
+		return nil, fmt.Errorf("outbox: shards %d: want 1 to 4096", p.shards)
+	}
+	if p.maxValue < 1 {
+		return nil, fmt.Errorf("outbox: max value bytes %d: want at least 1", p.maxValue)
+	}
+	p.insert = "INSERT INTO " + p.table + " (id, shard, topic, msg_key, value, headers, created_at) VALUES "
+	return p, nil
+}
+
+var defaultPublisher, _ = NewPublisher()
+
+// Publish inserts msgs into the default outbox table through exec, with the
+// default options. See (*Publisher).Publish.
+func Publish(ctx context.Context, exec Execer, msgs ...txmsg.Message) error {
+	return defaultPublisher.Publish(ctx, exec, msgs...)
+}
+
+// Publish inserts msgs through exec in one INSERT statement and no other
+// round trip. Every message is validated first (topic name, value size,
+// reserved headers); if any is invalid nothing is written and the error,
+// wrapping txmsg.ErrInvalidMessage, names the message by index. A message
+// with an empty ID gets a UUIDv7; msgs is not modified. Messages are
+// delivered after the caller's transaction commits, never if it rolls back.
+// An ID already in the table fails with a duplicate-key error from MySQL.
+func (p *Publisher) Publish(ctx context.Context, exec Execer, msgs ...txmsg.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	if exec == nil {
+		return errors.New("outbox: publish: nil Execer")
+	}
+	if len(msgs) > MaxBatch {
+		return fmt.Errorf("%w: %d messages in one call, more than %d", txmsg.ErrInvalidMessage, len(msgs), MaxBatch)
+	}
+	args := make([]any, 0, 6*len(msgs))
+	var q strings.Builder
+	q.Grow(len(p.insert) + 30*len(msgs))
+	q.WriteString(p.insert)
+	for i := range msgs {
+		m := &msgs[i]
+		if err := m.Validate(p.maxValue); err != nil {
+			return fmt.Errorf("outbox: message %d (topic %q): %w", i, m.Topic, err)
+		}
+		id := m.ID
+		if id == "" {
+			u, err := uuid.NewV7()
+			if err != nil {
+				return fmt.Errorf("outbox: message %d: generate id: %w", i, err)
+			}
+			id = u.String()
+		}
+		hdr, err := codec.EncodeHeaders(m.Headers)
+		if err != nil {
+			return fmt.Errorf("outbox: message %d: %w", i, err)
+		}
+		if i > 0 {
+			q.WriteByte(',')
+		}
+		q.WriteString("(?,?,?,?,?,?,UTC_TIMESTAMP(6))")
+		args = append(args, id, txmsg.Shard(m.Key, id, p.shards), m.Topic, m.Key, m.Value, hdr)
+	}
+	if _, err := exec.ExecContext(ctx, q.String(), args...); err != nil {
+		return fmt.Errorf("outbox: insert %d messages into %s: %w", len(msgs), p.table, err)
+	}
+	return nil
+}

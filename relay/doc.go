@@ -1,0 +1,18 @@
+// Package relay is the delivery engine: it drains deliverable rows from one
+// or more Sources (the outbox table; committed half messages) into Kafka, at
+// least once and in order per key.
+//
+// Rows carry a shard (murmur2(key) mod Config.Shards, stored at insert). Each
+// shard of each source is leased to one Engine at a time through the
+// txmsg_relay_leases table (owner, expiry, fencing version; renewed by
+// heartbeat, taken over on expiry), and live engines each take a fair share of
+// the shards. For each shard it owns an engine runs one loop: read the oldest
+// pending rows in seq order (state-based: a row is pending until marked, so a
+// transaction that commits late with a lower seq is never skipped), write them
+// to Kafka with acks=all, and only then delete or mark them.
+//
+// Failures: a batch Kafka could not take is retried with exponential backoff
+// and jitter, in order, for as long as it takes; a message Kafka refuses for
+// good (too large, invalid topic) is retried Config.MaxAttempts times, then
+// moved to txmsg_dead_letters with its error, and the shard moves on.
+package relay

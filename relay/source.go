@@ -1,0 +1,62 @@
+package relay
+
+import (
+	"context"
+	"database/sql"
+	"time"
+
+	"github.com/txmsg/txmsg"
+)
+
+// Row is one deliverable message as a Source stores it.
+type Row struct {
+	// Seq orders rows within a shard: delivery follows ascending Seq.
+	Seq       int64
+	ID        string
+	Shard     int
+	Topic     string
+	Key       []byte
+	Value     []byte
+	Headers   []txmsg.Header
+	CreatedAt time.Time
+	// Attempts counts earlier deliveries Kafka refused for good.
+	Attempts int
+}
+
+// Querier reads rows: *sql.DB, *sql.Conn and *sql.Tx satisfy it.
+type Querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// Execer writes rows: *sql.DB, *sql.Conn and *sql.Tx satisfy it.
+type Execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// Source is a table of deliverable rows the Engine drains. Implementations
+// are stateless SQL and safe for concurrent use; the Engine guarantees that
+// one shard of a source is worked by one goroutine at a time.
+type Source interface {
+	// Name is the value of the txmsg-source header and the lease namespace
+	// ("outbox", "half"); at most 16 characters.
+	Name() string
+	// Pending returns up to limit deliverable rows of shard, ascending Seq.
+	Pending(ctx context.Context, q Querier, shard, limit int) ([]Row, error)
+	// Delivered records that Kafka acknowledged rows (delete or mark them).
+	Delivered(ctx context.Context, e Execer, rows []Row) error
+	// Failed records one more refused attempt and its reason on rows.
+	Failed(ctx context.Context, e Execer, rows []Row, reason string) error
+	// Remove takes rows out of the source; the Engine calls it in the
+	// transaction that copies them to txmsg_dead_letters.
+	Remove(ctx context.Context, e Execer, rows []Row) error
+	// Backlog counts pending rows and the creation time of the oldest
+	// (zero when there are none), for metrics.
+	Backlog(ctx context.Context, q Querier) (n int64, oldest time.Time, err error)
+}
+
+// Purger is a Source that keeps delivered rows for a retention and deletes
+// them later, in batches of at most limit rows per statement. It returns how
+// many rows it deleted.
+type Purger interface {
+	Purge(ctx context.Context, e Execer, deliveredBefore time.Time, limit int) (int64, error)
+}
