@@ -1,0 +1,316 @@
+package config
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+const (
+	testDSN     = "root@tcp(127.0.0.1:3306)/txmsg"
+	testBrokers = "127.0.0.1:9092"
+)
+
+func loadRelay(t *testing.T, args ...string) (Relay, error) {
+	t.Helper()
+	fs := pflag.NewFlagSet("relay", pflag.ContinueOnError)
+	l := NewRelay(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatalf("parse %q: %v", args, err)
+	}
+	return l.Load()
+}
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "relay.yaml")
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestConfigRelayDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := loadRelay(t, "--dsn", testDSN, "--brokers", testBrokers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Relay
+	if r.Shards != 16 || r.BatchSize != 500 || r.PollMin != 5*time.Millisecond || r.PollMax != 250*time.Millisecond ||
+		r.LeaseTTL != 10*time.Second || r.Heartbeat != 10*time.Second/3 || r.MaxAttempts != 3 ||
+		r.PurgeSchedule != "@every 1m" || r.ShutdownTimeout != 10*time.Second || r.Owner == "" {
+		t.Errorf("relay defaults: %+v", r)
+	}
+	if !slices.Equal(r.Brokers, []string{testBrokers}) || !slices.Equal(c.Kafka.Brokers, []string{testBrokers}) {
+		t.Errorf("brokers: relay %v, kafka %v", r.Brokers, c.Kafka.Brokers)
+	}
+	if !strings.Contains(c.DB.DSN, "parseTime=true") || c.DB.Addr != "127.0.0.1:3306" {
+		t.Errorf("db: %+v", c.DB)
+	}
+	if c.Metrics.Listen != DefaultMetricsListen || c.Log.Level != slog.LevelInfo || c.Log.Format != "text" {
+		t.Errorf("metrics %+v, log %+v", c.Metrics, c.Log)
+	}
+}
+
+// TestConfigPrecedence peels the sources off one by one: flag > env > file >
+// default. It sets the environment, so it cannot run in parallel.
+func TestConfigPrecedence(t *testing.T) {
+	path := writeFile(t, "db:\n  dsn: "+testDSN+"\nkafka:\n  brokers: [\"file:1\"]\nrelay:\n  batch_size: 100\n")
+	cases := []struct {
+		name    string
+		env     map[string]string
+		args    []string
+		batch   int
+		brokers []string
+	}{
+		{"default", nil, nil, 500, nil},
+		{"file", nil, []string{"--config", path}, 100, []string{"file:1"}},
+		{"env over file", map[string]string{"TXMSG_RELAY_BATCH_SIZE": "200", "TXMSG_KAFKA_BROKERS": "env:1, env:2"},
+			[]string{"--config", path}, 200, []string{"env:1", "env:2"}},
+		{"flag over env", map[string]string{"TXMSG_RELAY_BATCH_SIZE": "200", "TXMSG_KAFKA_BROKERS": "env:1"},
+			[]string{"--config", path, "--relay.batch_size", "300", "--brokers", "flag:1,flag:2"}, 300, []string{"flag:1", "flag:2"}},
+		{"config from env", map[string]string{FileEnv: path}, nil, 100, []string{"file:1"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, k := range []string{"TXMSG_RELAY_BATCH_SIZE", "TXMSG_KAFKA_BROKERS", FileEnv} {
+				t.Setenv(k, tc.env[k])
+			}
+			args := tc.args
+			if tc.brokers == nil {
+				args = append(slices.Clone(args), "--brokers", testBrokers, "--dsn", testDSN)
+				tc.brokers = []string{testBrokers}
+			}
+			c, err := loadRelay(t, args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Relay.BatchSize != tc.batch || !slices.Equal(c.Kafka.Brokers, tc.brokers) {
+				t.Errorf("batch_size %d, brokers %v; want %d, %v", c.Relay.BatchSize, c.Kafka.Brokers, tc.batch, tc.brokers)
+			}
+		})
+	}
+}
+
+func TestConfigDSNFromEnv(t *testing.T) {
+	t.Setenv("TXMSG_DB_DSN", "u:secret@tcp(db.example:3307)/app")
+	c, err := loadRelay(t, "--brokers", testBrokers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DB.Addr != "db.example:3307" {
+		t.Errorf("addr %q", c.DB.Addr)
+	}
+}
+
+func TestConfigErrorsNameKeyAndValue(t *testing.T) {
+	t.Parallel()
+	base := []string{"--dsn", testDSN, "--brokers", testBrokers}
+	cases := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--relay.batch_size", "-1"}, []string{"config: relay.batch_size: -1: want 1 to 10000"}},
+		{[]string{"--relay.shards", "many"}, []string{`config: relay.shards: "many": want a whole number`}},
+		{[]string{"--relay.poll_min", "fast"}, []string{`config: relay.poll_min: "fast": want a duration`}},
+		{[]string{"--relay.lease_ttl", "10ms"}, []string{`config: relay.lease_ttl: "10ms": want at least 1s`}},
+		{[]string{"--relay.poll_min", "1s", "--relay.poll_max", "10ms"}, []string{`config: relay.poll_max: "10ms": want at least relay.poll_min (1s)`}},
+		{[]string{"--relay.heartbeat", "8s"}, []string{`config: relay.heartbeat: "8s": want at most relay.lease_ttl/2 (5s)`}},
+		{[]string{"--brokers", "nohost"}, []string{`config: kafka.brokers: "nohost": kafka: broker "nohost": want HOST:PORT`}},
+		{[]string{"--brokers", ""}, []string{"config: kafka.brokers", "required"}},
+		{[]string{"--dsn", ""}, []string{"config: db.dsn", "required"}},
+		{[]string{"--dsn", "root:hunter2@tcp(127.0.0.1:3306)"}, []string{`config: db.dsn: "root:***@tcp(127.0.0.1:3306)"`}},
+		{[]string{"--log.level", "loud"}, []string{`config: log.level: "loud": want one of info, debug, warn, error`}},
+		{[]string{"--metrics.listen", "9464"}, []string{`config: metrics.listen: "9464": want HOST:PORT`}},
+		// Every bad key is reported, not only the first.
+		{[]string{"--relay.batch_size", "0", "--relay.max_attempts", "0"}, []string{"relay.batch_size: 0", "relay.max_attempts: 0"}},
+	}
+	for _, tc := range cases {
+		_, err := loadRelay(t, append(slices.Clone(base), tc.args...)...)
+		if err == nil {
+			t.Errorf("%q: no error", tc.args)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%q: error %q does not contain %q", tc.args, err, w)
+			}
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%q: error %q shows the password", tc.args, err)
+		}
+	}
+}
+
+func TestConfigFileErrors(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name, body string
+		want       []string
+	}{
+		{"unknown key", "relay:\n  batch_size: 10\n  batchsize: 20\n", []string{"unknown key relay.batchsize"}},
+		{"unknown section", "relai:\n  shards: 4\n", []string{"unknown key relai.shards"}},
+		{"malformed", "relay:\n  shards: 4\n   batch_size: [\n", []string{"malformed YAML", "line 3"}},
+		{"bad type", "relay:\n  poll_min: 5\n", []string{"config: relay.poll_min: 5: want a duration with a unit"}},
+		{"bad value", "relay:\n  batch_size: 20000\n", []string{"config: relay.batch_size: 20000: want 1 to 10000"}},
+	}
+	for _, tc := range cases {
+		path := writeFile(t, tc.body)
+		_, err := loadRelay(t, "--config", path, "--dsn", testDSN, "--brokers", testBrokers)
+		if err == nil {
+			t.Errorf("%s: no error", tc.name)
+			continue
+		}
+		t.Logf("%s: %v", tc.name, err)
+		for _, w := range append(tc.want, "config: ") {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: error %q does not contain %q", tc.name, err, w)
+			}
+		}
+		if tc.name != "bad type" && tc.name != "bad value" && !strings.Contains(err.Error(), path) {
+			t.Errorf("%s: error %q does not name the file", tc.name, err)
+		}
+	}
+	_, err := loadRelay(t, "--config", filepath.Join(t.TempDir(), "missing.yaml"), "--dsn", testDSN, "--brokers", testBrokers)
+	if err == nil || !strings.Contains(err.Error(), "missing.yaml") {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+// TestConfigExampleFile checks configs/relay.yaml: it lists every key, and
+// its values are the defaults.
+func TestConfigExampleFile(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join("..", "..", "configs", "relay.yaml")
+	f, err := readFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := pflag.NewFlagSet("relay", pflag.ContinueOnError)
+	l := NewRelay(fs)
+	for _, k := range l.keys {
+		if !f.IsSet(k.name) {
+			t.Errorf("%s lacks key %s", path, k.name)
+			continue
+		}
+		if k.def != "" && show(f.Get(k.name)) != show(k.def) && !durationsEqual(f, k) {
+			t.Errorf("%s: %s is %v, default %q", path, k.name, f.Get(k.name), k.def)
+		}
+	}
+	if _, err := loadRelay(t, "--config", path); err != nil {
+		t.Errorf("load %s: %v", path, err)
+	}
+}
+
+func durationsEqual(f *viper.Viper, k key) bool {
+	a, err1 := time.ParseDuration(f.GetString(k.name))
+	b, err2 := time.ParseDuration(k.def)
+	if err1 == nil && err2 == nil {
+		return a == b
+	}
+	return f.GetString(k.name) == k.def
+}
+
+func TestConfigAdmin(t *testing.T) {
+	t.Parallel()
+	fs := pflag.NewFlagSet("migrate", pflag.ContinueOnError)
+	l := NewAdmin(fs)
+	if fs.Lookup("brokers") != nil {
+		t.Error("admin commands take no --brokers")
+	}
+	if err := fs.Parse([]string{"--dsn", testDSN, "--log.level", "DEBUG"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := l.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Log.Level != slog.LevelDebug || c.DB.DSN == "" {
+		t.Errorf("admin: %+v", c)
+	}
+}
+
+// TestConfigReloadLogLevel rewrites the file under a running Watch: a valid
+// change is delivered, an invalid one is logged and skipped.
+func TestConfigReloadLogLevel(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "relay.yaml")
+	write := func(body string) {
+		t.Helper()
+		// Write a new file and rename it over the old one, as editors do.
+		tmp := filepath.Join(dir, "tmp.yaml")
+		if err := os.WriteFile(tmp, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("log:\n  level: info\n")
+	fs := pflag.NewFlagSet("relay", pflag.ContinueOnError)
+	l := NewRelay(fs)
+	if err := fs.Parse([]string{"--config", path, "--dsn", testDSN, "--brokers", testBrokers}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := l.Load()
+	if err != nil || c.Log.Level != slog.LevelInfo {
+		t.Fatalf("initial load: %v, %v", c.Log.Level, err)
+	}
+	got := make(chan Relay, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := l.Watch(ctx, slog.New(slog.DiscardHandler), func(c Relay) { got <- c }); err != nil {
+			t.Errorf("watch: %v", err)
+		}
+	}()
+	defer func() { cancel(); wg.Wait() }()
+
+	// The watcher may not be installed yet: rewrite until a change lands.
+	waitLevel := func(body string, want slog.Level) {
+		t.Helper()
+		deadline := time.After(10 * time.Second)
+		tick := time.NewTicker(300 * time.Millisecond)
+		defer tick.Stop()
+		write(body)
+		for {
+			select {
+			case c := <-got:
+				if c.Log.Level == want {
+					return
+				}
+			case <-tick.C:
+				write(body)
+			case <-deadline:
+				t.Fatalf("log.level %v not reloaded", want)
+			}
+		}
+	}
+	waitLevel("log:\n  level: debug\n", slog.LevelDebug)
+	write("log:\n  level: [\n")
+	write("log:\n  levle: warn\n")
+	waitLevel("log:\n  level: error\n", slog.LevelError)
+	for {
+		select {
+		case c := <-got:
+			if c.Log.Level != slog.LevelError {
+				t.Fatalf("a reload after the last good one delivered %v", c.Log.Level)
+			}
+		default:
+			return
+		}
+	}
+}
