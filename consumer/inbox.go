@@ -1,0 +1,111 @@
+package consumer
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/robfig/cron/v3"
+
+	"github.com/txmsg/txmsg/internal/sqlx"
+)
+
+// Inbox SQL; %s is the validated inbox table name.
+const (
+	insertInbox = `INSERT INTO %s (consumer_group, msg_id, topic, kafka_partition, kafka_offset, processed_at) VALUES (?, ?, ?, ?, ?, ?)`
+	purgeInbox  = `DELETE FROM %s WHERE consumer_group = ? AND processed_at < ? ORDER BY processed_at LIMIT ?`
+)
+
+// runTx runs h in a transaction that first inserts m's inbox row. A
+// duplicate row means an earlier delivery committed its effects: the
+// transaction rolls back and dup is true. A concurrent delivery of the same
+// message (another member after a rebalance) blocks on the row lock of the
+// first insert until that transaction ends, then sees the duplicate or, if
+// the first rolled back, goes ahead.
+func (c *Consumer) runTx(ctx context.Context, h TxHandlerFunc, m Message) (dup bool, err error) {
+	err = sqlx.RunInTx(ctx, c.o.db, nil, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, c.insertSQL, c.group, m.ID, m.Topic, m.Partition, m.Offset, c.o.now())
+		if sqlx.IsDuplicate(err) {
+			dup = true
+			return errDuplicate
+		}
+		if err != nil {
+			return fmt.Errorf("consumer: insert inbox row %s: %w", m.ID, err)
+		}
+		return h(ctx, tx, m)
+	})
+	if dup {
+		return true, nil
+	}
+	return false, err
+}
+
+// PurgeInbox deletes this group's inbox rows older than the retention, in
+// batches, until none is left or ctx is done; it returns how many it
+// deleted. The purge job calls it on its schedule.
+func (c *Consumer) PurgeInbox(ctx context.Context) (int64, error) {
+	if c.o.db == nil {
+		return 0, fmt.Errorf("%w: PurgeInbox needs WithInbox", ErrInvalidConfig)
+	}
+	cutoff := c.o.now().Add(-c.o.retention)
+	var total int64
+	for {
+		res, err := c.o.db.ExecContext(ctx, c.purgeSQL, c.group, cutoff, c.o.purgeBatch)
+		if err != nil {
+			return total, fmt.Errorf("consumer: purge inbox of group %s: %w", c.group, err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return total, fmt.Errorf("consumer: purge inbox of group %s: %w", c.group, err)
+		}
+		total += n
+		if n < int64(c.o.purgeBatch) || ctx.Err() != nil {
+			return total, nil
+		}
+	}
+}
+
+// startPurge schedules the inbox purge when an inbox and a retention are
+// set; the returned func stops it and waits for a running purge.
+func (r *run) startPurge() (stop func(), err error) {
+	c := r.c
+	if c.o.db == nil || c.o.retention == 0 {
+		return func() {}, nil
+	}
+	logger := cronLogger{r.log}
+	cr := cron.New(cron.WithChain(cron.Recover(logger), cron.SkipIfStillRunning(logger)), cron.WithLogger(logger))
+	ctx, cancel := context.WithCancel(r.hctx)
+	_, err = cr.AddFunc(c.o.purgeSchedule, func() {
+		n, err := c.PurgeInbox(ctx)
+		if err != nil && !errors.Is(err, context.Canceled) {
+			r.log.Warn("consumer: inbox purge", slog.Any("error", err))
+			return
+		}
+		if n > 0 {
+			r.log.Info("consumer: inbox purged", slog.Int64("rows", n))
+		}
+	})
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("%w: inbox purge schedule %q: %w", ErrInvalidConfig, c.o.purgeSchedule, err)
+	}
+	cr.Start()
+	return func() {
+		done := cr.Stop()
+		cancel()
+		<-done.Done()
+	}, nil
+}
+
+// cronLogger adapts slog to cron.Logger.
+type cronLogger struct{ l *slog.Logger }
+
+func (c cronLogger) Info(msg string, kv ...any) {
+	c.l.Debug("consumer: cron "+msg, kv...)
+}
+
+func (c cronLogger) Error(err error, msg string, kv ...any) {
+	c.l.Error("consumer: cron "+msg, append(kv, slog.Any("error", err))...)
+}

@@ -1,0 +1,258 @@
+package consumer
+
+import (
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/txmsg/txmsg/internal/backoff"
+)
+
+// Option configures a Consumer; New validates all options together.
+type Option func(*options) error
+
+type options struct {
+	logger         *slog.Logger
+	metrics        Metrics
+	db             *sql.DB
+	inboxTable     string
+	retention      time.Duration
+	purgeSchedule  string
+	purgeBatch     int
+	concurrency    int
+	maxAttempts    int
+	backoff        backoff.Policy
+	dlqTopic       string
+	drainTimeout   time.Duration
+	commitInterval time.Duration
+	ratePerSecond  float64
+	rateBurst      int
+	balancers      []kafka.GroupBalancer
+	strategy       string
+	balancerConfig BalancerConfig
+	session        time.Duration
+	heartbeat      time.Duration
+	rebalance      time.Duration
+	joinBackoff    time.Duration
+	laneBuffer     int
+	now            func() time.Time
+}
+
+func defaultOptions() options {
+	return options{
+		logger:         slog.New(slog.DiscardHandler),
+		metrics:        NopMetrics{},
+		inboxTable:     "txmsg_inbox",
+		retention:      7 * 24 * time.Hour,
+		purgeSchedule:  "@every 1h",
+		purgeBatch:     1000,
+		concurrency:    1,
+		maxAttempts:    5,
+		backoff:        backoff.Policy{Initial: 100 * time.Millisecond, Max: 10 * time.Second, Factor: 2},
+		drainTimeout:   30 * time.Second,
+		commitInterval: 100 * time.Millisecond,
+		laneBuffer:     256,
+		now:            func() time.Time { return time.Now().UTC() },
+	}
+}
+
+// WithLogger sets the logger (default: discard). Attribute keys are msg_id,
+// topic, partition and attempt.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) error {
+		if l == nil {
+			return fmt.Errorf("WithLogger: nil logger")
+		}
+		o.logger = l
+		return nil
+	}
+}
+
+// WithMetrics sets the measurement hooks (default: NopMetrics).
+func WithMetrics(m Metrics) Option {
+	return func(o *options) error {
+		if m == nil {
+			return fmt.Errorf("WithMetrics: nil Metrics")
+		}
+		o.metrics = m
+		return nil
+	}
+}
+
+// WithInbox sets the database holding the inbox table, which TxHandlerFunc
+// needs (default: none, and Run rejects a TxHandlerFunc).
+func WithInbox(db *sql.DB) Option {
+	return func(o *options) error {
+		if db == nil {
+			return fmt.Errorf("WithInbox: nil *sql.DB")
+		}
+		o.db = db
+		return nil
+	}
+}
+
+// WithInboxTable names the inbox table (default "txmsg_inbox", created by
+// migration 0003).
+func WithInboxTable(name string) Option {
+	return func(o *options) error {
+		o.inboxTable = name
+		return nil
+	}
+}
+
+// WithInboxRetention sets how long inbox rows are kept (default 7 days) and
+// the robfig/cron schedule of the purge job (default "@every 1h"), which
+// deletes older rows of this group in batches of batch rows (default 1000).
+// Retention must outlast any redelivery: a duplicate that arrives after its
+// row was purged is processed again. A retention of 0 disables the job.
+func WithInboxRetention(retention time.Duration, schedule string, batch int) Option {
+	return func(o *options) error {
+		if retention < 0 {
+			return fmt.Errorf("WithInboxRetention: negative retention %v", retention)
+		}
+		if batch <= 0 {
+			return fmt.Errorf("WithInboxRetention: batch %d, want > 0", batch)
+		}
+		o.retention, o.purgeSchedule, o.purgeBatch = retention, schedule, batch
+		return nil
+	}
+}
+
+// WithConcurrency sets how many messages of one partition may be handled at
+// once (default 1: each partition in order). Messages of one key always go
+// to the same worker, so they are handled one at a time and in order.
+func WithConcurrency(n int) Option {
+	return func(o *options) error {
+		if n < 1 || n > 1024 {
+			return fmt.Errorf("WithConcurrency: %d, want 1..1024", n)
+		}
+		o.concurrency = n
+		return nil
+	}
+}
+
+// WithMaxAttempts sets how many times a message is handled before it goes to
+// the dead-letter topic (default 5; 1 means no retry).
+func WithMaxAttempts(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return fmt.Errorf("WithMaxAttempts: %d, want >= 1", n)
+		}
+		o.maxAttempts = n
+		return nil
+	}
+}
+
+// WithBackoff sets the delay between attempts: initial, doubling, capped at
+// max, with jitter (default 100ms to 10s).
+func WithBackoff(initial, max time.Duration) Option {
+	return func(o *options) error {
+		if initial <= 0 || max < initial {
+			return fmt.Errorf("WithBackoff: initial %v, max %v: want 0 < initial <= max", initial, max)
+		}
+		o.backoff = backoff.Policy{Initial: initial, Max: max, Factor: 2}
+		return nil
+	}
+}
+
+// WithDeadLetterTopic sends every dead letter to topic instead of the
+// default "<topic>.<group>.dlq" of the message's own topic.
+func WithDeadLetterTopic(topic string) Option {
+	return func(o *options) error {
+		o.dlqTopic = topic
+		return nil
+	}
+}
+
+// WithDrainTimeout bounds how long Run waits for in-flight handlers after
+// its context is done before it cancels their context (default 30s).
+func WithDrainTimeout(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return fmt.Errorf("WithDrainTimeout: %v, want > 0", d)
+		}
+		o.drainTimeout = d
+		return nil
+	}
+}
+
+// WithCommitInterval sets how often finished offsets are committed (default
+// 100ms). Commits never run ahead of processing; a longer interval means
+// fewer commit requests and more redelivery after a crash.
+func WithCommitInterval(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return fmt.Errorf("WithCommitInterval: %v, want > 0", d)
+		}
+		o.commitInterval = d
+		return nil
+	}
+}
+
+// WithRateLimit caps handled messages per second with a token bucket of
+// burst (default: unlimited). SetRateLimit changes it while running.
+func WithRateLimit(perSecond float64, burst int) Option {
+	return func(o *options) error {
+		if perSecond < 0 || burst < 0 {
+			return fmt.Errorf("WithRateLimit: %v/s burst %d, want >= 0", perSecond, burst)
+		}
+		o.ratePerSecond, o.rateBurst = perSecond, burst
+		return nil
+	}
+}
+
+// WithBalancers sets the group balancers offered to the coordinator, in
+// priority order (default: AverageBalancer).
+func WithBalancers(bs ...kafka.GroupBalancer) Option {
+	return func(o *options) error {
+		for i, b := range bs {
+			if b == nil {
+				return fmt.Errorf("WithBalancers: balancer %d is nil", i)
+			}
+		}
+		o.balancers = bs
+		return nil
+	}
+}
+
+// WithStrategy selects the allocation strategy by name, as a config file
+// does: "average", "round-robin", "consistent-hash", "static" or "rack" (see
+// BalancerByName). It replaces WithBalancers.
+func WithStrategy(name string, cfg BalancerConfig) Option {
+	return func(o *options) error {
+		o.strategy = name
+		o.balancerConfig = cfg
+		return nil
+	}
+}
+
+// WithGroupTimeouts sets the group membership timings: session timeout
+// (default 30s), heartbeat interval (default 3s), rebalance timeout (default
+// 30s) and the backoff before rejoining (default 5s). Short values make
+// rebalances fast; tests use a few seconds.
+func WithGroupTimeouts(session, heartbeat, rebalance, joinBackoff time.Duration) Option {
+	return func(o *options) error {
+		if session <= 0 || heartbeat <= 0 || rebalance <= 0 || joinBackoff <= 0 {
+			return fmt.Errorf("WithGroupTimeouts: all timeouts must be > 0")
+		}
+		if heartbeat >= session {
+			return fmt.Errorf("WithGroupTimeouts: heartbeat %v must be shorter than session %v", heartbeat, session)
+		}
+		o.session, o.heartbeat, o.rebalance, o.joinBackoff = session, heartbeat, rebalance, joinBackoff
+		return nil
+	}
+}
+
+// WithClock sets the clock for inbox timestamps (default time.Now in UTC).
+func WithClock(now func() time.Time) Option {
+	return func(o *options) error {
+		if now == nil {
+			return fmt.Errorf("WithClock: nil clock")
+		}
+		o.now = now
+		return nil
+	}
+}

@@ -1,0 +1,117 @@
+package kafkax
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// ReaderConfig tunes a group Reader; zero fields take the defaults noted.
+type ReaderConfig struct {
+	// Group is the consumer group id (required).
+	Group string
+	// Topics are the topics the group reads (at least one).
+	Topics []string
+	// Balancers are offered to the coordinator in priority order (default:
+	// kafka-go's range balancer). Every member of a group must offer at least
+	// one balancer in common with the others.
+	Balancers []kafka.GroupBalancer
+	// HeartbeatInterval is how often the member heartbeats (default 3s).
+	HeartbeatInterval time.Duration
+	// SessionTimeout is how long the coordinator waits for a heartbeat before
+	// it rebalances the member's partitions away (default 30s).
+	SessionTimeout time.Duration
+	// RebalanceTimeout is how long the coordinator waits for members to
+	// rejoin during a rebalance (default 30s).
+	RebalanceTimeout time.Duration
+	// JoinGroupBackoff is the wait before rejoining after an error (default 5s).
+	JoinGroupBackoff time.Duration
+	// MaxWait bounds a fetch request's wait for new data (default 500ms).
+	MaxWait time.Duration
+	// QueueCapacity is the reader's internal message queue (default 1000).
+	QueueCapacity int
+	// MaxBytes bounds one fetch response (default 16 MiB).
+	MaxBytes int
+	// Logger receives kafka-go's error log (default: discarded).
+	Logger *slog.Logger
+}
+
+// NewGroupReader returns a consumer-group Reader that never commits on its
+// own: CommitInterval is 0 (CommitMessages is synchronous) and callers must
+// use FetchMessage, never ReadMessage, which commits before processing. A
+// group without a committed offset starts at the first offset, so nothing
+// published before the group's first start is skipped.
+func NewGroupReader(brokers []string, c ReaderConfig) (*kafka.Reader, error) {
+	if err := CheckBrokers(brokers); err != nil {
+		return nil, err
+	}
+	if c.Group == "" {
+		return nil, errors.New("kafka: empty consumer group")
+	}
+	if len(c.Topics) == 0 {
+		return nil, errors.New("kafka: no topics to read")
+	}
+	for _, t := range c.Topics {
+		if t == "" {
+			return nil, errors.New("kafka: empty topic name")
+		}
+	}
+	if len(c.Balancers) == 0 {
+		c.Balancers = []kafka.GroupBalancer{kafka.RangeGroupBalancer{}}
+	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = 3 * time.Second
+	}
+	if c.SessionTimeout <= 0 {
+		c.SessionTimeout = 30 * time.Second
+	}
+	if c.RebalanceTimeout <= 0 {
+		c.RebalanceTimeout = 30 * time.Second
+	}
+	if c.JoinGroupBackoff <= 0 {
+		c.JoinGroupBackoff = 5 * time.Second
+	}
+	if c.MaxWait <= 0 {
+		c.MaxWait = 500 * time.Millisecond
+	}
+	if c.QueueCapacity <= 0 {
+		c.QueueCapacity = 1000
+	}
+	if c.MaxBytes <= 0 {
+		c.MaxBytes = 16 << 20
+	}
+	rc := kafka.ReaderConfig{
+		Brokers:           brokers,
+		GroupID:           c.Group,
+		GroupTopics:       append([]string(nil), c.Topics...),
+		GroupBalancers:    c.Balancers,
+		HeartbeatInterval: c.HeartbeatInterval,
+		SessionTimeout:    c.SessionTimeout,
+		RebalanceTimeout:  c.RebalanceTimeout,
+		JoinGroupBackoff:  c.JoinGroupBackoff,
+		CommitInterval:    0,
+		StartOffset:       kafka.FirstOffset,
+		MaxWait:           c.MaxWait,
+		QueueCapacity:     c.QueueCapacity,
+		MinBytes:          1,
+		MaxBytes:          c.MaxBytes,
+		ReadLagInterval:   -1,
+		ReadBackoffMin:    20 * time.Millisecond,
+		ReadBackoffMax:    500 * time.Millisecond,
+		IsolationLevel:    kafka.ReadCommitted,
+		MaxAttempts:       3,
+	}
+	if c.Logger != nil {
+		l := c.Logger
+		rc.ErrorLogger = kafka.LoggerFunc(func(msg string, args ...any) {
+			l.Warn("kafka reader", slog.String("detail", fmt.Sprintf(msg, args...)))
+		})
+	}
+	if err := rc.Validate(); err != nil {
+		return nil, fmt.Errorf("kafka: reader for group %s: %w", c.Group, err)
+	}
+	return kafka.NewReader(rc), nil
+}
