@@ -1,0 +1,273 @@
+package broker
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/txmsg/txmsg"
+)
+
+// DefaultMaxBodyBytes limits an API request body: a 1 MiB value in base64
+// plus room for the rest.
+const DefaultMaxBodyBytes = 2 << 20
+
+// Handler serves the broker's HTTP/JSON API on a Store:
+//
+//	POST /v1/half-messages                   prepare → 201 {"id","state"}
+//	POST /v1/half-messages/{id}/commit       → 200 {"id","state"}
+//	POST /v1/half-messages/{id}/rollback     → 200 {"id","state"}
+//	POST /v1/half-messages/{id}/resolve      {"action":"commit"|"rollback","reason"} → 200
+//	GET  /v1/half-messages/{id}              one message
+//	GET  /v1/half-messages/{id}/checks       its check-back history
+//	GET  /v1/half-messages?state=&producer_group=&limit=&cursor=
+//	PUT  /v1/producer-groups/{group}         {"checkback_url"} → 200
+//	GET  /v1/producer-groups/{group}         → 200 {"checkback_url"}
+//
+// Errors are {"error":{"code","message"}} with the Code constants: 400 for
+// malformed bodies (unknown fields too) and invalid messages, 413 for bodies
+// over the limit, 404 for unknown ids, 409 for illegal transitions. It is safe
+// for concurrent use.
+type Handler struct {
+	store   *Store
+	maxBody int64
+	log     *slog.Logger
+	mux     *http.ServeMux
+}
+
+// HandlerOption configures a Handler.
+type HandlerOption func(*Handler)
+
+// WithMaxBodyBytes limits request bodies (default 2 MiB).
+func WithMaxBodyBytes(n int64) HandlerOption { return func(h *Handler) { h.maxBody = n } }
+
+// WithHandlerLogger logs internal errors (default: discarded).
+func WithHandlerLogger(l *slog.Logger) HandlerOption {
+	return func(h *Handler) {
+		if l != nil {
+			h.log = l
+		}
+	}
+}
+
+// NewHandler returns the API handler on store.
+func NewHandler(store *Store, opts ...HandlerOption) (*Handler, error) {
+	if store == nil {
+		return nil, errors.New("broker: handler: nil Store")
+	}
+	h := &Handler{store: store, maxBody: DefaultMaxBodyBytes, log: slog.New(slog.DiscardHandler), mux: http.NewServeMux()}
+	for _, o := range opts {
+		o(h)
+	}
+	if h.maxBody < 1024 {
+		return nil, fmt.Errorf("broker: max body bytes %d: want at least 1024", h.maxBody)
+	}
+	h.mux.HandleFunc("POST /v1/half-messages", h.prepare)
+	h.mux.HandleFunc("GET /v1/half-messages", h.list)
+	h.mux.HandleFunc("GET /v1/half-messages/{id}", h.get)
+	h.mux.HandleFunc("GET /v1/half-messages/{id}/checks", h.checks)
+	h.mux.HandleFunc("POST /v1/half-messages/{id}/commit", h.commit)
+	h.mux.HandleFunc("POST /v1/half-messages/{id}/rollback", h.rollback)
+	h.mux.HandleFunc("POST /v1/half-messages/{id}/resolve", h.resolve)
+	h.mux.HandleFunc("PUT /v1/producer-groups/{group}", h.putGroup)
+	h.mux.HandleFunc("GET /v1/producer-groups/{group}", h.getGroup)
+	return h, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+func (h *Handler) writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	ae := apiErrorFor(err)
+	if ae.Status == http.StatusInternalServerError {
+		h.log.ErrorContext(r.Context(), "broker: api request failed",
+			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("error", err))
+	}
+	var b errorBody
+	b.Error.Code, b.Error.Message = ae.Code, ae.Message
+	h.writeJSON(w, ae.Status, b)
+}
+
+// decode reads one JSON value into v, refusing unknown fields, trailing
+// data and bodies over the limit.
+func (h *Handler) decode(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, h.maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("%w: empty body: want a JSON object", txmsg.ErrInvalidMessage)
+		}
+		return fmt.Errorf("%w: bad JSON body: %v", txmsg.ErrInvalidMessage, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: bad JSON body: data after the object", txmsg.ErrInvalidMessage)
+	}
+	return nil
+}
+
+func (h *Handler) prepare(w http.ResponseWriter, r *http.Request) {
+	var b prepareBody
+	if err := h.decode(w, r, &b); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	req, err := b.request()
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	id, err := h.store.Prepare(r.Context(), req)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.writeJSON(w, http.StatusCreated, stateBody{ID: id, State: StatePrepared})
+}
+
+func (h *Handler) commit(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	st, err := h.store.Commit(r.Context(), id)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.writeJSON(w, http.StatusOK, stateBody{ID: id, State: st})
+}
+
+func (h *Handler) rollback(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	st, err := h.store.Rollback(r.Context(), id)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.writeJSON(w, http.StatusOK, stateBody{ID: id, State: st})
+}
+
+func (h *Handler) resolve(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	var b resolveBody
+	if err := h.decode(w, r, &b); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if b.Action != "commit" && b.Action != "rollback" {
+		h.fail(w, r, fmt.Errorf("%w: action %q: want commit or rollback", txmsg.ErrInvalidMessage, b.Action))
+		return
+	}
+	st, err := h.store.Resolve(r.Context(), id, b.Action == "commit", b.Reason)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.writeJSON(w, http.StatusOK, stateBody{ID: id, State: st})
+}
+
+func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
+	info, err := h.store.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.writeJSON(w, http.StatusOK, messageFor(info))
+}
+
+func (h *Handler) checks(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if _, err := h.store.Get(r.Context(), id); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	cs, err := h.store.Checks(r.Context(), id)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	out := make([]checkBody, len(cs))
+	for i, c := range cs {
+		out[i] = checkBody{No: c.No, Result: c.Result, Error: c.Error,
+			LatencyMS: float64(c.Latency.Microseconds()) / 1000, CheckedAt: c.CheckedAt}
+	}
+	h.writeJSON(w, http.StatusOK, map[string][]checkBody{"checks": out})
+}
+
+func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var f Filter
+	if s := q.Get("state"); s != "" {
+		st, err := ParseState(s)
+		if err != nil {
+			h.fail(w, r, fmt.Errorf("%w: %v", txmsg.ErrInvalidMessage, err))
+			return
+		}
+		f.State = st
+	}
+	f.ProducerGroup = q.Get("producer_group")
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > MaxListLimit {
+			h.fail(w, r, fmt.Errorf("%w: limit %q: want 1 to %d", txmsg.ErrInvalidMessage, s, MaxListLimit))
+			return
+		}
+		f.Limit = n
+	}
+	if s := q.Get("cursor"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 0 {
+			h.fail(w, r, fmt.Errorf("%w: cursor %q: want the next_cursor of an earlier page", txmsg.ErrInvalidMessage, s))
+			return
+		}
+		f.After = n
+	}
+	infos, next, err := h.store.List(r.Context(), f)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	out := listBody{Messages: make([]messageBody, len(infos))}
+	for i, info := range infos {
+		out.Messages[i] = messageFor(info)
+	}
+	if next > 0 {
+		out.NextCursor = strconv.FormatInt(next, 10)
+	}
+	h.writeJSON(w, http.StatusOK, out)
+}
+
+func (h *Handler) putGroup(w http.ResponseWriter, r *http.Request) {
+	group := r.PathValue("group")
+	var b groupBody
+	if err := h.decode(w, r, &b); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if err := h.store.SetGroup(r.Context(), group, b.CheckbackURL); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.writeJSON(w, http.StatusOK, map[string]string{"producer_group": group, "checkback_url": b.CheckbackURL})
+}
+
+func (h *Handler) getGroup(w http.ResponseWriter, r *http.Request) {
+	group := r.PathValue("group")
+	u, err := h.store.GroupURL(r.Context(), group)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.writeJSON(w, http.StatusOK, map[string]string{"producer_group": group, "checkback_url": u})
+}

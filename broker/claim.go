@@ -1,0 +1,204 @@
+package broker
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/txmsg/txmsg/checkback"
+	"github.com/txmsg/txmsg/internal/codec"
+	"github.com/txmsg/txmsg/internal/sqlx"
+)
+
+const (
+	selectDue = `SELECT seq, id, producer_group, topic, msg_key, headers, check_count, max_checks,
+  check_timeout_ms, checkback_url
+FROM txmsg_half_messages
+WHERE state = ? AND next_check_at <= UTC_TIMESTAMP(6)
+ORDER BY next_check_at
+LIMIT ?
+FOR UPDATE SKIP LOCKED`
+	claimDue = `UPDATE txmsg_half_messages
+SET check_count = check_count + 1, last_check_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6),
+  next_check_at = DATE_ADD(UTC_TIMESTAMP(6), INTERVAL ? MICROSECOND)
+WHERE seq IN (`
+	resolveByCheck = `UPDATE txmsg_half_messages
+SET state = ?, resolved_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6),
+  last_check_result = ?, last_check_error = NULL
+WHERE id = ? AND state = ? AND check_count = ?`
+	rescheduleCheck = `UPDATE txmsg_half_messages
+SET next_check_at = DATE_ADD(UTC_TIMESTAMP(6), INTERVAL ? MICROSECOND), updated_at = UTC_TIMESTAMP(6),
+  last_check_result = ?, last_check_error = ?
+WHERE id = ? AND state = ? AND check_count = ?`
+	discardByCheck = `UPDATE txmsg_half_messages
+SET state = ?, updated_at = UTC_TIMESTAMP(6), reason = ?, last_check_result = ?, last_check_error = ?
+WHERE id = ? AND state = ? AND check_count = ?`
+	insertCheck = `INSERT INTO txmsg_half_checks (msg_id, check_no, result, error, latency_us, checked_at)
+VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(6))`
+)
+
+// ClaimDue implements checkback.Store: in one short transaction it locks up
+// to limit due prepared messages with SKIP LOCKED (rows another instance is
+// claiming are passed over, not waited for), counts the check and moves
+// next_check_at lease ahead, so no other instance claims them until this
+// check is recorded or the lease has passed.
+func (s *Store) ClaimDue(ctx context.Context, limit int, lease time.Duration) ([]checkback.Claim, error) {
+	var claims []checkback.Claim
+	err := sqlx.RunInTx(ctx, s.db, nil, func(tx *sql.Tx) error {
+		claims = claims[:0]
+		rows, err := tx.QueryContext(ctx, selectDue, StatePrepared, limit)
+		if err != nil {
+			return fmt.Errorf("select due: %w", err)
+		}
+		var seqs []any
+		for rows.Next() {
+			var (
+				c         checkback.Claim
+				seq       int64
+				key, hdr  []byte
+				timeoutMS int64
+				url       sql.NullString
+			)
+			if err := rows.Scan(&seq, &c.ID, &c.ProducerGroup, &c.Topic, &key, &hdr, &c.CheckCount,
+				&c.MaxChecks, &timeoutMS, &url); err != nil {
+				rows.Close()
+				return fmt.Errorf("scan due: %w", err)
+			}
+			c.Key, c.URL = string(key), url.String
+			c.Interval = time.Duration(timeoutMS) * time.Millisecond
+			c.CheckCount++
+			if hs, err := codec.DecodeHeaders(hdr); err == nil && len(hs) > 0 {
+				c.Headers = make(map[string]string, len(hs))
+				for _, h := range hs {
+					c.Headers[h.Key] = string(h.Value)
+				}
+			}
+			seqs = append(seqs, seq)
+			claims = append(claims, c)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("read due: %w", err)
+		}
+		if len(seqs) == 0 {
+			return nil
+		}
+		q := claimDue + strings.Repeat("?,", len(seqs)-1) + "?)"
+		if _, err := tx.ExecContext(ctx, q, append([]any{lease.Microseconds()}, seqs...)...); err != nil {
+			return fmt.Errorf("claim %d: %w", len(seqs), err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("broker: claim due checks: %w", err)
+	}
+	// Fill in group URLs outside the locking transaction: a FOR UPDATE over
+	// a join would lock the group rows too, and SKIP LOCKED would then pass
+	// over every message of a group another instance is claiming.
+	urls := map[string]string{}
+	for i := range claims {
+		c := &claims[i]
+		if c.URL != "" {
+			continue
+		}
+		u, ok := urls[c.ProducerGroup]
+		if !ok {
+			var err error
+			u, err = s.GroupURL(ctx, c.ProducerGroup)
+			if err != nil && ctx.Err() != nil {
+				return nil, err
+			}
+			urls[c.ProducerGroup] = u
+		}
+		c.URL = u
+	}
+	return claims, nil
+}
+
+// RecordCheck implements checkback.Store. Every UPDATE is fenced by state =
+// prepared and the check count of the claim: a commit or rollback that
+// arrived while the check was in flight has left prepared, so the check's
+// answer changes nothing (the producer's own call wins), and a check whose
+// lease expired and was claimed again cannot overwrite the newer one.
+func (s *Store) RecordCheck(ctx context.Context, c checkback.Claim, r checkback.Result) error {
+	result := r.Answer.String()
+	var errText sql.NullString
+	if r.Err != nil {
+		result = "error"
+		errText = nullString(truncate(r.Err.Error(), 1024))
+	}
+	var (
+		res sql.Result
+		err error
+		to  State
+	)
+	switch {
+	case r.Err == nil && r.Answer == checkback.AnswerCommit:
+		to = StateCommitted
+		res, err = s.db.ExecContext(ctx, resolveByCheck, to, result, c.ID, StatePrepared, c.CheckCount)
+	case r.Err == nil && r.Answer == checkback.AnswerRollback:
+		to = StateRolledBack
+		res, err = s.db.ExecContext(ctx, resolveByCheck, to, result, c.ID, StatePrepared, c.CheckCount)
+	case r.Discard:
+		to = StateDiscarded
+		reason := fmt.Sprintf("no commit or rollback after %d check-backs (last: %s)", c.CheckCount, result)
+		if r.Err != nil {
+			reason += ": " + r.Err.Error()
+		}
+		res, err = s.db.ExecContext(ctx, discardByCheck, to, truncate(reason, 1024), result, errText,
+			c.ID, StatePrepared, c.CheckCount)
+	default:
+		res, err = s.db.ExecContext(ctx, rescheduleCheck, r.NextCheck.Microseconds(), result, errText,
+			c.ID, StatePrepared, c.CheckCount)
+	}
+	if err != nil {
+		return fmt.Errorf("broker: record check %d of %s: %w", c.CheckCount, c.ID, err)
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 1 && to != 0 {
+		s.metrics.Resolved(to, ByCheckback)
+	}
+	if _, err := s.db.ExecContext(ctx, insertCheck, c.ID, c.CheckCount, result, errText, r.Latency.Microseconds()); err != nil {
+		return fmt.Errorf("broker: record check history of %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+// Check is one check-back of a message, from the history table.
+type Check struct {
+	No        int
+	Result    string
+	Error     string
+	Latency   time.Duration
+	CheckedAt time.Time
+}
+
+const selectChecks = `SELECT check_no, result, error, latency_us, checked_at
+FROM txmsg_half_checks WHERE msg_id = ? ORDER BY seq`
+
+// Checks returns the check-back history of id, oldest first.
+func (s *Store) Checks(ctx context.Context, id string) ([]Check, error) {
+	rows, err := s.db.QueryContext(ctx, selectChecks, id)
+	if err != nil {
+		return nil, fmt.Errorf("broker: checks of %s: %w", id, err)
+	}
+	defer rows.Close()
+	var out []Check
+	for rows.Next() {
+		var (
+			c   Check
+			e   sql.NullString
+			lat int64
+		)
+		if err := rows.Scan(&c.No, &c.Result, &e, &lat, &c.CheckedAt); err != nil {
+			return nil, fmt.Errorf("broker: checks of %s: %w", id, err)
+		}
+		c.Error, c.Latency = e.String, time.Duration(lat)*time.Microsecond
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("broker: checks of %s: %w", id, err)
+	}
+	return out, nil
+}

@@ -1,0 +1,194 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Client speaks the broker's HTTP API. Errors the broker answered are
+// *APIError and match txmsg.ErrInvalidMessage, txmsg.ErrNotFound and
+// txmsg.ErrConflict with errors.Is. It is safe for concurrent use.
+type Client struct {
+	base string
+	hc   *http.Client
+}
+
+// ClientOption configures a Client.
+type ClientOption func(*Client)
+
+// WithHTTPClient sets the HTTP client (default: one with a 30s timeout and
+// up to 64 idle connections to the broker).
+func WithHTTPClient(hc *http.Client) ClientOption {
+	return func(c *Client) {
+		if hc != nil {
+			c.hc = hc
+		}
+	}
+}
+
+// NewClient returns a Client for the broker at baseURL ("http://host:port").
+func NewClient(baseURL string, opts ...ClientOption) (*Client, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("broker: client base URL %q: want http://host:port", baseURL)
+	}
+	c := &Client{base: strings.TrimRight(baseURL, "/")}
+	for _, o := range opts {
+		o(c)
+	}
+	if c.hc == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConnsPerHost = 64
+		c.hc = &http.Client{Timeout: 30 * time.Second, Transport: tr}
+	}
+	return c, nil
+}
+
+// do sends one request and decodes a 2xx answer into out.
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("broker: encode %s %s: %w", method, path, err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return fmt.Errorf("broker: %s %s: %w", method, path, err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("broker: %s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("broker: %s %s: read answer: %w", method, path, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var eb errorBody
+		if json.Unmarshal(data, &eb) != nil || eb.Error.Code == "" {
+			eb.Error.Code = CodeInternal
+			if resp.StatusCode == http.StatusNotFound {
+				eb.Error.Code = CodeNotFound
+			}
+			eb.Error.Message = strings.TrimSpace(string(data))
+		}
+		return &APIError{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("broker: %s %s: decode answer: %w", method, path, err)
+	}
+	return nil
+}
+
+// Prepare stores a prepared half message and returns its id.
+func (c *Client) Prepare(ctx context.Context, req PrepareRequest) (string, error) {
+	var out stateBody
+	if err := c.do(ctx, http.MethodPost, "/v1/half-messages", bodyFor(req), &out); err != nil {
+		return "", err
+	}
+	return out.ID, nil
+}
+
+// Commit makes a prepared message deliverable; idempotent. See Store.Commit.
+func (c *Client) Commit(ctx context.Context, id string) (State, error) {
+	var out stateBody
+	err := c.do(ctx, http.MethodPost, "/v1/half-messages/"+url.PathEscape(id)+"/commit", nil, &out)
+	return out.State, err
+}
+
+// Rollback drops a prepared message; idempotent. See Store.Rollback.
+func (c *Client) Rollback(ctx context.Context, id string) (State, error) {
+	var out stateBody
+	err := c.do(ctx, http.MethodPost, "/v1/half-messages/"+url.PathEscape(id)+"/rollback", nil, &out)
+	return out.State, err
+}
+
+// Resolve decides a discarded (or prepared) message as an operator. See
+// Store.Resolve.
+func (c *Client) Resolve(ctx context.Context, id string, commit bool, reason string) (State, error) {
+	action := "rollback"
+	if commit {
+		action = "commit"
+	}
+	var out stateBody
+	err := c.do(ctx, http.MethodPost, "/v1/half-messages/"+url.PathEscape(id)+"/resolve",
+		resolveBody{Action: action, Reason: reason}, &out)
+	return out.State, err
+}
+
+// Get returns one message.
+func (c *Client) Get(ctx context.Context, id string) (Info, error) {
+	var out messageBody
+	if err := c.do(ctx, http.MethodGet, "/v1/half-messages/"+url.PathEscape(id), nil, &out); err != nil {
+		return Info{}, err
+	}
+	info, err := out.info()
+	if err != nil {
+		return Info{}, fmt.Errorf("broker: get %s: %w", id, err)
+	}
+	return info, nil
+}
+
+// List returns one page of messages and the cursor of the next (0 at the
+// end). See Store.List.
+func (c *Client) List(ctx context.Context, f Filter) ([]Info, int64, error) {
+	q := url.Values{}
+	if f.State != 0 {
+		q.Set("state", f.State.String())
+	}
+	if f.ProducerGroup != "" {
+		q.Set("producer_group", f.ProducerGroup)
+	}
+	if f.Limit > 0 {
+		q.Set("limit", strconv.Itoa(f.Limit))
+	}
+	if f.After > 0 {
+		q.Set("cursor", strconv.FormatInt(f.After, 10))
+	}
+	var out listBody
+	if err := c.do(ctx, http.MethodGet, "/v1/half-messages?"+q.Encode(), nil, &out); err != nil {
+		return nil, 0, err
+	}
+	infos := make([]Info, 0, len(out.Messages))
+	for _, m := range out.Messages {
+		info, err := m.info()
+		if err != nil {
+			return nil, 0, fmt.Errorf("broker: list: %w", err)
+		}
+		infos = append(infos, info)
+	}
+	var next int64
+	if out.NextCursor != "" {
+		n, err := strconv.ParseInt(out.NextCursor, 10, 64)
+		if err != nil {
+			return nil, 0, errors.New("broker: list: bad next_cursor in answer")
+		}
+		next = n
+	}
+	return infos, next, nil
+}
+
+// SetGroup registers the check-back URL of a producer group.
+func (c *Client) SetGroup(ctx context.Context, group, checkbackURL string) error {
+	return c.do(ctx, http.MethodPut, "/v1/producer-groups/"+url.PathEscape(group),
+		groupBody{CheckbackURL: checkbackURL}, nil)
+}

@@ -1,0 +1,26 @@
+// Package broker is txmsg's half-message broker: a RocketMQ-style two-phase
+// message on MySQL, delivered to Kafka by the relay engine.
+//
+// A producer prepares a message (it is stored, invisible), runs its local
+// transaction, then commits or rolls the message back. Committed messages are
+// delivered by relay.Engine through HalfSource, with the header
+// txmsg-source: half and txmsg-id = the message id. A producer that goes
+// silent is asked by the check-back scanner (package checkback).
+//
+// Store holds the state machine on the txmsg_half_messages table:
+//
+//	prepared ─► committed ─► delivered
+//	    ├─────► rolled_back
+//	    └─────► discarded ─► committed | rolled_back   (Resolve, by an operator)
+//
+// Every transition is one conditional UPDATE (… WHERE state = ?), so commit
+// and rollback are idempotent and race-safe: a repeated commit changes
+// nothing and delivers once, a commit after a rollback (or the reverse) fails
+// with txmsg.ErrConflict and changes nothing, and a commit that arrives while
+// a check-back is in flight wins over the check's late answer.
+//
+// Handler serves the HTTP/JSON API, Client speaks it (mapping error codes
+// back to txmsg's sentinels, so errors.Is works over HTTP), Producer wraps a
+// local transaction in prepare/commit/rollback with a check-back ledger row,
+// and Server runs API, scanner and relay engine as one daemon.
+package broker

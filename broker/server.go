@@ -1,0 +1,201 @@
+package broker
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/txmsg/txmsg/checkback"
+	"github.com/txmsg/txmsg/relay"
+)
+
+// Server is the `txmsg broker` daemon: the HTTP API, the check-back scanner
+// and a relay engine delivering committed half messages, on one database.
+// Several Servers may share a database: SKIP LOCKED claims keep their
+// check-backs apart and the relay's shard leases keep their deliveries apart.
+type Server struct {
+	cfg      Config
+	store    *Store
+	handler  *Handler
+	scanner  *checkback.Scanner
+	engine   *relay.Engine
+	log      *slog.Logger
+	metrics  Metrics
+	listener net.Listener
+	addr     atomic.Pointer[string]
+	running  atomic.Bool
+}
+
+// ServerOption configures a Server.
+type ServerOption func(*serverOptions)
+
+type serverOptions struct {
+	log          *slog.Logger
+	metrics      Metrics
+	relayMetrics relay.Metrics
+	listener     net.Listener
+	checkClient  *http.Client
+}
+
+// WithLogger sets the logger of the server and its parts (default: discarded).
+func WithLogger(l *slog.Logger) ServerOption { return func(o *serverOptions) { o.log = l } }
+
+// WithMetrics sets the broker's metrics hooks (default: NopMetrics).
+func WithMetrics(m Metrics) ServerOption { return func(o *serverOptions) { o.metrics = m } }
+
+// WithRelayMetrics sets the relay engine's metrics hooks (default: none).
+func WithRelayMetrics(m relay.Metrics) ServerOption {
+	return func(o *serverOptions) { o.relayMetrics = m }
+}
+
+// WithListener serves the API on l instead of listening on Config.Listen;
+// Run closes it.
+func WithListener(l net.Listener) ServerOption { return func(o *serverOptions) { o.listener = l } }
+
+// WithCheckbackClient sets the HTTP client that calls producers (default:
+// see checkback.WithHTTPClient).
+func WithCheckbackClient(c *http.Client) ServerOption {
+	return func(o *serverOptions) { o.checkClient = c }
+}
+
+// NewServer validates cfg and builds the daemon's parts on db. It does not
+// listen or connect yet: Run does.
+func NewServer(db *sql.DB, cfg Config, opts ...ServerOption) (*Server, error) {
+	if db == nil {
+		return nil, errors.New("broker: server: nil *sql.DB")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	o := serverOptions{log: slog.New(slog.DiscardHandler), metrics: NopMetrics{}}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.log == nil {
+		o.log = slog.New(slog.DiscardHandler)
+	}
+	if o.metrics == nil {
+		o.metrics = NopMetrics{}
+	}
+	store, err := NewStore(db, WithShards(cfg.Relay.Shards), WithMaxValueBytes(cfg.MaxValueBytes),
+		WithCheckTimeout(cfg.CheckTimeout), WithMaxChecks(cfg.MaxChecks), WithStoreMetrics(o.metrics))
+	if err != nil {
+		return nil, err
+	}
+	handler, err := NewHandler(store, WithMaxBodyBytes(cfg.MaxBodyBytes), WithHandlerLogger(o.log))
+	if err != nil {
+		return nil, err
+	}
+	scanner, err := checkback.NewScanner(store, cfg.checkback(), checkback.WithLogger(o.log),
+		checkback.WithMetrics(o.metrics), checkback.WithHTTPClient(o.checkClient))
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	ropts := []relay.Option{relay.WithSources(NewHalfSource()), relay.WithLogger(o.log)}
+	if o.relayMetrics != nil {
+		ropts = append(ropts, relay.WithMetrics(o.relayMetrics))
+	}
+	engine, err := relay.New(db, cfg.Relay, ropts...)
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	return &Server{cfg: cfg, store: store, handler: handler, scanner: scanner, engine: engine,
+		log: o.log, metrics: o.metrics, listener: o.listener}, nil
+}
+
+// Store returns the server's store, for admin commands in the same process.
+func (s *Server) Store() *Store { return s.store }
+
+// Handler returns the API handler, to mount elsewhere.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Addr returns the API's listening address once Run has started listening,
+// or "" before.
+func (s *Server) Addr() string {
+	if p := s.addr.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// Ready reports whether the API is listening and the relay engine is ready.
+func (s *Server) Ready() bool { return s.Addr() != "" && s.engine.Ready() }
+
+// Run serves until ctx ends, then shuts down: the API stops accepting and
+// finishes requests in flight (up to Config.ShutdownTimeout), the scanner
+// cancels its calls (their messages are checked again after the lease), and
+// the relay engine finishes its in-flight batches (see relay.Engine.Run).
+// It returns after every part has stopped: nil after a clean shutdown, or
+// the first part's error, which also stops the others. Run may be called
+// once.
+func (s *Server) Run(ctx context.Context) error {
+	if !s.running.CompareAndSwap(false, true) {
+		return errors.New("broker: Run called twice")
+	}
+	ln := s.listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", s.cfg.Listen); err != nil {
+			return fmt.Errorf("broker: listen on %s: %w", s.cfg.Listen, err)
+		}
+	}
+	addr := ln.Addr().String()
+	s.addr.Store(&addr)
+	srv := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("broker: serve API on %s: %w", addr, err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			return fmt.Errorf("broker: shut down API: %w", errors.Join(err, srv.Close()))
+		}
+		return nil
+	})
+	g.Go(func() error { return s.scanner.Run(gctx) })
+	g.Go(func() error { return s.engine.Run(gctx) })
+	g.Go(func() error { s.backlogLoop(gctx); return nil })
+	s.log.Info("broker started", slog.String("listen", addr))
+	err := g.Wait()
+	s.log.Info("broker stopped", slog.String("listen", addr))
+	return err
+}
+
+// backlogLoop refreshes the prepared-backlog metric until ctx ends.
+func (s *Server) backlogLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.BacklogInterval)
+	defer t.Stop()
+	for {
+		n, oldest, err := s.store.PreparedBacklog(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			s.log.Warn("broker: prepared backlog", slog.Any("error", err))
+		case err == nil:
+			var age time.Duration
+			if !oldest.IsZero() {
+				age = max(time.Since(oldest), 0)
+			}
+			s.metrics.PreparedBacklog(n, age)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,476 @@
+package broker
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+
+	"github.com/txmsg/txmsg"
+	"github.com/txmsg/txmsg/internal/codec"
+	"github.com/txmsg/txmsg/internal/sqlx"
+)
+
+// Limits and defaults of the store.
+const (
+	// DefaultShards is the shard count (it must equal the relay's).
+	DefaultShards = 16
+	// DefaultCheckTimeout is the delay before the first check-back.
+	DefaultCheckTimeout = 6 * time.Second
+	// DefaultMaxChecks is how many check-backs a message gets.
+	DefaultMaxChecks = 15
+	// MaxGroupLen is the longest producer group name.
+	MaxGroupLen = 128
+	// MaxURLLen is the longest check-back URL.
+	MaxURLLen = 2048
+	// MaxCheckTimeout is the longest per-message check timeout.
+	MaxCheckTimeout = 24 * time.Hour
+	// MaxMaxChecks is the most checks a message may ask for.
+	MaxMaxChecks = 1000
+	// DefaultListLimit and MaxListLimit bound a List page.
+	DefaultListLimit = 100
+	MaxListLimit     = 1000
+)
+
+// Who resolved a message, for Metrics.Resolved.
+const (
+	ByProducer  = "producer"
+	ByCheckback = "checkback"
+	ByOperator  = "operator"
+)
+
+// PrepareRequest is one half message to prepare.
+type PrepareRequest struct {
+	// ProducerGroup names the producer; the check-back URL registered for
+	// it is asked unless CheckbackURL is set. Required.
+	ProducerGroup string
+	// Message is the message; an empty ID gets a UUIDv7.
+	Message txmsg.Message
+	// CheckbackURL overrides the group's check-back URL for this message.
+	CheckbackURL string
+	// CheckTimeout overrides the delay before the first check (0: the
+	// store's default).
+	CheckTimeout time.Duration
+	// MaxChecks overrides the number of checks (0: the store's default).
+	MaxChecks int
+}
+
+// Info is what the store knows about one half message.
+type Info struct {
+	ID              string
+	ProducerGroup   string
+	Topic           string
+	Key             []byte
+	State           State
+	CheckbackURL    string
+	CheckTimeout    time.Duration
+	MaxChecks       int
+	CheckCount      int
+	LastCheckResult string
+	LastCheckError  string
+	// Reason says why a message was discarded or resolved by an operator.
+	Reason string
+	// Attempts and LastError count deliveries Kafka refused.
+	Attempts  int
+	LastError string
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	// The times below are zero when they have not happened.
+	NextCheckAt time.Time
+	LastCheckAt time.Time
+	ResolvedAt  time.Time
+	DeliveredAt time.Time
+	// Seq is the message's position in the table (the List cursor).
+	Seq int64
+}
+
+// Store is the half-message state machine on MySQL. It holds no connection
+// of its own and is safe for concurrent use. All times come from the
+// database clock, so broker instances need not agree on theirs.
+type Store struct {
+	db           *sql.DB
+	shards       int
+	maxValue     int
+	checkTimeout time.Duration
+	maxChecks    int
+	metrics      Metrics
+}
+
+// StoreOption configures a Store.
+type StoreOption func(*Store)
+
+// WithShards sets the shard count messages are spread over by key (default
+// 16); it must equal the relay engine's Config.Shards.
+func WithShards(n int) StoreOption { return func(s *Store) { s.shards = n } }
+
+// WithMaxValueBytes sets the largest value accepted (default 1 MiB).
+func WithMaxValueBytes(n int) StoreOption { return func(s *Store) { s.maxValue = n } }
+
+// WithCheckTimeout sets the default delay before the first check-back
+// (default 6s).
+func WithCheckTimeout(d time.Duration) StoreOption { return func(s *Store) { s.checkTimeout = d } }
+
+// WithMaxChecks sets the default number of check-backs (default 15).
+func WithMaxChecks(n int) StoreOption { return func(s *Store) { s.maxChecks = n } }
+
+// WithStoreMetrics sets the metrics hooks (default: none).
+func WithStoreMetrics(m Metrics) StoreOption {
+	return func(s *Store) {
+		if m != nil {
+			s.metrics = m
+		}
+	}
+}
+
+// NewStore returns a Store on db, which must hold the migrated schema.
+func NewStore(db *sql.DB, opts ...StoreOption) (*Store, error) {
+	if db == nil {
+		return nil, errors.New("broker: store: nil *sql.DB")
+	}
+	s := &Store{db: db, shards: DefaultShards, maxValue: txmsg.DefaultMaxValueBytes,
+		checkTimeout: DefaultCheckTimeout, maxChecks: DefaultMaxChecks, metrics: NopMetrics{}}
+	for _, o := range opts {
+		o(s)
+	}
+	switch {
+	case s.shards < 1 || s.shards > 4096:
+		return nil, fmt.Errorf("broker: shards %d: want 1 to 4096", s.shards)
+	case s.maxValue < 1:
+		return nil, fmt.Errorf("broker: max value bytes %d: want at least 1", s.maxValue)
+	case s.checkTimeout < time.Millisecond || s.checkTimeout > MaxCheckTimeout:
+		return nil, fmt.Errorf("broker: check timeout %v: want 1ms to %v", s.checkTimeout, MaxCheckTimeout)
+	case s.maxChecks < 1 || s.maxChecks > MaxMaxChecks:
+		return nil, fmt.Errorf("broker: max checks %d: want 1 to %d", s.maxChecks, MaxMaxChecks)
+	}
+	return s, nil
+}
+
+const (
+	insertHalf = `INSERT INTO txmsg_half_messages
+  (id, shard, state, producer_group, topic, msg_key, value, headers, checkback_url,
+   check_timeout_ms, max_checks, next_check_at, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, DATE_ADD(UTC_TIMESTAMP(6), INTERVAL ? MICROSECOND), UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))`
+	transitionHalf = `UPDATE txmsg_half_messages
+SET state = ?, resolved_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6), reason = COALESCE(?, reason)
+WHERE id = ? AND state IN (?, ?)`
+	selectState = `SELECT state FROM txmsg_half_messages WHERE id = ?`
+	infoColumns = `seq, id, producer_group, topic, msg_key, state, checkback_url, check_timeout_ms, max_checks,
+  check_count, last_check_result, last_check_error, reason, attempts, last_error, created_at, updated_at,
+  next_check_at, last_check_at, resolved_at, delivered_at`
+	selectInfo  = `SELECT ` + infoColumns + ` FROM txmsg_half_messages WHERE id = ?`
+	upsertGroup = `INSERT INTO txmsg_producer_groups (producer_group, checkback_url, updated_at)
+VALUES (?, ?, UTC_TIMESTAMP(6))
+ON DUPLICATE KEY UPDATE checkback_url = VALUES(checkback_url), updated_at = VALUES(updated_at)`
+	selectGroup     = `SELECT checkback_url FROM txmsg_producer_groups WHERE producer_group = ?`
+	preparedBacklog = `SELECT COUNT(*), MIN(created_at) FROM txmsg_half_messages WHERE state = ?`
+)
+
+// ValidateGroup checks a producer group name: 1 to 128 bytes of UTF-8.
+func ValidateGroup(g string) error {
+	if g == "" || len(g) > MaxGroupLen || !utf8.ValidString(g) {
+		return fmt.Errorf("%w: producer_group must be 1 to %d bytes of UTF-8", txmsg.ErrInvalidMessage, MaxGroupLen)
+	}
+	return nil
+}
+
+// ValidateCheckbackURL checks a check-back URL: absolute http or https.
+func ValidateCheckbackURL(raw string) error {
+	if len(raw) > MaxURLLen {
+		return fmt.Errorf("%w: checkback_url is longer than %d bytes", txmsg.ErrInvalidMessage, MaxURLLen)
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%w: checkback_url %q: want an absolute http or https URL", txmsg.ErrInvalidMessage, raw)
+	}
+	return nil
+}
+
+// Prepare stores a prepared half message and returns its id. The message is
+// not delivered until Commit; if neither Commit nor Rollback comes, its
+// producer is asked after the check timeout. Invalid requests fail with an
+// error wrapping txmsg.ErrInvalidMessage, an id already used with
+// txmsg.ErrConflict.
+func (s *Store) Prepare(ctx context.Context, req PrepareRequest) (string, error) {
+	m := &req.Message
+	if err := ValidateGroup(req.ProducerGroup); err != nil {
+		return "", fmt.Errorf("broker: prepare: %w", err)
+	}
+	if err := m.Validate(s.maxValue); err != nil {
+		return "", fmt.Errorf("broker: prepare (topic %q): %w", m.Topic, err)
+	}
+	if req.CheckbackURL != "" {
+		if err := ValidateCheckbackURL(req.CheckbackURL); err != nil {
+			return "", fmt.Errorf("broker: prepare: %w", err)
+		}
+	}
+	timeout, maxChecks := req.CheckTimeout, req.MaxChecks
+	if timeout == 0 {
+		timeout = s.checkTimeout
+	}
+	if maxChecks == 0 {
+		maxChecks = s.maxChecks
+	}
+	if timeout < time.Millisecond || timeout > MaxCheckTimeout {
+		return "", fmt.Errorf("broker: prepare: %w: check_timeout %v: want 1ms to %v", txmsg.ErrInvalidMessage, timeout, MaxCheckTimeout)
+	}
+	if maxChecks < 1 || maxChecks > MaxMaxChecks {
+		return "", fmt.Errorf("broker: prepare: %w: max_checks %d: want 1 to %d", txmsg.ErrInvalidMessage, maxChecks, MaxMaxChecks)
+	}
+	id := m.ID
+	if id == "" {
+		u, err := uuid.NewV7()
+		if err != nil {
+			return "", fmt.Errorf("broker: prepare: generate id: %w", err)
+		}
+		id = u.String()
+	}
+	hdr, err := codec.EncodeHeaders(m.Headers)
+	if err != nil {
+		return "", fmt.Errorf("broker: prepare %s: %w", id, err)
+	}
+	_, err = s.db.ExecContext(ctx, insertHalf, id, txmsg.Shard(m.Key, id, s.shards), StatePrepared,
+		req.ProducerGroup, m.Topic, m.Key, m.Value, hdr, nullString(req.CheckbackURL),
+		timeout.Milliseconds(), maxChecks, timeout.Microseconds())
+	if err != nil {
+		if sqlx.IsDuplicate(err) {
+			return "", fmt.Errorf("broker: prepare: %w: id %s already exists", txmsg.ErrConflict, id)
+		}
+		return "", fmt.Errorf("broker: prepare %s: %w", id, err)
+	}
+	s.metrics.Prepared()
+	return id, nil
+}
+
+// Commit makes a prepared message deliverable and returns its state. It is
+// idempotent: committing a committed, delivered or dead-lettered message
+// returns its state and changes nothing. A rolled back or discarded message
+// fails with txmsg.ErrConflict, an unknown id with txmsg.ErrNotFound.
+func (s *Store) Commit(ctx context.Context, id string) (State, error) {
+	return s.transition(ctx, id, StateCommitted, ByProducer, "", StatePrepared)
+}
+
+// Rollback drops a prepared message for good and returns its state. It is
+// idempotent; a committed, delivered or discarded message fails with
+// txmsg.ErrConflict, an unknown id with txmsg.ErrNotFound.
+func (s *Store) Rollback(ctx context.Context, id string) (State, error) {
+	return s.transition(ctx, id, StateRolledBack, ByProducer, "", StatePrepared)
+}
+
+// Resolve is the operator's decision on a discarded (or still prepared)
+// message: commit delivers it, rollback drops it. It is idempotent like
+// Commit and Rollback; reason is stored with the message.
+func (s *Store) Resolve(ctx context.Context, id string, commit bool, reason string) (State, error) {
+	to := StateRolledBack
+	if commit {
+		to = StateCommitted
+	}
+	if reason == "" {
+		reason = "resolved " + to.String() + " by an operator"
+	}
+	return s.transition(ctx, id, to, ByOperator, truncate(reason, 1024), StatePrepared, StateDiscarded)
+}
+
+// reached says whether a message in state cur has already done what a
+// transition to `to` asks.
+func reached(cur, to State) bool {
+	if to == StateCommitted {
+		return cur == StateCommitted || cur == StateDelivered || cur == StateDead
+	}
+	return cur == to
+}
+
+// transition moves id from one of from to `to` with one conditional UPDATE.
+// When the UPDATE matches nothing, the current state tells why: already
+// there (idempotent success), not found, or illegal (ErrConflict). A message
+// that was in a from state at the UPDATE but left it before the SELECT can
+// only have moved forward, so one re-read suffices; the loop is a guard.
+func (s *Store) transition(ctx context.Context, id string, to State, by, reason string, from ...State) (State, error) {
+	f1, f2 := from[0], from[len(from)-1]
+	for range 3 {
+		res, err := s.db.ExecContext(ctx, transitionHalf, to, nullString(reason), id, f1, f2)
+		if err != nil {
+			return 0, fmt.Errorf("broker: %s %s: %w", verb(to), id, err)
+		}
+		if n, err := res.RowsAffected(); err == nil && n == 1 {
+			s.metrics.Resolved(to, by)
+			return to, nil
+		}
+		var cur State
+		if err := s.db.QueryRowContext(ctx, selectState, id).Scan(&cur); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return 0, fmt.Errorf("broker: %s %s: %w", verb(to), id, txmsg.ErrNotFound)
+			}
+			return 0, fmt.Errorf("broker: %s %s: read state: %w", verb(to), id, err)
+		}
+		if reached(cur, to) {
+			return cur, nil
+		}
+		if cur != f1 && cur != f2 {
+			return cur, fmt.Errorf("broker: %s %s: %w: message is %s", verb(to), id, txmsg.ErrConflict, cur)
+		}
+	}
+	return 0, fmt.Errorf("broker: %s %s: state keeps changing", verb(to), id)
+}
+
+func verb(to State) string {
+	if to == StateCommitted {
+		return "commit"
+	}
+	return "roll back"
+}
+
+// Get returns what the store knows about id, or an error wrapping
+// txmsg.ErrNotFound.
+func (s *Store) Get(ctx context.Context, id string) (Info, error) {
+	info, err := scanInfo(s.db.QueryRowContext(ctx, selectInfo, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Info{}, fmt.Errorf("broker: get %s: %w", id, txmsg.ErrNotFound)
+	}
+	if err != nil {
+		return Info{}, fmt.Errorf("broker: get %s: %w", id, err)
+	}
+	return info, nil
+}
+
+// Filter selects messages for List. Zero fields match everything.
+type Filter struct {
+	State         State
+	ProducerGroup string
+	// After is the cursor: only messages with a larger Seq.
+	After int64
+	// Limit is the page size (default 100, at most 1000).
+	Limit int
+}
+
+// List returns one page of messages matching f in Seq order, and the cursor
+// of the next page (0 when this page is the last).
+func (s *Store) List(ctx context.Context, f Filter) ([]Info, int64, error) {
+	if f.Limit <= 0 {
+		f.Limit = DefaultListLimit
+	}
+	if f.Limit > MaxListLimit {
+		f.Limit = MaxListLimit
+	}
+	var q strings.Builder
+	q.WriteString("SELECT " + infoColumns + " FROM txmsg_half_messages WHERE seq > ?")
+	args := []any{f.After}
+	if f.State != 0 {
+		q.WriteString(" AND state = ?")
+		args = append(args, f.State)
+	}
+	if f.ProducerGroup != "" {
+		q.WriteString(" AND producer_group = ?")
+		args = append(args, f.ProducerGroup)
+	}
+	q.WriteString(" ORDER BY seq LIMIT ?")
+	args = append(args, f.Limit+1)
+	rows, err := s.db.QueryContext(ctx, q.String(), args...)
+	if err != nil {
+		return nil, 0, fmt.Errorf("broker: list: %w", err)
+	}
+	defer rows.Close()
+	var out []Info
+	for rows.Next() {
+		info, err := scanInfo(rows)
+		if err != nil {
+			return nil, 0, fmt.Errorf("broker: list: %w", err)
+		}
+		out = append(out, info)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("broker: list: %w", err)
+	}
+	var next int64
+	if len(out) > f.Limit {
+		out = out[:f.Limit]
+		next = out[len(out)-1].Seq
+	}
+	return out, next, nil
+}
+
+// SetGroup registers (or replaces) the check-back URL of a producer group.
+func (s *Store) SetGroup(ctx context.Context, group, checkbackURL string) error {
+	if err := ValidateGroup(group); err != nil {
+		return fmt.Errorf("broker: set group: %w", err)
+	}
+	if err := ValidateCheckbackURL(checkbackURL); err != nil {
+		return fmt.Errorf("broker: set group %s: %w", group, err)
+	}
+	if _, err := s.db.ExecContext(ctx, upsertGroup, group, checkbackURL); err != nil {
+		return fmt.Errorf("broker: set group %s: %w", group, err)
+	}
+	return nil
+}
+
+// GroupURL returns the check-back URL registered for group, or an error
+// wrapping txmsg.ErrNotFound.
+func (s *Store) GroupURL(ctx context.Context, group string) (string, error) {
+	var u string
+	err := s.db.QueryRowContext(ctx, selectGroup, group).Scan(&u)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("broker: group %s: %w", group, txmsg.ErrNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("broker: group %s: %w", group, err)
+	}
+	return u, nil
+}
+
+// PreparedBacklog counts prepared messages and returns the creation time of
+// the oldest (zero when there is none).
+func (s *Store) PreparedBacklog(ctx context.Context) (int64, time.Time, error) {
+	var (
+		n      int64
+		oldest sql.NullTime
+	)
+	if err := s.db.QueryRowContext(ctx, preparedBacklog, StatePrepared).Scan(&n, &oldest); err != nil {
+		return 0, time.Time{}, fmt.Errorf("broker: prepared backlog: %w", err)
+	}
+	return n, oldest.Time, nil
+}
+
+type rowScanner interface {
+	Scan(dest ...any) error
+}
+
+func scanInfo(r rowScanner) (Info, error) {
+	var (
+		i                                         Info
+		url, lcr, lce, reason, lastErr            sql.NullString
+		timeoutMS                                 int64
+		nextCheck, lastCheck, resolved, delivered sql.NullTime
+	)
+	err := r.Scan(&i.Seq, &i.ID, &i.ProducerGroup, &i.Topic, &i.Key, &i.State, &url, &timeoutMS, &i.MaxChecks,
+		&i.CheckCount, &lcr, &lce, &reason, &i.Attempts, &lastErr, &i.CreatedAt, &i.UpdatedAt,
+		&nextCheck, &lastCheck, &resolved, &delivered)
+	if err != nil {
+		return Info{}, err
+	}
+	i.CheckbackURL, i.LastCheckResult, i.LastCheckError = url.String, lcr.String, lce.String
+	i.Reason, i.LastError = reason.String, lastErr.String
+	i.CheckTimeout = time.Duration(timeoutMS) * time.Millisecond
+	i.NextCheckAt, i.LastCheckAt, i.ResolvedAt, i.DeliveredAt = nextCheck.Time, lastCheck.Time, resolved.Time, delivered.Time
+	if i.State != StatePrepared {
+		i.NextCheckAt = time.Time{}
+	}
+	return i, nil
+}
+
+func nullString(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
+
+// truncate cuts s to at most n bytes on a rune boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}

@@ -1,0 +1,288 @@
+package broker
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"time"
+	"unicode/utf8"
+
+	"github.com/txmsg/txmsg"
+)
+
+// Stable error codes of the HTTP API, in {"error":{"code","message"}}.
+const (
+	// CodeInvalidRequest (400): a malformed body or an invalid message; the
+	// Go client maps it to txmsg.ErrInvalidMessage.
+	CodeInvalidRequest = "invalid_request"
+	// CodeTooLarge (413): the body is over the size limit; mapped to
+	// txmsg.ErrInvalidMessage.
+	CodeTooLarge = "too_large"
+	// CodeNotFound (404): no message has the id; mapped to txmsg.ErrNotFound.
+	CodeNotFound = "not_found"
+	// CodeConflict (409): an illegal state transition or a reused id;
+	// mapped to txmsg.ErrConflict.
+	CodeConflict = "conflict"
+	// CodeInternal (500): the broker failed; retry later.
+	CodeInternal = "internal"
+)
+
+// APIError is an error the broker's HTTP API answered. errors.Is matches it
+// against txmsg.ErrInvalidMessage, txmsg.ErrNotFound or txmsg.ErrConflict
+// according to its Code.
+type APIError struct {
+	// Status is the HTTP status.
+	Status int
+	// Code is one of the Code constants (or a code a newer broker sent).
+	Code string
+	// Message is the broker's explanation.
+	Message string
+}
+
+// Error implements error.
+func (e *APIError) Error() string {
+	return fmt.Sprintf("broker: %s (HTTP %d): %s", e.Code, e.Status, e.Message)
+}
+
+// Unwrap returns the txmsg sentinel that Code stands for, or nil.
+func (e *APIError) Unwrap() error {
+	switch e.Code {
+	case CodeInvalidRequest, CodeTooLarge:
+		return txmsg.ErrInvalidMessage
+	case CodeNotFound:
+		return txmsg.ErrNotFound
+	case CodeConflict:
+		return txmsg.ErrConflict
+	}
+	return nil
+}
+
+// apiErrorFor maps a store error to the API's status and code.
+func apiErrorFor(err error) *APIError {
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		return &APIError{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge,
+			Message: fmt.Sprintf("request body is over the limit of %d bytes", mbe.Limit)}
+	case errors.Is(err, txmsg.ErrInvalidMessage):
+		return &APIError{Status: http.StatusBadRequest, Code: CodeInvalidRequest, Message: err.Error()}
+	case errors.Is(err, txmsg.ErrNotFound):
+		return &APIError{Status: http.StatusNotFound, Code: CodeNotFound, Message: err.Error()}
+	case errors.Is(err, txmsg.ErrConflict):
+		return &APIError{Status: http.StatusConflict, Code: CodeConflict, Message: err.Error()}
+	}
+	return &APIError{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "internal error; see the broker's log"}
+}
+
+type errorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// prepareBody is the JSON of POST /v1/half-messages. Key and value come as
+// text or base64 (exactly one of each pair); a missing key shards by id.
+type prepareBody struct {
+	ID            string            `json:"id,omitempty"`
+	ProducerGroup string            `json:"producer_group"`
+	Topic         string            `json:"topic"`
+	Key           *string           `json:"key,omitempty"`
+	KeyBase64     *string           `json:"key_base64,omitempty"`
+	Value         *string           `json:"value,omitempty"`
+	ValueBase64   *string           `json:"value_base64,omitempty"`
+	Headers       map[string]string `json:"headers,omitempty"`
+	CheckbackURL  string            `json:"checkback_url,omitempty"`
+	CheckTimeout  string            `json:"check_timeout,omitempty"`
+	MaxChecks     int               `json:"max_checks,omitempty"`
+}
+
+func bytesField(name string, text, b64 *string) ([]byte, error) {
+	switch {
+	case text != nil && b64 != nil:
+		return nil, fmt.Errorf("%w: give %s or %s_base64, not both", txmsg.ErrInvalidMessage, name, name)
+	case text != nil:
+		return []byte(*text), nil
+	case b64 != nil:
+		b, err := base64.StdEncoding.DecodeString(*b64)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s_base64 is not valid base64: %v", txmsg.ErrInvalidMessage, name, err)
+		}
+		return b, nil
+	}
+	return nil, nil
+}
+
+func textOrBase64(b []byte) (text, b64 *string) {
+	if b == nil {
+		return nil, nil
+	}
+	s := string(b)
+	if utf8.Valid(b) {
+		return &s, nil
+	}
+	e := base64.StdEncoding.EncodeToString(b)
+	return nil, &e
+}
+
+// request turns the body into a PrepareRequest.
+func (b *prepareBody) request() (PrepareRequest, error) {
+	key, err := bytesField("key", b.Key, b.KeyBase64)
+	if err != nil {
+		return PrepareRequest{}, err
+	}
+	value, err := bytesField("value", b.Value, b.ValueBase64)
+	if err != nil {
+		return PrepareRequest{}, err
+	}
+	if value == nil {
+		return PrepareRequest{}, fmt.Errorf("%w: value or value_base64 is required", txmsg.ErrInvalidMessage)
+	}
+	req := PrepareRequest{
+		ProducerGroup: b.ProducerGroup,
+		Message:       txmsg.Message{ID: b.ID, Topic: b.Topic, Key: key, Value: value},
+		CheckbackURL:  b.CheckbackURL,
+		MaxChecks:     b.MaxChecks,
+	}
+	if b.MaxChecks < 0 {
+		return PrepareRequest{}, fmt.Errorf("%w: max_checks %d: want at least 1", txmsg.ErrInvalidMessage, b.MaxChecks)
+	}
+	if b.CheckTimeout != "" {
+		d, err := time.ParseDuration(b.CheckTimeout)
+		if err != nil || d <= 0 {
+			return PrepareRequest{}, fmt.Errorf("%w: check_timeout %q: want a positive duration such as \"6s\"", txmsg.ErrInvalidMessage, b.CheckTimeout)
+		}
+		req.CheckTimeout = d
+	}
+	keys := make([]string, 0, len(b.Headers))
+	for k := range b.Headers {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		req.Message.Headers = append(req.Message.Headers, txmsg.Header{Key: k, Value: []byte(b.Headers[k])})
+	}
+	return req, nil
+}
+
+// bodyFor is the client's side of request.
+func bodyFor(req PrepareRequest) prepareBody {
+	m := req.Message
+	b := prepareBody{ID: m.ID, ProducerGroup: req.ProducerGroup, Topic: m.Topic,
+		CheckbackURL: req.CheckbackURL, MaxChecks: req.MaxChecks}
+	b.Key, b.KeyBase64 = textOrBase64(m.Key)
+	b.Value, b.ValueBase64 = textOrBase64(m.Value)
+	if b.Value == nil && b.ValueBase64 == nil {
+		empty := ""
+		b.Value = &empty
+	}
+	if req.CheckTimeout > 0 {
+		b.CheckTimeout = req.CheckTimeout.String()
+	}
+	if len(m.Headers) > 0 {
+		b.Headers = make(map[string]string, len(m.Headers))
+		for _, h := range m.Headers {
+			b.Headers[h.Key] = string(h.Value)
+		}
+	}
+	return b
+}
+
+// stateBody answers prepare, commit, rollback and resolve.
+type stateBody struct {
+	ID    string `json:"id"`
+	State State  `json:"state"`
+}
+
+// resolveBody is the JSON of POST /v1/half-messages/{id}/resolve.
+type resolveBody struct {
+	Action string `json:"action"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// groupBody is the JSON of PUT /v1/producer-groups/{group}.
+type groupBody struct {
+	CheckbackURL string `json:"checkback_url"`
+}
+
+// messageBody is the JSON of one message in GET answers.
+type messageBody struct {
+	ID              string     `json:"id"`
+	State           State      `json:"state"`
+	ProducerGroup   string     `json:"producer_group"`
+	Topic           string     `json:"topic"`
+	Key             *string    `json:"key,omitempty"`
+	KeyBase64       *string    `json:"key_base64,omitempty"`
+	CheckbackURL    string     `json:"checkback_url,omitempty"`
+	CheckTimeout    string     `json:"check_timeout"`
+	MaxChecks       int        `json:"max_checks"`
+	CheckCount      int        `json:"check_count"`
+	LastCheckResult string     `json:"last_check_result,omitempty"`
+	LastCheckError  string     `json:"last_check_error,omitempty"`
+	Reason          string     `json:"reason,omitempty"`
+	Attempts        int        `json:"attempts,omitempty"`
+	LastError       string     `json:"last_error,omitempty"`
+	CreatedAt       time.Time  `json:"created_at"`
+	UpdatedAt       time.Time  `json:"updated_at"`
+	NextCheckAt     *time.Time `json:"next_check_at,omitempty"`
+	LastCheckAt     *time.Time `json:"last_check_at,omitempty"`
+	ResolvedAt      *time.Time `json:"resolved_at,omitempty"`
+	DeliveredAt     *time.Time `json:"delivered_at,omitempty"`
+	Seq             int64      `json:"seq"`
+}
+
+func optTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+func valTime(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return *t
+}
+
+func messageFor(i Info) messageBody {
+	m := messageBody{ID: i.ID, State: i.State, ProducerGroup: i.ProducerGroup, Topic: i.Topic,
+		CheckbackURL: i.CheckbackURL, CheckTimeout: i.CheckTimeout.String(), MaxChecks: i.MaxChecks,
+		CheckCount: i.CheckCount, LastCheckResult: i.LastCheckResult, LastCheckError: i.LastCheckError,
+		Reason: i.Reason, Attempts: i.Attempts, LastError: i.LastError, CreatedAt: i.CreatedAt,
+		UpdatedAt: i.UpdatedAt, NextCheckAt: optTime(i.NextCheckAt), LastCheckAt: optTime(i.LastCheckAt),
+		ResolvedAt: optTime(i.ResolvedAt), DeliveredAt: optTime(i.DeliveredAt), Seq: i.Seq}
+	m.Key, m.KeyBase64 = textOrBase64(i.Key)
+	return m
+}
+
+func (m messageBody) info() (Info, error) {
+	key, err := bytesField("key", m.Key, m.KeyBase64)
+	if err != nil {
+		return Info{}, err
+	}
+	timeout, _ := time.ParseDuration(m.CheckTimeout)
+	return Info{ID: m.ID, State: m.State, ProducerGroup: m.ProducerGroup, Topic: m.Topic, Key: key,
+		CheckbackURL: m.CheckbackURL, CheckTimeout: timeout, MaxChecks: m.MaxChecks, CheckCount: m.CheckCount,
+		LastCheckResult: m.LastCheckResult, LastCheckError: m.LastCheckError, Reason: m.Reason,
+		Attempts: m.Attempts, LastError: m.LastError, CreatedAt: m.CreatedAt, UpdatedAt: m.UpdatedAt,
+		NextCheckAt: valTime(m.NextCheckAt), LastCheckAt: valTime(m.LastCheckAt),
+		ResolvedAt: valTime(m.ResolvedAt), DeliveredAt: valTime(m.DeliveredAt), Seq: m.Seq}, nil
+}
+
+// listBody answers GET /v1/half-messages.
+type listBody struct {
+	Messages   []messageBody `json:"messages"`
+	NextCursor string        `json:"next_cursor,omitempty"`
+}
+
+// checkBody is one entry of GET /v1/half-messages/{id}/checks.
+type checkBody struct {
+	No        int       `json:"check_no"`
+	Result    string    `json:"result"`
+	Error     string    `json:"error,omitempty"`
+	LatencyMS float64   `json:"latency_ms"`
+	CheckedAt time.Time `json:"checked_at"`
+}

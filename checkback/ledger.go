@@ -1,0 +1,179 @@
+package checkback
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/robfig/cron/v3"
+
+	"github.com/txmsg/txmsg"
+	"github.com/txmsg/txmsg/internal/sqlx"
+)
+
+// DefaultLedgerTable is the ledger table migrations create.
+const DefaultLedgerTable = "txmsg_checkback_ledger"
+
+// ErrAlreadyDecided is returned by Ledger.Record when the ledger already has a
+// row for the message: usually a check-back found no local transaction and
+// recorded a rollback, so this late transaction must not commit. It wraps
+// txmsg.ErrConflict.
+var ErrAlreadyDecided = fmt.Errorf("%w: checkback: the message already has a ledger row (a check-back answered rollback)", txmsg.ErrConflict)
+
+// Ledger states stored in the state column.
+const (
+	ledgerCommitted  = 1
+	ledgerRolledBack = 2
+)
+
+// Execer writes through a transaction: *sql.Tx satisfies it.
+type Execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// Ledger is the producer-side record of local transactions, and the Checker
+// that answers check-backs from it. It is safe for concurrent use.
+type Ledger struct {
+	db             *sql.DB
+	table          string
+	log            *slog.Logger
+	insertCommit   string
+	insertRollback string
+	selectState    string
+	purge          string
+}
+
+// LedgerOption configures a Ledger.
+type LedgerOption func(*Ledger)
+
+// WithLedgerTable sets the ledger table (default "txmsg_checkback_ledger"); a
+// plain identifier.
+func WithLedgerTable(name string) LedgerOption { return func(l *Ledger) { l.table = name } }
+
+// WithLedgerLogger sets the logger of the cleanup job (default: discarded).
+func WithLedgerLogger(log *slog.Logger) LedgerOption {
+	return func(l *Ledger) {
+		if log != nil {
+			l.log = log
+		}
+	}
+}
+
+// LedgerChecker returns a Ledger on db, the producer's own database: the one
+// its local transactions write to.
+func LedgerChecker(db *sql.DB, opts ...LedgerOption) (*Ledger, error) {
+	if db == nil {
+		return nil, errors.New("checkback: ledger: nil *sql.DB")
+	}
+	l := &Ledger{db: db, table: DefaultLedgerTable, log: slog.New(slog.DiscardHandler)}
+	for _, o := range opts {
+		o(l)
+	}
+	if !sqlx.ValidIdent(l.table) {
+		return nil, fmt.Errorf("checkback: ledger table %q: want letters, digits and underscores", l.table)
+	}
+	l.insertCommit = "INSERT INTO " + l.table + " (msg_id, state, created_at) VALUES (?, 1, UTC_TIMESTAMP(6))"
+	l.insertRollback = "INSERT IGNORE INTO " + l.table + " (msg_id, state, created_at) VALUES (?, 2, UTC_TIMESTAMP(6))"
+	l.selectState = "SELECT state FROM " + l.table + " WHERE msg_id = ?"
+	l.purge = "DELETE FROM " + l.table + " WHERE created_at < ? ORDER BY created_at LIMIT ?"
+	return l, nil
+}
+
+// Record writes the ledger row of message id through tx, the local
+// transaction whose commit decides the message. If a check-back got there
+// first (and answered rollback), it returns ErrAlreadyDecided and the caller
+// must roll tx back.
+func (l *Ledger) Record(ctx context.Context, tx Execer, id string) error {
+	if _, err := tx.ExecContext(ctx, l.insertCommit, id); err != nil {
+		if sqlx.IsDuplicate(err) {
+			return fmt.Errorf("checkback: ledger row for %s: %w", id, ErrAlreadyDecided)
+		}
+		return fmt.Errorf("checkback: insert ledger row for %s: %w", id, err)
+	}
+	return nil
+}
+
+// Check implements Checker. It inserts a rollback marker for req.ID unless a
+// row exists. The race with the local transaction, step by step:
+//
+//   - the transaction committed its row before: INSERT IGNORE does nothing,
+//     the row says committed, the answer is commit;
+//   - the transaction is still open: its uncommitted row holds the key's
+//     lock, so INSERT IGNORE waits; when it commits the insert is ignored and
+//     the answer is commit; when it rolls back the marker is inserted and the
+//     answer is rollback;
+//   - the transaction has not started (or died): the marker is inserted, the
+//     answer is rollback, and the late transaction's Record fails on the
+//     primary key, so it can never commit.
+//
+// A wait longer than ctx's deadline (or innodb_lock_wait_timeout) returns an
+// error, which Handler answers as unknown: the broker asks again later.
+func (l *Ledger) Check(ctx context.Context, req Request) (Answer, error) {
+	res, err := l.db.ExecContext(ctx, l.insertRollback, req.ID)
+	if err != nil {
+		return 0, fmt.Errorf("checkback: ledger marker for %s: %w", req.ID, err)
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 1 {
+		return AnswerRollback, nil
+	}
+	var st int
+	if err := l.db.QueryRowContext(ctx, l.selectState, req.ID).Scan(&st); err != nil {
+		return 0, fmt.Errorf("checkback: read ledger row of %s: %w", req.ID, err)
+	}
+	if st == ledgerCommitted {
+		return AnswerCommit, nil
+	}
+	return AnswerRollback, nil
+}
+
+// Purge deletes ledger rows created before before, at most limit per
+// statement, until none is left or ctx ends, and returns how many it deleted.
+// Keep rows longer than the broker's whole check-back schedule.
+func (l *Ledger) Purge(ctx context.Context, before time.Time, limit int) (int64, error) {
+	if limit < 1 {
+		limit = 1000
+	}
+	var total int64
+	for {
+		res, err := l.db.ExecContext(ctx, l.purge, before.UTC(), limit)
+		if err != nil {
+			return total, fmt.Errorf("checkback: purge ledger %s: %w", l.table, err)
+		}
+		n, _ := res.RowsAffected()
+		total += n
+		if n < int64(limit) {
+			return total, nil
+		}
+	}
+}
+
+// RunCleanup purges ledger rows older than retention on the cron schedule
+// spec (for example "@every 1h"), until ctx ends; then it stops the cron and
+// waits for a running purge. Runs never overlap; a panic is recovered and
+// logged.
+func (l *Ledger) RunCleanup(ctx context.Context, spec string, retention time.Duration) error {
+	if retention <= 0 {
+		return fmt.Errorf("checkback: ledger retention %v: want more than 0", retention)
+	}
+	logger := cron.PrintfLogger(slog.NewLogLogger(l.log.Handler(), slog.LevelError))
+	c := cron.New(cron.WithChain(cron.Recover(logger), cron.SkipIfStillRunning(logger)))
+	if _, err := c.AddFunc(spec, func() {
+		n, err := l.Purge(ctx, time.Now().Add(-retention), 1000)
+		if err != nil && ctx.Err() == nil {
+			l.log.ErrorContext(ctx, "checkback: ledger cleanup failed", slog.Any("error", err))
+			return
+		}
+		if n > 0 {
+			l.log.InfoContext(ctx, "checkback: ledger cleanup", slog.Int64("deleted", n))
+		}
+	}); err != nil {
+		return fmt.Errorf("checkback: ledger cleanup schedule %q: %w", spec, err)
+	}
+	c.Start()
+	<-ctx.Done()
+	<-c.Stop().Done()
+	return nil
+}

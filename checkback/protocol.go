@@ -1,0 +1,124 @@
+package checkback
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+)
+
+// Answer is a producer's verdict on a half message.
+type Answer uint8
+
+// Answers. The zero Answer is invalid.
+const (
+	// AnswerUnknown: the producer cannot tell yet; the broker asks again later.
+	AnswerUnknown Answer = iota + 1
+	// AnswerCommit: the local transaction committed; deliver the message.
+	AnswerCommit
+	// AnswerRollback: the local transaction rolled back; drop the message.
+	AnswerRollback
+)
+
+var answerNames = [...]string{AnswerUnknown: "unknown", AnswerCommit: "commit", AnswerRollback: "rollback"}
+
+// String returns "unknown", "commit" or "rollback".
+func (a Answer) String() string {
+	if a >= AnswerUnknown && a <= AnswerRollback {
+		return answerNames[a]
+	}
+	return fmt.Sprintf("Answer(%d)", uint8(a))
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (a Answer) MarshalText() ([]byte, error) {
+	if a < AnswerUnknown || a > AnswerRollback {
+		return nil, fmt.Errorf("checkback: invalid answer %d", uint8(a))
+	}
+	return []byte(a.String()), nil
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (a *Answer) UnmarshalText(b []byte) error {
+	for i := AnswerUnknown; i <= AnswerRollback; i++ {
+		if string(b) == answerNames[i] {
+			*a = i
+			return nil
+		}
+	}
+	return fmt.Errorf("checkback: answer %q: want commit, rollback or unknown", b)
+}
+
+// Request is what the broker asks a producer about one half message.
+type Request struct {
+	ID            string            `json:"id"`
+	ProducerGroup string            `json:"producer_group"`
+	Topic         string            `json:"topic"`
+	Key           string            `json:"key,omitempty"`
+	Headers       map[string]string `json:"headers,omitempty"`
+	// CheckCount numbers this check, from 1.
+	CheckCount int `json:"check_count"`
+}
+
+// Checker answers check-backs. Check may block (LedgerChecker waits for an
+// open local transaction); it must honour ctx. An error means "unknown".
+type Checker interface {
+	Check(ctx context.Context, req Request) (Answer, error)
+}
+
+// CheckerFunc adapts a function to Checker.
+type CheckerFunc func(ctx context.Context, req Request) (Answer, error)
+
+// Check calls f.
+func (f CheckerFunc) Check(ctx context.Context, req Request) (Answer, error) { return f(ctx, req) }
+
+type answerBody struct {
+	State Answer `json:"state"`
+}
+
+// maxAnswerBytes bounds how much of a producer's answer is read.
+const maxAnswerBytes = 64 << 10
+
+// ErrBadAnswer is returned by Call when the producer answered with a status
+// other than 200 or a body that is not a valid answer.
+var ErrBadAnswer = errors.New("checkback: bad answer")
+
+// Call asks the producer at url about req with an HTTP POST through client
+// and returns its answer. Transport errors, statuses other than 200 and
+// bodies that are not {"state":"commit"|"rollback"|"unknown"} are errors
+// (ErrBadAnswer for the last two); the caller counts them as unknown.
+// The deadline comes from ctx.
+func Call(ctx context.Context, client *http.Client, url string, req Request) (Answer, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return 0, fmt.Errorf("checkback: encode request for %s: %w", req.ID, err)
+	}
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, fmt.Errorf("checkback: request to %s: %w", url, err)
+	}
+	hr.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(hr)
+	if err != nil {
+		return 0, fmt.Errorf("checkback: call %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes))
+	if err != nil {
+		return 0, fmt.Errorf("checkback: read answer of %s: %w", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("%w: %s answered status %d", ErrBadAnswer, url, resp.StatusCode)
+	}
+	var ab answerBody
+	if err := json.Unmarshal(data, &ab); err != nil {
+		return 0, fmt.Errorf("%w: %s answered %.64q: %v", ErrBadAnswer, url, data, err)
+	}
+	if ab.State == 0 {
+		return 0, fmt.Errorf("%w: %s answered without a state", ErrBadAnswer, url)
+	}
+	return ab.State, nil
+}

@@ -1,0 +1,310 @@
+package checkback
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/robfig/cron/v3"
+
+	"github.com/txmsg/txmsg/internal/backoff"
+)
+
+// Claim is one prepared message the Scanner has claimed for a check: the
+// Request to send (CheckCount already counts this check), where to send it,
+// and the message's own schedule.
+type Claim struct {
+	Request
+	// URL is the producer's check-back URL; empty when neither the message
+	// nor its producer group has one (the check then fails as unknown).
+	URL string
+	// MaxChecks is how many checks the message gets before it is discarded.
+	MaxChecks int
+	// Interval is the message's check timeout: the delay before the first
+	// check and the start of the backoff between later ones.
+	Interval time.Duration
+}
+
+// Result is the outcome of one check, for Store.RecordCheck.
+type Result struct {
+	// Answer is commit, rollback or unknown (also after an error).
+	Answer Answer
+	// Err is why the call failed, nil for a clean answer.
+	Err error
+	// Latency is the call's round trip.
+	Latency time.Duration
+	// NextCheck is the delay before the next check, when Answer is unknown
+	// and Discard is false.
+	NextCheck time.Duration
+	// Discard is set when this was the last allowed check and the answer
+	// was unknown: the message is given up, never delivered by default.
+	Discard bool
+}
+
+// Store is where the Scanner finds and resolves prepared messages. Package
+// broker implements it on MySQL.
+type Store interface {
+	// ClaimDue claims up to limit prepared messages whose check time has
+	// passed: it counts the check (CheckCount includes it) and pushes the
+	// next check time lease ahead, so no other scanner asks while this one
+	// does. Concurrent callers never get the same message.
+	ClaimDue(ctx context.Context, limit int, lease time.Duration) ([]Claim, error)
+	// RecordCheck stores r for c: commit or rollback resolve the message
+	// (unless it was resolved meanwhile, which wins), unknown schedules the
+	// next check or discards the message.
+	RecordCheck(ctx context.Context, c Claim, r Result) error
+}
+
+// Metrics receives the scanner's measurements; implementations must be safe
+// for concurrent use and must not block.
+type Metrics interface {
+	// Checked counts one check by outcome ("commit", "rollback", "unknown",
+	// "error") and observes its latency.
+	Checked(outcome string, latency time.Duration)
+	// CheckError counts a failure of the scanner itself by kind ("claim",
+	// "record").
+	CheckError(kind string)
+}
+
+type nopMetrics struct{}
+
+func (nopMetrics) Checked(string, time.Duration) {}
+func (nopMetrics) CheckError(string)             {}
+
+// Config configures a Scanner. Zero fields take the defaults noted;
+// Validate names the first bad field.
+type Config struct {
+	// Schedule is the cron spec of the scan (default "@every 1s").
+	Schedule string
+	// Concurrency is the most check-back calls in flight at once, per
+	// scanner (default 16).
+	Concurrency int
+	// CallTimeout bounds one check-back call (default 3s).
+	CallTimeout time.Duration
+	// MaxInterval caps the backoff between two checks of one message
+	// (default 5m).
+	MaxInterval time.Duration
+	// Lease is how long a claimed check keeps other scanners away; after a
+	// crash the message is checked again once it passes (default
+	// CallTimeout + 5s).
+	Lease time.Duration
+}
+
+// Validate fills in defaults and checks every field, naming the bad one.
+func (c *Config) Validate() error {
+	if c.Schedule == "" {
+		c.Schedule = "@every 1s"
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 16
+	}
+	if c.CallTimeout == 0 {
+		c.CallTimeout = 3 * time.Second
+	}
+	if c.MaxInterval == 0 {
+		c.MaxInterval = 5 * time.Minute
+	}
+	if c.Lease == 0 {
+		c.Lease = c.CallTimeout + 5*time.Second
+	}
+	if _, err := cron.ParseStandard(c.Schedule); err != nil {
+		return fmt.Errorf("checkback: scan schedule %q: %w", c.Schedule, err)
+	}
+	switch {
+	case c.Concurrency < 1 || c.Concurrency > 1024:
+		return fmt.Errorf("checkback: concurrency %d: want 1 to 1024", c.Concurrency)
+	case c.CallTimeout < time.Millisecond:
+		return fmt.Errorf("checkback: call_timeout %v: want at least 1ms", c.CallTimeout)
+	case c.MaxInterval < time.Millisecond:
+		return fmt.Errorf("checkback: max_interval %v: want at least 1ms", c.MaxInterval)
+	case c.Lease <= c.CallTimeout:
+		return fmt.Errorf("checkback: lease %v: want more than call_timeout %v", c.Lease, c.CallTimeout)
+	}
+	return nil
+}
+
+// Scanner finds prepared messages due for a check-back and asks their
+// producers. It is safe for concurrent use; run it with Run.
+type Scanner struct {
+	store   Store
+	cfg     Config
+	client  *http.Client
+	log     *slog.Logger
+	metrics Metrics
+}
+
+// ScannerOption configures a Scanner.
+type ScannerOption func(*Scanner)
+
+// WithHTTPClient sets the client that calls producers (default: a client
+// keeping up to Concurrency idle connections per host). Config.CallTimeout
+// applies on top of the client's own timeout.
+func WithHTTPClient(c *http.Client) ScannerOption {
+	return func(s *Scanner) {
+		if c != nil {
+			s.client = c
+		}
+	}
+}
+
+// WithLogger sets the logger (default: discarded).
+func WithLogger(l *slog.Logger) ScannerOption {
+	return func(s *Scanner) {
+		if l != nil {
+			s.log = l
+		}
+	}
+}
+
+// WithMetrics sets the metrics hooks (default: none).
+func WithMetrics(m Metrics) ScannerOption {
+	return func(s *Scanner) {
+		if m != nil {
+			s.metrics = m
+		}
+	}
+}
+
+// NewScanner returns a Scanner over store, validating cfg.
+func NewScanner(store Store, cfg Config, opts ...ScannerOption) (*Scanner, error) {
+	if store == nil {
+		return nil, errors.New("checkback: nil Store")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Scanner{store: store, cfg: cfg, log: slog.New(slog.DiscardHandler), metrics: nopMetrics{}}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.client == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConnsPerHost = cfg.Concurrency
+		s.client = &http.Client{Transport: tr}
+	}
+	return s, nil
+}
+
+// Run scans on the configured schedule until ctx ends, then stops the cron
+// and waits for the running scan. In-flight calls are canceled with ctx and
+// not recorded: their claims stay counted and the messages are checked again
+// once the lease passes. Scans never overlap; a panic is recovered and
+// logged. Run returns nil after a clean shutdown.
+func (s *Scanner) Run(ctx context.Context) error {
+	logger := cron.PrintfLogger(slog.NewLogLogger(s.log.Handler(), slog.LevelError))
+	c := cron.New(cron.WithChain(cron.Recover(logger), cron.SkipIfStillRunning(logger)))
+	if _, err := c.AddFunc(s.cfg.Schedule, func() {
+		if _, err := s.Scan(ctx); err != nil && ctx.Err() == nil {
+			s.log.ErrorContext(ctx, "checkback: scan failed", slog.Any("error", err))
+		}
+	}); err != nil {
+		return fmt.Errorf("checkback: scan schedule %q: %w", s.cfg.Schedule, err)
+	}
+	c.Start()
+	<-ctx.Done()
+	<-c.Stop().Done()
+	return nil
+}
+
+// Scan checks every message due now and returns how many it checked. Calls
+// run on a pool of Config.Concurrency workers: a worker that finishes makes
+// room for the next claim, and Scan returns when nothing more is due and
+// every call has been recorded.
+func (s *Scanner) Scan(ctx context.Context) (int, error) {
+	n := s.cfg.Concurrency
+	slots := make(chan struct{}, n)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	total := 0
+	for {
+		// Wait for one free slot, then take every other free one.
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return total, nil
+		}
+		free := 1
+	fill:
+		for free < n {
+			select {
+			case slots <- struct{}{}:
+				free++
+			default:
+				break fill
+			}
+		}
+		claims, err := s.store.ClaimDue(ctx, free, s.cfg.Lease)
+		for range free - len(claims) {
+			<-slots
+		}
+		if err != nil {
+			s.metrics.CheckError("claim")
+			return total, fmt.Errorf("checkback: claim due messages: %w", err)
+		}
+		for _, c := range claims {
+			wg.Go(func() {
+				defer func() { <-slots }()
+				s.check(ctx, c)
+			})
+		}
+		total += len(claims)
+		if len(claims) < free {
+			return total, nil
+		}
+	}
+}
+
+func (s *Scanner) check(ctx context.Context, c Claim) {
+	start := time.Now()
+	var (
+		a   Answer
+		err error
+	)
+	if c.URL == "" {
+		err = fmt.Errorf("checkback: producer group %q has no check-back URL", c.ProducerGroup)
+	} else {
+		cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+		a, err = Call(cctx, s.client, c.URL, c.Request)
+		cancel()
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	r := Result{Answer: a, Err: err, Latency: time.Since(start)}
+	outcome := "error"
+	if err == nil {
+		outcome = a.String()
+	} else {
+		r.Answer = AnswerUnknown
+	}
+	s.metrics.Checked(outcome, r.Latency)
+	if r.Answer == AnswerUnknown {
+		if c.CheckCount >= c.MaxChecks {
+			r.Discard = true
+		} else {
+			p := backoff.Policy{Initial: c.Interval, Max: s.cfg.MaxInterval, Factor: 2}
+			r.NextCheck = p.Delay(c.CheckCount)
+		}
+	}
+	if err := s.store.RecordCheck(ctx, c, r); err != nil {
+		if ctx.Err() == nil {
+			s.metrics.CheckError("record")
+			s.log.ErrorContext(ctx, "checkback: record check failed",
+				slog.String("msg_id", c.ID), slog.Int("attempt", c.CheckCount), slog.Any("error", err))
+		}
+		return
+	}
+	switch {
+	case r.Discard:
+		s.log.WarnContext(ctx, "checkback: message discarded after its last check",
+			slog.String("msg_id", c.ID), slog.String("producer_group", c.ProducerGroup),
+			slog.String("topic", c.Topic), slog.Int("attempt", c.CheckCount), slog.Any("error", err))
+	case err != nil:
+		s.log.DebugContext(ctx, "checkback: check failed",
+			slog.String("msg_id", c.ID), slog.Int("attempt", c.CheckCount), slog.Any("error", err))
+	}
+}
