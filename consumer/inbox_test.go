@@ -1,0 +1,73 @@
+package consumer
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/txmsg/txmsg/internal/testenv"
+)
+
+func countInbox(t testing.TB, db *sql.DB, group string) int {
+	t.Helper()
+	var n int
+	if err := db.QueryRow(`SELECT COUNT(*) FROM txmsg_inbox WHERE consumer_group = ?`, group).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func insertInboxRows(t testing.TB, db *sql.DB, group string, n int, at time.Time) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		if _, err := db.Exec(`INSERT INTO txmsg_inbox (consumer_group, msg_id, topic, kafka_partition, kafka_offset, processed_at) VALUES (?, ?, 't', 0, ?, ?)`,
+			group, fmt.Sprintf("%s-%d-%d", group, at.UnixNano(), i), i, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestConsumerInboxPurge: PurgeInbox deletes the group's rows past the
+// retention, in batches, and leaves newer rows and other groups' rows.
+func TestConsumerInboxPurge(t *testing.T) {
+	t.Parallel()
+	db := newDB(t)
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	insertInboxRows(t, db, "g", 7, now.Add(-2*time.Hour))
+	insertInboxRows(t, db, "g", 3, now.Add(-30*time.Minute))
+	insertInboxRows(t, db, "other", 4, now.Add(-2*time.Hour))
+	c, err := New([]string{"127.0.0.1:1"}, "g", []string{"t"}, WithInbox(db),
+		WithInboxRetention(time.Hour, "@every 1h", 2), WithClock(func() time.Time { return now }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := c.PurgeInbox(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 7 || countInbox(t, db, "g") != 3 || countInbox(t, db, "other") != 4 {
+		t.Fatalf("purged %d; left %d of g and %d of other; want 7, 3, 4", n, countInbox(t, db, "g"), countInbox(t, db, "other"))
+	}
+}
+
+// TestConsumerInboxPurgeJob: the cron job purges while Run runs.
+func TestConsumerInboxPurgeJob(t *testing.T) {
+	t.Parallel()
+	db := newDB(t)
+	k := testenv.NewKafka(t, 1)
+	produce(t, k.Addrs, record("t", "k", "1", "0"))
+	insertInboxRows(t, db, "g", 5, time.Now().UTC().Add(-2*time.Hour))
+	c, err := New(k.Addrs, "g", []string{"t"}, WithInbox(db), fastGroup(), WithInboxRetention(time.Hour, "@every 1s", 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, c, HandlerFunc(func(context.Context, Message) error { return nil }))
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n := countInbox(t, db, "g"); n != 0 {
+			return fmt.Errorf("%d inbox rows left", n)
+		}
+		return nil
+	})
+}
