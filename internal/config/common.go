@@ -55,10 +55,11 @@ type Log struct {
 	Format string
 }
 
-// Default values of the shared sections, as written in configs/*.yaml.
+// Default metrics.listen of each daemon: they differ so that a relay and a
+// broker can run on one host.
 const (
-	DefaultMetricsListen = "127.0.0.1:9464"
-	DefaultMaxOpenConns  = 32
+	DefaultRelayMetricsListen  = "127.0.0.1:9464"
+	DefaultBrokerMetricsListen = "127.0.0.1:9465"
 )
 
 func dbKeys(dsnDefault string) []key {
@@ -78,9 +79,9 @@ func kafkaKeys() []key {
 	}
 }
 
-func metricsKeys() []key {
+func metricsKeys(listen string) []key {
 	return []key{
-		{"metrics.listen", "metrics.listen", DefaultMetricsListen, "address of /healthz, /readyz and /metrics; empty disables"},
+		{"metrics.listen", "metrics.listen", listen, "address of /healthz, /readyz and /metrics; empty disables"},
 	}
 }
 

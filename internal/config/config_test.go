@@ -57,7 +57,7 @@ func TestConfigRelayDefaults(t *testing.T) {
 	if !strings.Contains(c.DB.DSN, "parseTime=true") || c.DB.Addr != "127.0.0.1:3306" {
 		t.Errorf("db: %+v", c.DB)
 	}
-	if c.Metrics.Listen != DefaultMetricsListen || c.Log.Level != slog.LevelInfo || c.Log.Format != "text" {
+	if c.Metrics.Listen != DefaultRelayMetricsListen || c.Log.Level != slog.LevelInfo || c.Log.Format != "text" {
 		t.Errorf("metrics %+v, log %+v", c.Metrics, c.Log)
 	}
 }
@@ -187,28 +187,43 @@ func TestConfigFileErrors(t *testing.T) {
 	}
 }
 
-// TestConfigExampleFile checks configs/relay.yaml: it lists every key, and
-// its values are the defaults.
-func TestConfigExampleFile(t *testing.T) {
+// TestConfigExampleFiles checks configs/*.yaml: each lists every key of its
+// daemon, with the default value, and loads.
+func TestConfigExampleFiles(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join("..", "..", "configs", "relay.yaml")
-	f, err := readFile(path)
-	if err != nil {
-		t.Fatal(err)
+	cases := []struct {
+		file string
+		keys func(fs *pflag.FlagSet) []key
+		load func(fs *pflag.FlagSet) func() error
+	}{
+		{"relay.yaml", func(fs *pflag.FlagSet) []key { return NewRelay(fs).keys },
+			func(fs *pflag.FlagSet) func() error { l := NewRelay(fs); return func() error { _, err := l.Load(); return err } }},
+		{"broker.yaml", func(fs *pflag.FlagSet) []key { return NewBroker(fs).keys },
+			func(fs *pflag.FlagSet) func() error { l := NewBroker(fs); return func() error { _, err := l.Load(); return err } }},
 	}
-	fs := pflag.NewFlagSet("relay", pflag.ContinueOnError)
-	l := NewRelay(fs)
-	for _, k := range l.keys {
-		if !f.IsSet(k.name) {
-			t.Errorf("%s lacks key %s", path, k.name)
-			continue
+	for _, tc := range cases {
+		path := filepath.Join("..", "..", "configs", tc.file)
+		f, err := readFile(path)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if k.def != "" && show(f.Get(k.name)) != show(k.def) && !durationsEqual(f, k) {
-			t.Errorf("%s: %s is %v, default %q", path, k.name, f.Get(k.name), k.def)
+		for _, k := range tc.keys(pflag.NewFlagSet("x", pflag.ContinueOnError)) {
+			if !f.IsSet(k.name) {
+				t.Errorf("%s lacks key %s", path, k.name)
+				continue
+			}
+			if k.def != "" && show(f.Get(k.name)) != show(k.def) && !durationsEqual(f, k) {
+				t.Errorf("%s: %s is %v, default %q", path, k.name, f.Get(k.name), k.def)
+			}
 		}
-	}
-	if _, err := loadRelay(t, "--config", path); err != nil {
-		t.Errorf("load %s: %v", path, err)
+		fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+		load := tc.load(fs)
+		if err := fs.Parse([]string{"--config", path}); err != nil {
+			t.Fatal(err)
+		}
+		if err := load(); err != nil {
+			t.Errorf("load %s: %v", path, err)
+		}
 	}
 }
 
@@ -311,6 +326,41 @@ func TestConfigReloadLogLevel(t *testing.T) {
 			}
 		default:
 			return
+		}
+	}
+}
+
+func TestConfigBroker(t *testing.T) {
+	t.Parallel()
+	load := func(args ...string) (Broker, error) {
+		fs := pflag.NewFlagSet("broker", pflag.ContinueOnError)
+		l := NewBroker(fs)
+		if err := fs.Parse(append([]string{"--dsn", testDSN, "--brokers", testBrokers}, args...)); err != nil {
+			t.Fatal(err)
+		}
+		return l.Load()
+	}
+	c, err := load("--listen", "127.0.0.1:7071", "--checkback.max_checks", "5", "--relay.shards", "8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := c.Broker
+	if b.Listen != "127.0.0.1:7071" || b.MaxChecks != 5 || b.CheckTimeout != 6*time.Second || b.ScanSchedule != "@every 1s" ||
+		b.Relay.Shards != 8 || !slices.Equal(b.Relay.Brokers, []string{testBrokers}) || c.Metrics.Listen != DefaultBrokerMetricsListen {
+		t.Errorf("broker config: %+v, metrics %+v", b, c.Metrics)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--checkback.max_checks", "0"}, "config: checkback.max_checks: 0: want 1 to 1000"},
+		{[]string{"--listen", "7070"}, `config: broker.listen: "7070": want HOST:PORT`},
+		{[]string{"--broker.max_value_bytes", "5000", "--broker.max_body_bytes", "4096"}, "config: broker.max_value_bytes: 5000: want at most broker.max_body_bytes (4096)"},
+		{[]string{"--checkback.scan", "every second"}, `every second`},
+	} {
+		_, err := load(tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want %q", tc.args, err, tc.want)
 		}
 	}
 }

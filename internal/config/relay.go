@@ -48,7 +48,7 @@ func relayKeys() []key {
 // NewRelay registers the relay's flags on fs (--config, --dsn, --brokers and
 // one flag per key, named after it) and returns its Loader.
 func NewRelay(fs *pflag.FlagSet) *Loader[Relay] {
-	keys := concat(dbKeys(""), kafkaKeys(), relayKeys(), metricsKeys(), logKeys())
+	keys := concat(dbKeys(""), kafkaKeys(), relayKeys(), metricsKeys(DefaultRelayMetricsListen), logKeys())
 	return newLoader(fs, keys, func(r *reader) Relay {
 		c := Relay{DB: r.db(), Kafka: r.kafka(), Relay: r.relay(), Metrics: r.metrics(), Log: r.log()}
 		c.Relay.Brokers = c.Kafka.Brokers
