@@ -197,9 +197,15 @@ func TestConfigExampleFiles(t *testing.T) {
 		load func(fs *pflag.FlagSet) func() error
 	}{
 		{"relay.yaml", func(fs *pflag.FlagSet) []key { return NewRelay(fs).keys },
-			func(fs *pflag.FlagSet) func() error { l := NewRelay(fs); return func() error { _, err := l.Load(); return err } }},
+			func(fs *pflag.FlagSet) func() error {
+				l := NewRelay(fs)
+				return func() error { _, err := l.Load(); return err }
+			}},
 		{"broker.yaml", func(fs *pflag.FlagSet) []key { return NewBroker(fs).keys },
-			func(fs *pflag.FlagSet) func() error { l := NewBroker(fs); return func() error { _, err := l.Load(); return err } }},
+			func(fs *pflag.FlagSet) func() error {
+				l := NewBroker(fs)
+				return func() error { _, err := l.Load(); return err }
+			}},
 	}
 	for _, tc := range cases {
 		path := filepath.Join("..", "..", "configs", tc.file)
