@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -140,6 +141,7 @@ type run struct {
 	h       Handler
 	reader  *kafka.Reader
 	dlq     *kafka.Writer
+	insert  *sql.Stmt // the inbox insert, for a TxHandlerFunc
 	track   *tracker
 	stop    <-chan struct{} // Run's ctx.Done(): shutdown has begun
 	hctx    context.Context
@@ -212,10 +214,17 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 	if err != nil {
 		return errors.Join(fmt.Errorf("%w: %w", ErrInvalidConfig, err), reader.Close())
 	}
+	var insert *sql.Stmt
+	if _, ok := h.(TxHandlerFunc); ok {
+		if insert, err = c.o.db.PrepareContext(ctx, c.insertSQL); err != nil {
+			return errors.Join(fmt.Errorf("consumer: prepare inbox insert: %w", err), reader.Close(), dlq.Close())
+		}
+		defer insert.Close()
+	}
 	hctx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHandlers()
 	r := &run{
-		c: c, h: h, reader: reader, dlq: dlq, track: newTracker(),
+		c: c, h: h, reader: reader, dlq: dlq, insert: insert, track: newTracker(),
 		stop: ctx.Done(), hctx: hctx, lanes: map[laneKey]*lane{},
 		log:     c.o.logger.With(slog.String("group", c.group)),
 		metrics: c.o.metrics,

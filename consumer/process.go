@@ -73,7 +73,7 @@ func (r *run) invoke(m Message) (dup bool, err error) {
 	case HandlerFunc:
 		return false, h(ctx, m)
 	case TxHandlerFunc:
-		return r.c.runTx(ctx, h, m)
+		return r.c.runTx(ctx, r.insert, h, m)
 	}
 	return false, fmt.Errorf("consumer: unknown handler type %T", r.h)
 }
