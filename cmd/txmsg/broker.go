@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/txmsg/txmsg/broker"
+	"github.com/txmsg/txmsg/internal/config"
+	"github.com/txmsg/txmsg/internal/metrics"
+)
+
+const brokerSynopsis = `broker --dsn DSN --brokers HOST:PORT[,...] [--listen :7070] [--config FILE] [flags]
+
+Serves the half-message HTTP API, checks back on prepared messages nobody
+resolved, and relays committed half messages to Kafka, until SIGINT or
+SIGTERM. Serves /healthz, /readyz and /metrics on metrics.listen. See
+configs/broker.yaml for every key.`
+
+func runBroker(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet("broker", brokerSynopsis, e)
+	loader := config.NewBroker(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	cfg, err := loader.Load()
+	if err != nil {
+		return err
+	}
+	var level slog.LevelVar
+	log := newLogger(e.stderr, cfg.Log, &level)
+	db, err := openDB(ctx, cfg.DB)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if err := checkKafka(ctx, cfg.Kafka); err != nil {
+		return err
+	}
+	reg := metrics.NewRegistry()
+	bm, err := metrics.NewBroker(reg)
+	if err != nil {
+		return err
+	}
+	rm, err := metrics.NewRelay(reg)
+	if err != nil {
+		return err
+	}
+	srv, err := broker.NewServer(db, cfg.Broker, broker.WithLogger(log), broker.WithMetrics(bm), broker.WithRelayMetrics(rm))
+	if err != nil {
+		return err
+	}
+	return runDaemon(ctx, log, &level, cfg.Metrics, reg, srv.Ready, srv.Run,
+		func(ctx context.Context, apply func(config.Log)) error {
+			return loader.Watch(ctx, log, func(c config.Broker) { apply(c.Log) })
+		})
+}

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"text/tabwriter"
+
+	"github.com/txmsg/txmsg/internal/config"
+	"github.com/txmsg/txmsg/migrations"
+)
+
+const migrateSynopsis = `migrate up|down [N]|status [--dsn DSN] [--config FILE]
+
+  up       apply every migration not yet applied (a no-op when current)
+  down [N] revert the last N applied migrations (default 1; --all for every one)
+  status   list the migrations and whether each is applied`
+
+func runMigrate(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet("migrate", migrateSynopsis, e)
+	loader := config.NewAdmin(fs)
+	all := fs.Bool("all", false, "down: revert every applied migration")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return usagef("missing action: up, down or status")
+	}
+	action, rest := fs.Arg(0), fs.Args()[1:]
+	steps := 1
+	switch action {
+	case "up", "status":
+		if len(rest) > 0 {
+			return usagef("%s: unexpected argument %q", action, rest[0])
+		}
+	case "down":
+		switch {
+		case len(rest) > 1:
+			return usagef("down: unexpected argument %q", rest[1])
+		case len(rest) == 1 && *all:
+			return usagef("down: give N or --all, not both")
+		case len(rest) == 1:
+			n, err := strconv.Atoi(rest[0])
+			if err != nil || n < 1 {
+				return usagef("down: N %q: want a positive number", rest[0])
+			}
+			steps = n
+		case *all:
+			steps = 0
+		}
+	default:
+		return usagef("unknown action %q: want up, down or status", action)
+	}
+	cfg, err := loader.Load()
+	if err != nil {
+		return err
+	}
+	db, err := openDB(ctx, cfg.DB)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	m, err := migrations.New(db)
+	if err != nil {
+		return err
+	}
+	switch action {
+	case "up":
+		done, err := m.Up(ctx)
+		for _, mig := range done {
+			fmt.Fprintf(e.stdout, "applied %04d_%s\n", mig.Version, mig.Name)
+		}
+		if err != nil {
+			return err
+		}
+		if len(done) == 0 {
+			fmt.Fprintln(e.stdout, "schema is up to date")
+		}
+	case "down":
+		done, err := m.Down(ctx, steps)
+		for _, mig := range done {
+			fmt.Fprintf(e.stdout, "reverted %04d_%s\n", mig.Version, mig.Name)
+		}
+		if err != nil {
+			return err
+		}
+		if len(done) == 0 {
+			fmt.Fprintln(e.stdout, "nothing to revert")
+		}
+	case "status":
+		st, err := m.Status(ctx)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "VERSION\tNAME\tSTATE\tAPPLIED_AT")
+		for _, s := range st {
+			state, at := "pending", "-"
+			switch {
+			case s.Dirty:
+				state, at = "dirty", s.AppliedAt.UTC().Format("2006-01-02 15:04:05")
+			case s.Applied:
+				state, at = "applied", s.AppliedAt.UTC().Format("2006-01-02 15:04:05")
+			}
+			fmt.Fprintf(tw, "%04d\t%s\t%s\t%s\n", s.Version, s.Name, state, at)
+		}
+		return tw.Flush()
+	}
+	return nil
+}
