@@ -180,6 +180,9 @@ func TestConsumerRetryKeepsKeyOrder(t *testing.T) {
 		if n == 2 && msg.Attempt < 3 {
 			return errBoom
 		}
+		if n == 4 && msg.Attempt == 1 {
+			panic("handler bug")
+		}
 		order = append(order, n)
 		return nil
 	}))
@@ -199,13 +202,13 @@ func TestConsumerRetryKeepsKeyOrder(t *testing.T) {
 			t.Fatalf("order %v, want 0..5", order)
 		}
 	}
-	if attempts[2] != 3 || len(order) != 6 {
-		t.Fatalf("attempts %v, order %v: want message 2 tried 3 times and handled once", attempts, order)
+	if attempts[2] != 3 || attempts[4] != 2 || len(order) != 6 {
+		t.Fatalf("attempts %v, order %v: want message 2 tried 3 times, 4 (panicking once) twice, each handled once", attempts, order)
 	}
-	if traces != 8 {
-		t.Fatalf("traceparent on %d handler contexts, want 8", traces)
+	if traces != 9 {
+		t.Fatalf("traceparent on %d handler contexts, want 9", traces)
 	}
-	if m.get(&m.retried) != 2 || m.get(&m.failed) != 2 || m.get(&m.consumed) != 6 || m.get(&m.dead) != 0 {
+	if m.get(&m.retried) != 3 || m.get(&m.failed) != 3 || m.get(&m.consumed) != 6 || m.get(&m.dead) != 0 {
 		t.Fatalf("metrics %+v", m)
 	}
 }

@@ -36,12 +36,23 @@ func (c *Consumer) runTx(ctx context.Context, stmt *sql.Stmt, h TxHandlerFunc, m
 		if err != nil {
 			return fmt.Errorf("consumer: insert inbox row %s: %w", m.ID, err)
 		}
-		return h(ctx, tx, m)
+		return callTx(ctx, h, tx, m)
 	})
 	if dup {
 		return true, nil
 	}
 	return false, err
+}
+
+// callTx calls h, turning a panic into an error so that RunInTx rolls the
+// transaction back instead of leaking it.
+func callTx(ctx context.Context, h TxHandlerFunc, tx *sql.Tx, m Message) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("consumer: handler panicked: %v", p)
+		}
+	}()
+	return h(ctx, tx, m)
 }
 
 // PurgeInbox deletes this group's inbox rows older than the retention, in

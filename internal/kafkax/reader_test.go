@@ -1,0 +1,40 @@
+package kafkax
+
+import (
+	"testing"
+
+	"github.com/segmentio/kafka-go"
+)
+
+func TestKafkaxNewGroupReader(t *testing.T) {
+	t.Parallel()
+	bad := []struct {
+		name    string
+		brokers []string
+		c       ReaderConfig
+	}{
+		{"no brokers", nil, ReaderConfig{Group: "g", Topics: []string{"t"}}},
+		{"no group", []string{"127.0.0.1:9092"}, ReaderConfig{Topics: []string{"t"}}},
+		{"no topics", []string{"127.0.0.1:9092"}, ReaderConfig{Group: "g"}},
+		{"empty topic", []string{"127.0.0.1:9092"}, ReaderConfig{Group: "g", Topics: []string{""}}},
+	}
+	for _, tc := range bad {
+		if r, err := NewGroupReader(tc.brokers, tc.c); err == nil {
+			r.Close()
+			t.Errorf("%s: NewGroupReader succeeded", tc.name)
+		}
+	}
+	r, err := NewGroupReader([]string{"127.0.0.1:9092"}, ReaderConfig{Group: "g", Topics: []string{"t"},
+		Balancers: []kafka.GroupBalancer{kafka.RoundRobinGroupBalancer{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	cfg := r.Config()
+	if cfg.CommitInterval != 0 || cfg.StartOffset != kafka.FirstOffset || cfg.GroupID != "g" {
+		t.Fatalf("unsafe reader config: commit interval %v, start offset %d, group %q", cfg.CommitInterval, cfg.StartOffset, cfg.GroupID)
+	}
+	if len(cfg.GroupBalancers) != 1 || cfg.GroupBalancers[0].ProtocolName() != "roundrobin" {
+		t.Fatalf("balancers %v", cfg.GroupBalancers)
+	}
+}
