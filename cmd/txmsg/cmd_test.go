@@ -1,0 +1,395 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/txmsg/txmsg"
+	"github.com/txmsg/txmsg/broker"
+	"github.com/txmsg/txmsg/internal/kafkax"
+	"github.com/txmsg/txmsg/internal/testenv"
+	"github.com/txmsg/txmsg/outbox"
+)
+
+// TestCmdBadInput: a mistake in the command line or the configuration, or a
+// server that cannot be reached, ends the process with a clear message and a
+// non-zero status, never a panic.
+func TestCmdBadInput(t *testing.T) {
+	t.Parallel()
+	malformed := writeFile(t, "malformed.yaml", "relay:\n  shards: 4\n   batch_size: [\n")
+	unknown := writeFile(t, "unknown.yaml", "relay:\n  batchsize: 10\n")
+	ok := []string{"--dsn", "root@tcp(127.0.0.1:3306)/txmsg", "--brokers", "127.0.0.1:9092"}
+	cases := []struct {
+		name string
+		args []string
+		code int
+		want []string
+	}{
+		{"no command", nil, 2, []string{"Usage: txmsg COMMAND"}},
+		{"unknown command", []string{"frobnicate"}, 2, []string{`unknown command "frobnicate"`}},
+		{"unknown flag", []string{"relay", "--frob"}, 2, []string{"txmsg relay: unknown flag: --frob"}},
+		{"migrate without action", []string{"migrate"}, 2, []string{"missing action"}},
+		{"migrate bad steps", []string{"migrate", "down", "x"}, 2, []string{`down: N "x"`}},
+		{"dead without action", []string{"outbox", "dead"}, 2, []string{"outbox dead list"}},
+		{"half bad decision", []string{"half", "resolve", "id1", "maybe"}, 2, []string{`decision "maybe"`}},
+		{"devkafka bad listen", []string{"devkafka", "--listen", "9092"}, 2, []string{`--listen "9092": want HOST:PORT`}},
+		{"malformed config", append([]string{"relay", "--config", malformed}, ok...), 1,
+			[]string{"txmsg relay: config: " + malformed + ": malformed YAML", "line 3"}},
+		{"unknown key", append([]string{"relay", "--config", unknown}, ok...), 1,
+			[]string{"txmsg relay: config: " + unknown + ": unknown key relay.batchsize"}},
+		{"missing config file", append([]string{"relay", "--config", filepath.Join(t.TempDir(), "nope.yaml")}, ok...), 1,
+			[]string{"nope.yaml", "no such file"}},
+		{"bad value", append([]string{"relay", "--relay.batch_size", "-1"}, ok...), 1,
+			[]string{"txmsg relay: config: relay.batch_size: -1: want 1 to 10000"}},
+		{"bad dsn and no brokers", []string{"relay", "--dsn", "nonsense"}, 1,
+			[]string{`config: db.dsn: "nonsense"`, "config: kafka.brokers", "required"}},
+		{"unreachable dsn", []string{"relay", "--dsn", "root@tcp(127.0.0.1:1)/txmsg", "--brokers", "127.0.0.1:9092"}, 1,
+			[]string{"txmsg relay: database at 127.0.0.1:1 unreachable", "connection refused"}},
+		{"unreachable dsn migrate", []string{"migrate", "up", "--dsn", "root@tcp(127.0.0.1:1)/txmsg"}, 1,
+			[]string{"txmsg migrate: database at 127.0.0.1:1 unreachable"}},
+		{"unreachable dsn broker", []string{"broker", "--dsn", "root@tcp(127.0.0.1:1)/txmsg", "--brokers", "127.0.0.1:9092"}, 1,
+			[]string{"txmsg broker: database at 127.0.0.1:1 unreachable"}},
+		{"unreachable dsn dev", []string{"dev", "--dsn", "root@tcp(127.0.0.1:1)/txmsg_dev"}, 1,
+			[]string{"txmsg dev: database at 127.0.0.1:1 unreachable"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := txmsgRun(t, tc.args...)
+			if r.code != tc.code {
+				t.Errorf("exit status %d, want %d; stderr:\n%s", r.code, tc.code, r.stderr)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(r.stderr, w) {
+					t.Errorf("stderr %q lacks %q", r.stderr, w)
+				}
+			}
+			if tc.code == 1 && strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {
+				t.Errorf("want a one-line error, got:\n%s", r.stderr)
+			}
+		})
+	}
+}
+
+// TestCmdUnreachableBrokers needs a reachable database, so that the broker
+// check is the one that fails.
+func TestCmdUnreachableBrokers(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDB(t)
+	for _, cmd := range []string{"relay", "broker"} {
+		r := txmsgRun(t, cmd, "--dsn", db.DSN, "--brokers", "127.0.0.1:1", "--metrics.listen", "")
+		if r.code != 1 || !strings.Contains(r.stderr, "txmsg "+cmd+": Kafka brokers 127.0.0.1:1 unreachable") {
+			t.Errorf("%s: exit status %d, stderr %q", cmd, r.code, r.stderr)
+		}
+	}
+}
+
+func TestCmdHelpAndVersion(t *testing.T) {
+	t.Parallel()
+	r := txmsgRun(t, "version")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "txmsg ") {
+		t.Errorf("version: %d %q", r.code, r.stdout)
+	}
+	r = txmsgRun(t, "help")
+	if r.code != 0 || !strings.Contains(r.stdout, "devkafka") {
+		t.Errorf("help: %d %q", r.code, r.stdout)
+	}
+	r = txmsgRun(t, "relay", "--help")
+	if r.code != 0 || !strings.Contains(r.stdout, "--relay.batch_size") || !strings.Contains(r.stdout, "TXMSG_RELAY_BATCH_SIZE") {
+		t.Errorf("relay --help: %d %q", r.code, r.stdout)
+	}
+}
+
+// TestCmdMigrate: up twice is a no-op, status lists the versions, down
+// reverts one.
+func TestCmdMigrate(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewEmptyDB(t)
+	r := txmsgRun(t, "migrate", "up", "--dsn", db.DSN)
+	if r.code != 0 || !strings.Contains(r.stdout, "applied 0001_outbox") {
+		t.Fatalf("first up: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	applied := strings.Count(r.stdout, "applied ")
+	r = txmsgRun(t, "migrate", "up", "--dsn", db.DSN)
+	if r.code != 0 || strings.TrimSpace(r.stdout) != "schema is up to date" {
+		t.Fatalf("second up: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = txmsgRun(t, "migrate", "status", "--dsn", db.DSN)
+	if r.code != 0 || strings.Count(r.stdout, " applied ") != applied || !regexp.MustCompile(`(?m)^0001\s+outbox\s+applied`).MatchString(r.stdout) {
+		t.Fatalf("status: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = txmsgRun(t, "migrate", "down", "--dsn", db.DSN)
+	if r.code != 0 || strings.Count(r.stdout, "reverted ") != 1 {
+		t.Fatalf("down: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = txmsgRun(t, "migrate", "status", "--dsn", db.DSN)
+	if r.code != 0 || strings.Count(r.stdout, " pending ") != 1 {
+		t.Fatalf("status after down: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = txmsgRun(t, "migrate", "up", "--dsn", db.DSN)
+	if r.code != 0 || strings.Count(r.stdout, "applied ") != 1 {
+		t.Fatalf("up after down: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestCmdDevKafka: devkafka prints its address, serves Kafka there, and
+// exits 0 on SIGTERM.
+func TestCmdDevKafka(t *testing.T) {
+	t.Parallel()
+	p := txmsgStart(t, "devkafka", "--listen", "127.0.0.1:0", "--partitions", "3")
+	addr := p.waitLine(false, regexp.MustCompile(`^(127\.0\.0\.1:\d+)$`), 10*time.Second)[1]
+	w, err := kafkax.NewWriter([]string{addr}, kafkax.WriterConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	testenv.Eventually(t, 15*time.Second, func() error {
+		return w.WriteMessages(ctx, kafka.Message{Topic: "hello", Key: []byte("k"), Value: []byte("v")})
+	})
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := testenv.Records(ctx, []string{addr}, "hello")
+	if err != nil || len(recs) == 0 {
+		t.Fatalf("read back: %d records, %v", len(recs), err)
+	}
+	if code := p.stop(10 * time.Second); code != 0 {
+		t.Errorf("exit status %d after SIGTERM", code)
+	}
+}
+
+// TestCmdRelay runs the relay daemon: it serves /healthz, /readyz and
+// /metrics, relays what producers commit, applies a log.level change in its
+// config file, and exits 0 on SIGTERM.
+func TestCmdRelay(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDB(t)
+	k := testenv.NewKafka(t, 3)
+	cfg := writeFile(t, "relay.yaml", "log:\n  level: info\nrelay:\n  shards: 4\n")
+	p := txmsgStart(t, "relay", "--config", cfg, "--dsn", db.DSN, "--brokers", k.Addrs[0], "--metrics.listen", "127.0.0.1:0")
+	base := "http://" + p.waitLine(true, regexp.MustCompile(`serving /healthz.* addr=(\S+)`), 20*time.Second)[1]
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if code, body := httpGet(base + "/readyz"); code != 200 {
+			return fmt.Errorf("/readyz: %d %s", code, body)
+		}
+		return nil
+	})
+	if code, _ := httpGet(base + "/healthz"); code != 200 {
+		t.Errorf("/healthz: %d", code)
+	}
+
+	pub, err := outbox.NewPublisher(outbox.WithShards(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	const n = 50
+	for i := range n {
+		msg := txmsg.Message{Topic: "cmd-relay", Key: []byte("k" + strconv.Itoa(i%5)), Value: []byte(strconv.Itoa(i))}
+		if err := pub.Publish(ctx, db.DB, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		recs, err := testenv.Records(ctx, k.Addrs, "cmd-relay")
+		if err != nil || len(recs) < n {
+			return fmt.Errorf("%d of %d records, %v", len(recs), n, err)
+		}
+		return nil
+	})
+	testenv.Eventually(t, 10*time.Second, func() error {
+		_, body := httpGet(base + "/metrics")
+		if !strings.Contains(body, `txmsg_relay_published_total{source="outbox",topic="cmd-relay"} 50`) {
+			return fmt.Errorf("/metrics lacks the published count")
+		}
+		return nil
+	})
+
+	// Rewrite the file until the watcher, which may start after the relay
+	// is ready, reports the change; not too often, as the watcher waits for
+	// writes to settle.
+	var last time.Time
+	rewrite := func() {
+		if time.Since(last) < time.Second {
+			return
+		}
+		last = time.Now()
+		tmp := cfg + ".tmp"
+		if err := os.WriteFile(tmp, []byte("log:\n  level: debug\nrelay:\n  shards: 4\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rewrite()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if strings.Contains(p.errText(), `msg="log level changed" from=INFO to=DEBUG`) {
+			return nil
+		}
+		rewrite()
+		return fmt.Errorf("no reload of log.level yet")
+	})
+	if code := p.stop(30 * time.Second); code != 0 {
+		t.Errorf("exit status %d after SIGTERM", code)
+	}
+}
+
+// TestCmdOutboxDead lists and retries dead letters.
+func TestCmdOutboxDead(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDB(t)
+	for _, id := range []string{"dead-1", "dead-2", "dead-3"} {
+		_, err := db.DB.Exec(`INSERT INTO txmsg_dead_letters (id, source, shard, topic, msg_key, value, headers, created_at, attempts, last_error, dead_at)
+VALUES (?, 'outbox', 0, 'orders', 'k', 'v', NULL, UTC_TIMESTAMP(6), 3, 'message too large', UTC_TIMESTAMP(6))`, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := txmsgRun(t, "outbox", "dead", "list", "--dsn", db.DSN)
+	if r.code != 0 || strings.Count(r.stdout, "message too large") != 3 || !strings.Contains(r.stdout, "dead-2") {
+		t.Fatalf("list: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = txmsgRun(t, "outbox", "dead", "retry", "dead-1", "--dsn", db.DSN)
+	if r.code != 0 || strings.TrimSpace(r.stdout) != "requeued dead-1" {
+		t.Fatalf("retry: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = txmsgRun(t, "outbox", "dead", "retry", "dead-1", "--dsn", db.DSN)
+	if r.code != 1 || !strings.Contains(r.stderr, "dead letter dead-1: not found") {
+		t.Fatalf("retry again: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = txmsgRun(t, "outbox", "dead", "retry", "--all", "--dsn", db.DSN)
+	if r.code != 0 || strings.TrimSpace(r.stdout) != "requeued 2 dead letters" {
+		t.Fatalf("retry --all: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	var outboxRows, deadRows int
+	if err := db.DB.QueryRow(`SELECT (SELECT COUNT(*) FROM txmsg_outbox), (SELECT COUNT(*) FROM txmsg_dead_letters)`).Scan(&outboxRows, &deadRows); err != nil {
+		t.Fatal(err)
+	}
+	if outboxRows != 3 || deadRows != 0 {
+		t.Errorf("after retries: %d outbox rows, %d dead letters; want 3 and 0", outboxRows, deadRows)
+	}
+}
+
+// TestCmdBroker runs the broker daemon, prepares and commits a half message
+// through its API, sees it in Kafka, and administers half messages with
+// `txmsg half`.
+func TestCmdBroker(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDB(t)
+	k := testenv.NewKafka(t, 3)
+	p := txmsgStart(t, "broker", "--dsn", db.DSN, "--brokers", k.Addrs[0], "--listen", "127.0.0.1:0",
+		"--metrics.listen", "127.0.0.1:0", "--log.level", "info")
+	metricsBase := "http://" + p.waitLine(true, regexp.MustCompile(`serving /healthz.* addr=(\S+)`), 20*time.Second)[1]
+	api := "http://" + p.waitLine(true, regexp.MustCompile(`broker started.* listen=(\S+)`), 20*time.Second)[1]
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if code, body := httpGet(metricsBase + "/readyz"); code != 200 {
+			return fmt.Errorf("/readyz: %d %s", code, body)
+		}
+		return nil
+	})
+	client, err := broker.NewClient(api)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	prepare := func(value string) string {
+		t.Helper()
+		id, err := client.Prepare(ctx, broker.PrepareRequest{
+			ProducerGroup: "cmd-test",
+			CheckbackURL:  "http://127.0.0.1:1/check",
+			CheckTimeout:  time.Hour,
+			Message:       txmsg.Message{Topic: "cmd-half", Key: []byte("k"), Value: []byte(value)},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	committed, pending := prepare("one"), prepare("two")
+	if _, err := client.Commit(ctx, committed); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		recs, err := testenv.Records(ctx, k.Addrs, "cmd-half")
+		if err != nil || len(recs) != 1 {
+			return fmt.Errorf("%d records, %v", len(recs), err)
+		}
+		if got := testenv.HeaderValue(recs[0], txmsg.HeaderID); got != committed {
+			return fmt.Errorf("record id %q, want %q", got, committed)
+		}
+		return nil
+	})
+
+	r := txmsgRun(t, "half", "list", "--state", "prepared", "--dsn", db.DSN)
+	if r.code != 0 || !strings.Contains(r.stdout, pending) || strings.Contains(r.stdout, committed) {
+		t.Fatalf("half list: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = txmsgRun(t, "half", "resolve", pending, "rollback", "--reason", "test", "--dsn", db.DSN)
+	if r.code != 0 || strings.TrimSpace(r.stdout) != pending+" is rolled_back" {
+		t.Fatalf("half resolve: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = txmsgRun(t, "half", "resolve", committed, "rollback", "--dsn", db.DSN)
+	if r.code != 1 || !strings.Contains(r.stderr, "illegal state transition") {
+		t.Fatalf("half resolve of a delivered message: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if code := p.stop(30 * time.Second); code != 0 {
+		t.Errorf("exit status %d after SIGTERM", code)
+	}
+}
+
+// TestCmdDev runs the one-process demo for a few seconds against a
+// database it must create, and expects every committed message consumed and
+// no rolled-back one.
+func TestCmdDev(t *testing.T) {
+	t.Parallel()
+	base := testenv.BaseDSN(t)
+	mc, err := mysql.ParseDSN(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	mc.DBName = "txmsg_t_dev_" + hex.EncodeToString(b[:])
+	t.Cleanup(func() {
+		admin, err := sql.Open("mysql", base)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer admin.Close()
+		if _, err := admin.Exec("DROP DATABASE IF EXISTS " + mc.DBName); err != nil {
+			t.Error(err)
+		}
+	})
+	r := txmsgRun(t, "dev", "--dsn", mc.FormatDSN(), "--duration", "5s", "--rate", "100")
+	if r.code != 0 {
+		t.Fatalf("dev: exit status %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	m := regexp.MustCompile(`summary: committed=(\d+) rolled_back=(\d+) uncertain=0 relayed=\d+ consumed=(\d+) phantoms=0 missing=0`).FindStringSubmatch(r.stdout)
+	if m == nil {
+		t.Fatalf("dev: no clean summary in\n%s%s", r.stdout, r.stderr)
+	}
+	committed, _ := strconv.Atoi(m[1])
+	consumed, _ := strconv.Atoi(m[3])
+	if consumed == 0 || consumed != committed {
+		t.Errorf("dev: committed %d, consumed %d", committed, consumed)
+	}
+	if !strings.Contains(r.stderr, "| relayed ") {
+		t.Errorf("dev: no progress line in stderr:\n%s", r.stderr)
+	}
+}
