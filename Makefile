@@ -1,0 +1,40 @@
+# txmsg: `make demo` and `make test` work on a fresh Debian/Ubuntu machine
+# with Go installed; both first make sure MariaDB is up (scripts/ensure-mariadb.sh).
+
+GO ?= go
+TXMSG_TEST_MYSQL_DSN ?= root@tcp(127.0.0.1:3306)/test?parseTime=true
+export TXMSG_TEST_MYSQL_DSN
+# BENCHTIME is go test's -benchtime: 1x runs each benchmark once, at the
+# size it chooses itself (the relay drains a backlog of >= 100k rows).
+BENCHTIME ?= 1x
+# DEMO_ARGS are passed to `txmsg dev`, e.g. DEMO_ARGS="--rate 500 --duration 30s".
+DEMO_ARGS ?=
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+.PHONY: build test demo bench vet mariadb
+
+## build: compile bin/txmsg
+build:
+	$(GO) build -o bin/txmsg ./cmd/txmsg
+
+## test: every test, with the race detector, against the local MariaDB
+test: mariadb
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+## demo: the one-process demo (Ctrl-C stops it)
+demo: mariadb
+	$(GO) run ./cmd/txmsg dev $(DEMO_ARGS)
+
+## bench: every benchmark, output in bench.out (see BENCHMARKS.md)
+bench: mariadb
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -timeout 60m ./... | tee bench.out
+
+## vet: go vet and gofmt
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt needed"; exit 1; }
+
+mariadb:
+	./scripts/ensure-mariadb.sh
