@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -77,6 +76,11 @@ func New(brokers []string, group string, topics []string, opts ...Option) (*Cons
 		if err := txmsg.ValidateTopic(deadLetterTopic(o.dlqTopic, t, group)); err != nil {
 			return nil, fmt.Errorf("%w: dead-letter topic of %s (set WithDeadLetterTopic): %w", ErrInvalidConfig, t, err)
 		}
+		for i := range o.retryTiers {
+			if err := txmsg.ValidateTopic(retryTopicName(t, group, i+1)); err != nil {
+				return nil, fmt.Errorf("%w: retry topic of %s: %w", ErrInvalidConfig, t, err)
+			}
+		}
 	}
 	if o.retention > 0 {
 		if _, err := cron.ParseStandard(o.purgeSchedule); err != nil {
@@ -139,31 +143,14 @@ func (c *Consumer) SetRateLimit(perSecond float64, burst int) {
 type run struct {
 	c       *Consumer
 	h       Handler
-	reader  *kafka.Reader
 	dlq     *kafka.Writer
 	insert  *sql.Stmt // the inbox insert, for a TxHandlerFunc
-	track   *tracker
-	stop    <-chan struct{} // Run's ctx.Done(): shutdown has begun
+	pipes   []*pipeline
+	retry   map[string]retryTopic // retry topic name → its origin and tier
+	stop    <-chan struct{}       // Run's ctx.Done(): shutdown has begun
 	hctx    context.Context
-	lanes   map[laneKey]*lane
-	laneWG  sync.WaitGroup
 	log     *slog.Logger
 	metrics Metrics
-}
-
-type laneKey struct {
-	tp  tpKey
-	idx int
-}
-
-// lane is one worker of a partition: it handles its messages in order.
-type lane struct {
-	ch chan work
-}
-
-type work struct {
-	msg Message
-	e   *entry
 }
 
 // Run joins the group and handles messages until ctx is done, then shuts
@@ -171,10 +158,10 @@ type work struct {
 // (after the drain timeout their context is canceled; Run still waits for
 // them to return), drops messages not yet started, commits the offsets of
 // finished work and nothing beyond, and leaves the group. It returns nil
-// after a shutdown by ctx, or an error for a bad handler. Run returns only
-// after every goroutine it started has returned; a Consumer runs once at a
-// time, and may Run again after Run returned.
-func (c *Consumer) Run(ctx context.Context, h Handler) error {
+// after a shutdown by ctx, or an error for a bad handler or a failed setup.
+// Run returns only after every goroutine it started has returned; a
+// Consumer runs once at a time, and may Run again after Run returned.
+func (c *Consumer) Run(ctx context.Context, h Handler) (err error) {
 	switch h := h.(type) {
 	case nil:
 		return fmt.Errorf("%w: nil handler", ErrInvalidConfig)
@@ -197,37 +184,66 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 	}
 	defer c.running.Store(false)
 
-	reader, err := kafkax.NewGroupReader(c.brokers, kafkax.ReaderConfig{
-		Group:             c.group,
-		Topics:            c.topics,
-		Balancers:         c.balancers,
-		SessionTimeout:    c.o.session,
-		HeartbeatInterval: c.o.heartbeat,
-		RebalanceTimeout:  c.o.rebalance,
-		JoinGroupBackoff:  c.o.joinBackoff,
-		Logger:            c.o.logger,
-	})
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
-	}
-	dlq, err := kafkax.NewWriter(c.brokers, kafkax.WriterConfig{Logger: c.o.logger})
-	if err != nil {
-		return errors.Join(fmt.Errorf("%w: %w", ErrInvalidConfig, err), reader.Close())
-	}
-	var insert *sql.Stmt
-	if _, ok := h.(TxHandlerFunc); ok {
-		if insert, err = c.o.db.PrepareContext(ctx, c.insertSQL); err != nil {
-			return errors.Join(fmt.Errorf("consumer: prepare inbox insert: %w", err), reader.Close(), dlq.Close())
-		}
-		defer insert.Close()
-	}
 	hctx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHandlers()
 	r := &run{
-		c: c, h: h, reader: reader, dlq: dlq, insert: insert, track: newTracker(),
-		stop: ctx.Done(), hctx: hctx, lanes: map[laneKey]*lane{},
+		c: c, h: h, stop: ctx.Done(), hctx: hctx, retry: c.retryTopics(),
 		log:     c.o.logger.With(slog.String("group", c.group)),
 		metrics: c.o.metrics,
+	}
+	// closers run in reverse order when Run returns.
+	var closers []func() error
+	defer func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			err = errors.Join(err, closers[i]())
+		}
+	}()
+	r.dlq, err = kafkax.NewWriter(c.brokers, kafkax.WriterConfig{Logger: c.o.logger})
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	closers = append(closers, func() error {
+		if err := r.dlq.Close(); err != nil {
+			return fmt.Errorf("consumer: close dead-letter writer: %w", err)
+		}
+		return nil
+	})
+	if _, ok := h.(TxHandlerFunc); ok {
+		if r.insert, err = c.o.db.PrepareContext(ctx, c.insertSQL); err != nil {
+			return fmt.Errorf("consumer: prepare inbox insert: %w", err)
+		}
+		closers = append(closers, r.insert.Close)
+	}
+	groups := map[string][]string{c.group: c.topics}
+	if len(r.retry) > 0 {
+		if err := c.createRetryTopics(ctx, r.retry); err != nil {
+			return err
+		}
+		for name := range r.retry {
+			groups[c.group+retryGroupSuffix] = append(groups[c.group+retryGroupSuffix], name)
+		}
+	}
+	for group, topics := range groups {
+		reader, err := kafkax.NewGroupReader(c.brokers, kafkax.ReaderConfig{
+			Group:             group,
+			Topics:            topics,
+			Balancers:         c.balancers,
+			SessionTimeout:    c.o.session,
+			HeartbeatInterval: c.o.heartbeat,
+			RebalanceTimeout:  c.o.rebalance,
+			JoinGroupBackoff:  c.o.joinBackoff,
+			Logger:            c.o.logger,
+		})
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		}
+		r.pipes = append(r.pipes, &pipeline{reader: reader, track: newTracker(), lanes: map[laneKey]*lane{}})
+		closers = append(closers, func() error {
+			if err := reader.Close(); err != nil {
+				return fmt.Errorf("consumer: close reader of group %s (leave group): %w", group, err)
+			}
+			return nil
+		})
 	}
 
 	commitCtx, stopCommits := context.WithCancel(context.WithoutCancel(ctx))
@@ -241,18 +257,25 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 	if err != nil {
 		stopCommits()
 		bg.Wait()
-		return errors.Join(err, reader.Close(), dlq.Close())
+		return err
 	}
 
-	r.fetchLoop(ctx)
+	var fetchers sync.WaitGroup
+	for _, p := range r.pipes {
+		fetchers.Add(1)
+		go func() {
+			defer fetchers.Done()
+			r.fetchLoop(ctx, p)
+		}()
+	}
+	fetchers.Wait()
 
 	// Shutdown: no new handler starts, running ones get the drain timeout.
-	for _, l := range r.lanes {
-		close(l.ch)
-	}
 	drained := make(chan struct{})
 	go func() {
-		r.laneWG.Wait()
+		for _, p := range r.pipes {
+			p.closeLanes()
+		}
 		close(drained)
 	}()
 	timer := time.NewTimer(c.o.drainTimeout)
@@ -269,137 +292,5 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 	bg.Wait()
 	finalCtx, cancelFinal := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancelFinal()
-	var errs []error
-	if err := r.commit(finalCtx); err != nil {
-		errs = append(errs, err)
-	}
-	if err := reader.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("consumer: close reader (leave group): %w", err))
-	}
-	if err := dlq.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("consumer: close dead-letter writer: %w", err))
-	}
-	return errors.Join(errs...)
-}
-
-// fetchLoop fetches and dispatches messages until ctx is done.
-func (r *run) fetchLoop(ctx context.Context) {
-	var failures int
-	for {
-		km, err := r.reader.FetchMessage(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			failures++
-			r.log.Warn("consumer: fetch", slog.Any("error", err), slog.Int("attempt", failures))
-			if !r.sleep(ctx, r.c.o.backoff.Delay(failures)) {
-				return
-			}
-			continue
-		}
-		failures = 0
-		if lag := km.HighWaterMark - km.Offset - 1; km.HighWaterMark > 0 && lag >= 0 {
-			r.metrics.Lag(r.c.group, km.Topic, km.Partition, lag)
-		}
-		if err := r.c.limiter.Wait(ctx); err != nil {
-			return
-		}
-		m := fromKafka(km)
-		tp := tpKey{km.Topic, km.Partition}
-		l := r.lane(laneKey{tp: tp, idx: r.laneIndex(&m)})
-		e := r.track.add(tp, km.Offset)
-		select {
-		case l.ch <- work{msg: m, e: e}:
-		case <-ctx.Done():
-			return
-		}
-	}
-}
-
-// laneIndex sends every message of a key to the same lane of its
-// partition; keyless messages spread by offset.
-func (r *run) laneIndex(m *Message) int {
-	n := r.c.o.concurrency
-	if n == 1 {
-		return 0
-	}
-	if m.Key == nil {
-		return int(m.Offset % int64(n))
-	}
-	h := fnv.New32a()
-	h.Write(m.Key)
-	return int(h.Sum32() % uint32(n))
-}
-
-// lane returns the lane for k, starting its worker on first use.
-func (r *run) lane(k laneKey) *lane {
-	if l := r.lanes[k]; l != nil {
-		return l
-	}
-	l := &lane{ch: make(chan work, r.c.o.laneBuffer)}
-	r.lanes[k] = l
-	r.laneWG.Add(1)
-	go func() {
-		defer r.laneWG.Done()
-		for w := range l.ch {
-			if r.stopping() {
-				continue
-			}
-			if r.process(w.msg) {
-				r.track.finish(w.e)
-			}
-		}
-	}()
-	return l
-}
-
-func (r *run) stopping() bool {
-	select {
-	case <-r.stop:
-		return true
-	default:
-		return false
-	}
-}
-
-// sleep waits d or until ctx is done; it reports whether d passed.
-func (r *run) sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// commitLoop commits low watermarks every commit interval until ctx is done.
-func (r *run) commitLoop(ctx context.Context) {
-	t := time.NewTicker(r.c.o.commitInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := r.commit(ctx); err != nil && ctx.Err() == nil {
-				r.log.Warn("consumer: commit offsets", slog.Any("error", err))
-			}
-		}
-	}
-}
-
-// commit commits every partition's low watermark that moved.
-func (r *run) commit(ctx context.Context) error {
-	msgs := r.track.pending()
-	if len(msgs) == 0 || r.c.skipCommits {
-		return nil
-	}
-	if err := r.reader.CommitMessages(ctx, msgs...); err != nil {
-		return fmt.Errorf("consumer: commit %d partitions: %w", len(msgs), err)
-	}
-	r.track.committed(msgs)
-	return nil
+	return r.commit(finalCtx)
 }

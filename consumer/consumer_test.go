@@ -45,6 +45,7 @@ func TestConsumerNewRejectsBadInput(t *testing.T) {
 		{"nil inbox db", brokers, "g", []string{"t"}, []Option{WithInbox(nil)}},
 		{"nil balancer", brokers, "g", []string{"t"}, []Option{WithBalancers(nil)}},
 		{"negative rate", brokers, "g", []string{"t"}, []Option{WithRateLimit(-1, 1)}},
+		{"zero retry delay", brokers, "g", []string{"t"}, []Option{WithRetryTiers(time.Second, 0)}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

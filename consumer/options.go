@@ -38,6 +38,7 @@ type options struct {
 	rebalance      time.Duration
 	joinBackoff    time.Duration
 	laneBuffer     int
+	retryTiers     []time.Duration
 	now            func() time.Time
 }
 
@@ -253,6 +254,31 @@ func WithClock(now func() time.Time) Option {
 			return fmt.Errorf("WithClock: nil clock")
 		}
 		o.now = now
+		return nil
+	}
+}
+
+// WithRetryTiers adds RocketMQ-style retry topics with delays, for handlers
+// that prefer not to block a key while a message is retried (default:
+// none). A message whose in-place attempts (WithMaxAttempts, per delivery)
+// all fail is written to "<topic>.<group>.retry-1", handled again after
+// delays[0], then moves to tier 2, and so on; after the last tier it goes to
+// the dead-letter topic. Retried messages keep their id, so the inbox still
+// dedupes them, but they give up order: later messages of the key are
+// handled meanwhile. The retry topics are created by Run with the origin
+// topic's partitions, and read by the group "<group>.retry". At most 18
+// tiers, each delay > 0.
+func WithRetryTiers(delays ...time.Duration) Option {
+	return func(o *options) error {
+		if len(delays) > 18 {
+			return fmt.Errorf("WithRetryTiers: %d tiers, at most 18", len(delays))
+		}
+		for i, d := range delays {
+			if d <= 0 {
+				return fmt.Errorf("WithRetryTiers: tier %d delay %v, want > 0", i+1, d)
+			}
+		}
+		o.retryTiers = append([]time.Duration(nil), delays...)
 		return nil
 	}
 }

@@ -9,16 +9,27 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/txmsg/txmsg"
 )
 
-// process handles m with retries and, after the last attempt, the dead
-// letter. It reports whether m is finished (handled, skipped as duplicate,
-// or dead-lettered) and so may be committed; false means shutdown
-// interrupted it and it will be delivered again.
-func (r *run) process(m Message) bool {
+// process handles a delivery: it waits until a retried message is due,
+// makes up to WithMaxAttempts attempts, then moves the message to the next
+// retry tier or the dead-letter topic. It reports whether the delivery is
+// finished (handled, skipped as duplicate, moved on) and so may be
+// committed; false means shutdown interrupted it and it will come again.
+func (r *run) process(d delivery) bool {
+	m := d.msg
+	prior, tier := 0, 0
+	if d.retry != nil {
+		prior, tier = d.retry.attempts, d.retry.tier
+		if wait := time.Until(d.retry.due); wait > 0 && !r.wait(wait) {
+			return false
+		}
+	}
 	group, topic := r.c.group, m.Topic
-	for attempt := 1; ; attempt++ {
-		m.Attempt = attempt
+	for i := 1; ; i++ {
+		m.Attempt = prior + i
 		start := time.Now()
 		dup, err := r.invoke(m)
 		r.metrics.HandlerLatency(group, topic, time.Since(start))
@@ -35,28 +46,25 @@ func (r *run) process(m Message) bool {
 		}
 		r.metrics.Failed(group, topic)
 		log := r.log.With(slog.String("msg_id", m.ID), slog.String("topic", topic),
-			slog.Int("partition", m.Partition), slog.Int64("offset", m.Offset), slog.Int("attempt", attempt))
-		if IsPermanent(err) || attempt >= r.c.o.maxAttempts {
+			slog.Int("partition", m.Partition), slog.Int64("offset", m.Offset), slog.Int("attempt", m.Attempt))
+		switch {
+		case IsPermanent(err):
 			log.Warn("consumer: handler failed for good; dead-lettering", slog.Any("error", err))
-			return r.deadLetter(m, err)
+			return r.deadLetter(d, m, err)
+		case i < r.c.o.maxAttempts:
+			log.Info("consumer: handler failed; retrying", slog.Any("error", err))
+			r.metrics.Retried(group, topic)
+			if !r.wait(r.c.o.backoff.Delay(i)) {
+				return false
+			}
+		case tier < len(r.c.o.retryTiers):
+			log.Info("consumer: handler failed; moving to the next retry tier", slog.Int("tier", tier+1), slog.Any("error", err))
+			r.metrics.Retried(group, topic)
+			return r.toTier(d, m, tier+1)
+		default:
+			log.Warn("consumer: handler failed for good; dead-lettering", slog.Any("error", err))
+			return r.deadLetter(d, m, err)
 		}
-		log.Info("consumer: handler failed; retrying", slog.Any("error", err))
-		r.metrics.Retried(group, topic)
-		if !r.wait(r.c.o.backoff.Delay(attempt)) {
-			return false
-		}
-	}
-}
-
-// wait sleeps d unless shutdown starts first; it reports whether d passed.
-func (r *run) wait(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-r.stop:
-		return false
 	}
 }
 
@@ -78,38 +86,67 @@ func (r *run) invoke(m Message) (dup bool, err error) {
 	return false, fmt.Errorf("consumer: unknown handler type %T", r.h)
 }
 
-// deadLetter writes m to its dead-letter topic, retrying until Kafka takes
-// it or shutdown starts; it reports whether m is finished.
-func (r *run) deadLetter(m Message, cause error) bool {
-	topic := deadLetterTopic(r.c.o.dlqTopic, m.Topic, r.c.group)
-	km := kafka.Message{Topic: topic, Key: m.Key, Value: m.Value}
-	for _, h := range m.Headers {
-		km.Headers = append(km.Headers, kafka.Header{Key: h.Key, Value: h.Value})
+// origin returns where a delivery's message was first consumed: its own
+// location, or for a retried message the one its headers carry.
+func origin(d delivery) (partition int, offset int64) {
+	if d.retry != nil {
+		return d.retry.partition, d.retry.offset
 	}
+	return d.msg.Partition, d.msg.Offset
+}
+
+// deadLetter writes m to its dead-letter topic with headers naming its
+// origin, error and attempts; it reports whether m is finished.
+func (r *run) deadLetter(d delivery, m Message, cause error) bool {
+	partition, offset := origin(d)
 	errText := cause.Error()
 	if len(errText) > 1024 {
 		errText = errText[:1024]
 	}
-	km.Headers = append(km.Headers,
-		kafka.Header{Key: HeaderDLQTopic, Value: []byte(m.Topic)},
-		kafka.Header{Key: HeaderDLQPartition, Value: []byte(strconv.Itoa(m.Partition))},
-		kafka.Header{Key: HeaderDLQOffset, Value: []byte(strconv.FormatInt(m.Offset, 10))},
-		kafka.Header{Key: HeaderDLQError, Value: []byte(errText)},
-		kafka.Header{Key: HeaderDLQAttempts, Value: []byte(strconv.Itoa(m.Attempt))},
-		kafka.Header{Key: HeaderDLQGroup, Value: []byte(r.c.group)},
-	)
+	km := outgoing(m, deadLetterTopic(r.c.o.dlqTopic, m.Topic, r.c.group), []kafka.Header{
+		{Key: HeaderDLQTopic, Value: []byte(m.Topic)},
+		{Key: HeaderDLQPartition, Value: []byte(strconv.Itoa(partition))},
+		{Key: HeaderDLQOffset, Value: []byte(strconv.FormatInt(offset, 10))},
+		{Key: HeaderDLQError, Value: []byte(errText)},
+		{Key: HeaderDLQAttempts, Value: []byte(strconv.Itoa(m.Attempt))},
+		{Key: HeaderDLQGroup, Value: []byte(r.c.group)},
+	})
+	if !r.write(m, km) {
+		return false
+	}
+	r.metrics.DeadLettered(r.c.group, m.Topic)
+	return true
+}
+
+// outgoing copies m into a record for topic: key, value, user headers
+// (without txmsg's retry and dead-letter headers), txmsg-id set to m.ID so
+// the inbox and operators still know the message, then extra.
+func outgoing(m Message, topic string, extra []kafka.Header) kafka.Message {
+	km := kafka.Message{Topic: topic, Key: m.Key, Value: m.Value}
+	for _, h := range m.Headers {
+		if !reservedHeader(h.Key) {
+			km.Headers = append(km.Headers, kafka.Header{Key: h.Key, Value: h.Value})
+		}
+	}
+	km.Headers = append(km.Headers, kafka.Header{Key: txmsg.HeaderID, Value: []byte(m.ID)})
+	km.Headers = append(km.Headers, extra...)
+	return km
+}
+
+// write produces km, retrying with backoff until Kafka takes it or
+// shutdown starts; it reports whether km was written.
+func (r *run) write(m Message, km kafka.Message) bool {
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(r.hctx, 30*time.Second)
 		err := r.dlq.WriteMessages(ctx, km)
 		cancel()
 		if err == nil {
-			r.metrics.DeadLettered(r.c.group, m.Topic)
 			return true
 		}
 		if r.hctx.Err() != nil {
 			return false
 		}
-		r.log.Warn("consumer: write dead letter", slog.String("msg_id", m.ID), slog.String("topic", topic),
+		r.log.Warn("consumer: write to "+km.Topic, slog.String("msg_id", m.ID), slog.String("topic", km.Topic),
 			slog.Int("attempt", attempt), slog.Any("error", err))
 		if !r.wait(r.c.o.backoff.Delay(attempt)) {
 			return false
