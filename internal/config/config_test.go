@@ -131,6 +131,7 @@ func TestConfigErrorsNameKeyAndValue(t *testing.T) {
 		{[]string{"--dsn", ""}, []string{"config: db.dsn", "required"}},
 		{[]string{"--dsn", "root:hunter2@tcp(127.0.0.1:3306)"}, []string{`config: db.dsn: "root:***@tcp(127.0.0.1:3306)"`}},
 		{[]string{"--log.level", "loud"}, []string{`config: log.level: "loud": want one of info, debug, warn, error`}},
+		{[]string{"--relay.purge_schedule", "hourly"}, []string{`config: relay.purge_schedule: "hourly": want a cron spec`}},
 		{[]string{"--metrics.listen", "9464"}, []string{`config: metrics.listen: "9464": want HOST:PORT`}},
 		// Every bad key is reported, not only the first.
 		{[]string{"--relay.batch_size", "0", "--relay.max_attempts", "0"}, []string{"relay.batch_size: 0", "relay.max_attempts: 0"}},
@@ -362,7 +363,7 @@ func TestConfigBroker(t *testing.T) {
 		{[]string{"--checkback.max_checks", "0"}, "config: checkback.max_checks: 0: want 1 to 1000"},
 		{[]string{"--listen", "7070"}, `config: broker.listen: "7070": want HOST:PORT`},
 		{[]string{"--broker.max_value_bytes", "5000", "--broker.max_body_bytes", "4096"}, "config: broker.max_value_bytes: 5000: want at most broker.max_body_bytes (4096)"},
-		{[]string{"--checkback.scan", "every second"}, `every second`},
+		{[]string{"--checkback.scan", "every second"}, `config: checkback.scan: "every second": want a cron spec`},
 	} {
 		_, err := load(tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/robfig/cron/v3"
 	"github.com/spf13/viper"
 )
 
@@ -158,4 +159,12 @@ func (r *reader) oneOf(key string, allowed ...string) string {
 	}
 	r.fail(key, s, "want one of "+strings.Join(allowed, ", "))
 	return allowed[0]
+}
+
+// cronSpec checks that spec parses as the engines parse it (robfig/cron's
+// standard parser: five fields or a descriptor such as "@every 1m").
+func (r *reader) cronSpec(key, spec string) {
+	if _, err := cron.ParseStandard(spec); err != nil {
+		r.fail(key, spec, "want a cron spec such as \"@every 1m\" or \"*/5 * * * *\": "+err.Error())
+	}
 }

@@ -109,9 +109,7 @@ func (r *reader) relay() relay.Config {
 	if c.RetryMax < c.RetryInitial {
 		r.fail("relay.retry_max", c.RetryMax.String(), "want at least relay.retry_initial ("+c.RetryInitial.String()+")")
 	}
-	if c.PurgeSchedule == "" {
-		r.fail("relay.purge_schedule", c.PurgeSchedule, "want a cron spec such as \"@every 1m\" or \"*/5 * * * *\"")
-	}
+	r.cronSpec("relay.purge_schedule", c.PurgeSchedule)
 	if len(c.Owner) > 128 {
 		r.fail("relay.owner", c.Owner, "want at most 128 characters")
 	}
