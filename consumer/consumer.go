@@ -143,8 +143,8 @@ func (c *Consumer) SetRateLimit(perSecond float64, burst int) {
 type run struct {
 	c       *Consumer
 	h       Handler
-	dlq     *kafka.Writer
-	insert  *sql.Stmt // the inbox insert, for a TxHandlerFunc
+	writer  *kafka.Writer // dead letters and retry tiers
+	insert  *sql.Stmt     // the inbox insert, for a TxHandlerFunc
 	pipes   []*pipeline
 	retry   map[string]retryTopic // retry topic name → its origin and tier
 	stop    <-chan struct{}       // Run's ctx.Done(): shutdown has begun
@@ -198,13 +198,13 @@ func (c *Consumer) Run(ctx context.Context, h Handler) (err error) {
 			err = errors.Join(err, closers[i]())
 		}
 	}()
-	r.dlq, err = kafkax.NewWriter(c.brokers, kafkax.WriterConfig{Logger: c.o.logger})
+	r.writer, err = kafkax.NewWriter(c.brokers, kafkax.WriterConfig{Logger: c.o.logger})
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	closers = append(closers, func() error {
-		if err := r.dlq.Close(); err != nil {
-			return fmt.Errorf("consumer: close dead-letter writer: %w", err)
+		if err := r.writer.Close(); err != nil {
+			return fmt.Errorf("consumer: close dead-letter and retry writer: %w", err)
 		}
 		return nil
 	})

@@ -71,3 +71,35 @@ func TestConsumerInboxPurgeJob(t *testing.T) {
 		return nil
 	})
 }
+
+// TestConsumerTxHandlerPanicRollsBack: a TxHandlerFunc that panics after
+// writing has its transaction rolled back (no effect, no inbox row, no
+// leaked connection) and is retried.
+func TestConsumerTxHandlerPanicRollsBack(t *testing.T) {
+	t.Parallel()
+	db := newDB(t)
+	k := testenv.NewKafka(t, 1)
+	createEffectsTable(t, db)
+	produce(t, k.Addrs, record("t", "k", "a", "0"), record("t", "k", "b", "1"), record("t", "k", "c", "2"))
+	c, err := New(k.Addrs, "g", []string{"t"}, WithInbox(db), fastGroup(), WithBackoff(10*time.Millisecond, 20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, c, TxHandlerFunc(func(ctx context.Context, tx *sql.Tx, m Message) error {
+		if err := insertEffect(ctx, tx, m); err != nil {
+			return err
+		}
+		if m.ID == "b" && m.Attempt == 1 {
+			panic("bug after the write")
+		}
+		return nil
+	}))
+	testenv.Eventually(t, 20*time.Second, func() error { return checkEffects(db, 3) })
+	r.stop(t)
+	if n := countInbox(t, db, "g"); n != 3 {
+		t.Fatalf("%d inbox rows, want 3", n)
+	}
+	if s := db.Stats(); s.InUse != 0 {
+		t.Fatalf("%d connections still in use after Run returned", s.InUse)
+	}
+}

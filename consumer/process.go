@@ -138,7 +138,7 @@ func outgoing(m Message, topic string, extra []kafka.Header) kafka.Message {
 func (r *run) write(m Message, km kafka.Message) bool {
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(r.hctx, 30*time.Second)
-		err := r.dlq.WriteMessages(ctx, km)
+		err := r.writer.WriteMessages(ctx, km)
 		cancel()
 		if err == nil {
 			return true
