@@ -32,17 +32,19 @@ CREATE TABLE IF NOT EXISTS txmsg_relay_leases (
   PRIMARY KEY (source, shard)
 ) ENGINE=InnoDB;
 
--- Live relay instances, so each can take its fair share of the shards.
+-- Live relay engines per source, so each can take its fair share of the shards.
 CREATE TABLE IF NOT EXISTS txmsg_relay_members (
+  source     VARCHAR(16)  NOT NULL,
   owner      VARCHAR(128) NOT NULL,
   expires_at DATETIME(6)  NOT NULL,
-  PRIMARY KEY (owner)
+  PRIMARY KEY (source, owner)
 ) ENGINE=InnoDB;
 
 -- Messages Kafka rejected for good after the configured attempts.
 CREATE TABLE IF NOT EXISTS txmsg_dead_letters (
   id         VARCHAR(64)    NOT NULL,
   source     VARCHAR(16)    NOT NULL,
+  shard      SMALLINT UNSIGNED NOT NULL,
   topic      VARCHAR(249)   NOT NULL,
   msg_key    VARBINARY(767) NULL,
   value      LONGBLOB       NOT NULL,

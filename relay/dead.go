@@ -1,0 +1,169 @@
+package relay
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"github.com/txmsg/txmsg"
+	"github.com/txmsg/txmsg/internal/codec"
+	"github.com/txmsg/txmsg/internal/sqlx"
+)
+
+// DeadLetter is a message Kafka refused for good, kept with its error.
+type DeadLetter struct {
+	ID        string
+	Source    string
+	Shard     int
+	Topic     string
+	Key       []byte
+	Value     []byte
+	Headers   []txmsg.Header
+	CreatedAt time.Time
+	Attempts  int
+	LastError string
+	DeadAt    time.Time
+}
+
+const (
+	insertDead = `INSERT INTO txmsg_dead_letters
+(id, source, shard, topic, msg_key, value, headers, created_at, attempts, last_error, dead_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6))
+ON DUPLICATE KEY UPDATE source = VALUES(source), shard = VALUES(shard), topic = VALUES(topic),
+msg_key = VALUES(msg_key), value = VALUES(value), headers = VALUES(headers), created_at = VALUES(created_at),
+attempts = VALUES(attempts), last_error = VALUES(last_error), dead_at = VALUES(dead_at)`
+	deadColumns = `id, source, shard, topic, msg_key, value, headers, created_at, attempts, last_error, dead_at`
+	listDead    = `SELECT ` + deadColumns + ` FROM txmsg_dead_letters ORDER BY dead_at, id LIMIT ?`
+	lockDead    = `SELECT ` + deadColumns + ` FROM txmsg_dead_letters WHERE id = ? FOR UPDATE`
+	lockAllDead = `SELECT ` + deadColumns + ` FROM txmsg_dead_letters ORDER BY dead_at, id LIMIT 1000 FOR UPDATE`
+	deleteDead  = `DELETE FROM txmsg_dead_letters WHERE id = ?`
+	requeue     = `INSERT INTO txmsg_outbox (id, shard, topic, msg_key, value, headers, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)`
+)
+
+// moveToDead copies r into txmsg_dead_letters and removes it from src, in one
+// transaction.
+func moveToDead(ctx context.Context, db *sql.DB, src Source, r Row, reason string) error {
+	hdr, err := codec.EncodeHeaders(r.Headers)
+	if err != nil {
+		return err
+	}
+	err = sqlx.RunInTx(ctx, db, nil, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, insertDead, r.ID, src.Name(), r.Shard, r.Topic, r.Key, r.Value, hdr,
+			r.CreatedAt, r.Attempts, truncate(reason, 1024)); err != nil {
+			return err
+		}
+		return src.Remove(ctx, tx, []Row{r})
+	})
+	if err != nil {
+		return fmt.Errorf("relay: dead-letter %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+// ListDead returns up to limit dead letters, oldest first.
+func ListDead(ctx context.Context, db *sql.DB, limit int) ([]DeadLetter, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	rows, err := db.QueryContext(ctx, listDead, limit)
+	if err != nil {
+		return nil, fmt.Errorf("relay: list dead letters: %w", err)
+	}
+	out, err := scanDead(rows)
+	if err != nil {
+		return nil, fmt.Errorf("relay: list dead letters: %w", err)
+	}
+	return out, nil
+}
+
+// RetryDead puts dead letter id back into txmsg_outbox (keeping its id, key
+// and shard, at the end of its shard's queue) and deletes the dead letter, in
+// one transaction. It fails with txmsg.ErrNotFound for an unknown id.
+// Whatever its source, a retried message is delivered through the outbox.
+func RetryDead(ctx context.Context, db *sql.DB, id string) error {
+	err := sqlx.RunInTx(ctx, db, nil, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, lockDead, id)
+		if err != nil {
+			return err
+		}
+		ds, err := scanDead(rows)
+		if err != nil {
+			return err
+		}
+		if len(ds) == 0 {
+			return fmt.Errorf("dead letter %q: %w", id, txmsg.ErrNotFound)
+		}
+		return requeueDead(ctx, tx, ds[0])
+	})
+	if err != nil {
+		return fmt.Errorf("relay: retry dead letter: %w", err)
+	}
+	return nil
+}
+
+// RetryAllDead puts every dead letter back into txmsg_outbox, oldest first,
+// in transactions of up to 1000, and returns how many it moved.
+func RetryAllDead(ctx context.Context, db *sql.DB) (int64, error) {
+	var total int64
+	for {
+		var n int64
+		err := sqlx.RunInTx(ctx, db, nil, func(tx *sql.Tx) error {
+			rows, err := tx.QueryContext(ctx, lockAllDead)
+			if err != nil {
+				return err
+			}
+			ds, err := scanDead(rows)
+			if err != nil {
+				return err
+			}
+			for _, d := range ds {
+				if err := requeueDead(ctx, tx, d); err != nil {
+					return err
+				}
+			}
+			n = int64(len(ds))
+			return nil
+		})
+		if err != nil {
+			return total, fmt.Errorf("relay: retry all dead letters: %w", err)
+		}
+		total += n
+		if n < 1000 {
+			return total, nil
+		}
+	}
+}
+
+func requeueDead(ctx context.Context, tx *sql.Tx, d DeadLetter) error {
+	hdr, err := codec.EncodeHeaders(d.Headers)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, requeue, d.ID, d.Shard, d.Topic, d.Key, d.Value, hdr, d.CreatedAt); err != nil {
+		return fmt.Errorf("requeue %s: %w", d.ID, err)
+	}
+	_, err = tx.ExecContext(ctx, deleteDead, d.ID)
+	return err
+}
+
+func scanDead(rows *sql.Rows) ([]DeadLetter, error) {
+	defer rows.Close()
+	var out []DeadLetter
+	for rows.Next() {
+		var d DeadLetter
+		var hdr []byte
+		if err := rows.Scan(&d.ID, &d.Source, &d.Shard, &d.Topic, &d.Key, &d.Value, &hdr, &d.CreatedAt,
+			&d.Attempts, &d.LastError, &d.DeadAt); err != nil {
+			return nil, err
+		}
+		hs, err := codec.DecodeHeaders(hdr)
+		if err != nil {
+			return nil, err
+		}
+		d.Headers = hs
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}

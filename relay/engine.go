@@ -1,0 +1,162 @@
+package relay
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/txmsg/txmsg/internal/kafkax"
+)
+
+// Engine drains its Sources into Kafka. Build it with New and run it with Run.
+type Engine struct {
+	db      *sql.DB
+	cfg     Config
+	log     *slog.Logger
+	metrics Metrics
+	sources []Source
+	writer  *kafka.Writer
+	// epoch is the monotonic base for lease deadlines (wall-clock jumps do
+	// not move them).
+	epoch   time.Time
+	ready   atomic.Bool
+	running atomic.Bool
+}
+
+// Option configures an Engine.
+type Option func(*Engine)
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) Option { return func(e *Engine) { e.log = l } }
+
+// WithMetrics sets the metrics hooks (default: NopMetrics).
+func WithMetrics(m Metrics) Option { return func(e *Engine) { e.metrics = m } }
+
+// WithSources sets the sources to drain (default: the txmsg_outbox table,
+// keeping delivered rows when Config.Retention is set).
+func WithSources(srcs ...Source) Option { return func(e *Engine) { e.sources = srcs } }
+
+// New validates cfg and returns an Engine on db. It does not connect yet:
+// Run does.
+func New(db *sql.DB, cfg Config, opts ...Option) (*Engine, error) {
+	if db == nil {
+		return nil, errors.New("relay: nil *sql.DB")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	e := &Engine{db: db, cfg: cfg, epoch: time.Now()}
+	for _, o := range opts {
+		o(e)
+	}
+	if e.log == nil {
+		e.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if e.metrics == nil {
+		e.metrics = NopMetrics{}
+	}
+	if len(e.sources) == 0 {
+		src, err := NewOutboxSource("txmsg_outbox", cfg.Retention > 0)
+		if err != nil {
+			return nil, err
+		}
+		e.sources = []Source{src}
+	}
+	seen := map[string]bool{}
+	for _, s := range e.sources {
+		if s == nil || s.Name() == "" || len(s.Name()) > 16 || seen[s.Name()] {
+			return nil, fmt.Errorf("relay: sources: nil, unnamed, over 16 characters or duplicate name")
+		}
+		seen[s.Name()] = true
+	}
+	wc := cfg.Writer
+	// One writer batch per partition per round keeps a failed batch from
+	// splitting, so a retry cannot reorder a key.
+	if wc.BatchSize < cfg.BatchSize {
+		wc.BatchSize = cfg.BatchSize
+	}
+	if wc.Logger == nil {
+		wc.Logger = e.log
+	}
+	w, err := kafkax.NewWriter(cfg.Brokers, wc)
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	e.writer = w
+	return e, nil
+}
+
+// Ready reports whether Run has connected to the database and Kafka and
+// completed its first lease round; it turns false again when Run returns.
+func (e *Engine) Ready() bool { return e.ready.Load() }
+
+// connectTimeout bounds the start-up checks of the database and Kafka.
+const connectTimeout = 10 * time.Second
+
+// Run drains the sources until ctx ends, then shuts down: it stops claiming,
+// lets each shard finish its in-flight batch (abandoning it after
+// Config.ShutdownTimeout; an abandoned batch stays pending and is published
+// again later), releases its leases and closes the Kafka writer. It returns
+// nil after a clean shutdown, or the start-up error when the database or Kafka
+// cannot be reached. Run may be called once.
+func (e *Engine) Run(ctx context.Context) error {
+	if !e.running.CompareAndSwap(false, true) {
+		return errors.New("relay: Run called twice")
+	}
+	defer e.ready.Store(false)
+	defer e.writer.Close()
+	if err := e.preflight(ctx); err != nil {
+		return err
+	}
+	// hard ends in-flight I/O: ShutdownTimeout after ctx, so batches under
+	// way can finish and be marked.
+	hard, hardCancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer hardCancel()
+	stopHard := context.AfterFunc(ctx, func() {
+		t := time.NewTimer(e.cfg.ShutdownTimeout)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			hardCancel()
+		case <-hard.Done():
+		}
+	})
+	defer stopHard()
+
+	var wg sync.WaitGroup
+	c := newCoordinator(e, hard, &wg)
+	err := c.run(ctx)
+	wg.Wait()
+	c.leave()
+	e.log.Info("relay stopped", slog.String("owner", e.cfg.Owner))
+	return err
+}
+
+func (e *Engine) preflight(ctx context.Context) error {
+	pctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	if err := e.db.PingContext(pctx); err != nil {
+		return fmt.Errorf("relay: connect to database: %w", err)
+	}
+	var errs []error
+	for _, b := range e.cfg.Brokers {
+		conn, err := kafka.DialContext(pctx, "tcp", b)
+		if err == nil {
+			conn.Close()
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	return fmt.Errorf("relay: connect to Kafka %v: %w", e.cfg.Brokers, errors.Join(errs...))
+}
+
+// since is the monotonic time since the engine was built.
+func (e *Engine) since() time.Duration { return time.Since(e.epoch) }

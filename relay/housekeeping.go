@@ -1,0 +1,80 @@
+package relay
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/robfig/cron/v3"
+)
+
+// backlogLoop refreshes the pending-row metrics every BacklogInterval.
+func (c *coordinator) backlogLoop(ctx context.Context) {
+	e := c.e
+	t := time.NewTicker(e.cfg.BacklogInterval)
+	defer t.Stop()
+	for {
+		for _, s := range e.sources {
+			n, oldest, err := s.Backlog(ctx, e.db)
+			if err != nil {
+				if ctx.Err() == nil {
+					e.metrics.Error(s.Name(), "backlog")
+				}
+				continue
+			}
+			var age time.Duration
+			if !oldest.IsZero() {
+				age = max(time.Since(oldest), 0)
+			}
+			e.metrics.Backlog(s.Name(), n, age)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// startPurge schedules the retention purge when Config.Retention is set, and
+// returns the function that stops it and waits for a running purge.
+func (c *coordinator) startPurge(ctx context.Context) (stop func(), err error) {
+	e := c.e
+	if e.cfg.Retention <= 0 {
+		return func() {}, nil
+	}
+	logger := cron.PrintfLogger(slog.NewLogLogger(e.log.Handler(), slog.LevelWarn))
+	cr := cron.New(cron.WithChain(cron.Recover(logger), cron.SkipIfStillRunning(logger)))
+	if _, err := cr.AddFunc(e.cfg.PurgeSchedule, func() { c.purge(ctx) }); err != nil {
+		return nil, fmt.Errorf("relay: purge_schedule %q: %w", e.cfg.PurgeSchedule, err)
+	}
+	cr.Start()
+	return func() { <-cr.Stop().Done() }, nil
+}
+
+// purge deletes delivered rows past the retention, PurgeBatch rows per
+// statement (each its own short transaction), so writers are never blocked
+// for long.
+func (c *coordinator) purge(ctx context.Context) {
+	e := c.e
+	before := time.Now().Add(-e.cfg.Retention)
+	for _, s := range e.sources {
+		p, ok := s.(Purger)
+		if !ok {
+			continue
+		}
+		for ctx.Err() == nil {
+			n, err := p.Purge(ctx, e.db, before, e.cfg.PurgeBatch)
+			if err != nil {
+				e.metrics.Error(s.Name(), "purge")
+				e.log.Warn("relay purge failed", slog.String("source", s.Name()), slog.Any("error", err))
+				break
+			}
+			e.metrics.Purged(s.Name(), n)
+			if n < int64(e.cfg.PurgeBatch) {
+				break
+			}
+		}
+	}
+}
