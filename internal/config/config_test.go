@@ -102,6 +102,18 @@ func TestConfigPrecedence(t *testing.T) {
 	}
 }
 
+func TestConfigEmptySection(t *testing.T) {
+	t.Parallel()
+	path := writeFile(t, "relay:\n  # shards: 4\nlog:\n  level: debug\n")
+	c, err := loadRelay(t, "--config", path, "--dsn", testDSN, "--brokers", testBrokers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Relay.Shards != 16 || c.Log.Level != slog.LevelDebug {
+		t.Errorf("shards %d, level %v", c.Relay.Shards, c.Log.Level)
+	}
+}
+
 func TestConfigDSNFromEnv(t *testing.T) {
 	t.Setenv("TXMSG_DB_DSN", "u:secret@tcp(db.example:3307)/app")
 	c, err := loadRelay(t, "--brokers", testBrokers)

@@ -135,6 +135,9 @@ func (l *Loader[T]) checkKnown(path string, f *viper.Viper) error {
 	fileKeys := f.AllKeys()
 	slices.Sort(fileKeys)
 	for _, fk := range fileKeys {
+		if f.Get(fk) == nil && slices.ContainsFunc(l.keys, func(k key) bool { return strings.HasPrefix(k.name, fk+".") }) {
+			continue // a section whose keys are all commented out
+		}
 		if !slices.ContainsFunc(l.keys, func(k key) bool { return k.name == fk }) {
 			errs = append(errs, fmt.Errorf("config: %s: unknown key %s", path, fk))
 		}
