@@ -1,0 +1,259 @@
+package relay
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/txmsg/txmsg"
+	"github.com/txmsg/txmsg/internal/testenv"
+)
+
+// produceN publishes n messages over keys in single-message transactions and
+// returns how many it wrote.
+func produceN(t *testing.T, db *sql.DB, topic string, keys, n int, seq map[string]int) {
+	t.Helper()
+	ctx := context.Background()
+	for i := range n {
+		key := fmt.Sprintf("k%d", i%keys)
+		seq[key]++
+		if err := publishTx(ctx, db, true, msg(topic, key, seq[key])); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Two relays share the shards; one dies without releasing its leases; the
+// other takes them over after the lease TTL and delivers everything in order.
+func TestRelayFailoverTakesOverDeadRelaysShards(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewDB(t)
+	k := testenv.NewKafka(t, 6)
+	victimDB, err := sql.Open("mysql", d.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(k.Addrs)
+	cfg.Owner = "victim"
+	victim := startEngine(t, victimDB, cfg)
+	cfg.Owner = "survivor"
+	survivor := startEngine(t, d.DB, cfg)
+
+	testenv.Eventually(t, 10*time.Second, func() error {
+		v := countRows(t, d.DB, "SELECT COUNT(*) FROM txmsg_relay_leases WHERE owner = 'victim' AND expires_at > UTC_TIMESTAMP(6)")
+		s := countRows(t, d.DB, "SELECT COUNT(*) FROM txmsg_relay_leases WHERE owner = 'survivor' AND expires_at > UTC_TIMESTAMP(6)")
+		if v != 8 || s != 8 {
+			return fmt.Errorf("victim holds %d shards, survivor %d; want 8 each", v, s)
+		}
+		return nil
+	})
+	seq := map[string]int{}
+	produceN(t, d.DB, "failover", 20, 200, seq)
+
+	// The crash: the victim's database handle dies under it, so it can
+	// neither mark nor release anything.
+	victimDB.Close()
+	victim.cancel()
+	killedAt := time.Now()
+	produceN(t, d.DB, "failover", 20, 200, seq)
+
+	testenv.Eventually(t, 3*cfg.LeaseTTL, func() error {
+		if s := countRows(t, d.DB, "SELECT COUNT(*) FROM txmsg_relay_leases WHERE owner = 'survivor'"); s != 16 {
+			return fmt.Errorf("survivor holds %d of 16 shards", s)
+		}
+		return nil
+	})
+	if took := time.Since(killedAt); took > cfg.LeaseTTL+4*cfg.Heartbeat+time.Second {
+		t.Errorf("takeover took %v, want within the lease TTL %v plus a few heartbeats", took, cfg.LeaseTTL)
+	}
+	msgs := waitDelivered(t, k.Addrs, "failover", 400, 20*time.Second)
+	checkOrder(t, msgs, nil)
+	if err := survivor.stop(t); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Kafka refuses every produce for a while: delivery waits, then completes
+// with nothing lost and every key in order.
+func TestRelayKafkaOutageDelaysButLosesNothing(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewDB(t)
+	k := testenv.NewKafka(t, 3)
+	var down atomic.Bool
+	var refused atomic.Int64
+	k.Cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		k.Cluster.KeepControl()
+		if !down.Load() {
+			return nil, nil, false
+		}
+		refused.Add(1)
+		return nil, errors.New("broker down"), true
+	})
+	startEngine(t, d.DB, testConfig(k.Addrs))
+	seq := map[string]int{}
+	produceN(t, d.DB, "outage", 10, 50, seq)
+	waitDelivered(t, k.Addrs, "outage", 50, 10*time.Second)
+
+	down.Store(true)
+	produceN(t, d.DB, "outage", 10, 100, seq)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if refused.Load() < 3 {
+			return fmt.Errorf("%d produce requests refused so far", refused.Load())
+		}
+		return nil
+	})
+	if n := countRows(t, d.DB, "SELECT COUNT(*) FROM txmsg_outbox"); n == 0 {
+		t.Fatal("outbox drained while Kafka was down")
+	}
+	down.Store(false)
+	msgs := waitDelivered(t, k.Addrs, "outage", 150, 30*time.Second)
+	checkOrder(t, msgs, nil)
+}
+
+// Every database connection of the relay is killed mid-stream: it
+// reconnects and delivers everything.
+func TestRelayRecoversFromDroppedDatabaseConnections(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewDB(t)
+	k := testenv.NewKafka(t, 3)
+	relayDB, err := sql.Open("mysql", d.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { relayDB.Close() })
+	startEngine(t, relayDB, testConfig(k.Addrs))
+	seq := map[string]int{}
+	produceN(t, d.DB, "dbdrop", 10, 100, seq)
+	waitDelivered(t, k.Addrs, "dbdrop", 50, 10*time.Second)
+
+	admin, err := sql.Open("mysql", testenv.BaseDSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	var conn *sql.Conn
+	if conn, err = d.DB.Conn(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var self int64
+	if err := conn.QueryRowContext(context.Background(), "SELECT CONNECTION_ID()").Scan(&self); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := admin.Query("SELECT id FROM information_schema.processlist WHERE db = ? AND id <> ?", d.Name, self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	conn.Close()
+	for _, id := range ids {
+		if _, err := admin.Exec(fmt.Sprintf("KILL %d", id)); err != nil && !strings.Contains(err.Error(), "Unknown thread") {
+			t.Fatal(err)
+		}
+	}
+	if len(ids) == 0 {
+		t.Fatal("found no relay connections to kill")
+	}
+	produceN(t, d.DB, "dbdrop", 10, 100, seq)
+	msgs := waitDelivered(t, k.Addrs, "dbdrop", 200, 30*time.Second)
+	checkOrder(t, msgs, nil)
+}
+
+// An over-size message is dead-lettered after its attempts; the messages
+// after it are delivered; a dead retry delivers it once it fits.
+func TestRelayPoisonMessageGoesToDeadLettersAndRetryWorks(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewDB(t)
+	k := testenv.NewKafka(t, 3)
+	ctx := context.Background()
+	cfg := testConfig(k.Addrs)
+	cfg.Writer.BatchBytes = 64 << 10
+	r := startEngine(t, d.DB, cfg)
+
+	big := txmsg.Message{ID: "big", Topic: "poison", Key: []byte("k"), Value: make([]byte, 100<<10)}
+	if err := publishTx(ctx, d.DB, true, msg("poison", "k", 1), big, msg("poison", "k", 3), msg("poison", "other", 1)); err != nil {
+		t.Fatal(err)
+	}
+	msgs := waitDelivered(t, k.Addrs, "poison", 3, 10*time.Second)
+	for _, m := range msgs {
+		if testenv.HeaderValue(m, txmsg.HeaderID) == "big" {
+			t.Fatal("the over-size message was delivered")
+		}
+	}
+	dead, err := ListDead(ctx, d.DB, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dead) != 1 {
+		t.Fatalf("%d dead letters, want 1", len(dead))
+	}
+	if dead[0].ID != "big" || dead[0].Attempts != 3 || dead[0].Source != txmsg.SourceOutbox || len(dead[0].Value) != 100<<10 {
+		t.Fatalf("dead letter %s from %s after %d attempts with %d bytes, want big from outbox after 3 attempts with all its bytes",
+			dead[0].ID, dead[0].Source, dead[0].Attempts, len(dead[0].Value))
+	}
+	if !strings.Contains(dead[0].LastError, "Message Size Too Large") {
+		t.Errorf("dead letter error %q does not say the message is too large", dead[0].LastError)
+	}
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := RetryDead(ctx, d.DB, "nope"); !errors.Is(err, txmsg.ErrNotFound) {
+		t.Fatalf("RetryDead(unknown) = %v, want ErrNotFound", err)
+	}
+	if err := RetryDead(ctx, d.DB, "big"); err != nil {
+		t.Fatal(err)
+	}
+	startEngine(t, d.DB, testConfig(k.Addrs))
+	msgs = waitDelivered(t, k.Addrs, "poison", 4, 10*time.Second)
+	var last string
+	for _, m := range msgs {
+		if string(m.Key) == "k" {
+			last = testenv.HeaderValue(m, txmsg.HeaderID)
+		}
+	}
+	if last != "big" {
+		t.Errorf("last message of key k is %q, want the retried big", last)
+	}
+	if n := countRows(t, d.DB, "SELECT COUNT(*) FROM txmsg_dead_letters"); n != 0 {
+		t.Errorf("%d dead letters left after retry", n)
+	}
+}
+
+// With a retention, delivered rows are kept, then purged in batches.
+func TestRelayRetentionKeepsThenPurges(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewDB(t)
+	k := testenv.NewKafka(t, 3)
+	cfg := testConfig(k.Addrs)
+	cfg.Retention = time.Second
+	cfg.PurgeSchedule = "@every 1s"
+	cfg.PurgeBatch = 7
+	startEngine(t, d.DB, cfg)
+	seq := map[string]int{}
+	produceN(t, d.DB, "kept", 5, 30, seq)
+	waitDelivered(t, k.Addrs, "kept", 30, 10*time.Second)
+	if n := countRows(t, d.DB, "SELECT COUNT(*) FROM txmsg_outbox WHERE delivered_at IS NOT NULL"); n == 0 {
+		t.Fatal("no delivered rows kept despite the retention")
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n := countRows(t, d.DB, "SELECT COUNT(*) FROM txmsg_outbox"); n != 0 {
+			return fmt.Errorf("%d rows not purged yet", n)
+		}
+		return nil
+	})
+}
