@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -63,13 +64,17 @@ func TestConsumerInboxPurgeJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	start(t, c, HandlerFunc(func(context.Context, Message) error { return nil }))
+	noop := HandlerFunc(func(context.Context, Message) error { return nil })
+	start(t, c, noop)
 	testenv.Eventually(t, 10*time.Second, func() error {
 		if n := countInbox(t, db, "g"); n != 0 {
 			return fmt.Errorf("%d inbox rows left", n)
 		}
 		return nil
 	})
+	if err := c.Run(context.Background(), noop); !errors.Is(err, ErrRunning) {
+		t.Fatalf("second Run = %v, want ErrRunning", err)
+	}
 }
 
 // TestConsumerTxHandlerPanicRollsBack: a TxHandlerFunc that panics after
