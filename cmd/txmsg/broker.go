@@ -36,6 +36,9 @@ func runBroker(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer db.Close()
+	if err := checkSchema(ctx, db, cfg.DB.Addr); err != nil {
+		return err
+	}
 	if err := checkKafka(ctx, cfg.Kafka); err != nil {
 		return err
 	}

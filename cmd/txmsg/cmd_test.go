@@ -97,6 +97,29 @@ func TestCmdUnreachableBrokers(t *testing.T) {
 	}
 }
 
+// TestCmdUnmigrated: a daemon on a database without the schema says to
+// migrate it.
+func TestCmdUnmigrated(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewEmptyDB(t)
+	for _, cmd := range []string{"relay", "broker"} {
+		r := txmsgRun(t, cmd, "--dsn", db.DSN, "--brokers", "127.0.0.1:1", "--metrics.listen", "")
+		if r.code != 1 || !strings.Contains(r.stderr, "has no txmsg schema: run 'txmsg migrate up' first") {
+			t.Errorf("%s: exit status %d, stderr %q", cmd, r.code, r.stderr)
+		}
+	}
+	if r := txmsgRun(t, "migrate", "up", "--dsn", db.DSN); r.code != 0 {
+		t.Fatalf("migrate up: %d %s", r.code, r.stderr)
+	}
+	if r := txmsgRun(t, "migrate", "down", "--dsn", db.DSN); r.code != 0 {
+		t.Fatalf("migrate down: %d %s", r.code, r.stderr)
+	}
+	r := txmsgRun(t, "relay", "--dsn", db.DSN, "--brokers", "127.0.0.1:1", "--metrics.listen", "")
+	if r.code != 1 || !strings.Contains(r.stderr, "lacks migrations") {
+		t.Errorf("relay after down: exit status %d, stderr %q", r.code, r.stderr)
+	}
+}
+
 func TestCmdHelpAndVersion(t *testing.T) {
 	t.Parallel()
 	r := txmsgRun(t, "version")
