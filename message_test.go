@@ -1,0 +1,67 @@
+package txmsg_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/txmsg/txmsg"
+)
+
+func TestMessageValidate(t *testing.T) {
+	ok := txmsg.Message{Topic: "orders.v1_x-y", Key: []byte("k"), Value: []byte("v")}
+	tests := []struct {
+		name string
+		edit func(*txmsg.Message)
+		want string
+	}{
+		{"valid", func(*txmsg.Message) {}, ""},
+		{"empty topic", func(m *txmsg.Message) { m.Topic = "" }, "empty topic"},
+		{"dot topic", func(m *txmsg.Message) { m.Topic = ".." }, "not allowed"},
+		{"bad character", func(m *txmsg.Message) { m.Topic = "orders/eu" }, `character '/'`},
+		{"long topic", func(m *txmsg.Message) { m.Topic = strings.Repeat("t", 250) }, "more than 249"},
+		{"empty value", func(m *txmsg.Message) { m.Value = nil }, "value is empty"},
+		{"value too large", func(m *txmsg.Message) { m.Value = make([]byte, 11) }, "more than the maximum 10"},
+		{"long key", func(m *txmsg.Message) { m.Key = make([]byte, 768) }, "key is 768 bytes"},
+		{"long id", func(m *txmsg.Message) { m.ID = strings.Repeat("i", 65) }, "id is 65 bytes"},
+		{"reserved header", func(m *txmsg.Message) { m.Headers = []txmsg.Header{{Key: txmsg.HeaderID}} }, "reserved"},
+		{"unnamed header", func(m *txmsg.Message) { m.Headers = []txmsg.Header{{Value: []byte("x")}} }, "empty name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := ok
+			tt.edit(&m)
+			err := m.Validate(10)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("Validate = %v, want nil", err)
+				}
+				return
+			}
+			if !errors.Is(err, txmsg.ErrInvalidMessage) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Validate = %v, want ErrInvalidMessage mentioning %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// Shard uses the hash Kafka's Java client and kafka-go's Murmur2Balancer
+// use, so txmsg shards and Kafka partitions agree on where a key belongs.
+func TestShardMatchesKafkaMurmur2(t *testing.T) {
+	b := kafka.Murmur2Balancer{}
+	parts := []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}
+	for _, key := range []string{"", "a", "ab", "abc", "abcd", "order-42", "ключ", strings.Repeat("x", 101)} {
+		want := b.Balance(kafka.Message{Key: []byte(key)}, parts...)
+		if got := txmsg.Shard([]byte(key), "id", len(parts)); got != want {
+			t.Errorf("Shard(%q) = %d, kafka-go puts it in %d", key, got, want)
+		}
+	}
+	if txmsg.Shard(nil, "a", 16) != txmsg.Shard([]byte("a"), "other", 16) {
+		t.Error("a nil key does not shard by id")
+	}
+	if txmsg.Shard([]byte("k"), "", 1) != 0 {
+		t.Error("one shard must be shard 0")
+	}
+}
