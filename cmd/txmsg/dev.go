@@ -22,6 +22,7 @@ import (
 	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/consumer"
 	"github.com/txmsg/txmsg/internal/config"
+	"github.com/txmsg/txmsg/internal/metrics"
 	"github.com/txmsg/txmsg/internal/sqlx"
 	"github.com/txmsg/txmsg/migrations"
 	"github.com/txmsg/txmsg/outbox"
@@ -61,6 +62,7 @@ type devFlags struct {
 	producers  int
 	drain      time.Duration
 	level      string
+	metrics    string
 }
 
 func runDev(ctx context.Context, e *env, args []string) error {
@@ -75,6 +77,7 @@ func runDev(ctx context.Context, e *env, args []string) error {
 	fs.IntVar(&f.producers, "producers", 4, "concurrent producer transactions")
 	fs.DurationVar(&f.drain, "drain", 30*time.Second, "how long to wait for the relay and consumer to catch up at the end")
 	fs.StringVar(&f.level, "log.level", "warn", "log level of the relay and consumer: debug, info, warn, error")
+	fs.StringVar(&f.metrics, "metrics.listen", "", "serve /healthz, /readyz and /metrics here, e.g. 127.0.0.1:9464; empty: off")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -169,13 +172,22 @@ func (d *demo) main(ctx context.Context, e *env) error {
 	fmt.Fprintf(e.stderr, "txmsg dev: Kafka (kfake, in memory) on %s; database %s; run %s\n",
 		brokers[0], config.MaskDSN(d.flags.dsn), d.run)
 
+	reg := metrics.NewRegistry()
+	rm, err := metrics.NewRelay(reg)
+	if err != nil {
+		return err
+	}
+	cm, err := metrics.NewConsumer(reg)
+	if err != nil {
+		return err
+	}
 	engine, err := relay.New(db, relay.Config{Brokers: brokers, Owner: "txmsg-" + d.run, LeaseTTL: 3 * time.Second},
-		relay.WithLogger(d.log), relay.WithMetrics(relayCounter{n: &d.relayed}))
+		relay.WithLogger(d.log), relay.WithMetrics(relayCounter{Metrics: rm, n: &d.relayed}))
 	if err != nil {
 		return err
 	}
 	cons, err := consumer.New(brokers, "txmsg-"+d.run, []string{devTopic},
-		consumer.WithLogger(d.log), consumer.WithConcurrency(8),
+		consumer.WithLogger(d.log), consumer.WithMetrics(cm), consumer.WithConcurrency(8),
 		consumer.WithGroupTimeouts(6*time.Second, time.Second, 6*time.Second, 500*time.Millisecond))
 	if err != nil {
 		return err
@@ -186,23 +198,35 @@ func (d *demo) main(ctx context.Context, e *env) error {
 	}
 
 	// The relay and the consumer outlive ctx (the first Ctrl-C): they drain
-	// what was committed before the demo stops them.
+	// what was committed before the demo stops them. If one of them fails,
+	// the producer stops too.
 	workers, stopWorkers := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWorkers()
-	var wg errgroup.Group
-	wg.Go(func() error { return engine.Run(workers) })
-	wg.Go(func() error { return cons.Run(workers, consumer.HandlerFunc(d.handle)) })
+	wg, wctx := errgroup.WithContext(workers)
+	wg.Go(func() error { return engine.Run(wctx) })
+	wg.Go(func() error { return cons.Run(wctx, consumer.HandlerFunc(d.handle)) })
+	if d.flags.metrics != "" {
+		srv, err := metrics.NewServer(d.flags.metrics, reg, engine.Ready, d.log)
+		if err != nil {
+			stopWorkers()
+			return errors.Join(err, wg.Wait())
+		}
+		fmt.Fprintf(e.stderr, "txmsg dev: metrics on http://%s/metrics\n", srv.Addr())
+		wg.Go(func() error { return srv.Run(wctx) })
+	}
 
-	produce := ctx
+	produce, stopProducing := context.WithCancel(ctx)
+	defer stopProducing()
+	defer context.AfterFunc(wctx, stopProducing)()
 	if d.flags.duration > 0 {
 		var cancel context.CancelFunc
-		produce, cancel = context.WithTimeout(ctx, d.flags.duration)
+		produce, cancel = context.WithTimeout(produce, d.flags.duration)
 		defer cancel()
 	}
 	progress := newProgress(e.stderr)
-	perr := d.produce(produce, db, pub, progress, workers)
+	perr := d.produce(produce, db, pub, progress, wctx)
 	progress.note("txmsg dev: producer stopped; draining the relay and the consumer")
-	d.waitDrained(progress)
+	d.waitDrained(wctx, progress)
 	progress.done()
 	stopWorkers()
 	werr := wg.Wait()
@@ -367,14 +391,15 @@ func (d *demo) handle(_ context.Context, m consumer.Message) error {
 	return nil
 }
 
-// waitDrained waits until every committed message was consumed or --drain
-// passes. A second Ctrl-C ends the process at once.
-func (d *demo) waitDrained(p *progress) {
+// waitDrained waits until every committed message was consumed, --drain
+// passes or workers ends (the relay or the consumer failed). A second Ctrl-C
+// ends the process at once.
+func (d *demo) waitDrained(workers context.Context, p *progress) {
 	deadline := time.Now().Add(d.flags.drain)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	last := time.Now()
-	for time.Now().Before(deadline) {
+	for time.Now().Before(deadline) && workers.Err() == nil {
 		c := d.counters()
 		if c.missing == 0 {
 			p.show(c.String())
@@ -389,14 +414,18 @@ func (d *demo) waitDrained(p *progress) {
 	p.show(d.counters().String())
 }
 
-// relayCounter counts the records the relay published.
+// relayCounter counts the records the relay published, for the progress
+// line, and passes every measurement on.
 type relayCounter struct {
-	relay.NopMetrics
+	relay.Metrics
 	n *atomic.Int64
 }
 
 // Published implements relay.Metrics.
-func (r relayCounter) Published(_, _ string, n int) { r.n.Add(int64(n)) }
+func (r relayCounter) Published(source, topic string, n int) {
+	r.n.Add(int64(n))
+	r.Metrics.Published(source, topic, n)
+}
 
 // progress prints a status line: rewritten in place on a terminal, one line
 // per update otherwise.
