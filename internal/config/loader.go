@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
@@ -43,9 +45,36 @@ func newLoader[T any](fs *pflag.FlagSet, keys []key, build func(r *reader) T) *L
 	l := &Loader[T]{fs: fs, keys: keys, build: build}
 	l.file = fs.String("config", "", "YAML configuration file (env "+FileEnv+")")
 	for _, k := range keys {
-		fs.String(k.flag, k.def, k.usage+" (key "+k.name+", env "+envName(k.name)+")")
+		fs.Var(&flagValue{s: k.def, typ: typeName(k)}, k.flag, k.usage+" (key "+k.name+", env "+envName(k.name)+")")
 	}
 	return l
+}
+
+// flagValue holds a flag's text as given; the reader converts and checks
+// it like every other source, so that errors name the key.
+type flagValue struct {
+	s   string
+	typ string
+}
+
+func (v *flagValue) String() string     { return v.s }
+func (v *flagValue) Set(s string) error { v.s = s; return nil }
+func (v *flagValue) Type() string       { return v.typ }
+
+// typeName is what --help shows for a key's value, judged by its default.
+// It must not be a pflag type name such as "int" or "bool": viper converts
+// the values of such flags itself, turning "many" into 0 silently.
+func typeName(k key) string {
+	if k.name == "kafka.brokers" {
+		return "list"
+	}
+	if _, err := strconv.Atoi(k.def); err == nil {
+		return "number"
+	}
+	if _, err := time.ParseDuration(k.def); err == nil {
+		return "duration"
+	}
+	return "string"
 }
 
 func envName(key string) string {
