@@ -7,6 +7,8 @@ export TXMSG_TEST_MYSQL_DSN
 # BENCHTIME is go test's -benchtime: 1x runs each benchmark once, at the
 # size it chooses itself (the relay drains a backlog of >= 100k rows).
 BENCHTIME ?= 1x
+# VERSION is what `txmsg version` prints.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 # DEMO_ARGS are passed to `txmsg dev`, e.g. DEMO_ARGS="--rate 500 --duration 30s".
 DEMO_ARGS ?=
 
@@ -17,7 +19,7 @@ SHELL := bash
 
 ## build: compile bin/txmsg
 build:
-	$(GO) build -o bin/txmsg ./cmd/txmsg
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/txmsg ./cmd/txmsg
 
 ## test: every test, with the race detector, against the local MariaDB
 test: mariadb

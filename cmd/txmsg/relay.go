@@ -90,6 +90,7 @@ func runDaemon(ctx context.Context, log *slog.Logger, level *slog.LevelVar, mc c
 				log.Info("log level changed", slog.String("from", level.Level().String()), slog.String("to", c.Level.String()))
 				level.Set(c.Level)
 			}
+			log.Info("config file reloaded: log.level applies now, other keys on restart")
 		})
 		if err != nil {
 			// Not fatal: the daemon runs on with the configuration it has.

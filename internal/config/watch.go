@@ -64,7 +64,7 @@ func (l *Loader[T]) Watch(ctx context.Context, log *slog.Logger, fn func(T)) err
 				log.Error("config: reload failed; keeping the running configuration", slog.String("file", path), slog.Any("err", err))
 				continue
 			}
-			log.Info("config: reloaded", slog.String("file", path))
+			log.Debug("config: reloaded", slog.String("file", path))
 			fn(cfg)
 		}
 	}
