@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"net"
 
 	"github.com/txmsg/txmsg/broker"
 	"github.com/txmsg/txmsg/internal/config"
@@ -51,10 +53,19 @@ func runBroker(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	srv, err := broker.NewServer(db, cfg.Broker, broker.WithLogger(log), broker.WithMetrics(bm), broker.WithRelayMetrics(rm))
+	// Bind here, so that a taken address fails start-up, and the address
+	// (port 0 picks one) can be logged.
+	ln, err := net.Listen("tcp", cfg.Broker.Listen)
 	if err != nil {
+		return fmt.Errorf("listen on %s (broker.listen): %w", cfg.Broker.Listen, err)
+	}
+	srv, err := broker.NewServer(db, cfg.Broker, broker.WithLogger(log), broker.WithMetrics(bm),
+		broker.WithRelayMetrics(rm), broker.WithListener(ln))
+	if err != nil {
+		ln.Close()
 		return err
 	}
+	log.Info("serving the half-message API", slog.String("addr", ln.Addr().String()))
 	return runDaemon(ctx, log, &level, cfg.Metrics, reg, srv.Ready, srv.Run,
 		func(ctx context.Context, apply func(config.Log)) error {
 			return loader.Watch(ctx, log, func(c config.Broker) { apply(c.Log) })

@@ -318,7 +318,7 @@ func TestCmdBroker(t *testing.T) {
 	p := txmsgStart(t, "broker", "--dsn", db.DSN, "--brokers", k.Addrs[0], "--listen", "127.0.0.1:0",
 		"--metrics.listen", "127.0.0.1:0", "--log.level", "info")
 	metricsBase := "http://" + p.waitLine(true, regexp.MustCompile(`serving /healthz.* addr=(\S+)`), 20*time.Second)[1]
-	api := "http://" + p.waitLine(true, regexp.MustCompile(`broker started.* listen=(\S+)`), 20*time.Second)[1]
+	api := "http://" + p.waitLine(true, regexp.MustCompile(`serving the half-message API.* addr=(\S+)`), 20*time.Second)[1]
 	testenv.Eventually(t, 20*time.Second, func() error {
 		if code, body := httpGet(metricsBase + "/readyz"); code != 200 {
 			return fmt.Errorf("/readyz: %d %s", code, body)
