@@ -130,7 +130,7 @@ type demo struct {
 
 // devCounters is what the progress line shows.
 type devCounters struct {
-	produced, committed, rolledBack, relayed, consumed, phantoms, missing int64
+	produced, committed, rolledBack, uncertain, relayed, consumed, phantoms, missing int64
 }
 
 func (d *demo) counters() devCounters {
@@ -140,6 +140,7 @@ func (d *demo) counters() devCounters {
 		produced:   d.produced.Load(),
 		committed:  int64(len(d.committed)),
 		rolledBack: int64(len(d.rolledBack)),
+		uncertain:  int64(d.uncertain),
 		relayed:    d.relayed.Load(),
 		phantoms:   int64(len(d.phantoms)),
 	}
@@ -233,7 +234,7 @@ func (d *demo) main(ctx context.Context, e *env) error {
 
 	c := d.counters()
 	fmt.Fprintf(e.stdout, "summary: committed=%d rolled_back=%d uncertain=%d relayed=%d consumed=%d phantoms=%d missing=%d\n",
-		c.committed, c.rolledBack, d.uncertain, c.relayed, c.consumed, c.phantoms, c.missing)
+		c.committed, c.rolledBack, c.uncertain, c.relayed, c.consumed, c.phantoms, c.missing)
 	var errs []error
 	if perr != nil {
 		errs = append(errs, perr)
