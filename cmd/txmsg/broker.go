@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 
 	"github.com/txmsg/txmsg/broker"
 	"github.com/txmsg/txmsg/internal/config"
@@ -44,6 +45,8 @@ func runBroker(ctx context.Context, e *env, args []string) error {
 	if err := checkKafka(ctx, cfg.Kafka); err != nil {
 		return err
 	}
+	log.Info("txmsg broker started", slog.String("version", versionString()), slog.String("db", cfg.DB.Addr),
+		slog.String("brokers", strings.Join(cfg.Kafka.Brokers, ",")), slog.Int("shards", cfg.Broker.Relay.Shards))
 	reg := metrics.NewRegistry()
 	bm, err := metrics.NewBroker(reg)
 	if err != nil {

@@ -91,7 +91,8 @@ func TestCmdUnreachableBrokers(t *testing.T) {
 	db := testenv.NewDB(t)
 	for _, cmd := range []string{"relay", "broker"} {
 		r := txmsgRun(t, cmd, "--dsn", db.DSN, "--brokers", "127.0.0.1:1", "--metrics.listen", "")
-		if r.code != 1 || !strings.Contains(r.stderr, "txmsg "+cmd+": Kafka brokers 127.0.0.1:1 unreachable") {
+		if r.code != 1 || !strings.Contains(r.stderr, "txmsg "+cmd+": Kafka brokers 127.0.0.1:1 unreachable") ||
+			strings.Contains(strings.TrimSpace(r.stderr), "\n") {
 			t.Errorf("%s: exit status %d, stderr %q", cmd, r.code, r.stderr)
 		}
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -44,6 +45,8 @@ func runRelay(ctx context.Context, e *env, args []string) error {
 	if err := checkKafka(ctx, cfg.Kafka); err != nil {
 		return err
 	}
+	log.Info("txmsg relay started", slog.String("version", versionString()), slog.String("db", cfg.DB.Addr),
+		slog.String("brokers", strings.Join(cfg.Kafka.Brokers, ",")), slog.Int("shards", cfg.Relay.Shards), slog.String("owner", cfg.Relay.Owner))
 	reg := metrics.NewRegistry()
 	m, err := metrics.NewRelay(reg)
 	if err != nil {
