@@ -84,6 +84,32 @@ func TestCmdBadInput(t *testing.T) {
 	}
 }
 
+// TestCmdConfigSources: the binary reads the environment and the file, and
+// a flag wins over both.
+func TestCmdConfigSources(t *testing.T) {
+	t.Parallel()
+	file := writeFile(t, "relay.yaml", "db:\n  dsn: root@tcp(127.0.0.3:1)/txmsg\nkafka:\n  brokers: [\"127.0.0.1:9092\"]\n")
+	env := []string{"TXMSG_DB_DSN=root@tcp(127.0.0.2:1)/txmsg", "TXMSG_KAFKA_BROKERS=127.0.0.1:9092,127.0.0.1:9093"}
+	cases := []struct {
+		name string
+		env  []string
+		args []string
+		want string
+	}{
+		{"file", nil, []string{"--config", file}, "database at 127.0.0.3:1 unreachable"},
+		{"env over file", env, []string{"--config", file}, "database at 127.0.0.2:1 unreachable"},
+		{"flag over env", env, []string{"--config", file, "--dsn", "root@tcp(127.0.0.1:1)/txmsg"}, "database at 127.0.0.1:1 unreachable"},
+		{"env value checked", []string{"TXMSG_RELAY_BATCH_SIZE=0"}, []string{"--config", file}, "config: relay.batch_size: 0: want 1 to 10000"},
+		{"config file from env", []string{"TXMSG_CONFIG=" + file}, nil, "database at 127.0.0.3:1 unreachable"},
+	}
+	for _, tc := range cases {
+		r := txmsgRunEnv(t, tc.env, append([]string{"relay", "--db.connect_timeout", "2s"}, tc.args...)...)
+		if r.code != 1 || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("%s: exit status %d, stderr %q; want 1 and %q", tc.name, r.code, r.stderr, tc.want)
+		}
+	}
+}
+
 // TestCmdUnreachableBrokers needs a reachable database, so that the broker
 // check is the one that fails.
 func TestCmdUnreachableBrokers(t *testing.T) {

@@ -50,10 +50,17 @@ type result struct {
 // txmsgRun runs the binary to completion (at most a minute).
 func txmsgRun(t *testing.T, args ...string) result {
 	t.Helper()
+	return txmsgRunEnv(t, nil, args...)
+}
+
+// txmsgRunEnv runs the binary with env (KEY=VALUE) added to a clean
+// environment.
+func txmsgRunEnv(t *testing.T, env []string, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = cleanEnv()
+	cmd.Env = append(cleanEnv(), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
