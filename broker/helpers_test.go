@@ -1,0 +1,245 @@
+package broker
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/txmsg/txmsg/checkback"
+	"github.com/txmsg/txmsg/internal/testenv"
+	"github.com/txmsg/txmsg/relay"
+)
+
+func testLogger(t *testing.T) *slog.Logger {
+	if os.Getenv("TXMSG_TEST_LOG") == "" {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
+}
+
+// apiEnv is a Store behind a real HTTP server on loopback, and a Client.
+type apiEnv struct {
+	db     *testenv.Database
+	store  *Store
+	client *Client
+	url    string
+}
+
+func newAPIEnv(t *testing.T, opts ...StoreOption) *apiEnv {
+	t.Helper()
+	db := testenv.NewDB(t)
+	store, err := NewStore(db.DB, append([]StoreOption{WithShards(4)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := NewHandler(store, WithMaxBodyBytes(64<<10), WithHandlerLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	c, err := NewClient(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &apiEnv{db: db, store: store, client: c, url: srv.URL}
+}
+
+// testScanner builds a scanner on store with fast timings; tests drive it
+// with Scan.
+func testScanner(t *testing.T, store *Store, cfg checkback.Config) *checkback.Scanner {
+	t.Helper()
+	if cfg.CallTimeout == 0 {
+		cfg.CallTimeout = 300 * time.Millisecond
+	}
+	if cfg.MaxInterval == 0 {
+		cfg.MaxInterval = 400 * time.Millisecond
+	}
+	s, err := checkback.NewScanner(store, cfg, checkback.WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// producerServer serves checker at a loopback URL.
+func producerServer(t *testing.T, checker checkback.Checker) string {
+	t.Helper()
+	srv := httptest.NewServer(checkback.Handler(checker))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// waitState scans (when scanner is not nil) until id reaches want.
+func waitState(t *testing.T, store *Store, scanner *checkback.Scanner, id string, want State, timeout time.Duration) Info {
+	t.Helper()
+	var info Info
+	testenv.Eventually(t, timeout, func() error {
+		ctx := context.Background()
+		if scanner != nil {
+			if _, err := scanner.Scan(ctx); err != nil {
+				return err
+			}
+		}
+		var err error
+		info, err = store.Get(ctx, id)
+		if err != nil {
+			return err
+		}
+		if info.State != want {
+			return fmt.Errorf("message %s is %s (checks %d, last %q %q), want %s", id, info.State,
+				info.CheckCount, info.LastCheckResult, info.LastCheckError, want)
+		}
+		return nil
+	})
+	return info
+}
+
+// testServerConfig is a broker Config with fast timings for tests.
+func testServerConfig(brokers []string) Config {
+	return Config{
+		Listen:          "127.0.0.1:0",
+		CheckTimeout:    200 * time.Millisecond,
+		MaxChecks:       5,
+		MaxInterval:     500 * time.Millisecond,
+		CallTimeout:     500 * time.Millisecond,
+		Concurrency:     8,
+		BacklogInterval: 200 * time.Millisecond,
+		ShutdownTimeout: 3 * time.Second,
+		Relay: relay.Config{
+			Brokers:         brokers,
+			Shards:          4,
+			LeaseTTL:        2 * time.Second,
+			Heartbeat:       300 * time.Millisecond,
+			PollMax:         50 * time.Millisecond,
+			RetryInitial:    20 * time.Millisecond,
+			RetryMax:        300 * time.Millisecond,
+			BacklogInterval: 200 * time.Millisecond,
+			ShutdownTimeout: 3 * time.Second,
+		},
+	}
+}
+
+// runningServer is a Server started in the background.
+type runningServer struct {
+	*Server
+	client *Client
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func (r *runningServer) stop(t *testing.T) error {
+	t.Helper()
+	r.cancel()
+	select {
+	case err := <-r.done:
+		return err
+	case <-time.After(20 * time.Second):
+		t.Fatal("broker did not stop within 20s")
+		return nil
+	}
+}
+
+func startServer(t *testing.T, db *sql.DB, cfg Config) *runningServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewServer(db, cfg, WithLogger(testLogger(t)), WithListener(ln))
+	if err != nil {
+		ln.Close()
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &runningServer{Server: s, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-r.done
+	})
+	c, err := NewClient("http://" + ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.client = c
+	testenv.Eventually(t, 15*time.Second, func() error {
+		if !s.Ready() {
+			return fmt.Errorf("broker not ready")
+		}
+		return nil
+	})
+	return r
+}
+
+// recordsByID reads topic and groups its records by txmsg-id.
+func recordsByID(t *testing.T, addrs []string, topic string) map[string][]kafka.Message {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	recs, err := testenv.Records(ctx, addrs, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]kafka.Message{}
+	for _, r := range recs {
+		id := testenv.HeaderValue(r, "txmsg-id")
+		out[id] = append(out[id], r)
+	}
+	return out
+}
+
+// concurrencyProbe counts calls in flight per message and overall.
+type concurrencyProbe struct {
+	mu       sync.Mutex
+	inFlight map[string]int
+	total    int
+	maxTotal int
+	overlaps int
+	calls    map[string]int
+}
+
+func newProbe() *concurrencyProbe {
+	return &concurrencyProbe{inFlight: map[string]int{}, calls: map[string]int{}}
+}
+
+func (p *concurrencyProbe) enter(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.inFlight[id]++
+	if p.inFlight[id] > 1 {
+		p.overlaps++
+	}
+	p.calls[id]++
+	p.total++
+	p.maxTotal = max(p.maxTotal, p.total)
+}
+
+func (p *concurrencyProbe) leave(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.inFlight[id]--
+	p.total--
+}
+
+func (p *concurrencyProbe) snapshot() (overlaps, maxTotal int, calls map[string]int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c := make(map[string]int, len(p.calls))
+	for k, v := range p.calls {
+		c[k] = v
+	}
+	return p.overlaps, p.maxTotal, c
+}
+
+var _ http.Handler = (*Handler)(nil)
