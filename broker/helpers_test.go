@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -133,21 +134,26 @@ func testServerConfig(brokers []string) Config {
 // runningServer is a Server started in the background.
 type runningServer struct {
 	*Server
-	client *Client
-	cancel context.CancelFunc
-	done   chan error
+	client  *Client
+	cancel  context.CancelFunc
+	done    chan error
+	once    sync.Once
+	stopErr error
 }
 
+// stop cancels the server's context and returns Run's error; it may be
+// called more than once.
 func (r *runningServer) stop(t *testing.T) error {
 	t.Helper()
 	r.cancel()
-	select {
-	case err := <-r.done:
-		return err
-	case <-time.After(20 * time.Second):
-		t.Fatal("broker did not stop within 20s")
-		return nil
-	}
+	r.once.Do(func() {
+		select {
+		case r.stopErr = <-r.done:
+		case <-time.After(20 * time.Second):
+			r.stopErr = errors.New("broker did not stop within 20s")
+		}
+	})
+	return r.stopErr
 }
 
 func startServer(t *testing.T, db *sql.DB, cfg Config) *runningServer {
@@ -165,8 +171,9 @@ func startServer(t *testing.T, db *sql.DB, cfg Config) *runningServer {
 	r := &runningServer{Server: s, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- s.Run(ctx) }()
 	t.Cleanup(func() {
-		cancel()
-		<-r.done
+		if err := r.stop(t); err != nil {
+			t.Errorf("broker stopped with: %v", err)
+		}
 	})
 	c, err := NewClient("http://" + ln.Addr().String())
 	if err != nil {

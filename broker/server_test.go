@@ -1,0 +1,225 @@
+package broker
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/txmsg/txmsg"
+	"github.com/txmsg/txmsg/checkback"
+	"github.com/txmsg/txmsg/internal/testenv"
+)
+
+// waitDelivered polls until every id is in state want.
+func waitStates(t *testing.T, c *Client, ids []string, want State, timeout time.Duration) {
+	t.Helper()
+	testenv.Eventually(t, timeout, func() error {
+		for _, id := range ids {
+			info, err := c.Get(context.Background(), id)
+			if err != nil {
+				return err
+			}
+			if info.State != want {
+				return fmt.Errorf("%s is %s (checks %d, last %q), want %s", id, info.State, info.CheckCount, info.LastCheckResult, want)
+			}
+		}
+		return nil
+	})
+}
+
+func TestBrokerServerDeliversCommittedOnly(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDB(t)
+	kafka := testenv.NewKafka(t, 3)
+	cfg := testServerConfig(kafka.Addrs)
+	srv := startServer(t, db.DB, cfg)
+	ctx := context.Background()
+	c := srv.client
+	ledger, err := checkback.LedgerChecker(db.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ledgerURL := producerServer(t, ledger)
+	unknownURL := producerServer(t, checkback.CheckerFunc(func(context.Context, checkback.Request) (checkback.Answer, error) {
+		return checkback.AnswerUnknown, nil
+	}))
+	const topic = "half-e2e"
+	prep := func(id, url string, maxChecks int) {
+		t.Helper()
+		_, err := c.Prepare(ctx, PrepareRequest{ProducerGroup: "g", CheckbackURL: url, MaxChecks: maxChecks,
+			CheckTimeout: 100 * time.Millisecond,
+			Message: txmsg.Message{ID: id, Topic: topic, Key: []byte("key-" + id), Value: []byte("value-" + id),
+				Headers: []txmsg.Header{{Key: "trace", Value: []byte("t-" + id)}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	prep("committed", ledgerURL, 0)
+	for range 3 {
+		if _, err := c.Commit(ctx, "committed"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	prep("rolled-back", ledgerURL, 0)
+	if _, err := c.Rollback(ctx, "rolled-back"); err != nil {
+		t.Fatal(err)
+	}
+	prep("checked-commit", ledgerURL, 0)
+	if err := recordInTx(ctx, db.DB, ledger, "checked-commit", true); err != nil {
+		t.Fatal(err)
+	}
+	prep("checked-rollback", ledgerURL, 0)
+	prep("discarded", unknownURL, 2)
+	prep("resolved", unknownURL, 2)
+
+	waitStates(t, c, []string{"discarded", "resolved"}, StateDiscarded, 20*time.Second)
+	if _, err := c.Resolve(ctx, "resolved", true, "operator checked"); err != nil {
+		t.Fatal(err)
+	}
+	delivered := []string{"committed", "checked-commit", "resolved"}
+	waitStates(t, c, delivered, StateDelivered, 20*time.Second)
+	waitStates(t, c, []string{"rolled-back", "checked-rollback"}, StateRolledBack, 20*time.Second)
+	// A repeated commit after delivery is still idempotent.
+	if st, err := c.Commit(ctx, "committed"); err != nil || st != StateDelivered {
+		t.Fatalf("commit after delivery: %v, %v", st, err)
+	}
+
+	got := recordsByID(t, kafka.Addrs, topic)
+	if len(got) != len(delivered) {
+		t.Fatalf("Kafka has records of %d ids, want %d: %v", len(got), len(delivered), keys(got))
+	}
+	for _, id := range delivered {
+		recs := got[id]
+		if len(recs) != 1 {
+			t.Fatalf("%s: %d records, want 1", id, len(recs))
+		}
+		r := recs[0]
+		if testenv.HeaderValue(r, txmsg.HeaderSource) != txmsg.SourceHalf || string(r.Key) != "key-"+id ||
+			string(r.Value) != "value-"+id || testenv.HeaderValue(r, "trace") != "t-"+id {
+			t.Fatalf("%s: record %+v", id, r)
+		}
+	}
+}
+
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+func TestBrokerServerTwoInstancesOneKilled(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDB(t)
+	kafka := testenv.NewKafka(t, 4)
+	ctx := context.Background()
+	if _, err := db.DB.ExecContext(ctx, `CREATE TABLE biz (id VARCHAR(64) PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testServerConfig(kafka.Addrs)
+	a := startServer(t, db.DB, cfg)
+	b := startServer(t, db.DB, cfg)
+	ledger, err := checkback.LedgerChecker(db.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe := newProbe()
+	url := producerServer(t, checkback.CheckerFunc(func(ctx context.Context, req checkback.Request) (checkback.Answer, error) {
+		probe.enter(req.ID)
+		defer probe.leave(req.ID)
+		return ledger.Check(ctx, req)
+	}))
+	if err := a.client.SetGroup(ctx, "g", url); err != nil {
+		t.Fatal(err)
+	}
+	const topic = "half-ha"
+	var committed, rolledBack []string
+	errFail := errors.New("business rule says no")
+	send := func(i int, c *Client) {
+		t.Helper()
+		id := fmt.Sprintf("m-%03d", i)
+		msg := txmsg.Message{ID: id, Topic: topic, Key: []byte(fmt.Sprintf("k%d", i%7)), Value: []byte(id)}
+		p, err := NewProducer(c, "g", db.DB, WithProducerCheckTimeout(300*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		insert := func(ctx context.Context, tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO biz (id) VALUES (?)`, id)
+			return err
+		}
+		switch i % 4 {
+		case 0: // the local transaction fails
+			err := p.SendInTransaction(ctx, msg, func(ctx context.Context, tx *sql.Tx) error {
+				if err := insert(ctx, tx); err != nil {
+					return err
+				}
+				return errFail
+			})
+			if !errors.Is(err, errFail) {
+				t.Fatalf("%s: %v, want the business error", id, err)
+			}
+			rolledBack = append(rolledBack, id)
+		case 1: // the producer dies after its local commit
+			if _, err := c.Prepare(ctx, PrepareRequest{ProducerGroup: "g", Message: msg, CheckTimeout: 300 * time.Millisecond}); err != nil {
+				t.Fatal(err)
+			}
+			if err := recordInTx(ctx, db.DB, ledger, id, true); err != nil {
+				t.Fatal(err)
+			}
+			committed = append(committed, id)
+		case 2: // the producer dies before its local transaction
+			if _, err := c.Prepare(ctx, PrepareRequest{ProducerGroup: "g", Message: msg, CheckTimeout: 300 * time.Millisecond}); err != nil {
+				t.Fatal(err)
+			}
+			rolledBack = append(rolledBack, id)
+		default:
+			if err := p.SendInTransaction(ctx, msg, insert); err != nil {
+				t.Fatalf("%s: %v", id, err)
+			}
+			committed = append(committed, id)
+		}
+	}
+	for i := range 40 {
+		c := a.client
+		if i%2 == 1 {
+			c = b.client
+		}
+		send(i, c)
+	}
+	// Let a few check-backs start, then kill instance a.
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if _, _, calls := probe.snapshot(); len(calls) < 4 {
+			return fmt.Errorf("%d messages checked so far", len(calls))
+		}
+		return nil
+	})
+	if err := a.stop(t); err != nil {
+		t.Fatalf("killed broker: %v", err)
+	}
+	for i := 40; i < 80; i++ {
+		send(i, b.client)
+	}
+	waitStates(t, b.client, committed, StateDelivered, 30*time.Second)
+	waitStates(t, b.client, rolledBack, StateRolledBack, 30*time.Second)
+
+	got := recordsByID(t, kafka.Addrs, topic)
+	for _, id := range committed {
+		if n := len(got[id]); n != 1 {
+			t.Fatalf("%s: %d records, want 1", id, n)
+		}
+	}
+	if len(got) != len(committed) {
+		t.Fatalf("Kafka has %d ids, want the %d committed", len(got), len(committed))
+	}
+	if overlaps, _, _ := probe.snapshot(); overlaps != 0 {
+		t.Fatalf("%d check-backs overlapped another of the same message", overlaps)
+	}
+	var n int
+	if err := db.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM biz`).Scan(&n); err != nil || n != len(committed)-20 {
+		t.Fatalf("biz rows %d (%v), want %d", n, err, len(committed)-20)
+	}
+}
