@@ -1,0 +1,208 @@
+package checkback_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/txmsg/txmsg/checkback"
+)
+
+// memStore is an in-memory Store: every message is due once.
+type memStore struct {
+	mu      sync.Mutex
+	due     []checkback.Claim
+	results map[string]checkback.Result
+}
+
+func (s *memStore) ClaimDue(_ context.Context, limit int, _ time.Duration) ([]checkback.Claim, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := min(limit, len(s.due))
+	out := append([]checkback.Claim(nil), s.due[:n]...)
+	s.due = s.due[n:]
+	return out, nil
+}
+
+func (s *memStore) RecordCheck(_ context.Context, c checkback.Claim, r checkback.Result) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.results[c.ID] = r
+	return nil
+}
+
+func TestCheckbackScannerBoundsConcurrency(t *testing.T) {
+	t.Parallel()
+	const concurrency = 4
+	var (
+		mu            sync.Mutex
+		inFlight, top int
+	)
+	srv := httptest.NewServer(checkback.Handler(checkback.CheckerFunc(func(ctx context.Context, req checkback.Request) (checkback.Answer, error) {
+		mu.Lock()
+		inFlight++
+		top = max(top, inFlight)
+		mu.Unlock()
+		defer func() {
+			mu.Lock()
+			inFlight--
+			mu.Unlock()
+		}()
+		// Hold the call a little so that calls pile up if they can.
+		select {
+		case <-time.After(5 * time.Millisecond):
+		case <-ctx.Done():
+		}
+		if strings.HasSuffix(req.ID, "0") {
+			return checkback.AnswerRollback, nil
+		}
+		return checkback.AnswerCommit, nil
+	})))
+	defer srv.Close()
+	store := &memStore{results: map[string]checkback.Result{}}
+	for i := range 200 {
+		store.due = append(store.due, checkback.Claim{Request: checkback.Request{ID: fmt.Sprintf("m%d", i), CheckCount: 1},
+			URL: srv.URL, MaxChecks: 3, Interval: time.Second})
+	}
+	s, err := checkback.NewScanner(store, checkback.Config{Concurrency: concurrency})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.Scan(context.Background())
+	if err != nil || n != 200 {
+		t.Fatalf("scan checked %d (%v), want 200", n, err)
+	}
+	if top > concurrency || top < 2 {
+		t.Fatalf("%d calls in flight at most, want 2 to %d", top, concurrency)
+	}
+	for i := range 200 {
+		r := store.results[fmt.Sprintf("m%d", i)]
+		want := checkback.AnswerCommit
+		if i%10 == 0 {
+			want = checkback.AnswerRollback
+		}
+		if r.Answer != want || r.Err != nil {
+			t.Fatalf("m%d: %+v, want %v", i, r, want)
+		}
+	}
+}
+
+func TestCheckbackScannerSchedulesUnknownAndDiscards(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(checkback.Handler(checkback.CheckerFunc(func(context.Context, checkback.Request) (checkback.Answer, error) {
+		return 0, errors.New("database down")
+	})))
+	defer srv.Close()
+	store := &memStore{results: map[string]checkback.Result{}, due: []checkback.Claim{
+		{Request: checkback.Request{ID: "early", CheckCount: 2}, URL: srv.URL, MaxChecks: 5, Interval: 100 * time.Millisecond},
+		{Request: checkback.Request{ID: "last", CheckCount: 5}, URL: srv.URL, MaxChecks: 5, Interval: 100 * time.Millisecond},
+		{Request: checkback.Request{ID: "capped", CheckCount: 9}, URL: srv.URL, MaxChecks: 15, Interval: 100 * time.Millisecond},
+	}}
+	s, err := checkback.NewScanner(store, checkback.Config{MaxInterval: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Scan(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// A checker error is answered as unknown: a clean answer, not an error.
+	early := store.results["early"]
+	if early.Answer != checkback.AnswerUnknown || early.Err != nil || early.Discard ||
+		early.NextCheck < 100*time.Millisecond || early.NextCheck > 200*time.Millisecond {
+		t.Fatalf("early: %+v", early)
+	}
+	if last := store.results["last"]; !last.Discard {
+		t.Fatalf("last: %+v, want discarded", last)
+	}
+	if capped := store.results["capped"]; capped.NextCheck > 300*time.Millisecond || capped.NextCheck < 150*time.Millisecond {
+		t.Fatalf("capped: next check in %v, want within [max/2, max]", capped.NextCheck)
+	}
+}
+
+func TestCheckbackCallRejectsBadAnswers(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		status int
+		body   string
+		want   checkback.Answer
+		bad    bool
+	}{
+		{"commit", 200, `{"state":"commit"}`, checkback.AnswerCommit, false},
+		{"rollback", 200, `{"state":"rollback"}`, checkback.AnswerRollback, false},
+		{"unknown", 200, `{"state":"unknown"}`, checkback.AnswerUnknown, false},
+		{"garbage", 200, `<html>`, 0, true},
+		{"no state", 200, `{}`, 0, true},
+		{"bad state", 200, `{"state":"maybe"}`, 0, true},
+		{"server error", 500, `{"state":"commit"}`, 0, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var got checkback.Request
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_ = json.NewDecoder(r.Body).Decode(&got)
+				w.WriteHeader(tc.status)
+				_, _ = w.Write([]byte(tc.body))
+			}))
+			defer srv.Close()
+			req := checkback.Request{ID: "m1", ProducerGroup: "g", Topic: "t", Key: "k", Headers: map[string]string{"a": "b"}, CheckCount: 3}
+			a, err := checkback.Call(context.Background(), srv.Client(), srv.URL, req)
+			if tc.bad != errors.Is(err, checkback.ErrBadAnswer) || a != tc.want {
+				t.Fatalf("answer %v, error %v; want %v, bad=%v", a, err, tc.want, tc.bad)
+			}
+			if got.ID != "m1" || got.CheckCount != 3 || got.Headers["a"] != "b" || got.Key != "k" {
+				t.Fatalf("producer got %+v", got)
+			}
+		})
+	}
+}
+
+func TestCheckbackHandlerRejectsBadRequests(t *testing.T) {
+	t.Parallel()
+	h := checkback.Handler(checkback.CheckerFunc(func(context.Context, checkback.Request) (checkback.Answer, error) {
+		return checkback.AnswerCommit, nil
+	}))
+	for _, tc := range []struct {
+		method, body string
+		status       int
+	}{
+		{"GET", "", 405},
+		{"POST", "nope", 400},
+		{"POST", `{"topic":"t"}`, 400},
+		{"POST", `{"id":"m"}`, 200},
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(tc.method, "/check", strings.NewReader(tc.body)))
+		if rec.Code != tc.status {
+			t.Fatalf("%s %q: status %d, want %d", tc.method, tc.body, rec.Code, tc.status)
+		}
+	}
+}
+
+func TestCheckbackConfigValidate(t *testing.T) {
+	t.Parallel()
+	var c checkback.Config
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Schedule != "@every 1s" || c.Concurrency != 16 || c.CallTimeout != 3*time.Second || c.MaxInterval != 5*time.Minute || c.Lease != 8*time.Second {
+		t.Fatalf("defaults: %+v", c)
+	}
+	for _, bad := range []checkback.Config{
+		{Schedule: "every second"},
+		{Concurrency: -1},
+		{CallTimeout: time.Microsecond},
+		{CallTimeout: time.Second, Lease: time.Second},
+	} {
+		if err := bad.Validate(); err == nil {
+			t.Fatalf("%+v: want an error", bad)
+		}
+	}
+}
