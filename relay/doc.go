@@ -11,6 +11,13 @@
 // transaction that commits late with a lower seq is never skipped), write them
 // to Kafka with acks=all, and only then delete or mark them.
 //
+// Idle shards do not poll hard: a watcher looks every Config.PollMin for rows
+// inserted since its last look (one primary-key range query per source) and
+// wakes only the shards that got some; each shard still polls on its own at
+// most Config.PollMax apart, which is what finds a row committed late with a
+// lower seq. Engine.Wake lets an in-process producer (the broker) wake a shard
+// directly.
+//
 // Failures: a batch Kafka could not take is retried with exponential backoff
 // and jitter, in order, for as long as it takes; a message Kafka refuses for
 // good (too large, invalid topic) is retried Config.MaxAttempts times, then

@@ -26,7 +26,10 @@ type Engine struct {
 	writer  *kafka.Writer
 	// epoch is the monotonic base for lease deadlines (wall-clock jumps do
 	// not move them).
-	epoch   time.Time
+	epoch time.Time
+	// wakes[source][shard] nudges an idle shard worker; made once in New,
+	// then only sent to and received from.
+	wakes   map[string][]chan struct{}
 	ready   atomic.Bool
 	running atomic.Bool
 }
@@ -70,12 +73,16 @@ func New(db *sql.DB, cfg Config, opts ...Option) (*Engine, error) {
 		}
 		e.sources = []Source{src}
 	}
-	seen := map[string]bool{}
+	e.wakes = map[string][]chan struct{}{}
 	for _, s := range e.sources {
-		if s == nil || s.Name() == "" || len(s.Name()) > 16 || seen[s.Name()] {
+		if s == nil || s.Name() == "" || len(s.Name()) > 16 || e.wakes[s.Name()] != nil {
 			return nil, fmt.Errorf("relay: sources: nil, unnamed, over 16 characters or duplicate name")
 		}
-		seen[s.Name()] = true
+		ws := make([]chan struct{}, cfg.Shards)
+		for i := range ws {
+			ws[i] = make(chan struct{}, 1)
+		}
+		e.wakes[s.Name()] = ws
 	}
 	wc := cfg.Writer
 	// One writer batch per partition per round keeps a failed batch from
@@ -97,6 +104,20 @@ func New(db *sql.DB, cfg Config, opts ...Option) (*Engine, error) {
 // Ready reports whether Run has connected to the database and Kafka and
 // completed its first lease round; it turns false again when Run returns.
 func (e *Engine) Ready() bool { return e.ready.Load() }
+
+// Wake tells the engine that shard of source has new deliverable rows, so an
+// idle worker polls at once (the broker calls it after a commit). Unknown
+// sources and shards are ignored; Wake never blocks.
+func (e *Engine) Wake(source string, shard int) {
+	ws := e.wakes[source]
+	if shard < 0 || shard >= len(ws) {
+		return
+	}
+	select {
+	case ws[shard] <- struct{}{}:
+	default:
+	}
+}
 
 // connectTimeout bounds the start-up checks of the database and Kafka.
 const connectTimeout = 10 * time.Second

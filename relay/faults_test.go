@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/internal/testenv"
+	"github.com/txmsg/txmsg/outbox"
 )
 
 // produceN publishes n messages over keys in single-message transactions and
@@ -253,6 +255,53 @@ func TestRelayRetentionKeepsThenPurges(t *testing.T) {
 	testenv.Eventually(t, 10*time.Second, func() error {
 		if n := countRows(t, d.DB, "SELECT COUNT(*) FROM txmsg_outbox"); n != 0 {
 			return fmt.Errorf("%d rows not purged yet", n)
+		}
+		return nil
+	})
+}
+
+// errorCounter is a Metrics that counts errors by kind.
+type errorCounter struct {
+	NopMetrics
+	mu    sync.Mutex
+	kinds map[string]int
+}
+
+func (c *errorCounter) Error(_, kind string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.kinds[kind]++
+}
+
+func (c *errorCounter) count(kind string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.kinds[kind]
+}
+
+// Rows written with more shards than the relay leases are reported, not
+// silently stranded.
+func TestRelayReportsRowsOfShardsNoLeaseCovers(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewDB(t)
+	k := testenv.NewKafka(t, 3)
+	p, err := outbox.NewPublisher(outbox.WithShards(64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stray bool
+	for i := 0; !stray; i++ {
+		m := msg("stray", fmt.Sprintf("k%d", i), 1)
+		if err := p.Publish(context.Background(), d.DB, m); err != nil {
+			t.Fatal(err)
+		}
+		stray = txmsg.Shard(m.Key, "", 64) >= 16
+	}
+	m := &errorCounter{kinds: map[string]int{}}
+	startEngine(t, d.DB, testConfig(k.Addrs), WithMetrics(m))
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if m.count("shard_mismatch") == 0 {
+			return errors.New("no shard_mismatch error reported")
 		}
 		return nil
 	})

@@ -37,6 +37,44 @@ func (c *coordinator) backlogLoop(ctx context.Context) {
 	}
 }
 
+// watchChanges wakes the workers of shards that got new rows, looking every
+// PollMin, for each source that implements Changes. It also warns about rows
+// whose shard is beyond Config.Shards: no lease covers them, so they would
+// never be delivered.
+func (c *coordinator) watchChanges(ctx context.Context) {
+	e := c.e
+	after := map[string]int64{}
+	t := time.NewTicker(max(e.cfg.PollMin, time.Millisecond))
+	defer t.Stop()
+	for {
+		for _, s := range e.sources {
+			ch, ok := s.(Changes)
+			if !ok {
+				continue
+			}
+			shards, last, err := ch.Changed(ctx, e.db, after[s.Name()])
+			if err != nil {
+				continue
+			}
+			after[s.Name()] = last
+			for _, shard := range shards {
+				if shard >= e.cfg.Shards {
+					e.metrics.Error(s.Name(), "shard_mismatch")
+					e.log.Error("relay found rows of a shard no lease covers: relay.shards must equal the producers' shard count",
+						slog.String("source", s.Name()), slog.Int("shard", shard), slog.Int("shards", e.cfg.Shards))
+					continue
+				}
+				e.Wake(s.Name(), shard)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // startPurge schedules the retention purge when Config.Retention is set, and
 // returns the function that stops it and waits for a running purge.
 func (c *coordinator) startPurge(ctx context.Context) (stop func(), err error) {

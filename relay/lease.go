@@ -69,10 +69,14 @@ func (c *coordinator) run(ctx context.Context) error {
 			return err
 		}
 	}
-	c.wg.Add(1)
+	c.wg.Add(2)
 	go func() {
 		defer c.wg.Done()
 		c.backlogLoop(ctx)
+	}()
+	go func() {
+		defer c.wg.Done()
+		c.watchChanges(ctx)
 	}()
 	purge, err := c.startPurge(ctx)
 	if err != nil {

@@ -18,6 +18,7 @@ type OutboxSource struct {
 	retention bool
 	pending   string
 	backlog   string
+	changed   string
 }
 
 // NewOutboxSource returns the Source for an outbox table (normally
@@ -34,6 +35,8 @@ func NewOutboxSource(table string, keep bool) (*OutboxSource, error) {
 		pending: `SELECT seq, id, shard, topic, msg_key, value, headers, created_at, attempts FROM ` + table +
 			` WHERE shard = ? AND delivered_at IS NULL ORDER BY seq LIMIT ?`,
 		backlog: `SELECT COUNT(*), MIN(created_at) FROM ` + table + ` WHERE delivered_at IS NULL`,
+		// A primary-key range over the rows inserted since the last look.
+		changed: `SELECT shard, MAX(seq) FROM ` + table + ` WHERE seq > ? GROUP BY shard`,
 	}, nil
 }
 
@@ -120,6 +123,27 @@ func (s *OutboxSource) Backlog(ctx context.Context, q Querier) (int64, time.Time
 		}
 	}
 	return n, oldest.Time, rows.Err()
+}
+
+// Changed implements Changes.
+func (s *OutboxSource) Changed(ctx context.Context, q Querier, after int64) ([]int, int64, error) {
+	rows, err := q.QueryContext(ctx, s.changed, after)
+	if err != nil {
+		return nil, after, err
+	}
+	defer rows.Close()
+	var shards []int
+	last := after
+	for rows.Next() {
+		var shard int
+		var seq int64
+		if err := rows.Scan(&shard, &seq); err != nil {
+			return nil, after, err
+		}
+		shards = append(shards, shard)
+		last = max(last, seq)
+	}
+	return shards, last, rows.Err()
 }
 
 // Purge implements Purger: delete up to limit rows delivered before t.

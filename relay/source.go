@@ -60,3 +60,13 @@ type Source interface {
 type Purger interface {
 	Purge(ctx context.Context, e Execer, deliveredBefore time.Time, limit int) (int64, error)
 }
+
+// Changes is a Source that can say cheaply which shards got new rows, so
+// the Engine wakes an idle shard at once instead of when its poll interval
+// ends. Rows committed late with a lower seq are not reported; the shard's
+// own polling (at most Config.PollMax apart) finds them.
+type Changes interface {
+	// Changed returns the shards holding rows with seq > after and the
+	// highest such seq (after itself when there are none).
+	Changed(ctx context.Context, q Querier, after int64) (shards []int, last int64, err error)
+}

@@ -21,12 +21,13 @@ var errRetryLater = errors.New("relay: message refused, will retry")
 // Rounds run on hard, so a batch under way at shutdown can still be marked.
 func (e *Engine) work(soft, hard context.Context, w *shardWorker) {
 	retry := backoff.Policy{Initial: e.cfg.RetryInitial, Max: e.cfg.RetryMax, Factor: 2}
+	wake := e.wakes[w.src.Name()][w.shard]
 	idle := e.cfg.PollMin
 	failures := 0
 	for soft.Err() == nil {
 		if int64(e.since()) > w.deadline.Load() {
 			// The lease may have lapsed: publish nothing until it is renewed.
-			sleep(soft, e.cfg.Heartbeat/4)
+			sleep(soft, nil, e.cfg.Heartbeat/4)
 			continue
 		}
 		n, err := e.round(hard, w)
@@ -34,11 +35,14 @@ func (e *Engine) work(soft, hard context.Context, w *shardWorker) {
 		switch {
 		case err != nil:
 			failures++
-			wait = retry.Delay(failures)
+			// A backoff is not cut short by new rows: it protects a
+			// struggling Kafka or database.
+			sleep(soft, nil, retry.Delay(failures))
 			if !errors.Is(err, errRetryLater) {
 				e.log.Warn("relay round failed", slog.String("source", w.src.Name()), slog.Int("shard", w.shard),
-					slog.Int("attempt", failures), slog.Duration("retry_in", wait), slog.Any("error", err))
+					slog.Int("attempt", failures), slog.Any("error", err))
 			}
+			continue
 		case n == e.cfg.BatchSize:
 			failures, idle = 0, e.cfg.PollMin
 			continue
@@ -50,11 +54,12 @@ func (e *Engine) work(soft, hard context.Context, w *shardWorker) {
 			wait = idle
 			idle = min(2*idle, e.cfg.PollMax)
 		}
-		sleep(soft, wait)
+		sleep(soft, wake, wait)
 	}
 }
 
-func sleep(ctx context.Context, d time.Duration) {
+// sleep waits d, or less if ctx ends or wake fires.
+func sleep(ctx context.Context, wake <-chan struct{}, d time.Duration) {
 	if d <= 0 {
 		return
 	}
@@ -62,6 +67,7 @@ func sleep(ctx context.Context, d time.Duration) {
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
+	case <-wake:
 	case <-t.C:
 	}
 }
