@@ -130,37 +130,51 @@ func (s *Store) RecordCheck(ctx context.Context, c checkback.Claim, r checkback.
 		errText = nullString(truncate(r.Err.Error(), 1024))
 	}
 	var (
-		res sql.Result
-		err error
-		to  State
+		to      State
+		changed bool
 	)
-	switch {
-	case r.Err == nil && r.Answer == checkback.AnswerCommit:
-		to = StateCommitted
-		res, err = s.db.ExecContext(ctx, resolveByCheck, to, result, c.ID, StatePrepared, c.CheckCount)
-	case r.Err == nil && r.Answer == checkback.AnswerRollback:
-		to = StateRolledBack
-		res, err = s.db.ExecContext(ctx, resolveByCheck, to, result, c.ID, StatePrepared, c.CheckCount)
-	case r.Discard:
-		to = StateDiscarded
-		reason := fmt.Sprintf("no commit or rollback after %d check-backs (last: %s)", c.CheckCount, result)
-		if r.Err != nil {
-			reason += ": " + r.Err.Error()
+	err := sqlx.RunInTx(ctx, s.db, nil, func(tx *sql.Tx) error {
+		var (
+			res sql.Result
+			err error
+		)
+		switch {
+		case r.Err == nil && r.Answer == checkback.AnswerCommit:
+			to = StateCommitted
+			res, err = tx.ExecContext(ctx, resolveByCheck, to, result, c.ID, StatePrepared, c.CheckCount)
+		case r.Err == nil && r.Answer == checkback.AnswerRollback:
+			to = StateRolledBack
+			res, err = tx.ExecContext(ctx, resolveByCheck, to, result, c.ID, StatePrepared, c.CheckCount)
+		case r.Discard:
+			to = StateDiscarded
+			reason := fmt.Sprintf("no commit or rollback after %d check-backs (last: %s)", c.CheckCount, result)
+			if r.Err != nil {
+				reason += ": " + r.Err.Error()
+			}
+			res, err = tx.ExecContext(ctx, discardByCheck, to, truncate(reason, 1024), result, errText,
+				c.ID, StatePrepared, c.CheckCount)
+		default:
+			res, err = tx.ExecContext(ctx, rescheduleCheck, r.NextCheck.Microseconds(), result, errText,
+				c.ID, StatePrepared, c.CheckCount)
 		}
-		res, err = s.db.ExecContext(ctx, discardByCheck, to, truncate(reason, 1024), result, errText,
-			c.ID, StatePrepared, c.CheckCount)
-	default:
-		res, err = s.db.ExecContext(ctx, rescheduleCheck, r.NextCheck.Microseconds(), result, errText,
-			c.ID, StatePrepared, c.CheckCount)
-	}
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		changed = n == 1
+		if _, err := tx.ExecContext(ctx, insertCheck, c.ID, c.CheckCount, result, errText, r.Latency.Microseconds()); err != nil {
+			return fmt.Errorf("history: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("broker: record check %d of %s: %w", c.CheckCount, c.ID, err)
 	}
-	if n, err := res.RowsAffected(); err == nil && n == 1 && to != 0 {
+	if changed && to != 0 {
 		s.metrics.Resolved(to, ByCheckback)
-	}
-	if _, err := s.db.ExecContext(ctx, insertCheck, c.ID, c.CheckCount, result, errText, r.Latency.Microseconds()); err != nil {
-		return fmt.Errorf("broker: record check history of %s: %w", c.ID, err)
 	}
 	return nil
 }

@@ -221,15 +221,25 @@ func (s *Scanner) Scan(ctx context.Context) (int, error) {
 	defer wg.Wait()
 	total := 0
 	for {
-		// Wait for one free slot, then take every other free one.
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
-			return total, nil
-		}
-		free := 1
+		// Claim in groups of at least a quarter of the pool (when calls are
+		// in flight to free the slots), not one by one: every claim is a
+		// transaction. Then take every other slot that is free.
+		free := 0
+		group := max(1, n/4)
 	fill:
 		for free < n {
+			if free < group {
+				select {
+				case slots <- struct{}{}:
+					free++
+				case <-ctx.Done():
+					for range free {
+						<-slots
+					}
+					return total, nil
+				}
+				continue
+			}
 			select {
 			case slots <- struct{}{}:
 				free++

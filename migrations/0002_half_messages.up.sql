@@ -7,6 +7,7 @@
 -- seq orders delivery within a shard; shard = murmur2(key) mod the relay's
 -- shard count, computed at prepare. next_check_at is when the check-back
 -- scanner may next ask the producer (it also leases an in-flight check).
+-- Only two secondary indexes hold state, so a commit updates few entries.
 CREATE TABLE IF NOT EXISTS txmsg_half_messages (
   seq               BIGINT UNSIGNED   NOT NULL AUTO_INCREMENT,
   id                VARCHAR(64)       NOT NULL,
@@ -36,8 +37,8 @@ CREATE TABLE IF NOT EXISTS txmsg_half_messages (
   UNIQUE KEY txmsg_half_messages_id (id),
   KEY txmsg_half_messages_deliver (state, shard, seq),
   KEY txmsg_half_messages_due (state, next_check_at),
-  KEY txmsg_half_messages_group (producer_group, state, seq),
-  KEY txmsg_half_messages_delivered (state, delivered_at)
+  KEY txmsg_half_messages_group (producer_group, seq),
+  KEY txmsg_half_messages_delivered (delivered_at)
 ) ENGINE=InnoDB;
 
 -- Where the broker asks a producer group about its prepared messages, unless

@@ -1,0 +1,302 @@
+package broker
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/http/httptest"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/txmsg/txmsg"
+	"github.com/txmsg/txmsg/checkback"
+	"github.com/txmsg/txmsg/internal/testenv"
+)
+
+// runConcurrent runs op n times on p goroutines and returns the wall time.
+func runConcurrent(b *testing.B, n, p int, op func(i int) error) time.Duration {
+	b.Helper()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, p)
+	start := time.Now()
+	for range p {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if err := op(i); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	return elapsed
+}
+
+// BenchmarkBrokerHalfVsPlain compares, in one run on one database, plain
+// local transactions (one business insert) with the same transaction sent
+// as a half message (prepare over HTTP, local transaction with the ledger
+// row, commit over HTTP), at 8 and 32 concurrent producers. It reports both
+// rates and their ratio (the target is >= 0.40 at 32 producers).
+func BenchmarkBrokerHalfVsPlain(b *testing.B) {
+	db := benchDB(b)
+	ctx := context.Background()
+	if _, err := db.DB.ExecContext(ctx, `CREATE TABLE bench_biz (id VARCHAR(64) PRIMARY KEY, payload VARCHAR(255) NOT NULL)`); err != nil {
+		b.Fatal(err)
+	}
+	store, err := NewStore(db.DB)
+	if err != nil {
+		b.Fatal(err)
+	}
+	h, err := NewHandler(store)
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	client, err := NewClient(srv.URL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	producer, err := NewProducer(client, "bench", db.DB)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var round atomic.Int64
+	for _, p := range []int{8, 32} {
+		b.Run(fmt.Sprintf("producers=%d", p), func(b *testing.B) {
+			r := round.Add(1)
+			plainOp := func(i int) error {
+				tx, err := db.DB.BeginTx(ctx, nil)
+				if err != nil {
+					return err
+				}
+				if _, err := tx.ExecContext(ctx, `INSERT INTO bench_biz (id, payload) VALUES (?, ?)`,
+					fmt.Sprintf("plain-%d-%d", r, i), "order created"); err != nil {
+					return fmt.Errorf("%w (rollback: %v)", err, tx.Rollback())
+				}
+				return tx.Commit()
+			}
+			halfOp := func(i int) error {
+				id := fmt.Sprintf("half-%d-%d", r, i)
+				return producer.SendInTransaction(ctx, txmsg.Message{ID: id, Topic: "bench", Key: []byte(id), Value: []byte("order created")},
+					func(ctx context.Context, tx *sql.Tx) error {
+						_, err := tx.ExecContext(ctx, `INSERT INTO bench_biz (id, payload) VALUES (?, ?)`, id, "order created")
+						return err
+					})
+			}
+			// Alternate short rounds of each, so that load from elsewhere on
+			// the machine falls on both alike.
+			var plain, half time.Duration
+			const rounds = 4
+			for k := range rounds {
+				lo, hi := b.N*k/rounds, b.N*(k+1)/rounds
+				plain += runConcurrent(b, hi-lo, p, func(i int) error { return plainOp(lo + i) })
+				half += runConcurrent(b, hi-lo, p, func(i int) error { return halfOp(lo + i) })
+			}
+			plainRate := float64(b.N) / plain.Seconds()
+			halfRate := float64(b.N) / half.Seconds()
+			b.ReportMetric(plainRate, "plain_tx/s")
+			b.ReportMetric(halfRate, "half_tx/s")
+			b.ReportMetric(halfRate/plainRate, "half/plain")
+		})
+	}
+}
+
+// BenchmarkBrokerCommitToKafka measures committed → in Kafka latency at a
+// steady 500 commits/s through a running Server (relay engine included),
+// reporting p50 and p99. Latency is from the commit call's return to the
+// record's produce timestamp.
+func BenchmarkBrokerCommitToKafka(b *testing.B) {
+	db := benchDB(b)
+	kafka := testenv.NewKafka(b, 6)
+	cfg := testServerConfig(kafka.Addrs)
+	cfg.Relay.PollMin = time.Millisecond
+	cfg.Relay.PollMax = 10 * time.Millisecond
+	srv := startBenchServer(b, db.DB, cfg)
+	ctx := context.Background()
+	const rate = 500
+	topic := "bench-latency"
+	ids := make([]string, b.N)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("lat-%d", i)
+		if _, err := srv.Store().Prepare(ctx, PrepareRequest{ProducerGroup: "bench",
+			Message: txmsg.Message{ID: ids[i], Topic: topic, Key: []byte(ids[i]), Value: []byte("v")}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	committedAt := make(map[string]time.Time, b.N)
+	tick := time.NewTicker(time.Second / rate)
+	defer tick.Stop()
+	b.ResetTimer()
+	for _, id := range ids {
+		<-tick.C
+		if _, err := srv.Store().Commit(ctx, id); err != nil {
+			b.Fatal(err)
+		}
+		committedAt[id] = time.Now()
+	}
+	var lat []time.Duration
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		recs, err := testenv.Records(ctx, kafka.Addrs, topic)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(recs) >= b.N {
+			for _, r := range recs {
+				lat = append(lat, max(r.Time.Sub(committedAt[testenv.HeaderValue(r, txmsg.HeaderID)]), 0))
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d records in Kafka after 30s", len(recs), b.N)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50_ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99_ms")
+}
+
+// BenchmarkBrokerStrandedCheckback prepares b.N messages nobody commits and
+// measures how long check-back takes to resolve them all through the ledger
+// (half committed, half rolled back), with the most calls in flight at once.
+// resolve_s runs from the last prepare until none is left prepared; compare
+// it with bound_s = 2 × (check timeout + scan interval).
+func BenchmarkBrokerStrandedCheckback(b *testing.B) {
+	for _, c := range []int{16, 64} {
+		b.Run(fmt.Sprintf("concurrency=%d", c), func(b *testing.B) { benchStranded(b, c) })
+	}
+}
+
+func benchStranded(b *testing.B, concurrency int) {
+	db := benchDB(b)
+	kafka := testenv.NewKafka(b, 6)
+	ctx := context.Background()
+	ledger, err := checkback.LedgerChecker(db.DB)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var inFlight, top atomic.Int64
+	producer := httptest.NewServer(checkback.Handler(checkback.CheckerFunc(func(ctx context.Context, req checkback.Request) (checkback.Answer, error) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for {
+			t := top.Load()
+			if n <= t || top.CompareAndSwap(t, n) {
+				break
+			}
+		}
+		return ledger.Check(ctx, req)
+	})))
+	defer producer.Close()
+	cfg := testServerConfig(kafka.Addrs)
+	cfg.CheckTimeout = time.Second
+	cfg.ScanSchedule = "@every 1s"
+	cfg.Concurrency = concurrency
+	store, err := NewStore(db.DB, WithShards(cfg.Relay.Shards), WithCheckTimeout(cfg.CheckTimeout))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := store.SetGroup(ctx, "bench", producer.URL); err != nil {
+		b.Fatal(err)
+	}
+	for i := range b.N {
+		id := fmt.Sprintf("stranded-%d", i)
+		if _, err := store.Prepare(ctx, PrepareRequest{ProducerGroup: "bench",
+			Message: txmsg.Message{ID: id, Topic: "bench-stranded", Value: []byte("v")}}); err != nil {
+			b.Fatal(err)
+		}
+		if i%2 == 0 {
+			if err := recordInTx(ctx, db.DB, ledger, id, true); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	start := time.Now()
+	b.ResetTimer()
+	srv := startBenchServer(b, db.DB, cfg)
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		n, _, err := srv.Store().PreparedBacklog(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d messages still prepared after 5m", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.StopTimer()
+	b.ReportMetric(time.Since(start).Seconds(), "resolve_s")
+	b.ReportMetric(float64(top.Load()), "max_inflight")
+	b.ReportMetric(float64(cfg.Concurrency), "concurrency")
+	b.ReportMetric((2 * (cfg.CheckTimeout + time.Second)).Seconds(), "bound_s")
+}
+
+// benchDB is a fresh database whose pool interpolates parameters client
+// side (interpolateParams=true), saving the prepare and close round trips
+// of every statement; plain and half transactions share it.
+func benchDB(b *testing.B) *testenv.Database {
+	b.Helper()
+	d := testenv.NewDB(b)
+	cfg, err := mysql.ParseDSN(d.DSN)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.InterpolateParams = true
+	db, err := sql.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		b.Fatal(err)
+	}
+	db.SetMaxOpenConns(64)
+	db.SetMaxIdleConns(64)
+	b.Cleanup(func() { db.Close() })
+	return &testenv.Database{DB: db, DSN: cfg.FormatDSN(), Name: d.Name}
+}
+
+// startBenchServer runs a Server until the benchmark ends.
+func startBenchServer(b *testing.B, db *sql.DB, cfg Config) *Server {
+	b.Helper()
+	s, err := NewServer(db, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	b.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Errorf("broker: %v", err)
+		}
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for !s.Ready() {
+		if time.Now().After(deadline) {
+			b.Fatal("broker not ready after 15s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return s
+}
