@@ -45,7 +45,10 @@ type Config struct {
 	// after its context ends (default 10s).
 	ShutdownTimeout time.Duration
 	// Relay configures the engine that delivers committed messages; its
-	// Shards must match the store's (they are one setting).
+	// Shards is also the store's shard count. Its Retention, how long
+	// delivered and rolled back messages are kept (so that a late repeated
+	// commit still answers idempotently, and for inspection), defaults to
+	// 24h here; discarded messages are never purged.
 	Relay relay.Config
 }
 
@@ -91,6 +94,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("broker: %w", err)
 	}
 	c.ScanSchedule, c.Concurrency, c.CallTimeout, c.MaxInterval = cb.Schedule, cb.Concurrency, cb.CallTimeout, cb.MaxInterval
+	if c.Relay.Retention == 0 {
+		c.Relay.Retention = 24 * time.Hour
+	}
 	if err := c.Relay.Validate(); err != nil {
 		return fmt.Errorf("broker: %w", err)
 	}

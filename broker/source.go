@@ -16,7 +16,8 @@ import (
 // delivers them to Kafka with txmsg-source: half. It keeps delivered rows
 // (state delivered, with delivered_at) so a late repeated Commit still finds
 // the message and answers idempotently; it implements relay.Purger, so the
-// engine's retention job deletes them later. It is stateless and safe for
+// engine's retention job (relay.Config.Retention, which broker.Config sets
+// to 24h by default) deletes delivered and rolled back rows later. It is stateless and safe for
 // concurrent use.
 type HalfSource struct{}
 
@@ -43,8 +44,9 @@ WHERE seq IN (`
 	removeHalf = `UPDATE txmsg_half_messages
 SET state = ?, updated_at = UTC_TIMESTAMP(6)
 WHERE state = ? AND seq IN (`
-	backlogHalf = `SELECT COUNT(*), MIN(created_at) FROM txmsg_half_messages WHERE state = ?`
-	purgeHalf   = `DELETE FROM txmsg_half_messages WHERE state = ? AND delivered_at < ? LIMIT ?`
+	backlogHalf     = `SELECT COUNT(*), MIN(created_at) FROM txmsg_half_messages WHERE state = ?`
+	purgeDelivered  = `DELETE FROM txmsg_half_messages WHERE delivered_at < ? AND state = ? LIMIT ?`
+	purgeRolledBack = `DELETE FROM txmsg_half_messages WHERE state = ? AND resolved_at < ? LIMIT ?`
 )
 
 // Name implements relay.Source: "half".
@@ -145,16 +147,26 @@ func (*HalfSource) Backlog(ctx context.Context, q relay.Querier) (int64, time.Ti
 	return n, oldest.Time, nil
 }
 
-// Purge implements relay.Purger: it deletes delivered messages delivered
-// before deliveredBefore, at most limit.
+// Purge implements relay.Purger: it deletes messages delivered before
+// deliveredBefore and messages rolled back before it, at most limit in all.
+// Discarded messages are never purged: an operator resolves them.
 func (*HalfSource) Purge(ctx context.Context, e relay.Execer, deliveredBefore time.Time, limit int) (int64, error) {
-	res, err := e.ExecContext(ctx, purgeHalf, StateDelivered, deliveredBefore.UTC(), limit)
+	before := deliveredBefore.UTC()
+	res, err := e.ExecContext(ctx, purgeDelivered, before, StateDelivered, limit)
 	if err != nil {
 		return 0, fmt.Errorf("broker: purge delivered: %w", err)
 	}
 	n, err := res.RowsAffected()
-	if err != nil {
-		return 0, fmt.Errorf("broker: purge delivered: %w", err)
+	if err != nil || n >= int64(limit) {
+		return n, err
 	}
-	return n, nil
+	res, err = e.ExecContext(ctx, purgeRolledBack, StateRolledBack, before, int64(limit)-n)
+	if err != nil {
+		return n, fmt.Errorf("broker: purge rolled back: %w", err)
+	}
+	m, err := res.RowsAffected()
+	if err != nil {
+		return n, fmt.Errorf("broker: purge rolled back: %w", err)
+	}
+	return n + m, nil
 }

@@ -1,0 +1,94 @@
+package broker
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/txmsg/txmsg"
+	"github.com/txmsg/txmsg/relay"
+)
+
+func TestBrokerHalfSource(t *testing.T) {
+	t.Parallel()
+	env := newAPIEnv(t)
+	ctx := context.Background()
+	db := env.db.DB
+	src := NewHalfSource()
+	key := []byte("same-key")
+	shard := txmsg.Shard(key, "", 4)
+	var ids []string
+	for i := range 4 {
+		ids = append(ids, prepareOne(t, env.store, PrepareRequest{Message: txmsg.Message{Key: key,
+			Headers: []txmsg.Header{{Key: "h", Value: []byte{byte('a' + i)}}}}}))
+	}
+	// Commit out of order: delivery follows seq, committed rows only.
+	for _, id := range []string{ids[2], ids[0], ids[3]} {
+		if _, err := env.store.Commit(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := env.store.Rollback(ctx, ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := src.Pending(ctx, db, shard, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 3 || rows[0].ID != ids[0] || rows[1].ID != ids[2] || rows[2].ID != ids[3] ||
+		string(rows[1].Headers[0].Value) != "c" || rows[0].Shard != shard {
+		t.Fatalf("pending: %+v", rows)
+	}
+	if n, oldest, err := src.Backlog(ctx, db); err != nil || n != 3 || oldest.IsZero() {
+		t.Fatalf("backlog %d %v %v", n, oldest, err)
+	}
+	if err := src.Failed(ctx, db, rows[2:], "too large"); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Delivered(ctx, db, rows[:2]); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Remove(ctx, db, rows[2:]); err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[string]State{ids[0]: StateDelivered, ids[1]: StateRolledBack, ids[2]: StateDelivered, ids[3]: StateDead} {
+		info, err := env.store.Get(ctx, id)
+		if err != nil || info.State != want {
+			t.Fatalf("%s: %s (%v), want %s", id, info.State, err, want)
+		}
+		if want == StateDead && (info.Attempts != 1 || info.LastError != "too large") {
+			t.Fatalf("dead: %+v", info)
+		}
+	}
+	// Commit stays idempotent after delivery and dead-lettering.
+	for _, id := range []string{ids[0], ids[3]} {
+		if _, err := env.store.Commit(ctx, id); err != nil {
+			t.Fatalf("commit of %s after delivery: %v", id, err)
+		}
+	}
+	if rows, err := src.Pending(ctx, db, shard, 10); err != nil || len(rows) != 0 {
+		t.Fatalf("pending after delivery: %v %v", rows, err)
+	}
+	// Purge takes delivered and rolled back rows, leaving discarded and
+	// prepared ones.
+	discarded := prepareOne(t, env.store, PrepareRequest{})
+	if _, err := db.ExecContext(ctx, `UPDATE txmsg_half_messages SET state = ? WHERE id = ?`, StateDiscarded, discarded); err != nil {
+		t.Fatal(err)
+	}
+	prepared := prepareOne(t, env.store, PrepareRequest{})
+	var p relay.Purger = src
+	if n, err := p.Purge(ctx, db, time.Now().Add(-time.Hour), 100); err != nil || n != 0 {
+		t.Fatalf("purge of nothing old: %d %v", n, err)
+	}
+	if n, err := p.Purge(ctx, db, time.Now().Add(time.Hour), 2); err != nil || n != 2 {
+		t.Fatalf("purge limited to 2: %d %v", n, err)
+	}
+	if n, err := p.Purge(ctx, db, time.Now().Add(time.Hour), 100); err != nil || n != 1 {
+		t.Fatalf("purge the rest: %d %v", n, err)
+	}
+	for _, id := range []string{discarded, prepared, ids[3]} {
+		if _, err := env.store.Get(ctx, id); err != nil {
+			t.Fatalf("%s purged: %v", id, err)
+		}
+	}
+}
