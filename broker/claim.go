@@ -35,7 +35,8 @@ WHERE id = ? AND state = ? AND check_count = ?`
 	discardByCheck = `UPDATE txmsg_half_messages
 SET state = ?, updated_at = UTC_TIMESTAMP(6), reason = ?, last_check_result = ?, last_check_error = ?
 WHERE id = ? AND state = ? AND check_count = ?`
-	insertCheck = `INSERT INTO txmsg_half_checks (msg_id, check_no, result, error, latency_us, checked_at)
+	selectGroupURLs = `SELECT producer_group, checkback_url FROM txmsg_producer_groups WHERE producer_group IN (`
+	insertCheck     = `INSERT INTO txmsg_half_checks (msg_id, check_no, result, error, latency_us, checked_at)
 VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(6))`
 )
 
@@ -89,32 +90,52 @@ func (s *Store) ClaimDue(ctx context.Context, limit int, lease time.Duration) ([
 		if _, err := tx.ExecContext(ctx, q, append([]any{lease.Microseconds()}, seqs...)...); err != nil {
 			return fmt.Errorf("claim %d: %w", len(seqs), err)
 		}
-		return nil
+		return fillGroupURLs(ctx, tx, claims)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("broker: claim due checks: %w", err)
 	}
-	// Fill in group URLs outside the locking transaction: a FOR UPDATE over
-	// a join would lock the group rows too, and SKIP LOCKED would then pass
-	// over every message of a group another instance is claiming.
-	urls := map[string]string{}
-	for i := range claims {
-		c := &claims[i]
-		if c.URL != "" {
-			continue
-		}
-		u, ok := urls[c.ProducerGroup]
-		if !ok {
-			var err error
-			u, err = s.GroupURL(ctx, c.ProducerGroup)
-			if err != nil && ctx.Err() != nil {
-				return nil, err
-			}
-			urls[c.ProducerGroup] = u
-		}
-		c.URL = u
-	}
 	return claims, nil
+}
+
+// fillGroupURLs sets the URL of claims that have none from their producer
+// group's registration. It reads without locking: a FOR UPDATE over a join
+// would lock the group rows too, and SKIP LOCKED would then pass over every
+// message of a group another instance is claiming.
+func fillGroupURLs(ctx context.Context, tx *sql.Tx, claims []checkback.Claim) error {
+	var groups []any
+	seen := map[string]bool{}
+	for _, c := range claims {
+		if c.URL == "" && !seen[c.ProducerGroup] {
+			seen[c.ProducerGroup] = true
+			groups = append(groups, c.ProducerGroup)
+		}
+	}
+	if len(groups) == 0 {
+		return nil
+	}
+	rows, err := tx.QueryContext(ctx, selectGroupURLs+strings.Repeat("?,", len(groups)-1)+"?)", groups...)
+	if err != nil {
+		return fmt.Errorf("read group URLs: %w", err)
+	}
+	defer rows.Close()
+	urls := map[string]string{}
+	for rows.Next() {
+		var g, u string
+		if err := rows.Scan(&g, &u); err != nil {
+			return fmt.Errorf("read group URLs: %w", err)
+		}
+		urls[g] = u
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read group URLs: %w", err)
+	}
+	for i := range claims {
+		if claims[i].URL == "" {
+			claims[i].URL = urls[claims[i].ProducerGroup]
+		}
+	}
+	return nil
 }
 
 // RecordCheck implements checkback.Store. Every UPDATE is fenced by state =
