@@ -1,0 +1,47 @@
+package sqlx
+
+import (
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"net"
+	"testing"
+
+	"github.com/go-sql-driver/mysql"
+)
+
+func TestSqlxIsRetryable(t *testing.T) {
+	tests := []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{&mysql.MySQLError{Number: ErLockDeadlock}, true},
+		{fmt.Errorf("wrapped: %w", &mysql.MySQLError{Number: ErLockWaitTimeout}), true},
+		{&mysql.MySQLError{Number: ErDupEntry}, false},
+		{&mysql.MySQLError{Number: 1064}, false},
+		{driver.ErrBadConn, true},
+		{mysql.ErrInvalidConn, true},
+		{&net.OpError{Op: "dial", Err: errors.New("refused")}, true},
+		{errors.New("plain"), false},
+	}
+	for _, tt := range tests {
+		if got := IsRetryable(tt.err); got != tt.want {
+			t.Errorf("IsRetryable(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+	if !IsDuplicate(fmt.Errorf("x: %w", &mysql.MySQLError{Number: ErDupEntry})) || IsDuplicate(errors.New("x")) {
+		t.Error("IsDuplicate misclassifies")
+	}
+}
+
+func TestSqlxValidIdent(t *testing.T) {
+	for name, want := range map[string]bool{
+		"txmsg_outbox": true, "_x1": true, "": false, "1abc": false, "a-b": false, "a b": false,
+		"t;DROP": false, "a2345678901234567890123456789012345678901234567890123456789012345": false,
+	} {
+		if got := ValidIdent(name); got != want {
+			t.Errorf("ValidIdent(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
