@@ -30,8 +30,8 @@ const DefaultMaxBodyBytes = 2 << 20
 //
 // Errors are {"error":{"code","message"}} with the Code constants: 400 for
 // malformed bodies (unknown fields too) and invalid messages, 413 for bodies
-// over the limit, 404 for unknown ids, 409 for illegal transitions. It is safe
-// for concurrent use.
+// over the limit, 404 for unknown ids and paths, 405 for wrong methods, 409
+// for illegal transitions. It is safe for concurrent use.
 type Handler struct {
 	store   *Store
 	maxBody int64
@@ -78,8 +78,39 @@ func NewHandler(store *Store, opts ...HandlerOption) (*Handler, error) {
 	return h, nil
 }
 
-// ServeHTTP implements http.Handler.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+// ServeHTTP implements http.Handler. Requests no route matches get JSON
+// errors too: 404 not_found or 405 method_not_allowed (with Allow).
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, pattern := h.mux.Handler(r); pattern != "" {
+		h.mux.ServeHTTP(w, r)
+		return
+	}
+	// Let the mux decide between 404 and 405, then answer in JSON.
+	rec := &statusRecorder{header: http.Header{}}
+	h.mux.ServeHTTP(rec, r)
+	var b errorBody
+	b.Error.Code, b.Error.Message = CodeNotFound, "no such endpoint: "+r.URL.Path
+	if rec.status == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", rec.header.Get("Allow"))
+		b.Error.Code, b.Error.Message = CodeMethodNotAllowed, "method "+r.Method+" not allowed on "+r.URL.Path
+	} else {
+		rec.status = http.StatusNotFound
+	}
+	h.writeJSON(w, rec.status, b)
+}
+
+// statusRecorder keeps the status and headers the mux's own 404/405
+// handlers write, and drops their plain-text body.
+type statusRecorder struct {
+	header http.Header
+	status int
+}
+
+func (s *statusRecorder) Header() http.Header { return s.header }
+
+func (s *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
+
+func (s *statusRecorder) WriteHeader(code int) { s.status = code }
 
 func (h *Handler) writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")

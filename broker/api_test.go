@@ -111,6 +111,8 @@ func TestBrokerAPIBadRequests(t *testing.T) {
 		{"bad group url", "PUT", "/v1/producer-groups/g", `{"checkback_url":"nope"}`, 400, CodeInvalidRequest, "checkback_url"},
 		{"unknown group", "GET", "/v1/producer-groups/none", ``, 404, CodeNotFound, "not found"},
 		{"unknown id", "GET", "/v1/half-messages/none", ``, 404, CodeNotFound, "not found"},
+		{"unknown path", "GET", "/v2/things", ``, 404, CodeNotFound, "no such endpoint"},
+		{"wrong method", "DELETE", "/v1/half-messages/x", ``, 405, CodeMethodNotAllowed, "not allowed"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

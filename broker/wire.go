@@ -25,6 +25,8 @@ const (
 	// CodeConflict (409): an illegal state transition or a reused id;
 	// mapped to txmsg.ErrConflict.
 	CodeConflict = "conflict"
+	// CodeMethodNotAllowed (405): the path exists, the method does not.
+	CodeMethodNotAllowed = "method_not_allowed"
 	// CodeInternal (500): the broker failed; retry later.
 	CodeInternal = "internal"
 )
