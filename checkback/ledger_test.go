@@ -121,3 +121,36 @@ func TestCheckbackLedgerCheckWinsOverLateTransaction(t *testing.T) {
 		t.Fatalf("purge: %d, %v; want 2", n, err)
 	}
 }
+
+func TestCheckbackLedgerCleanupJob(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDB(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	l, err := checkback.LedgerChecker(db.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Check(ctx, checkback.Request{ID: "old"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.RunCleanup(ctx, "@every 1s", 0); err == nil {
+		t.Fatal("zero retention: want an error")
+	}
+	done := make(chan error, 1)
+	go func() { done <- l.RunCleanup(ctx, "@every 1s", time.Millisecond) }()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		var n int
+		if err := db.DB.QueryRow(`SELECT COUNT(*) FROM txmsg_checkback_ledger`).Scan(&n); err != nil {
+			return err
+		}
+		if n != 0 {
+			return errors.New("ledger row not purged yet")
+		}
+		return nil
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

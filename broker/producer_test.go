@@ -1,0 +1,95 @@
+package broker
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/txmsg/txmsg"
+	"github.com/txmsg/txmsg/checkback"
+)
+
+// failCommits is a transport whose commit calls fail before reaching the
+// broker, as if the producer crashed or the network broke.
+type failCommits struct{ next http.RoundTripper }
+
+func (f failCommits) RoundTrip(r *http.Request) (*http.Response, error) {
+	if strings.HasSuffix(r.URL.Path, "/commit") {
+		return nil, errors.New("network down")
+	}
+	return f.next.RoundTrip(r)
+}
+
+func TestBrokerProducerSurfacesErrorsAndCheckbackRecovers(t *testing.T) {
+	t.Parallel()
+	env := newAPIEnv(t)
+	ctx := context.Background()
+	if _, err := env.db.DB.ExecContext(ctx, `CREATE TABLE biz (id VARCHAR(64) PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	insert := func(id string) func(context.Context, *sql.Tx) error {
+		return func(ctx context.Context, tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO biz (id) VALUES (?)`, id)
+			return err
+		}
+	}
+	broken, err := NewClient(env.url, WithHTTPClient(&http.Client{Transport: failCommits{http.DefaultTransport}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := NewProducer(broken, "shop", env.db.DB, WithProducerCheckTimeout(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := producerServer(t, p.Ledger())
+	if err := env.client.SetGroup(ctx, "shop", url); err != nil {
+		t.Fatal(err)
+	}
+
+	// The commit call fails after the local commit: the error is returned,
+	// and check-back delivers the message from the ledger row.
+	err = p.SendInTransaction(ctx, txmsg.Message{ID: "lost-commit", Topic: "orders", Value: []byte("v")}, insert("lost-commit"))
+	if err == nil || !strings.Contains(err.Error(), "network down") {
+		t.Fatalf("failed commit call: %v, want it returned", err)
+	}
+	scanner := testScanner(t, env.store, checkback.Config{})
+	waitState(t, env.store, scanner, "lost-commit", StateCommitted, 10*time.Second)
+
+	// An invalid message fails at prepare, over HTTP, with the sentinel;
+	// nothing runs.
+	ran := false
+	err = p.SendInTransaction(ctx, txmsg.Message{Topic: "bad topic", Value: []byte("v")}, func(context.Context, *sql.Tx) error {
+		ran = true
+		return nil
+	})
+	if !errors.Is(err, txmsg.ErrInvalidMessage) || ran {
+		t.Fatalf("invalid message: %v (ran=%v), want ErrInvalidMessage before the transaction", err, ran)
+	}
+
+	// A failing local transaction rolls the message back at once.
+	good, err := NewProducer(env.client, "shop", env.db.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = good.SendInTransaction(ctx, txmsg.Message{ID: "dup", Topic: "orders", Value: []byte("v")}, insert("lost-commit"))
+	if err == nil {
+		t.Fatal("duplicate business row: want the transaction's error")
+	}
+	if info, _ := env.store.Get(ctx, "dup"); info.State != StateRolledBack {
+		t.Fatalf("after a failed local transaction: %s, want rolled_back", info.State)
+	}
+	// A clean send commits.
+	if err := good.SendInTransaction(ctx, txmsg.Message{ID: "ok", Topic: "orders", Value: []byte("v")}, insert("ok")); err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := env.store.Get(ctx, "ok"); info.State != StateCommitted {
+		t.Fatalf("clean send: %s, want committed", info.State)
+	}
+	if _, err := NewProducer(env.client, "", env.db.DB); err == nil {
+		t.Fatal("empty group: want an error")
+	}
+}
