@@ -75,6 +75,20 @@ func TestBrokerServerDeliversCommittedOnly(t *testing.T) {
 	prep("discarded", unknownURL, 2)
 	prep("resolved", unknownURL, 2)
 
+	// Messages of one key, committed in order, keep their order in Kafka.
+	var ordered []string
+	for i := range 20 {
+		id := fmt.Sprintf("ordered-%02d", i)
+		if _, err := c.Prepare(ctx, PrepareRequest{ProducerGroup: "g", CheckbackURL: ledgerURL,
+			Message: txmsg.Message{ID: id, Topic: topic + "-ordered", Key: []byte("one-key"), Value: []byte(id)}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Commit(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		ordered = append(ordered, id)
+	}
+
 	waitStates(t, c, []string{"discarded", "resolved"}, StateDiscarded, 20*time.Second)
 	if _, err := c.Resolve(ctx, "resolved", true, "operator checked"); err != nil {
 		t.Fatal(err)
@@ -85,6 +99,20 @@ func TestBrokerServerDeliversCommittedOnly(t *testing.T) {
 	// A repeated commit after delivery is still idempotent.
 	if st, err := c.Commit(ctx, "committed"); err != nil || st != StateDelivered {
 		t.Fatalf("commit after delivery: %v, %v", st, err)
+	}
+
+	waitStates(t, c, ordered, StateDelivered, 20*time.Second)
+	recs, err := testenv.Records(ctx, kafka.Addrs, topic+"-ordered")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != len(ordered) {
+		t.Fatalf("%d ordered records, want %d", len(recs), len(ordered))
+	}
+	for i, r := range recs {
+		if string(r.Value) != ordered[i] || r.Partition != recs[0].Partition {
+			t.Fatalf("record %d: %s on partition %d, want %s on %d", i, r.Value, r.Partition, ordered[i], recs[0].Partition)
+		}
 	}
 
 	got := recordsByID(t, kafka.Addrs, topic)
