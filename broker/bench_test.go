@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net/http/httptest"
 	"slices"
@@ -152,23 +153,19 @@ func BenchmarkBrokerCommitToKafka(b *testing.B) {
 		committedAt[id] = time.Now()
 	}
 	var lat []time.Duration
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	benchPoll(b, 30*time.Second, func() error {
 		recs, err := testenv.Records(ctx, kafka.Addrs, topic)
 		if err != nil {
-			b.Fatal(err)
+			return err
 		}
-		if len(recs) >= b.N {
-			for _, r := range recs {
-				lat = append(lat, max(r.Time.Sub(committedAt[testenv.HeaderValue(r, txmsg.HeaderID)]), 0))
-			}
-			break
+		if len(recs) < b.N {
+			return fmt.Errorf("%d of %d records in Kafka", len(recs), b.N)
 		}
-		if time.Now().After(deadline) {
-			b.Fatalf("%d of %d records in Kafka after 30s", len(recs), b.N)
+		for _, r := range recs {
+			lat = append(lat, max(r.Time.Sub(committedAt[testenv.HeaderValue(r, txmsg.HeaderID)]), 0))
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	b.StopTimer()
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50_ms")
@@ -233,20 +230,13 @@ func benchStranded(b *testing.B, concurrency int) {
 	start := time.Now()
 	b.ResetTimer()
 	srv := startBenchServer(b, db.DB, cfg)
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
+	benchPoll(b, 5*time.Minute, func() error {
 		n, _, err := srv.Store().PreparedBacklog(ctx)
-		if err != nil {
-			b.Fatal(err)
+		if err == nil && n > 0 {
+			err = fmt.Errorf("%d messages still prepared", n)
 		}
-		if n == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("%d messages still prepared after 5m", n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err
+	})
 	b.StopTimer()
 	b.ReportMetric(time.Since(start).Seconds(), "resolve_s")
 	b.ReportMetric(float64(top.Load()), "max_inflight")
@@ -291,12 +281,31 @@ func startBenchServer(b *testing.B, db *sql.DB, cfg Config) *Server {
 			b.Errorf("broker: %v", err)
 		}
 	})
-	deadline := time.Now().Add(15 * time.Second)
-	for !s.Ready() {
-		if time.Now().After(deadline) {
-			b.Fatal("broker not ready after 15s")
+	benchPoll(b, 15*time.Second, func() error {
+		if !s.Ready() {
+			return errors.New("broker not ready")
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	return s
+}
+
+// benchPoll polls cond every 10ms until it returns nil, failing the
+// benchmark with cond's last error after timeout.
+func benchPoll(b *testing.B, timeout time.Duration, cond func() error) {
+	b.Helper()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-deadline:
+			b.Fatalf("not within %v: %v", timeout, err)
+		}
+	}
 }
