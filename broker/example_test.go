@@ -1,11 +1,16 @@
 package broker_test
 
 import (
+	"context"
+	"database/sql"
 	"errors"
 	"fmt"
+	"log"
+	"net/http"
 
 	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/broker"
+	"github.com/txmsg/txmsg/checkback"
 )
 
 // Errors answered by the broker match txmsg's sentinels over HTTP.
@@ -19,4 +24,35 @@ func ExampleParseState() {
 	st, err := broker.ParseState("discarded")
 	fmt.Println(st, uint8(st), err)
 	// Output: discarded 5 <nil>
+}
+
+// A service sends a half message whose fate follows its local transaction,
+// and serves the ledger as its check-back endpoint.
+func ExampleProducer_SendInTransaction() {
+	ctx := context.Background()
+	db, err := sql.Open("mysql", "app@tcp(127.0.0.1:3306)/shop?parseTime=true")
+	if err != nil {
+		log.Fatal(err)
+	}
+	client, err := broker.NewClient("http://127.0.0.1:7070")
+	if err != nil {
+		log.Fatal(err)
+	}
+	producer, err := broker.NewProducer(client, "shop", db)
+	if err != nil {
+		log.Fatal(err)
+	}
+	// The broker asks here about messages whose commit call was lost.
+	http.Handle("/txmsg/checkback", checkback.Handler(producer.Ledger()))
+	if err := client.SetGroup(ctx, "shop", "http://shop.internal:8080/txmsg/checkback"); err != nil {
+		log.Fatal(err)
+	}
+	msg := txmsg.Message{Topic: "orders", Key: []byte("order-17"), Value: []byte(`{"id":17}`)}
+	err = producer.SendInTransaction(ctx, msg, func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO orders (id, total) VALUES (?, ?)`, 17, 4200)
+		return err
+	})
+	if err != nil {
+		log.Printf("order 17: %v", err)
+	}
 }
