@@ -211,9 +211,10 @@ func (s *Scanner) Run(ctx context.Context) error {
 }
 
 // Scan checks every message due now and returns how many it checked. Calls
-// run on a pool of Config.Concurrency workers: a worker that finishes makes
-// room for the next claim, and Scan returns when nothing more is due and
-// every call has been recorded.
+// run on a pool of Config.Concurrency workers, never more at once: as
+// workers finish, new claims fill the pool again (a quarter of it or more
+// per claim transaction), and Scan returns when nothing more is due and
+// every call has been recorded. A check interrupted by ctx stays counted.
 func (s *Scanner) Scan(ctx context.Context) (int, error) {
 	n := s.cfg.Concurrency
 	slots := make(chan struct{}, n)
