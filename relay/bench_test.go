@@ -130,7 +130,11 @@ FROM txmsg_outbox ORDER BY seq LIMIT 500 FOR UPDATE SKIP LOCKED`)
 		if err := w.WriteMessages(ctx, msgs...); err != nil {
 			b.Fatal(err)
 		}
-		in, args := seqIn(batch)
+		args := make([]any, len(batch))
+		for i, r := range batch {
+			args[i] = r.Seq
+		}
+		in := strings.TrimSuffix(strings.Repeat("?,", len(batch)), ",")
 		if _, err := tx.ExecContext(ctx, `DELETE FROM txmsg_outbox WHERE seq IN (`+in+`)`, args...); err != nil {
 			b.Fatal(err)
 		}

@@ -19,8 +19,12 @@ type Config struct {
 	// equal the producers' outbox.WithShards and the broker's shard count.
 	Shards int
 	// BatchSize is the most rows read and published per shard per round
-	// (default 500).
+	// (default 1000).
 	BatchSize int
+	// Concurrency is the most shards publishing a round at once (default 4).
+	// On a small database more only adds contention; memory in flight is
+	// about Concurrency × BatchSize × the average message size.
+	Concurrency int
 	// PollMin is the wait after a round that found some rows but not a full
 	// batch (default 5ms); a full batch polls again at once.
 	PollMin time.Duration
@@ -69,7 +73,10 @@ func (c *Config) setDefaults() {
 		c.Shards = 16
 	}
 	if c.BatchSize == 0 {
-		c.BatchSize = 500
+		c.BatchSize = 1000
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 4
 	}
 	def(&c.PollMin, 5*time.Millisecond)
 	def(&c.PollMax, 250*time.Millisecond)
@@ -104,6 +111,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("relay: shards %d: want 1 to 4096", c.Shards)
 	case c.BatchSize < 1 || c.BatchSize > 10000:
 		return fmt.Errorf("relay: batch_size %d: want 1 to 10000", c.BatchSize)
+	case c.Concurrency < 1 || c.Concurrency > 1024:
+		return fmt.Errorf("relay: concurrency %d: want 1 to 1024", c.Concurrency)
 	case c.PollMin < 0 || c.PollMax < c.PollMin:
 		return fmt.Errorf("relay: poll_min %v, poll_max %v: want 0 <= poll_min <= poll_max", c.PollMin, c.PollMax)
 	case c.LeaseTTL < time.Second:

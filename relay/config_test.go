@@ -11,7 +11,7 @@ func TestRelayConfigDefaultsAndValidation(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.Shards != 16 || c.BatchSize != 500 || c.LeaseTTL != 10*time.Second || c.Heartbeat != c.LeaseTTL/3 || c.Owner == "" {
+	if c.Shards != 16 || c.BatchSize != 1000 || c.Concurrency != 4 || c.LeaseTTL != 10*time.Second || c.Heartbeat != c.LeaseTTL/3 || c.Owner == "" {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
 	tests := []struct {
@@ -22,6 +22,7 @@ func TestRelayConfigDefaultsAndValidation(t *testing.T) {
 		{func(c *Config) { c.Brokers = []string{"nohost"} }, `broker "nohost"`},
 		{func(c *Config) { c.Shards = -1 }, "shards -1"},
 		{func(c *Config) { c.BatchSize = 20000 }, "batch_size 20000"},
+		{func(c *Config) { c.Concurrency = -1 }, "concurrency -1"},
 		{func(c *Config) { c.PollMin, c.PollMax = time.Second, time.Millisecond }, "poll_min"},
 		{func(c *Config) { c.LeaseTTL = time.Millisecond }, "lease_ttl"},
 		{func(c *Config) { c.Heartbeat = 9 * time.Second }, "heartbeat"},

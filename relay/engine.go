@@ -29,7 +29,9 @@ type Engine struct {
 	epoch time.Time
 	// wakes[source][shard] nudges an idle shard worker; made once in New,
 	// then only sent to and received from.
-	wakes   map[string][]chan struct{}
+	wakes map[string][]chan struct{}
+	// slots holds one token per round in flight (Config.Concurrency).
+	slots   chan struct{}
 	ready   atomic.Bool
 	running atomic.Bool
 }
@@ -56,7 +58,7 @@ func New(db *sql.DB, cfg Config, opts ...Option) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	e := &Engine{db: db, cfg: cfg, epoch: time.Now()}
+	e := &Engine{db: db, cfg: cfg, epoch: time.Now(), slots: make(chan struct{}, cfg.Concurrency)}
 	for _, o := range opts {
 		o(e)
 	}

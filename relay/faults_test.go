@@ -249,12 +249,15 @@ func TestRelayRetentionKeepsThenPurges(t *testing.T) {
 	seq := map[string]int{}
 	produceN(t, d.DB, "kept", 5, 30, seq)
 	waitDelivered(t, k.Addrs, "kept", 30, 10*time.Second)
-	if n := countRows(t, d.DB, "SELECT COUNT(*) FROM txmsg_outbox WHERE delivered_at IS NOT NULL"); n == 0 {
+	if n := countRows(t, d.DB, "SELECT COUNT(*) FROM txmsg_outbox_delivered"); n == 0 {
 		t.Fatal("no delivered rows kept despite the retention")
 	}
 	testenv.Eventually(t, 10*time.Second, func() error {
+		if n := countRows(t, d.DB, "SELECT COUNT(*) FROM txmsg_outbox_delivered"); n != 0 {
+			return fmt.Errorf("%d archived rows not purged yet", n)
+		}
 		if n := countRows(t, d.DB, "SELECT COUNT(*) FROM txmsg_outbox"); n != 0 {
-			return fmt.Errorf("%d rows not purged yet", n)
+			return fmt.Errorf("%d rows pending", n)
 		}
 		return nil
 	})

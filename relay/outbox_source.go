@@ -14,29 +14,48 @@ import (
 
 // OutboxSource drains an outbox table written by package outbox.
 type OutboxSource struct {
-	table     string
-	retention bool
-	pending   string
-	backlog   string
-	changed   string
+	table    string
+	archive  string
+	keep     bool
+	pending  string
+	backlog  string
+	changed  string
+	deliver  string
+	failed   string
+	remove   string
+	copyRows string
+	purge    string
 }
 
 // NewOutboxSource returns the Source for an outbox table (normally
-// "txmsg_outbox"). With keep set, delivered rows are marked delivered_at and
-// left for the purge job; otherwise they are deleted on delivery.
+// "txmsg_outbox"). Delivered rows are deleted; with keep set they are first
+// copied to the table's "_delivered" archive (txmsg_outbox_delivered), which
+// Purge empties after the retention.
 func NewOutboxSource(table string, keep bool) (*OutboxSource, error) {
-	if !sqlx.ValidIdent(table) {
-		return nil, fmt.Errorf("relay: outbox table %q: want letters, digits and underscores", table)
+	if !sqlx.ValidIdent(table) || len(table) > 54 {
+		return nil, fmt.Errorf("relay: outbox table %q: want at most 54 letters, digits and underscores", table)
 	}
+	archive := table + "_delivered"
 	return &OutboxSource{
-		table:     table,
-		retention: keep,
-		// The (shard, delivered_at, seq) index serves this as a range scan in seq order.
+		table:   table,
+		archive: archive,
+		keep:    keep,
+		// A range scan of the clustered (shard, seq) key: no lookups, no sort.
 		pending: `SELECT seq, id, shard, topic, msg_key, value, headers, created_at, attempts FROM ` + table +
-			` WHERE shard = ? AND delivered_at IS NULL ORDER BY seq LIMIT ?`,
-		backlog: `SELECT COUNT(*), MIN(created_at) FROM ` + table + ` WHERE delivered_at IS NULL`,
-		// A primary-key range over the rows inserted since the last look.
+			` WHERE shard = ? ORDER BY seq LIMIT ?`,
+		backlog: `SELECT COUNT(*), MIN(created_at) FROM ` + table,
+		// A range of the seq index over the rows inserted since the last look.
 		changed: `SELECT shard, MAX(seq) FROM ` + table + ` WHERE seq > ? GROUP BY shard`,
+		deliver: `DELETE FROM ` + table + ` WHERE shard = ? AND seq IN (`,
+		failed:  `UPDATE ` + table + ` SET attempts = attempts + 1, last_error = ? WHERE shard = ? AND seq IN (`,
+		remove:  `DELETE FROM ` + table + ` WHERE shard = ? AND seq IN (`,
+		// IGNORE: after a crash between copy and delete the row is sent
+		// again, and its second copy is dropped.
+		copyRows: `INSERT IGNORE INTO ` + archive +
+			` (seq, shard, id, topic, msg_key, value, headers, created_at, delivered_at)
+SELECT seq, shard, id, topic, msg_key, value, headers, created_at, UTC_TIMESTAMP(6) FROM ` + table +
+			` WHERE shard = ? AND seq IN (`,
+		purge: `DELETE FROM ` + archive + ` WHERE delivered_at < ? ORDER BY delivered_at LIMIT ?`,
 	}, nil
 }
 
@@ -73,39 +92,46 @@ func ScanRows(rows *sql.Rows) ([]Row, error) {
 	return out, rows.Err()
 }
 
-// Delivered implements Source: delete the rows, or mark them when kept.
+// Delivered implements Source: archive the rows when kept, then delete them.
 func (s *OutboxSource) Delivered(ctx context.Context, e Execer, rows []Row) error {
-	if len(rows) == 0 {
-		return nil
+	if s.keep {
+		if err := s.exec(ctx, e, s.copyRows, nil, rows); err != nil {
+			return err
+		}
 	}
-	in, args := seqIn(rows)
-	q := `DELETE FROM ` + s.table + ` WHERE seq IN (` + in + `)`
-	if s.retention {
-		q = `UPDATE ` + s.table + ` SET delivered_at = UTC_TIMESTAMP(6) WHERE seq IN (` + in + `)`
-	}
-	_, err := e.ExecContext(ctx, q, args...)
-	return err
+	return s.exec(ctx, e, s.deliver, nil, rows)
 }
 
 // Failed implements Source.
 func (s *OutboxSource) Failed(ctx context.Context, e Execer, rows []Row, reason string) error {
-	if len(rows) == 0 {
-		return nil
-	}
-	in, args := seqIn(rows)
-	args = append([]any{truncate(reason, 1024)}, args...)
-	_, err := e.ExecContext(ctx, `UPDATE `+s.table+` SET attempts = attempts + 1, last_error = ? WHERE seq IN (`+in+`)`, args...)
-	return err
+	return s.exec(ctx, e, s.failed, []any{truncate(reason, 1024)}, rows)
 }
 
 // Remove implements Source.
 func (s *OutboxSource) Remove(ctx context.Context, e Execer, rows []Row) error {
-	if len(rows) == 0 {
-		return nil
+	return s.exec(ctx, e, s.remove, nil, rows)
+}
+
+// exec runs prefix + "?,…)" once per shard among rows, with args, the shard
+// and the shard's seqs as arguments.
+func (s *OutboxSource) exec(ctx context.Context, e Execer, prefix string, args []any, rows []Row) error {
+	byShard := map[int][]any{}
+	var order []int
+	for _, r := range rows {
+		if _, ok := byShard[r.Shard]; !ok {
+			order = append(order, r.Shard)
+		}
+		byShard[r.Shard] = append(byShard[r.Shard], r.Seq)
 	}
-	in, args := seqIn(rows)
-	_, err := e.ExecContext(ctx, `DELETE FROM `+s.table+` WHERE seq IN (`+in+`)`, args...)
-	return err
+	for _, shard := range order {
+		seqs := byShard[shard]
+		q := prefix + strings.TrimSuffix(strings.Repeat("?,", len(seqs)), ",") + ")"
+		all := append(append(append(make([]any, 0, len(args)+1+len(seqs)), args...), shard), seqs...)
+		if _, err := e.ExecContext(ctx, q, all...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Backlog implements Source.
@@ -146,22 +172,14 @@ func (s *OutboxSource) Changed(ctx context.Context, q Querier, after int64) ([]i
 	return shards, last, rows.Err()
 }
 
-// Purge implements Purger: delete up to limit rows delivered before t.
+// Purge implements Purger: delete up to limit archived rows delivered
+// before t.
 func (s *OutboxSource) Purge(ctx context.Context, e Execer, t time.Time, limit int) (int64, error) {
-	res, err := e.ExecContext(ctx, `DELETE FROM `+s.table+` WHERE delivered_at < ? ORDER BY delivered_at LIMIT ?`, t.UTC(), limit)
+	res, err := e.ExecContext(ctx, s.purge, t.UTC(), limit)
 	if err != nil {
 		return 0, err
 	}
 	return res.RowsAffected()
-}
-
-// seqIn renders "?,?,…" and the seqs of rows as arguments.
-func seqIn(rows []Row) (string, []any) {
-	args := make([]any, len(rows))
-	for i, r := range rows {
-		args[i] = r.Seq
-	}
-	return strings.TrimSuffix(strings.Repeat("?,", len(rows)), ","), args
 }
 
 func truncate(s string, n int) string {

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"database/sql"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +12,14 @@ import (
 
 	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/internal/backoff"
+	"github.com/txmsg/txmsg/internal/sqlx"
 )
+
+// readCommitted is the isolation of every write the engine makes to a
+// source: under REPEATABLE READ a DELETE by primary key can hold next-key
+// (gap) locks that block, and deadlock with, producers inserting into the
+// same shard. READ COMMITTED takes no gap locks.
+var readCommitted = &sql.TxOptions{Isolation: sql.LevelReadCommitted}
 
 // errRetryLater marks a round that recorded a refused attempt: back off, then
 // try the same rows again.
@@ -78,6 +86,12 @@ func sleep(ctx context.Context, wake <-chan struct{}, d time.Duration) {
 // refused message never lets a later one of its key overtake it.
 func (e *Engine) round(ctx context.Context, w *shardWorker) (int, error) {
 	src := w.src
+	select {
+	case e.slots <- struct{}{}:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	defer func() { <-e.slots }()
 	rows, err := src.Pending(ctx, e.db, w.shard, e.cfg.BatchSize)
 	if err != nil {
 		e.metrics.Error(src.Name(), "poll")
@@ -206,7 +220,9 @@ func (e *Engine) write(ctx context.Context, src Source, rows []Row) (ok, failed 
 // delivered marks rows Kafka acknowledged. If marking fails the rows stay
 // pending and are published again: a duplicate, never a loss.
 func (e *Engine) delivered(ctx context.Context, src Source, rows []Row) error {
-	if err := src.Delivered(ctx, e.db, rows); err != nil {
+	if err := sqlx.RunInTx(ctx, e.db, readCommitted, func(tx *sql.Tx) error {
+		return src.Delivered(ctx, tx, rows)
+	}); err != nil {
 		e.metrics.Error(src.Name(), "mark")
 		return fmt.Errorf("relay: mark %d rows of %s delivered: %w", len(rows), src.Name(), err)
 	}
@@ -226,7 +242,9 @@ func (e *Engine) delivered(ctx context.Context, src Source, rows []Row) error {
 func (e *Engine) refused(ctx context.Context, src Source, r Row, cause error) error {
 	reason := cause.Error()
 	if r.Attempts+1 < e.cfg.MaxAttempts {
-		if err := src.Failed(ctx, e.db, []Row{r}, reason); err != nil {
+		if err := sqlx.RunInTx(ctx, e.db, readCommitted, func(tx *sql.Tx) error {
+			return src.Failed(ctx, tx, []Row{r}, reason)
+		}); err != nil {
 			e.metrics.Error(src.Name(), "mark")
 			return fmt.Errorf("relay: record failure of %s: %w", r.ID, err)
 		}

@@ -46,7 +46,7 @@ func TestConfigRelayDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := c.Relay
-	if r.Shards != 16 || r.BatchSize != 500 || r.PollMin != 5*time.Millisecond || r.PollMax != 250*time.Millisecond ||
+	if r.Shards != 16 || r.BatchSize != 1000 || r.Concurrency != 4 || r.PollMin != 5*time.Millisecond || r.PollMax != 250*time.Millisecond ||
 		r.LeaseTTL != 10*time.Second || r.Heartbeat != 10*time.Second/3 || r.MaxAttempts != 3 ||
 		r.PurgeSchedule != "@every 1m" || r.ShutdownTimeout != 10*time.Second || r.Owner == "" {
 		t.Errorf("relay defaults: %+v", r)
@@ -73,7 +73,7 @@ func TestConfigPrecedence(t *testing.T) {
 		batch   int
 		brokers []string
 	}{
-		{"default", nil, nil, 500, nil},
+		{"default", nil, nil, 1000, nil},
 		{"file", nil, []string{"--config", path}, 100, []string{"file:1"}},
 		{"env over file", map[string]string{"TXMSG_RELAY_BATCH_SIZE": "200", "TXMSG_KAFKA_BROKERS": "env:1, env:2"},
 			[]string{"--config", path}, 200, []string{"env:1", "env:2"}},

@@ -28,7 +28,8 @@ type Admin struct {
 func relayKeys() []key {
 	return []key{
 		{"relay.shards", "relay.shards", "16", "number of shards; must equal the producers' outbox shards"},
-		{"relay.batch_size", "relay.batch_size", "500", "most rows read and published per shard per round"},
+		{"relay.batch_size", "relay.batch_size", "1000", "most rows read and published per shard per round"},
+		{"relay.concurrency", "relay.concurrency", "4", "most shards publishing a round at once"},
 		{"relay.poll_min", "relay.poll_min", "5ms", "wait after a round that found rows but not a full batch"},
 		{"relay.poll_max", "relay.poll_max", "250ms", "longest wait when a shard is idle"},
 		{"relay.lease_ttl", "relay.lease_ttl", "10s", "shard lease lifetime; a dead relay's shards move after it"},
@@ -86,6 +87,7 @@ func (r *reader) relay() relay.Config {
 	c := relay.Config{
 		Shards:          r.integer("relay.shards", 1, 4096),
 		BatchSize:       r.integer("relay.batch_size", 1, 10000),
+		Concurrency:     r.integer("relay.concurrency", 1, 1024),
 		PollMin:         r.duration("relay.poll_min", 0),
 		PollMax:         r.duration("relay.poll_max", time.Millisecond),
 		LeaseTTL:        r.duration("relay.lease_ttl", time.Second),
