@@ -1,8 +1,8 @@
 package relay
 
 import (
-	"database/sql"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
