@@ -48,7 +48,8 @@ type Config struct {
 	// Shards is also the store's shard count. Its Retention, how long
 	// delivered and rolled back messages are kept (so that a late repeated
 	// commit still answers idempotently, and for inspection), defaults to
-	// 24h here; discarded messages are never purged.
+	// 24h here; discarded messages are never purged. Its PollMax defaults
+	// to 50ms here, which bounds commit → Kafka latency on an idle shard.
 	Relay relay.Config
 }
 
@@ -96,6 +97,11 @@ func (c *Config) Validate() error {
 	c.ScanSchedule, c.Concurrency, c.CallTimeout, c.MaxInterval = cb.Schedule, cb.Concurrency, cb.CallTimeout, cb.MaxInterval
 	if c.Relay.Retention == 0 {
 		c.Relay.Retention = 24 * time.Hour
+	}
+	if c.Relay.PollMax == 0 {
+		// A commit is an UPDATE the relay's change watcher cannot see, so
+		// an idle shard notices it by polling: keep that wait short.
+		c.Relay.PollMax = 50 * time.Millisecond
 	}
 	if err := c.Relay.Validate(); err != nil {
 		return fmt.Errorf("broker: %w", err)

@@ -31,7 +31,7 @@ func relayKeys() []key {
 		{"relay.batch_size", "relay.batch_size", "1000", "most rows read and published per shard per round"},
 		{"relay.concurrency", "relay.concurrency", "4", "most shards publishing a round at once"},
 		{"relay.poll_min", "relay.poll_min", "5ms", "wait after a round that found rows but not a full batch"},
-		{"relay.poll_max", "relay.poll_max", "250ms", "longest wait when a shard is idle"},
+		{"relay.poll_max", "relay.poll_max", "0s", "longest wait when a shard is idle; 0 means 250ms (50ms in the broker)"},
 		{"relay.lease_ttl", "relay.lease_ttl", "10s", "shard lease lifetime; a dead relay's shards move after it"},
 		{"relay.heartbeat", "relay.heartbeat", "0s", "lease renewal interval; 0 means lease_ttl/3"},
 		{"relay.retry_initial", "relay.retry_initial", "100ms", "first backoff after a failed round"},
@@ -89,7 +89,7 @@ func (r *reader) relay() relay.Config {
 		BatchSize:       r.integer("relay.batch_size", 1, 10000),
 		Concurrency:     r.integer("relay.concurrency", 1, 1024),
 		PollMin:         r.duration("relay.poll_min", 0),
-		PollMax:         r.duration("relay.poll_max", time.Millisecond),
+		PollMax:         r.duration("relay.poll_max", 0),
 		LeaseTTL:        r.duration("relay.lease_ttl", time.Second),
 		Heartbeat:       r.duration("relay.heartbeat", 0),
 		RetryInitial:    r.duration("relay.retry_initial", time.Millisecond),
@@ -102,7 +102,7 @@ func (r *reader) relay() relay.Config {
 		ShutdownTimeout: r.duration("relay.shutdown_timeout", time.Millisecond),
 		Owner:           r.str("relay.owner"),
 	}
-	if c.PollMax < c.PollMin {
+	if c.PollMax != 0 && c.PollMax < c.PollMin {
 		r.fail("relay.poll_max", c.PollMax.String(), "want at least relay.poll_min ("+c.PollMin.String()+")")
 	}
 	if c.Heartbeat > c.LeaseTTL/2 {
