@@ -4,9 +4,6 @@
 GO ?= go
 TXMSG_TEST_MYSQL_DSN ?= root@tcp(127.0.0.1:3306)/test?parseTime=true
 export TXMSG_TEST_MYSQL_DSN
-# BENCHTIME is go test's -benchtime: 1x runs each benchmark once, at the
-# size it chooses itself (the relay drains a backlog of >= 100k rows).
-BENCHTIME ?= 1x
 # VERSION is what `txmsg version` prints.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 # DEMO_ARGS are passed to `txmsg dev`, e.g. DEMO_ARGS="--rate 500 --duration 30s".
@@ -29,9 +26,13 @@ test: mariadb
 demo: mariadb
 	$(GO) run ./cmd/txmsg dev $(DEMO_ARGS)
 
-## bench: every benchmark, output in bench.out (see BENCHMARKS.md)
+## bench: every benchmark, output in bench.out (see BENCHMARKS.md). Relay and
+## consumer benchmarks size themselves (1x); the broker's count messages (Nx).
 bench: mariadb
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -timeout 60m ./... | tee bench.out
+	{ $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./relay ./consumer && \
+	  $(GO) test -run '^$$' -bench HalfVsPlain -benchtime 2000x -timeout 30m ./broker && \
+	  $(GO) test -run '^$$' -bench CommitToKafka -benchtime 3000x -timeout 30m ./broker && \
+	  $(GO) test -run '^$$' -bench StrandedCheckback -benchtime 10000x -timeout 30m ./broker; } | tee bench.out
 
 ## vet: go vet and gofmt
 vet:

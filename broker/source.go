@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/txmsg/txmsg"
-	"github.com/txmsg/txmsg/internal/codec"
 	"github.com/txmsg/txmsg/relay"
 )
 
@@ -53,27 +52,13 @@ WHERE state = ? AND seq IN (`
 func (*HalfSource) Name() string { return txmsg.SourceHalf }
 
 // Pending implements relay.Source: committed messages of shard in seq order.
-func (*HalfSource) Pending(ctx context.Context, q relay.Querier, shard, limit int) ([]relay.Row, error) {
-	rows, err := q.QueryContext(ctx, pendingHalf, StateCommitted, shard, limit)
+func (*HalfSource) Pending(ctx context.Context, q relay.Querier, shard int, limit relay.Limit) ([]relay.Row, error) {
+	rows, err := q.QueryContext(ctx, pendingHalf, StateCommitted, shard, limit.Rows)
 	if err != nil {
 		return nil, fmt.Errorf("broker: pending of shard %d: %w", shard, err)
 	}
-	defer rows.Close()
-	var out []relay.Row
-	for rows.Next() {
-		var (
-			r   relay.Row
-			hdr []byte
-		)
-		if err := rows.Scan(&r.Seq, &r.ID, &r.Shard, &r.Topic, &r.Key, &r.Value, &hdr, &r.CreatedAt, &r.Attempts); err != nil {
-			return nil, fmt.Errorf("broker: pending of shard %d: %w", shard, err)
-		}
-		if r.Headers, err = codec.DecodeHeaders(hdr); err != nil {
-			return nil, fmt.Errorf("broker: pending %s: %w", r.ID, err)
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := relay.ScanRows(rows, limit.Bytes)
+	if err != nil {
 		return nil, fmt.Errorf("broker: pending of shard %d: %w", shard, err)
 	}
 	return out, nil

@@ -31,7 +31,7 @@ func TestBrokerHalfSource(t *testing.T) {
 	if _, err := env.store.Rollback(ctx, ids[1]); err != nil {
 		t.Fatal(err)
 	}
-	rows, err := src.Pending(ctx, db, shard, 10)
+	rows, err := src.Pending(ctx, db, shard, relay.Limit{Rows: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestBrokerHalfSource(t *testing.T) {
 			t.Fatalf("commit of %s after delivery: %v", id, err)
 		}
 	}
-	if rows, err := src.Pending(ctx, db, shard, 10); err != nil || len(rows) != 0 {
+	if rows, err := src.Pending(ctx, db, shard, relay.Limit{Rows: 10}); err != nil || len(rows) != 0 {
 		t.Fatalf("pending after delivery: %v %v", rows, err)
 	}
 	// Purge takes delivered and rolled back rows, leaving discarded and

@@ -114,7 +114,7 @@ FROM txmsg_outbox ORDER BY seq LIMIT 500 FOR UPDATE SKIP LOCKED`)
 		if err != nil {
 			b.Fatal(err)
 		}
-		batch, err := ScanRows(rows)
+		batch, err := ScanRows(rows, 0)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -21,12 +21,17 @@ type Config struct {
 	// BatchSize is the most rows read and published per shard per round
 	// (default 1000).
 	BatchSize int
-	// Concurrency is the most shards publishing a round at once (default 4).
-	// On a small database more only adds contention; memory in flight is
-	// about Concurrency × BatchSize × the average message size.
+	// BatchBytes caps the keys and values read per round (default 4 MiB):
+	// a round stops after the row that reaches it.
+	BatchBytes int64
+	// Concurrency is the most shards publishing a round at once (default
+	// 16). Memory in flight stays below about Concurrency × BatchBytes. On a
+	// small database server fewer (4) drains a backlog faster, at the cost
+	// of latency under a steady trickle.
 	Concurrency int
 	// PollMin is the wait after a round that found some rows but not a full
-	// batch (default 5ms); a full batch polls again at once.
+	// batch, and how often new rows are looked for to wake their shard
+	// (default 2ms); a full batch polls again at once.
 	PollMin time.Duration
 	// PollMax caps the wait when a shard is idle: it doubles from PollMin on
 	// each empty round (default 250ms).
@@ -75,10 +80,13 @@ func (c *Config) setDefaults() {
 	if c.BatchSize == 0 {
 		c.BatchSize = 1000
 	}
-	if c.Concurrency == 0 {
-		c.Concurrency = 4
+	if c.BatchBytes == 0 {
+		c.BatchBytes = 4 << 20
 	}
-	def(&c.PollMin, 5*time.Millisecond)
+	if c.Concurrency == 0 {
+		c.Concurrency = 16
+	}
+	def(&c.PollMin, 2*time.Millisecond)
 	def(&c.PollMax, 250*time.Millisecond)
 	def(&c.LeaseTTL, 10*time.Second)
 	def(&c.Heartbeat, c.LeaseTTL/3)
@@ -111,6 +119,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("relay: shards %d: want 1 to 4096", c.Shards)
 	case c.BatchSize < 1 || c.BatchSize > 10000:
 		return fmt.Errorf("relay: batch_size %d: want 1 to 10000", c.BatchSize)
+	case c.BatchBytes < 1:
+		return fmt.Errorf("relay: batch_bytes %d: want at least 1", c.BatchBytes)
 	case c.Concurrency < 1 || c.Concurrency > 1024:
 		return fmt.Errorf("relay: concurrency %d: want 1 to 1024", c.Concurrency)
 	case c.PollMin < 0 || c.PollMax < c.PollMin:

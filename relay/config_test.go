@@ -11,7 +11,7 @@ func TestRelayConfigDefaultsAndValidation(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.Shards != 16 || c.BatchSize != 1000 || c.Concurrency != 4 || c.LeaseTTL != 10*time.Second || c.Heartbeat != c.LeaseTTL/3 || c.Owner == "" {
+	if c.Shards != 16 || c.BatchSize != 1000 || c.Concurrency != 16 || c.BatchBytes != 4<<20 || c.LeaseTTL != 10*time.Second || c.Heartbeat != c.LeaseTTL/3 || c.Owner == "" {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
 	tests := []struct {

@@ -63,20 +63,23 @@ SELECT seq, shard, id, topic, msg_key, value, headers, created_at, UTC_TIMESTAMP
 func (s *OutboxSource) Name() string { return txmsg.SourceOutbox }
 
 // Pending implements Source.
-func (s *OutboxSource) Pending(ctx context.Context, q Querier, shard, limit int) ([]Row, error) {
-	rows, err := q.QueryContext(ctx, s.pending, shard, limit)
+func (s *OutboxSource) Pending(ctx context.Context, q Querier, shard int, limit Limit) ([]Row, error) {
+	rows, err := q.QueryContext(ctx, s.pending, shard, limit.Rows)
 	if err != nil {
 		return nil, err
 	}
-	return ScanRows(rows)
+	return ScanRows(rows, limit.Bytes)
 }
 
 // ScanRows reads rows of the columns seq, id, shard, topic, msg_key, value,
-// headers, created_at, attempts, and closes them. Sources share it.
-func ScanRows(rows *sql.Rows) ([]Row, error) {
+// headers, created_at, attempts, and closes them. It stops after the row
+// that brings the keys and values read to maxBytes (no limit when <= 0).
+// Sources share it.
+func ScanRows(rows *sql.Rows, maxBytes int64) ([]Row, error) {
 	defer rows.Close()
 	var out []Row
-	for rows.Next() {
+	var size int64
+	for (maxBytes <= 0 || size < maxBytes) && rows.Next() {
 		var r Row
 		var hdr []byte
 		if err := rows.Scan(&r.Seq, &r.ID, &r.Shard, &r.Topic, &r.Key, &r.Value, &hdr, &r.CreatedAt, &r.Attempts); err != nil {
@@ -87,6 +90,7 @@ func ScanRows(rows *sql.Rows) ([]Row, error) {
 			return nil, fmt.Errorf("row %s: %w", r.ID, err)
 		}
 		r.Headers = hs
+		size += int64(len(r.Key) + len(r.Value))
 		out = append(out, r)
 	}
 	return out, rows.Err()

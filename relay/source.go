@@ -23,6 +23,13 @@ type Row struct {
 	Attempts int
 }
 
+// Limit bounds one round's batch: rows, and bytes of keys and values, which
+// bound the engine's memory whatever the message sizes.
+type Limit struct {
+	Rows  int
+	Bytes int64
+}
+
 // Querier reads rows: *sql.DB, *sql.Conn and *sql.Tx satisfy it.
 type Querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
@@ -40,8 +47,10 @@ type Source interface {
 	// Name is the value of the txmsg-source header and the lease namespace
 	// ("outbox", "half"); at most 16 characters.
 	Name() string
-	// Pending returns up to limit deliverable rows of shard, ascending Seq.
-	Pending(ctx context.Context, q Querier, shard, limit int) ([]Row, error)
+	// Pending returns deliverable rows of shard in ascending Seq, at most
+	// limit.Rows of them, stopping after the row that reaches limit.Bytes
+	// (ScanRows does both).
+	Pending(ctx context.Context, q Querier, shard int, limit Limit) ([]Row, error)
 	// Delivered records that Kafka acknowledged rows (delete or mark them).
 	Delivered(ctx context.Context, e Execer, rows []Row) error
 	// Failed records one more refused attempt and its reason on rows.

@@ -92,7 +92,7 @@ func (e *Engine) round(ctx context.Context, w *shardWorker) (int, error) {
 		return 0, ctx.Err()
 	}
 	defer func() { <-e.slots }()
-	rows, err := src.Pending(ctx, e.db, w.shard, e.cfg.BatchSize)
+	rows, err := src.Pending(ctx, e.db, w.shard, Limit{Rows: e.cfg.BatchSize, Bytes: e.cfg.BatchBytes})
 	if err != nil {
 		e.metrics.Error(src.Name(), "poll")
 		return 0, fmt.Errorf("relay: poll shard %d of %s: %w", w.shard, src.Name(), err)

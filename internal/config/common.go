@@ -74,7 +74,7 @@ func kafkaKeys() []key {
 	return []key{
 		{"kafka.brokers", "brokers", "", "Kafka bootstrap brokers, HOST:PORT[,HOST:PORT...]"},
 		{"kafka.dial_timeout", "kafka.dial_timeout", "5s", "timeout of the broker reachability check at start-up"},
-		{"kafka.batch_timeout", "kafka.batch_timeout", "2ms", "how long a partial produce batch waits"},
+		{"kafka.batch_timeout", "kafka.batch_timeout", "1ms", "how long a partial produce batch waits"},
 		{"kafka.write_timeout", "kafka.write_timeout", "10s", "timeout of one produce request"},
 	}
 }

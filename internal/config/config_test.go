@@ -46,7 +46,7 @@ func TestConfigRelayDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := c.Relay
-	if r.Shards != 16 || r.BatchSize != 1000 || r.Concurrency != 4 || r.PollMin != 5*time.Millisecond || r.PollMax != 250*time.Millisecond ||
+	if r.Shards != 16 || r.BatchSize != 1000 || r.Concurrency != 16 || r.BatchBytes != 4<<20 || r.PollMin != 2*time.Millisecond || r.PollMax != 250*time.Millisecond ||
 		r.LeaseTTL != 10*time.Second || r.Heartbeat != 10*time.Second/3 || r.MaxAttempts != 3 ||
 		r.PurgeSchedule != "@every 1m" || r.ShutdownTimeout != 10*time.Second || r.Owner == "" {
 		t.Errorf("relay defaults: %+v", r)

@@ -29,8 +29,9 @@ func relayKeys() []key {
 	return []key{
 		{"relay.shards", "relay.shards", "16", "number of shards; must equal the producers' outbox shards"},
 		{"relay.batch_size", "relay.batch_size", "1000", "most rows read and published per shard per round"},
-		{"relay.concurrency", "relay.concurrency", "4", "most shards publishing a round at once"},
-		{"relay.poll_min", "relay.poll_min", "5ms", "wait after a round that found rows but not a full batch"},
+		{"relay.batch_bytes", "relay.batch_bytes", "4194304", "most bytes of keys and values read per round"},
+		{"relay.concurrency", "relay.concurrency", "16", "most shards publishing a round at once"},
+		{"relay.poll_min", "relay.poll_min", "2ms", "wait after a partial round; how often new rows are looked for"},
 		{"relay.poll_max", "relay.poll_max", "0s", "longest wait when a shard is idle; 0 means 250ms (50ms in the broker)"},
 		{"relay.lease_ttl", "relay.lease_ttl", "10s", "shard lease lifetime; a dead relay's shards move after it"},
 		{"relay.heartbeat", "relay.heartbeat", "0s", "lease renewal interval; 0 means lease_ttl/3"},
@@ -87,6 +88,7 @@ func (r *reader) relay() relay.Config {
 	c := relay.Config{
 		Shards:          r.integer("relay.shards", 1, 4096),
 		BatchSize:       r.integer("relay.batch_size", 1, 10000),
+		BatchBytes:      int64(r.integer("relay.batch_bytes", 1, 1<<30)),
 		Concurrency:     r.integer("relay.concurrency", 1, 1024),
 		PollMin:         r.duration("relay.poll_min", 0),
 		PollMax:         r.duration("relay.poll_max", 0),

@@ -16,7 +16,7 @@ import (
 
 // WriterConfig tunes a Writer; zero fields take the defaults noted.
 type WriterConfig struct {
-	// BatchTimeout bounds how long a partial batch waits (default 2ms).
+	// BatchTimeout bounds how long a partial batch waits (default 1ms).
 	BatchTimeout time.Duration
 	// BatchSize is the most messages per partition batch (default 1000).
 	BatchSize int
@@ -39,7 +39,7 @@ func NewWriter(brokers []string, c WriterConfig) (*kafka.Writer, error) {
 		return nil, err
 	}
 	if c.BatchTimeout <= 0 {
-		c.BatchTimeout = 2 * time.Millisecond
+		c.BatchTimeout = time.Millisecond
 	}
 	if c.BatchSize <= 0 {
 		c.BatchSize = 1000
