@@ -22,29 +22,17 @@ configs/broker.yaml for every key.`
 func runBroker(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("broker", brokerSynopsis, e)
 	loader := config.NewBroker(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
-	}
-	cfg, err := loader.Load()
+	cfg, err := loadDaemon(fs, loader, args)
 	if err != nil {
 		return err
 	}
 	var level slog.LevelVar
 	log := newLogger(e.stderr, cfg.Log, &level)
-	db, err := openDB(ctx, cfg.DB)
+	db, err := connectDaemon(ctx, cfg.DB, cfg.Kafka)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	if err := checkSchema(ctx, db, cfg.DB.Addr); err != nil {
-		return err
-	}
-	if err := checkKafka(ctx, cfg.Kafka); err != nil {
-		return err
-	}
 	log.Info("txmsg broker started", slog.String("version", versionString()), slog.String("db", cfg.DB.Addr),
 		slog.String("brokers", strings.Join(cfg.Kafka.Brokers, ",")), slog.Int("shards", cfg.Broker.Relay.Shards))
 	reg := metrics.NewRegistry()

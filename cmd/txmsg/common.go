@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/spf13/pflag"
 	"io"
 	"log/slog"
 	"net"
@@ -26,6 +27,37 @@ func newLogger(w io.Writer, c config.Log, level *slog.LevelVar) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// loadDaemon parses a daemon's args into fs, refuses positional arguments,
+// and loads its configuration.
+func loadDaemon[T any](fs *pflag.FlagSet, loader *config.Loader[T], args []string) (T, error) {
+	var zero T
+	if err := parse(fs, args); err != nil {
+		return zero, err
+	}
+	if fs.NArg() > 0 {
+		return zero, usagef("unexpected argument %q", fs.Arg(0))
+	}
+	return loader.Load()
+}
+
+// connectDaemon makes a daemon's start-up checks: the database answers and
+// is migrated, and a Kafka broker answers. It returns the open pool.
+func connectDaemon(ctx context.Context, dc config.DB, kc config.Kafka) (*sql.DB, error) {
+	db, err := openDB(ctx, dc)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSchema(ctx, db, dc.Addr); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := checkKafka(ctx, kc); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
 }
 
 // openDB opens a pool on c and pings it within c.ConnectTimeout, so that an
