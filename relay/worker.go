@@ -38,7 +38,12 @@ func (e *Engine) work(soft, hard context.Context, w *shardWorker) {
 			sleep(soft, nil, e.cfg.Heartbeat/4)
 			continue
 		}
-		n, err := e.round(hard, w)
+		// The round may not outlive the lease as the worker knows it: a
+		// write still under way when another relay may own the shard would
+		// reorder its keys. An interrupted round is simply retried.
+		rctx, cancel := context.WithDeadline(hard, e.epoch.Add(time.Duration(w.deadline.Load())))
+		n, err := e.round(rctx, w)
+		cancel()
 		var wait time.Duration
 		switch {
 		case err != nil:
