@@ -270,6 +270,13 @@ func (s *Scanner) Scan(ctx context.Context) (int, error) {
 }
 
 func (s *Scanner) check(ctx context.Context, c Claim) {
+	if c.CheckCount > c.MaxChecks {
+		// The message's last allowed check was claimed but never recorded
+		// (a crash, or a failed RecordCheck): asking once more would break
+		// the max_checks bound, so the message is discarded unasked.
+		s.discardUnasked(ctx, c)
+		return
+	}
 	start := time.Now()
 	var (
 		a   Answer
@@ -318,4 +325,22 @@ func (s *Scanner) check(ctx context.Context, c Claim) {
 		s.log.DebugContext(ctx, "checkback: check failed",
 			slog.String("msg_id", c.ID), slog.Int("attempt", c.CheckCount), slog.Any("error", err))
 	}
+}
+
+// discardUnasked records claim c, which is past its message's max checks,
+// as the discard it leads to, without calling the producer.
+func (s *Scanner) discardUnasked(ctx context.Context, c Claim) {
+	err := fmt.Errorf("checkback: check %d not made: the message allows %d and the last one was claimed but never recorded",
+		c.CheckCount, c.MaxChecks)
+	if rerr := s.store.RecordCheck(ctx, c, Result{Answer: AnswerUnknown, Err: err, Discard: true}); rerr != nil {
+		if ctx.Err() == nil {
+			s.metrics.CheckError("record")
+			s.log.ErrorContext(ctx, "checkback: record check failed",
+				slog.String("msg_id", c.ID), slog.Int("attempt", c.CheckCount), slog.Any("error", rerr))
+		}
+		return
+	}
+	s.log.WarnContext(ctx, "checkback: message discarded after its last check",
+		slog.String("msg_id", c.ID), slog.String("producer_group", c.ProducerGroup),
+		slog.String("topic", c.Topic), slog.Int("attempt", c.CheckCount), slog.Any("error", err))
 }

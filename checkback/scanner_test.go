@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -204,5 +205,39 @@ func TestCheckbackConfigValidate(t *testing.T) {
 		if err := bad.Validate(); err == nil {
 			t.Fatalf("%+v: want an error", bad)
 		}
+	}
+}
+
+// TestCheckbackScannerNeverAsksPastMaxChecks: a claim past its message's
+// max checks (the last check was claimed but never recorded, as after a
+// crash) discards the message without asking the producer again.
+func TestCheckbackScannerNeverAsksPastMaxChecks(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	srv := httptest.NewServer(checkback.Handler(checkback.CheckerFunc(func(context.Context, checkback.Request) (checkback.Answer, error) {
+		calls.Add(1)
+		return checkback.AnswerCommit, nil
+	})))
+	defer srv.Close()
+	store := &memStore{results: map[string]checkback.Result{}, due: []checkback.Claim{
+		{Request: checkback.Request{ID: "last", CheckCount: 5}, URL: srv.URL, MaxChecks: 5, Interval: time.Second},
+		{Request: checkback.Request{ID: "past", CheckCount: 6}, URL: srv.URL, MaxChecks: 5, Interval: time.Second},
+	}}
+	s, err := checkback.NewScanner(store, checkback.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Scan(context.Background()); err != nil || n != 2 {
+		t.Fatalf("scan checked %d (%v), want 2", n, err)
+	}
+	if got := calls.Load(); got != 1 {
+		t.Fatalf("producer asked %d times, want 1 (only the last allowed check)", got)
+	}
+	if last := store.results["last"]; last.Answer != checkback.AnswerCommit || last.Discard {
+		t.Fatalf("last allowed check: %+v, want commit", last)
+	}
+	past := store.results["past"]
+	if !past.Discard || past.Answer != checkback.AnswerUnknown || past.Err == nil {
+		t.Fatalf("check past max_checks: %+v, want discarded unasked with an error saying why", past)
 	}
 }
