@@ -99,8 +99,15 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	return nil
 }
 
-// Prepare stores a prepared half message and returns its id.
+// Prepare stores a prepared half message and returns its id. The API carries
+// headers as a JSON object of strings: a message whose header names or
+// values are not UTF-8 text, or that repeats a header name, fails with
+// txmsg.ErrInvalidMessage before anything is sent, instead of reaching Kafka
+// altered.
 func (c *Client) Prepare(ctx context.Context, req PrepareRequest) (string, error) {
+	if err := checkWireHeaders(req.Message.Headers); err != nil {
+		return "", fmt.Errorf("broker: prepare: %w", err)
+	}
 	var out stateBody
 	if err := c.do(ctx, http.MethodPost, "/v1/half-messages", bodyFor(req), &out); err != nil {
 		return "", err

@@ -169,7 +169,28 @@ func (b *prepareBody) request() (PrepareRequest, error) {
 	return req, nil
 }
 
-// bodyFor is the client's side of request.
+// checkWireHeaders rejects headers that the API's JSON object of strings
+// would alter on the way: a name or value that is not UTF-8 text (JSON
+// replaces the bytes) or a repeated name (an object keeps one value per
+// name). The error wraps txmsg.ErrInvalidMessage and names the header.
+func checkWireHeaders(hs []txmsg.Header) error {
+	seen := make(map[string]bool, len(hs))
+	for _, h := range hs {
+		switch {
+		case !utf8.ValidString(h.Key):
+			return fmt.Errorf("%w: header name %q is not UTF-8 text, which the broker API carries as JSON strings", txmsg.ErrInvalidMessage, h.Key)
+		case !utf8.Valid(h.Value):
+			return fmt.Errorf("%w: header %q has a value that is not UTF-8 text, which the broker API carries as JSON strings", txmsg.ErrInvalidMessage, h.Key)
+		case seen[h.Key]:
+			return fmt.Errorf("%w: header %q appears more than once; the broker API carries one value per name", txmsg.ErrInvalidMessage, h.Key)
+		}
+		seen[h.Key] = true
+	}
+	return nil
+}
+
+// bodyFor is the client's side of request; checkWireHeaders must accept
+// req's headers first.
 func bodyFor(req PrepareRequest) prepareBody {
 	m := req.Message
 	b := prepareBody{ID: m.ID, ProducerGroup: req.ProducerGroup, Topic: m.Topic,
