@@ -1,14 +1,17 @@
-// Package backoff computes exponential retry delays with full jitter and a cap.
+// Package backoff computes exponential retry delays with jitter and an
+// optional cap.
 package backoff
 
 import (
+	"math"
 	"math/rand/v2"
 	"time"
 )
 
 // Policy is an exponential backoff: attempt n (from 1) waits a random duration
-// in [d/2, d] where d = Initial * Factor^(n-1), capped at Max. Half-jitter
-// keeps retries of many callers apart while still growing for each one.
+// in [d/2, d] where d = Initial * Factor^(n-1), capped at Max (no cap when Max
+// is 0). Half-jitter keeps retries of many callers apart while still growing
+// for each one. A Factor below 1 counts as 2.
 type Policy struct {
 	Initial time.Duration
 	Max     time.Duration
@@ -27,17 +30,23 @@ func (p Policy) Ceiling(n int) time.Duration {
 	if f < 1 {
 		f = 2
 	}
+	// Without a cap the delay still stops growing at the longest Duration.
+	limit := float64(math.MaxInt64)
+	if p.Max > 0 {
+		limit = float64(p.Max)
+	}
 	d := float64(p.Initial)
-	for i := 1; i < n; i++ {
+	for i := 1; i < n && d < limit; i++ {
 		d *= f
-		if d >= float64(p.Max) {
-			return p.Max
-		}
 	}
-	if p.Max > 0 && time.Duration(d) > p.Max {
+	switch {
+	case d < limit:
+		return time.Duration(d)
+	case p.Max > 0:
 		return p.Max
+	default:
+		return math.MaxInt64
 	}
-	return time.Duration(d)
 }
 
 // Delay is the jittered delay for attempt n (n >= 1): in [Ceiling(n)/2, Ceiling(n)].

@@ -1,6 +1,7 @@
 package backoff
 
 import (
+	"math"
 	"testing"
 	"time"
 )
@@ -33,5 +34,24 @@ func TestBackoffDelayJitterWithinBounds(t *testing.T) {
 	}
 	if len(seen) < 100 {
 		t.Errorf("only %d distinct delays in 1200 draws: no jitter", len(seen))
+	}
+}
+
+// TestBackoffWithoutCapKeepsGrowing: Max 0 means no cap, not a zero delay,
+// and the delay stops growing at the longest Duration instead of
+// overflowing.
+func TestBackoffWithoutCapKeepsGrowing(t *testing.T) {
+	p := Policy{Initial: 100 * time.Millisecond, Factor: 2}
+	for n, want := range map[int]time.Duration{1: 100 * time.Millisecond, 2: 200 * time.Millisecond,
+		3: 400 * time.Millisecond, 11: 102400 * time.Millisecond} {
+		if got := p.Ceiling(n); got != want {
+			t.Errorf("Ceiling(%d) = %v, want %v", n, got, want)
+		}
+	}
+	if got := p.Ceiling(10000); got != math.MaxInt64 {
+		t.Errorf("Ceiling(10000) = %v, want the longest Duration", got)
+	}
+	if d := p.Delay(10000); d < math.MaxInt64/2 {
+		t.Errorf("Delay(10000) = %v, want at least half the longest Duration", d)
 	}
 }
