@@ -18,9 +18,6 @@ type Policy struct {
 	Factor  float64
 }
 
-// Default is 100ms doubling to 30s.
-var Default = Policy{Initial: 100 * time.Millisecond, Max: 30 * time.Second, Factor: 2}
-
 // Ceiling is the delay before jitter for attempt n (n >= 1).
 func (p Policy) Ceiling(n int) time.Duration {
 	if n < 1 {
