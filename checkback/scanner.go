@@ -256,7 +256,13 @@ func (s *Scanner) Scan(ctx context.Context) (int, error) {
 			s.metrics.CheckError("claim")
 			return total, fmt.Errorf("checkback: claim due messages: %w", err)
 		}
-		for _, c := range claims {
+		for i, c := range claims {
+			if i >= free {
+				// A Store that returns more than asked breaks its contract;
+				// each extra claim still waits for a slot of its own, so the
+				// bound holds and no worker waits for a slot never given.
+				slots <- struct{}{}
+			}
 			wg.Go(func() {
 				defer func() { <-slots }()
 				s.check(ctx, c)

@@ -241,3 +241,76 @@ func TestCheckbackScannerNeverAsksPastMaxChecks(t *testing.T) {
 		t.Fatalf("check past max_checks: %+v, want discarded unasked with an error saying why", past)
 	}
 }
+
+// greedyStore returns every due message whatever the limit, breaking the
+// Store contract.
+type greedyStore struct{ *memStore }
+
+func (s greedyStore) ClaimDue(ctx context.Context, _ int, lease time.Duration) ([]checkback.Claim, error) {
+	return s.memStore.ClaimDue(ctx, 1<<30, lease)
+}
+
+// TestCheckbackScannerBoundsConcurrencyWithAGreedyStore: a Store that
+// returns more claims than asked neither lifts the bound on calls in
+// flight nor hangs the scan.
+func TestCheckbackScannerBoundsConcurrencyWithAGreedyStore(t *testing.T) {
+	t.Parallel()
+	const concurrency = 2
+	var (
+		mu            sync.Mutex
+		inFlight, top int
+	)
+	srv := httptest.NewServer(checkback.Handler(checkback.CheckerFunc(func(ctx context.Context, req checkback.Request) (checkback.Answer, error) {
+		mu.Lock()
+		inFlight++
+		top = max(top, inFlight)
+		mu.Unlock()
+		defer func() {
+			mu.Lock()
+			inFlight--
+			mu.Unlock()
+		}()
+		select {
+		case <-time.After(2 * time.Millisecond):
+		case <-ctx.Done():
+		}
+		return checkback.AnswerCommit, nil
+	})))
+	defer srv.Close()
+	store := &memStore{results: map[string]checkback.Result{}}
+	for i := range 40 {
+		store.due = append(store.due, checkback.Claim{Request: checkback.Request{ID: fmt.Sprintf("m%d", i), CheckCount: 1},
+			URL: srv.URL, MaxChecks: 3, Interval: time.Second})
+	}
+	s, err := checkback.NewScanner(greedyStore{store}, checkback.Config{Concurrency: concurrency})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, err := s.Scan(context.Background())
+		done <- result{n, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil || r.n != 40 {
+			t.Fatalf("scan checked %d (%v), want 40", r.n, r.err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Scan did not return within 20s")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if top > concurrency {
+		t.Fatalf("%d calls in flight at most, want at most %d", top, concurrency)
+	}
+	store.mu.Lock()
+	defer store.mu.Unlock()
+	if len(store.results) != 40 {
+		t.Fatalf("%d checks recorded, want 40", len(store.results))
+	}
+}
