@@ -2,7 +2,9 @@ package consumer
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +20,22 @@ const (
 	purgeInbox  = `DELETE FROM %s WHERE consumer_group = ? AND processed_at < ? ORDER BY processed_at LIMIT ?`
 )
 
+// maxInboxID is the width of the inbox's msg_id column (migration 0003).
+const maxInboxID = 320
+
+// inboxID is the key the inbox stores for message id: id itself, or for an
+// id longer than the column (a foreign producer's txmsg-id header) "sha256:"
+// and the hex of its digest. Such an id is then neither refused on every
+// attempt (strict sql_mode) nor cut short, which would make two messages
+// sharing their first 320 bytes one.
+func inboxID(id string) string {
+	if len(id) <= maxInboxID {
+		return id
+	}
+	sum := sha256.Sum256([]byte(id))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
 // runTx runs h in a transaction that first inserts m's inbox row. A
 // duplicate row means an earlier delivery committed its effects: the
 // transaction rolls back and dup is true. A concurrent delivery of the same
@@ -28,7 +46,7 @@ const (
 // each pooled connection, sparing the driver's prepare and close round trips.
 func (c *Consumer) runTx(ctx context.Context, stmt *sql.Stmt, h TxHandlerFunc, m Message) (dup bool, err error) {
 	err = sqlx.RunInTx(ctx, c.o.db, nil, func(tx *sql.Tx) error {
-		_, err := tx.StmtContext(ctx, stmt).ExecContext(ctx, c.group, m.ID, m.Topic, m.Partition, m.Offset, c.o.now())
+		_, err := tx.StmtContext(ctx, stmt).ExecContext(ctx, c.group, inboxID(m.ID), m.Topic, m.Partition, m.Offset, c.o.now())
 		if sqlx.IsDuplicate(err) {
 			dup = true
 			return errDuplicate

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -106,5 +107,44 @@ func TestConsumerTxHandlerPanicRollsBack(t *testing.T) {
 	}
 	if s := db.Stats(); s.InUse != 0 {
 		t.Fatalf("%d connections still in use after Run returned", s.InUse)
+	}
+}
+
+// TestConsumerInboxLongIDs: txmsg-id headers longer than the inbox column
+// are deduplicated by their digest: two ids sharing their first 320 bytes
+// are two messages, and a repeat of one is a duplicate.
+func TestConsumerInboxLongIDs(t *testing.T) {
+	t.Parallel()
+	db := newDB(t)
+	k := testenv.NewKafka(t, 1)
+	createEffectsTable(t, db)
+	long := strings.Repeat("x", 320) // the width of txmsg_inbox.msg_id
+	produce(t, k.Addrs, record("t", "k", long+"-a", "0"), record("t", "k", long+"-b", "1"), record("t", "k", long+"-a", "0"))
+	m := &recorder{}
+	c, err := New(k.Addrs, "g", []string{"t"}, WithInbox(db), fastGroup(), WithMetrics(m),
+		WithBackoff(10*time.Millisecond, 20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, c, TxHandlerFunc(func(ctx context.Context, tx *sql.Tx, m Message) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO effects (msg_id, k, n) VALUES (?, ?, ?)`,
+			strings.TrimPrefix(m.ID, long), string(m.Key), string(m.Value))
+		return err
+	}))
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if err := checkEffects(db, 2); err != nil {
+			return err
+		}
+		if d := m.get(&m.dup); d != 1 {
+			return fmt.Errorf("%d duplicates skipped, want 1", d)
+		}
+		return nil
+	})
+	r.stop(t)
+	if n := countInbox(t, db, "g"); n != 2 {
+		t.Fatalf("%d inbox rows, want 2", n)
+	}
+	if d := m.get(&m.dead); d != 0 {
+		t.Fatalf("%d messages dead-lettered, want 0", d)
 	}
 }
