@@ -49,7 +49,7 @@ func moveToDead(ctx context.Context, db *sql.DB, src Source, r Row, reason strin
 	if err != nil {
 		return err
 	}
-	err = sqlx.RunInTx(ctx, db, readCommitted, func(tx *sql.Tx) error {
+	err = sqlx.RunInTx(ctx, db, readCommitted(), func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, insertDead, r.ID, src.Name(), r.Shard, r.Topic, r.Key, r.Value, hdr,
 			r.CreatedAt, r.Attempts, truncate(reason, 1024)); err != nil {
 			return err

@@ -23,15 +23,17 @@ type Engine struct {
 	log     *slog.Logger
 	metrics Metrics
 	sources []Source
-	writer  *kafka.Writer
+	// writers holds one kafka-go Writer per concurrency slot: a round takes
+	// one for itself, so rounds never share a produce batch (see New).
+	writers chan *kafka.Writer
+	// maxMessage is the largest message (key, value, headers) sent.
+	maxMessage int64
 	// epoch is the monotonic base for lease deadlines (wall-clock jumps do
 	// not move them).
 	epoch time.Time
 	// wakes[source][shard] nudges an idle shard worker; made once in New,
 	// then only sent to and received from.
-	wakes map[string][]chan struct{}
-	// slots holds one token per round in flight (Config.Concurrency).
-	slots   chan struct{}
+	wakes   map[string][]chan struct{}
 	ready   atomic.Bool
 	running atomic.Bool
 }
@@ -58,7 +60,7 @@ func New(db *sql.DB, cfg Config, opts ...Option) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	e := &Engine{db: db, cfg: cfg, epoch: time.Now(), slots: make(chan struct{}, cfg.Concurrency)}
+	e := &Engine{db: db, cfg: cfg, epoch: time.Now(), writers: make(chan *kafka.Writer, cfg.Concurrency)}
 	for _, o := range opts {
 		o(e)
 	}
@@ -77,8 +79,11 @@ func New(db *sql.DB, cfg Config, opts ...Option) (*Engine, error) {
 	}
 	e.wakes = map[string][]chan struct{}{}
 	for _, s := range e.sources {
-		if s == nil || s.Name() == "" || len(s.Name()) > 16 || e.wakes[s.Name()] != nil {
-			return nil, fmt.Errorf("relay: sources: nil, unnamed, over 16 characters or duplicate name")
+		if s == nil {
+			return nil, errors.New("relay: sources: nil source")
+		}
+		if s.Name() == "" || len(s.Name()) > 16 || e.wakes[s.Name()] != nil {
+			return nil, fmt.Errorf("relay: source %q: want a unique name of 1 to 16 characters", s.Name())
 		}
 		ws := make([]chan struct{}, cfg.Shards)
 		for i := range ws {
@@ -86,20 +91,28 @@ func New(db *sql.DB, cfg Config, opts ...Option) (*Engine, error) {
 		}
 		e.wakes[s.Name()] = ws
 	}
+	// A round's rows for one partition must travel in one produce batch:
+	// were they split, the first batch could fail and the second succeed,
+	// and the retry would put a key out of order. So each round has a
+	// writer of its own, whose batches hold a whole round: up to BatchSize
+	// rows and BatchBytes plus the one message that crosses it.
 	wc := cfg.Writer
-	// One writer batch per partition per round keeps a failed batch from
-	// splitting, so a retry cannot reorder a key.
-	if wc.BatchSize < cfg.BatchSize {
-		wc.BatchSize = cfg.BatchSize
+	if wc.BatchBytes <= 0 {
+		wc.BatchBytes = 16 << 20
 	}
+	e.maxMessage = wc.BatchBytes
+	wc.BatchBytes += cfg.BatchBytes
+	wc.BatchSize = max(wc.BatchSize, cfg.BatchSize)
 	if wc.Logger == nil {
 		wc.Logger = e.log
 	}
-	w, err := kafkax.NewWriter(cfg.Brokers, wc)
-	if err != nil {
-		return nil, fmt.Errorf("relay: %w", err)
+	for range cfg.Concurrency {
+		w, err := kafkax.NewWriter(cfg.Brokers, wc)
+		if err != nil {
+			return nil, fmt.Errorf("relay: %w", err)
+		}
+		e.writers <- w
 	}
-	e.writer = w
 	return e, nil
 }
 
@@ -135,7 +148,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		return errors.New("relay: Run called twice")
 	}
 	defer e.ready.Store(false)
-	defer e.writer.Close()
+	defer e.closeWriters()
 	if err := e.preflight(ctx); err != nil {
 		return err
 	}
@@ -179,6 +192,13 @@ func (e *Engine) preflight(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	return fmt.Errorf("relay: connect to Kafka %v: %w", e.cfg.Brokers, errors.Join(errs...))
+}
+
+// closeWriters closes the Kafka writers; every round has returned its own.
+func (e *Engine) closeWriters() {
+	for range cap(e.writers) {
+		(<-e.writers).Close()
+	}
 }
 
 // since is the monotonic time since the engine was built.

@@ -309,3 +309,32 @@ func TestRelayReportsRowsOfShardsNoLeaseCovers(t *testing.T) {
 		return nil
 	})
 }
+
+// A relay that dies holding its leases and comes back under the same
+// relay.owner (a StatefulSet pod, say) takes its shards back once the old
+// leases expire: rows naming an owner without a worker are not renewed.
+func TestRelayRestartUnderTheSameOwnerResumes(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewDB(t)
+	k := testenv.NewKafka(t, 3)
+	crashDB, err := sql.Open("mysql", d.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(k.Addrs)
+	cfg.Owner = "pod-0"
+	first := startEngine(t, crashDB, cfg)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n := countRows(t, d.DB, "SELECT COUNT(*) FROM txmsg_relay_leases WHERE owner = 'pod-0' AND expires_at > UTC_TIMESTAMP(6)"); n != 16 {
+			return fmt.Errorf("pod-0 holds %d of 16 shards", n)
+		}
+		return nil
+	})
+	crashDB.Close()
+	first.cancel()
+	startEngine(t, d.DB, cfg)
+	seq := map[string]int{}
+	produceN(t, d.DB, "restart", 10, 40, seq)
+	msgs := waitDelivered(t, k.Addrs, "restart", 40, 3*cfg.LeaseTTL+5*time.Second)
+	checkOrder(t, msgs, nil)
+}

@@ -54,6 +54,11 @@ func (c *coordinator) watchChanges(ctx context.Context) {
 			}
 			shards, last, err := ch.Changed(ctx, e.db, after[s.Name()])
 			if err != nil {
+				// The shards' own polling carries on meanwhile.
+				if ctx.Err() == nil {
+					e.metrics.Error(s.Name(), "poll")
+					e.log.Debug("relay change probe failed", slog.String("source", s.Name()), slog.Any("error", err))
+				}
 				continue
 			}
 			after[s.Name()] = last

@@ -21,7 +21,7 @@ ON DUPLICATE KEY UPDATE expires_at = VALUES(expires_at)`
 	countMembers = `SELECT COUNT(*) FROM txmsg_relay_members WHERE source = ? AND expires_at > UTC_TIMESTAMP(6)`
 	pruneMembers = `DELETE FROM txmsg_relay_members WHERE source = ? AND expires_at < UTC_TIMESTAMP(6) - INTERVAL 1 HOUR`
 	leaveMembers = `DELETE FROM txmsg_relay_members WHERE owner = ?`
-	renewLeases  = `UPDATE txmsg_relay_leases SET expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND WHERE source = ? AND owner = ?`
+	renewLeases  = `UPDATE txmsg_relay_leases SET expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND WHERE source = ? AND owner = ? AND shard IN (`
 	ownedLeases  = `SELECT shard, version FROM txmsg_relay_leases WHERE source = ? AND owner = ?`
 	freeLeases   = `SELECT shard FROM txmsg_relay_leases WHERE source = ? AND (owner = '' OR expires_at < UTC_TIMESTAMP(6)) ORDER BY shard`
 	claimLease   = `UPDATE txmsg_relay_leases SET owner = ?, version = version + 1, expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND
@@ -86,11 +86,12 @@ func (c *coordinator) run(ctx context.Context) error {
 	tick := time.NewTicker(e.cfg.Heartbeat)
 	defer tick.Stop()
 	for {
-		if err := c.round(ctx); err != nil {
+		err := c.round(ctx)
+		if err != nil {
 			e.log.Warn("relay lease round failed", slog.String("owner", e.cfg.Owner), slog.Any("error", err))
-		} else {
-			e.ready.Store(true)
 		}
+		// Not ready while leases cannot be renewed: /readyz then says so.
+		e.ready.Store(err == nil)
 		select {
 		case <-ctx.Done():
 			for _, ws := range c.workers {
@@ -180,12 +181,24 @@ func (c *coordinator) round(ctx context.Context) error {
 	return nil
 }
 
-// renew extends every lease this engine owns for s and stops workers whose
-// lease another engine took.
+// renew extends the leases of this engine's running workers for s and stops
+// workers whose lease another engine took. Only shards with a worker are
+// renewed: a row that merely names this owner (left by a crashed process that
+// had the same relay.owner, or by a failed release) must expire so that it
+// can be claimed again.
 func (c *coordinator) renew(ctx context.Context, s Source, deadline int64) error {
 	e := c.e
 	name := s.Name()
-	if _, err := e.db.ExecContext(ctx, renewLeases, e.cfg.LeaseTTL.Microseconds(), name, e.cfg.Owner); err != nil {
+	ws := c.workers[name]
+	if len(ws) == 0 {
+		return nil
+	}
+	args := []any{e.cfg.LeaseTTL.Microseconds(), name, e.cfg.Owner}
+	for shard := range ws {
+		args = append(args, shard)
+	}
+	q := renewLeases + strings.TrimSuffix(strings.Repeat("?,", len(ws)), ",") + ")"
+	if _, err := e.db.ExecContext(ctx, q, args...); err != nil {
 		return fmt.Errorf("relay: renew leases of %s: %w", name, err)
 	}
 	rows, err := e.db.QueryContext(ctx, ownedLeases, name, e.cfg.Owner)

@@ -19,7 +19,7 @@ import (
 // source: under REPEATABLE READ a DELETE by primary key can hold next-key
 // (gap) locks that block, and deadlock with, producers inserting into the
 // same shard. READ COMMITTED takes no gap locks.
-var readCommitted = &sql.TxOptions{Isolation: sql.LevelReadCommitted}
+func readCommitted() *sql.TxOptions { return &sql.TxOptions{Isolation: sql.LevelReadCommitted} }
 
 // errRetryLater marks a round that recorded a refused attempt: back off, then
 // try the same rows again.
@@ -91,12 +91,13 @@ func sleep(ctx context.Context, wake <-chan struct{}, d time.Duration) {
 // refused message never lets a later one of its key overtake it.
 func (e *Engine) round(ctx context.Context, w *shardWorker) (int, error) {
 	src := w.src
+	var kw *kafka.Writer
 	select {
-	case e.slots <- struct{}{}:
+	case kw = <-e.writers:
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	}
-	defer func() { <-e.slots }()
+	defer func() { e.writers <- kw }()
 	rows, err := src.Pending(ctx, e.db, w.shard, Limit{Rows: e.cfg.BatchSize, Bytes: e.cfg.BatchBytes})
 	if err != nil {
 		e.metrics.Error(src.Name(), "poll")
@@ -114,7 +115,7 @@ func (e *Engine) round(ctx context.Context, w *shardWorker) (int, error) {
 			break
 		}
 	}
-	done, err := e.publish(ctx, src, head)
+	done, err := e.publish(ctx, kw, src, head)
 	if err != nil {
 		return done, err
 	}
@@ -137,7 +138,7 @@ func (e *Engine) sendable(r *Row) error {
 	for _, h := range r.Headers {
 		size += int64(len(h.Key) + len(h.Value) + 8)
 	}
-	if size > e.writer.BatchBytes {
+	if size > e.maxMessage {
 		return kafka.MessageTooLargeError{}
 	}
 	return nil
@@ -146,11 +147,11 @@ func (e *Engine) sendable(r *Row) error {
 // publish writes rows to Kafka and marks what Kafka acknowledged. When Kafka
 // refuses some for good, it retries those one by one in seq order to find the
 // culprit, so only it is charged an attempt.
-func (e *Engine) publish(ctx context.Context, src Source, rows []Row) (int, error) {
+func (e *Engine) publish(ctx context.Context, kw *kafka.Writer, src Source, rows []Row) (int, error) {
 	if len(rows) == 0 {
 		return 0, nil
 	}
-	ok, failed, err := e.write(ctx, src, rows)
+	ok, failed, err := e.write(ctx, kw, src, rows)
 	done := len(ok)
 	if len(ok) > 0 {
 		if merr := e.delivered(ctx, src, ok); merr != nil {
@@ -165,7 +166,7 @@ func (e *Engine) publish(ctx context.Context, src Source, rows []Row) (int, erro
 		return done, fmt.Errorf("relay: publish batch of %d from %s: %w", len(rows), src.Name(), err)
 	}
 	for _, r := range failed {
-		ok, _, err := e.write(ctx, src, []Row{r})
+		ok, _, err := e.write(ctx, kw, src, []Row{r})
 		switch {
 		case err == nil:
 			if merr := e.delivered(ctx, src, ok); merr != nil {
@@ -186,7 +187,7 @@ func (e *Engine) publish(ctx context.Context, src Source, rows []Row) (int, erro
 
 // write sends rows in one WriteMessages call and splits them into those Kafka
 // acknowledged and those it did not.
-func (e *Engine) write(ctx context.Context, src Source, rows []Row) (ok, failed []Row, err error) {
+func (e *Engine) write(ctx context.Context, kw *kafka.Writer, src Source, rows []Row) (ok, failed []Row, err error) {
 	msgs := make([]kafka.Message, len(rows))
 	for i, r := range rows {
 		hs := make([]kafka.Header, 0, len(r.Headers)+2)
@@ -199,7 +200,7 @@ func (e *Engine) write(ctx context.Context, src Source, rows []Row) (ok, failed 
 		msgs[i] = kafka.Message{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: hs}
 	}
 	start := time.Now()
-	err = e.writer.WriteMessages(ctx, msgs...)
+	err = kw.WriteMessages(ctx, msgs...)
 	e.metrics.PublishLatency(src.Name(), time.Since(start))
 	if err == nil {
 		return rows, nil, nil
@@ -225,7 +226,7 @@ func (e *Engine) write(ctx context.Context, src Source, rows []Row) (ok, failed 
 // delivered marks rows Kafka acknowledged. If marking fails the rows stay
 // pending and are published again: a duplicate, never a loss.
 func (e *Engine) delivered(ctx context.Context, src Source, rows []Row) error {
-	if err := sqlx.RunInTx(ctx, e.db, readCommitted, func(tx *sql.Tx) error {
+	if err := sqlx.RunInTx(ctx, e.db, readCommitted(), func(tx *sql.Tx) error {
 		return src.Delivered(ctx, tx, rows)
 	}); err != nil {
 		e.metrics.Error(src.Name(), "mark")
@@ -247,7 +248,7 @@ func (e *Engine) delivered(ctx context.Context, src Source, rows []Row) error {
 func (e *Engine) refused(ctx context.Context, src Source, r Row, cause error) error {
 	reason := cause.Error()
 	if r.Attempts+1 < e.cfg.MaxAttempts {
-		if err := sqlx.RunInTx(ctx, e.db, readCommitted, func(tx *sql.Tx) error {
+		if err := sqlx.RunInTx(ctx, e.db, readCommitted(), func(tx *sql.Tx) error {
 			return src.Failed(ctx, tx, []Row{r}, reason)
 		}); err != nil {
 			e.metrics.Error(src.Name(), "mark")
@@ -269,7 +270,7 @@ func (e *Engine) refused(ctx context.Context, src Source, r Row, cause error) er
 }
 
 // isPermanent says whether Kafka refused a message for good: retrying the
-// same bytes cannot succeed (too large, invalid topic or record, forbidden).
+// same bytes cannot succeed (too large, invalid topic or record).
 func isPermanent(err error) bool {
 	var tooLarge kafka.MessageTooLargeError
 	if errors.As(err, &tooLarge) {
@@ -287,8 +288,11 @@ func isPermanent(err error) bool {
 	var kerr kafka.Error
 	if errors.As(err, &kerr) {
 		switch kerr {
+		// Not here: CORRUPT_MESSAGE, which Kafka retries, and authorization
+		// errors, an operator's mistake: the shard waits, in order, until
+		// it is fixed, and errors_total{kind="publish"} says so.
 		case kafka.MessageSizeTooLarge, kafka.InvalidTopic, kafka.RecordListTooLarge, kafka.InvalidRecord,
-			kafka.TopicAuthorizationFailed, kafka.InvalidMessage, kafka.UnsupportedForMessageFormat:
+			kafka.UnsupportedForMessageFormat:
 			return true
 		}
 	}
