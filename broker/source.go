@@ -46,6 +46,11 @@ WHERE state = ? AND seq IN (`
 	backlogHalf     = `SELECT COUNT(*), MIN(created_at) FROM txmsg_half_messages WHERE state = ?`
 	purgeDelivered  = `DELETE FROM txmsg_half_messages WHERE delivered_at < ? AND state = ? LIMIT ?`
 	purgeRolledBack = `DELETE FROM txmsg_half_messages WHERE state = ? AND resolved_at < ? LIMIT ?`
+	// History outlives its message by at most the retention; that of
+	// messages still prepared or discarded is kept.
+	purgeChecks = `DELETE FROM txmsg_half_checks WHERE checked_at < ?
+AND msg_id NOT IN (SELECT id FROM txmsg_half_messages WHERE state IN (?, ?))
+ORDER BY checked_at LIMIT ?`
 )
 
 // Name implements relay.Source: "half".
@@ -133,8 +138,11 @@ func (*HalfSource) Backlog(ctx context.Context, q relay.Querier) (int64, time.Ti
 }
 
 // Purge implements relay.Purger: it deletes messages delivered before
-// deliveredBefore and messages rolled back before it, at most limit in all.
-// Discarded messages are never purged: an operator resolves them.
+// deliveredBefore and messages rolled back before it, at most limit in all,
+// and returns how many. Discarded messages are never purged: an operator
+// resolves them. Once no message is left to purge, it also deletes up to
+// limit check-history rows older than deliveredBefore whose message is
+// neither prepared nor discarded.
 func (*HalfSource) Purge(ctx context.Context, e relay.Execer, deliveredBefore time.Time, limit int) (int64, error) {
 	before := deliveredBefore.UTC()
 	res, err := e.ExecContext(ctx, purgeDelivered, before, StateDelivered, limit)
@@ -152,6 +160,11 @@ func (*HalfSource) Purge(ctx context.Context, e relay.Execer, deliveredBefore ti
 	m, err := res.RowsAffected()
 	if err != nil {
 		return n, fmt.Errorf("broker: purge rolled back: %w", err)
+	}
+	if n+m < int64(limit) {
+		if _, err := e.ExecContext(ctx, purgeChecks, before, StatePrepared, StateDiscarded, limit); err != nil {
+			return n + m, fmt.Errorf("broker: purge check history: %w", err)
+		}
 	}
 	return n + m, nil
 }

@@ -76,6 +76,12 @@ func TestBrokerHalfSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	prepared := prepareOne(t, env.store, PrepareRequest{})
+	for _, id := range []string{ids[0], discarded} {
+		if _, err := db.ExecContext(ctx, `INSERT INTO txmsg_half_checks (msg_id, check_no, result, latency_us, checked_at)
+VALUES (?, 1, 'unknown', 10, UTC_TIMESTAMP(6))`, id); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var p relay.Purger = src
 	if n, err := p.Purge(ctx, db, time.Now().Add(-time.Hour), 100); err != nil || n != 0 {
 		t.Fatalf("purge of nothing old: %d %v", n, err)
@@ -90,5 +96,21 @@ func TestBrokerHalfSource(t *testing.T) {
 		if _, err := env.store.Get(ctx, id); err != nil {
 			t.Fatalf("%s purged: %v", id, err)
 		}
+	}
+	var left []string
+	hist, err := db.QueryContext(ctx, `SELECT msg_id FROM txmsg_half_checks`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hist.Close()
+	for hist.Next() {
+		var id string
+		if err := hist.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		left = append(left, id)
+	}
+	if len(left) != 1 || left[0] != discarded {
+		t.Fatalf("check history left %v, want only the discarded message's", left)
 	}
 }
