@@ -99,8 +99,8 @@ func (c *Config) Validate() error {
 		c.Relay.Retention = 24 * time.Hour
 	}
 	if c.Relay.PollMax == 0 {
-		// A commit is an UPDATE the relay's change watcher cannot see, so
-		// an idle shard notices it by polling: keep that wait short.
+		// A producer's or operator's commit wakes its shard; one decided
+		// by check-back is noticed by polling: keep that wait short.
 		c.Relay.PollMax = 50 * time.Millisecond
 	}
 	if err := c.Relay.Validate(); err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/checkback"
 	"github.com/txmsg/txmsg/relay"
 )
@@ -85,8 +86,12 @@ func NewServer(db *sql.DB, cfg Config, opts ...ServerOption) (*Server, error) {
 	if o.metrics == nil {
 		o.metrics = NopMetrics{}
 	}
+	// A commit wakes the relay's worker for its shard at once; without it
+	// an idle shard would notice the commit only at its next poll.
+	var engine *relay.Engine
+	wake := func(shard int) { engine.Wake(txmsg.SourceHalf, shard) }
 	store, err := NewStore(db, WithShards(cfg.Relay.Shards), WithMaxValueBytes(cfg.MaxValueBytes),
-		WithCheckTimeout(cfg.CheckTimeout), WithMaxChecks(cfg.MaxChecks), WithStoreMetrics(o.metrics))
+		WithCheckTimeout(cfg.CheckTimeout), WithMaxChecks(cfg.MaxChecks), WithStoreMetrics(o.metrics), WithOnCommit(wake))
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +108,7 @@ func NewServer(db *sql.DB, cfg Config, opts ...ServerOption) (*Server, error) {
 	if o.relayMetrics != nil {
 		ropts = append(ropts, relay.WithMetrics(o.relayMetrics))
 	}
-	engine, err := relay.New(db, cfg.Relay, ropts...)
+	engine, err = relay.New(db, cfg.Relay, ropts...)
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}

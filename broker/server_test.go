@@ -251,3 +251,38 @@ func TestBrokerServerTwoInstancesOneKilled(t *testing.T) {
 		t.Fatalf("biz rows %d (%v), want %d", n, err, len(committed)-20)
 	}
 }
+
+// A commit wakes the relay's worker for the message's shard: delivery does
+// not wait for an idle shard's next poll, here up to 10s apart.
+func TestBrokerServerCommitWakesItsShard(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDB(t)
+	kafka := testenv.NewKafka(t, 3)
+	cfg := testServerConfig(kafka.Addrs)
+	cfg.CheckTimeout = time.Hour
+	cfg.Relay.PollMax = 10 * time.Second
+	srv := startServer(t, db.DB, cfg)
+	ctx := context.Background()
+	// Let every shard go idle, its poll interval grown to seconds.
+	time.Sleep(4 * time.Second)
+	for i := range 4 {
+		id := fmt.Sprintf("wake-%d", i)
+		if _, err := srv.client.Prepare(ctx, PrepareRequest{ProducerGroup: "g",
+			Message: txmsg.Message{ID: id, Topic: "wake", Key: []byte(id), Value: []byte("v")}}); err != nil {
+			t.Fatal(err)
+		}
+		committed := time.Now()
+		if _, err := srv.client.Commit(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, 10*time.Second, func() error {
+			if len(recordsByID(t, kafka.Addrs, "wake")[id]) == 0 {
+				return fmt.Errorf("%s not in Kafka yet", id)
+			}
+			return nil
+		})
+		if took := time.Since(committed); took > time.Second {
+			t.Errorf("%s reached Kafka %v after its commit, want well under the idle poll interval", id, took)
+		}
+	}
+}

@@ -100,6 +100,7 @@ type Store struct {
 	checkTimeout time.Duration
 	maxChecks    int
 	metrics      Metrics
+	onCommit     func(shard int)
 }
 
 // StoreOption configures a Store.
@@ -118,6 +119,11 @@ func WithCheckTimeout(d time.Duration) StoreOption { return func(s *Store) { s.c
 
 // WithMaxChecks sets the default number of check-backs (default 15).
 func WithMaxChecks(n int) StoreOption { return func(s *Store) { s.maxChecks = n } }
+
+// WithOnCommit sets a function called with a message's shard after the
+// message is committed by Commit or Resolve (default: none). The broker
+// daemon uses it to wake the relay's worker for that shard; it must not block.
+func WithOnCommit(fn func(shard int)) StoreOption { return func(s *Store) { s.onCommit = fn } }
 
 // WithStoreMetrics sets the metrics hooks (default: none).
 func WithStoreMetrics(m Metrics) StoreOption {
@@ -156,8 +162,12 @@ const (
   (id, shard, state, producer_group, topic, msg_key, value, headers, checkback_url,
    check_timeout_ms, max_checks, next_check_at, created_at, updated_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, DATE_ADD(UTC_TIMESTAMP(6), INTERVAL ? MICROSECOND), UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))`
+	// shard = LAST_INSERT_ID(shard) changes nothing; it hands the row's
+	// shard back in the OK packet, so a commit can wake the relay's worker
+	// for it without another round trip.
 	transitionHalf = `UPDATE txmsg_half_messages
-SET state = ?, resolved_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6), reason = COALESCE(?, reason)
+SET state = ?, resolved_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6), reason = COALESCE(?, reason),
+  shard = LAST_INSERT_ID(shard)
 WHERE id = ? AND state IN (?, ?)`
 	selectState = `SELECT state FROM txmsg_half_messages WHERE id = ?`
 	infoColumns = `seq, id, producer_group, topic, msg_key, state, checkback_url, check_timeout_ms, max_checks,
@@ -299,6 +309,9 @@ func (s *Store) transition(ctx context.Context, id string, to State, by, reason 
 		}
 		if n, err := res.RowsAffected(); err == nil && n == 1 {
 			s.metrics.Resolved(to, by)
+			if shard, err := res.LastInsertId(); err == nil && to == StateCommitted && s.onCommit != nil {
+				s.onCommit(int(shard))
+			}
 			return to, nil
 		}
 		var cur State
