@@ -11,8 +11,15 @@
 // transaction that commits late with a lower seq is never skipped), write them
 // to Kafka with acks=all, and only then delete or mark them.
 //
+// At most Config.Concurrency rounds run at once, each with a kafka-go Writer
+// of its own sized to carry the round in one produce batch per partition, so
+// a batch that fails cannot let later rows of its key through first. A round
+// holds at most Config.BatchSize rows and about Config.BatchBytes of keys and
+// values, which bounds memory whatever the message sizes. A round ends, and
+// nothing more is written, a heartbeat before the shard's lease could expire.
+//
 // Idle shards do not poll hard: a watcher looks every Config.PollMin for rows
-// inserted since its last look (one primary-key range query per source) and
+// inserted since its last look (one range query on the seq index per source) and
 // wakes only the shards that got some; each shard still polls on its own at
 // most Config.PollMax apart, which is what finds a row committed late with a
 // lower seq. Engine.Wake lets an in-process producer (the broker) wake a shard
