@@ -42,36 +42,14 @@ func (s *memStore) RecordCheck(_ context.Context, c checkback.Claim, r checkback
 func TestCheckbackScannerBoundsConcurrency(t *testing.T) {
 	t.Parallel()
 	const concurrency = 4
-	var (
-		mu            sync.Mutex
-		inFlight, top int
-	)
-	srv := httptest.NewServer(checkback.Handler(checkback.CheckerFunc(func(ctx context.Context, req checkback.Request) (checkback.Answer, error) {
-		mu.Lock()
-		inFlight++
-		top = max(top, inFlight)
-		mu.Unlock()
-		defer func() {
-			mu.Lock()
-			inFlight--
-			mu.Unlock()
-		}()
-		// Hold the call a little so that calls pile up if they can.
-		select {
-		case <-time.After(5 * time.Millisecond):
-		case <-ctx.Done():
-		}
+	gauge := &inFlightGauge{}
+	url := gauge.producer(t, 5*time.Millisecond, func(req checkback.Request) checkback.Answer {
 		if strings.HasSuffix(req.ID, "0") {
-			return checkback.AnswerRollback, nil
+			return checkback.AnswerRollback
 		}
-		return checkback.AnswerCommit, nil
-	})))
-	defer srv.Close()
-	store := &memStore{results: map[string]checkback.Result{}}
-	for i := range 200 {
-		store.due = append(store.due, checkback.Claim{Request: checkback.Request{ID: fmt.Sprintf("m%d", i), CheckCount: 1},
-			URL: srv.URL, MaxChecks: 3, Interval: time.Second})
-	}
+		return checkback.AnswerCommit
+	})
+	store := dueStore(url, 200)
 	s, err := checkback.NewScanner(store, checkback.Config{Concurrency: concurrency})
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +58,7 @@ func TestCheckbackScannerBoundsConcurrency(t *testing.T) {
 	if err != nil || n != 200 {
 		t.Fatalf("scan checked %d (%v), want 200", n, err)
 	}
-	if top > concurrency || top < 2 {
+	if top := gauge.max(); top > concurrency || top < 2 {
 		t.Fatalf("%d calls in flight at most, want 2 to %d", top, concurrency)
 	}
 	for i := range 200 {
@@ -256,32 +234,9 @@ func (s greedyStore) ClaimDue(ctx context.Context, _ int, lease time.Duration) (
 func TestCheckbackScannerBoundsConcurrencyWithAGreedyStore(t *testing.T) {
 	t.Parallel()
 	const concurrency = 2
-	var (
-		mu            sync.Mutex
-		inFlight, top int
-	)
-	srv := httptest.NewServer(checkback.Handler(checkback.CheckerFunc(func(ctx context.Context, req checkback.Request) (checkback.Answer, error) {
-		mu.Lock()
-		inFlight++
-		top = max(top, inFlight)
-		mu.Unlock()
-		defer func() {
-			mu.Lock()
-			inFlight--
-			mu.Unlock()
-		}()
-		select {
-		case <-time.After(2 * time.Millisecond):
-		case <-ctx.Done():
-		}
-		return checkback.AnswerCommit, nil
-	})))
-	defer srv.Close()
-	store := &memStore{results: map[string]checkback.Result{}}
-	for i := range 40 {
-		store.due = append(store.due, checkback.Claim{Request: checkback.Request{ID: fmt.Sprintf("m%d", i), CheckCount: 1},
-			URL: srv.URL, MaxChecks: 3, Interval: time.Second})
-	}
+	gauge := &inFlightGauge{}
+	url := gauge.producer(t, 2*time.Millisecond, func(checkback.Request) checkback.Answer { return checkback.AnswerCommit })
+	store := dueStore(url, 40)
 	s, err := checkback.NewScanner(greedyStore{store}, checkback.Config{Concurrency: concurrency})
 	if err != nil {
 		t.Fatal(err)
@@ -303,9 +258,7 @@ func TestCheckbackScannerBoundsConcurrencyWithAGreedyStore(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("Scan did not return within 20s")
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if top > concurrency {
+	if top := gauge.max(); top > concurrency {
 		t.Fatalf("%d calls in flight at most, want at most %d", top, concurrency)
 	}
 	store.mu.Lock()
@@ -313,4 +266,51 @@ func TestCheckbackScannerBoundsConcurrencyWithAGreedyStore(t *testing.T) {
 	if len(store.results) != 40 {
 		t.Fatalf("%d checks recorded, want 40", len(store.results))
 	}
+}
+
+// inFlightGauge records the most check-back calls a producer served at once.
+type inFlightGauge struct {
+	mu            sync.Mutex
+	inFlight, top int
+}
+
+// producer serves check-backs that each take hold, answering with answer,
+// and counts them in g; it is closed when the test ends.
+func (g *inFlightGauge) producer(t *testing.T, hold time.Duration, answer func(checkback.Request) checkback.Answer) string {
+	t.Helper()
+	srv := httptest.NewServer(checkback.Handler(checkback.CheckerFunc(func(ctx context.Context, req checkback.Request) (checkback.Answer, error) {
+		g.mu.Lock()
+		g.inFlight++
+		g.top = max(g.top, g.inFlight)
+		g.mu.Unlock()
+		defer func() {
+			g.mu.Lock()
+			g.inFlight--
+			g.mu.Unlock()
+		}()
+		// Hold the call a little so that calls pile up if they can.
+		select {
+		case <-time.After(hold):
+		case <-ctx.Done():
+		}
+		return answer(req), nil
+	})))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func (g *inFlightGauge) max() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.top
+}
+
+// dueStore is a memStore holding n claims m0…m(n-1) due now, asked at url.
+func dueStore(url string, n int) *memStore {
+	store := &memStore{results: map[string]checkback.Result{}}
+	for i := range n {
+		store.due = append(store.due, checkback.Claim{Request: checkback.Request{ID: fmt.Sprintf("m%d", i), CheckCount: 1},
+			URL: url, MaxChecks: 3, Interval: time.Second})
+	}
+	return store
 }
