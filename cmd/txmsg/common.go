@@ -60,6 +60,15 @@ func connectDaemon(ctx context.Context, dc config.DB, kc config.Kafka) (*sql.DB,
 	return db, nil
 }
 
+// openAdmin loads a one-shot command's configuration and opens its database.
+func openAdmin(ctx context.Context, loader *config.Loader[config.Admin]) (*sql.DB, error) {
+	cfg, err := loader.Load()
+	if err != nil {
+		return nil, err
+	}
+	return openDB(ctx, cfg.DB)
+}
+
 // openDB opens a pool on c and pings it within c.ConnectTimeout, so that an
 // unreachable or misconfigured database fails start-up with its address.
 func openDB(ctx context.Context, c config.DB) (*sql.DB, error) {

@@ -64,11 +64,7 @@ func runHalf(ctx context.Context, e *env, args []string) error {
 	default:
 		return usagef("unknown action %q: want list or resolve", action)
 	}
-	cfg, err := loader.Load()
-	if err != nil {
-		return err
-	}
-	db, err := openDB(ctx, cfg.DB)
+	db, err := openAdmin(ctx, loader)
 	if err != nil {
 		return err
 	}

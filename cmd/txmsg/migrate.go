@@ -51,11 +51,7 @@ func runMigrate(ctx context.Context, e *env, args []string) error {
 	default:
 		return usagef("unknown action %q: want up, down or status", action)
 	}
-	cfg, err := loader.Load()
-	if err != nil {
-		return err
-	}
-	db, err := openDB(ctx, cfg.DB)
+	db, err := openAdmin(ctx, loader)
 	if err != nil {
 		return err
 	}

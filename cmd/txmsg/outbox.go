@@ -46,11 +46,7 @@ func runOutbox(ctx context.Context, e *env, args []string) error {
 	default:
 		return usagef("unknown action %q: want list or retry", action)
 	}
-	cfg, err := loader.Load()
-	if err != nil {
-		return err
-	}
-	db, err := openDB(ctx, cfg.DB)
+	db, err := openAdmin(ctx, loader)
 	if err != nil {
 		return err
 	}
