@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/txmsg/txmsg"
@@ -367,4 +368,51 @@ func TestConsumerGracefulShutdown(t *testing.T) {
 func msgWithKey(key string) (m txmsg.Message) {
 	m.Key = []byte(key)
 	return m
+}
+
+// A transaction InnoDB rolls back over a deadlock is run again without
+// spending an attempt: more conflicts than WithMaxAttempts still end in one
+// effect, not in the dead-letter topic.
+func TestConsumerTransactionConflictsSpendNoAttempt(t *testing.T) {
+	t.Parallel()
+	k := testenv.NewKafka(t, 1)
+	db := newDB(t)
+	createEffectsTable(t, db)
+	const topic = "conflicts"
+	produce(t, k.Addrs, record(topic, "k", "id-1", "1"))
+	var mu sync.Mutex
+	calls := 0
+	var attempts []int
+	m := &recorder{}
+	c, err := New(k.Addrs, "g", []string{topic}, fastGroup(), WithInbox(db), WithMaxAttempts(2),
+		WithBackoff(5*time.Millisecond, 20*time.Millisecond), WithMetrics(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, c, TxHandlerFunc(func(ctx context.Context, tx *sql.Tx, msg Message) error {
+		mu.Lock()
+		calls++
+		attempts = append(attempts, msg.Attempt)
+		conflict := calls <= 4
+		mu.Unlock()
+		if err := insertEffect(ctx, tx, msg); err != nil {
+			return err
+		}
+		if conflict {
+			return fmt.Errorf("update stock: %w", &mysql.MySQLError{Number: 1213, Message: "Deadlock found"})
+		}
+		return nil
+	}))
+	testenv.Eventually(t, 20*time.Second, func() error { return checkEffects(db, 1) })
+	r.stop(t)
+	mu.Lock()
+	defer mu.Unlock()
+	if calls != 5 || m.get(&m.dead) != 0 {
+		t.Fatalf("%d calls, %d dead-lettered: want 5 calls (4 conflicts, then success) and none dead-lettered", calls, m.get(&m.dead))
+	}
+	for _, a := range attempts {
+		if a != 1 {
+			t.Fatalf("attempts %v: conflicts must not spend attempts", attempts)
+		}
+	}
 }

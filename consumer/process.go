@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/txmsg/txmsg/internal/sqlx"
 	"log/slog"
 	"strconv"
 	"time"
@@ -28,6 +29,7 @@ func (r *run) process(d delivery) bool {
 		}
 	}
 	group, topic := r.c.group, m.Topic
+	conflicts := 0
 	for i := 1; ; i++ {
 		m.Attempt = prior + i
 		start := time.Now()
@@ -51,6 +53,17 @@ func (r *run) process(d delivery) bool {
 		case IsPermanent(err):
 			log.Warn("consumer: handler failed for good; dead-lettering", slog.Any("error", err))
 			return r.deadLetter(d, m, err)
+		case sqlx.IsConflict(err):
+			// InnoDB rolled the transaction back over a deadlock or lock
+			// wait, which concurrent work causes, not the message: run it
+			// again without spending an attempt, so it never dead-letters.
+			conflicts++
+			i--
+			log.Info("consumer: transaction conflict; retrying", slog.Any("error", err))
+			r.metrics.Retried(group, topic)
+			if !r.wait(r.c.o.backoff.Delay(conflicts)) {
+				return false
+			}
 		case i < r.c.o.maxAttempts:
 			log.Info("consumer: handler failed; retrying", slog.Any("error", err))
 			r.metrics.Retried(group, topic)

@@ -1,14 +1,12 @@
-// Package sqlx holds txmsg's database helpers: the one RunInTx, the retryable
-// error classifier, and the SQL that differs between databases.
+// Package sqlx holds txmsg's database helpers: the one RunInTx, the error
+// classifiers, and identifier validation.
 package sqlx
 
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
-	"net"
 	"regexp"
 
 	"github.com/go-sql-driver/mysql"
@@ -35,35 +33,20 @@ func RunInTx(ctx context.Context, db *sql.DB, opts *sql.TxOptions, fn func(*sql.
 
 // MySQL error numbers txmsg branches on.
 const (
-	ErDupEntry         = 1062
-	ErLockWaitTimeout  = 1205
-	ErLockDeadlock     = 1213
-	ErServerShutdown   = 1053
-	ErConCount         = 1040
-	ErQueryInterrupted = 1317
+	ErDupEntry        = 1062
+	ErLockWaitTimeout = 1205
+	ErLockDeadlock    = 1213
 )
 
-// IsRetryable says whether err is worth retrying the whole transaction for:
-// a deadlock or lock wait timeout (InnoDB rolled back the statement or
-// transaction, the next try usually wins), a dropped or refused connection,
-// or a server shutting down or full. Constraint and syntax errors are not.
-func IsRetryable(err error) bool {
-	if err == nil {
-		return false
-	}
+// IsConflict says whether err is InnoDB giving up on a transaction because
+// of other transactions: a deadlock (1213, the transaction was rolled back) or
+// a lock wait timeout (1205). The transaction did nothing wrong and usually
+// succeeds when run again, so callers retry it without charging the work an
+// attempt. Connection errors are not included: they look alike whether they
+// come from the database or from a handler's own network calls.
+func IsConflict(err error) bool {
 	var me *mysql.MySQLError
-	if errors.As(err, &me) {
-		switch me.Number {
-		case ErLockDeadlock, ErLockWaitTimeout, ErServerShutdown, ErConCount, ErQueryInterrupted:
-			return true
-		}
-		return false
-	}
-	if errors.Is(err, driver.ErrBadConn) || errors.Is(err, mysql.ErrInvalidConn) || errors.Is(err, sql.ErrConnDone) {
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne)
+	return errors.As(err, &me) && (me.Number == ErLockDeadlock || me.Number == ErLockWaitTimeout)
 }
 
 // IsDuplicate says whether err is a unique-key violation.

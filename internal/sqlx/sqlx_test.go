@@ -10,7 +10,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 )
 
-func TestSqlxIsRetryable(t *testing.T) {
+func TestSqlxIsConflict(t *testing.T) {
 	tests := []struct {
 		err  error
 		want bool
@@ -20,14 +20,13 @@ func TestSqlxIsRetryable(t *testing.T) {
 		{fmt.Errorf("wrapped: %w", &mysql.MySQLError{Number: ErLockWaitTimeout}), true},
 		{&mysql.MySQLError{Number: ErDupEntry}, false},
 		{&mysql.MySQLError{Number: 1064}, false},
-		{driver.ErrBadConn, true},
-		{mysql.ErrInvalidConn, true},
-		{&net.OpError{Op: "dial", Err: errors.New("refused")}, true},
+		{driver.ErrBadConn, false},
+		{&net.OpError{Op: "dial", Err: errors.New("refused")}, false},
 		{errors.New("plain"), false},
 	}
 	for _, tt := range tests {
-		if got := IsRetryable(tt.err); got != tt.want {
-			t.Errorf("IsRetryable(%v) = %v, want %v", tt.err, got, tt.want)
+		if got := IsConflict(tt.err); got != tt.want {
+			t.Errorf("IsConflict(%v) = %v, want %v", tt.err, got, tt.want)
 		}
 	}
 	if !IsDuplicate(fmt.Errorf("x: %w", &mysql.MySQLError{Number: ErDupEntry})) || IsDuplicate(errors.New("x")) {
