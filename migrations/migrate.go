@@ -194,7 +194,7 @@ func (m *Migrator) Status(ctx context.Context) ([]Status, error) {
 // Force marks version as cleanly applied (or, with applied false, as not
 // applied) without running it: the repair step after a dirty failure.
 func (m *Migrator) Force(ctx context.Context, version int, applied bool) error {
-	return m.locked(ctx, func(conn *sql.Conn, _ map[int]Status) error {
+	return m.lockedAllowDirty(ctx, func(conn *sql.Conn, _ map[int]Status) error {
 		if !applied {
 			_, err := conn.ExecContext(ctx, deleteVersion, version)
 			return err
@@ -231,7 +231,20 @@ func (m *Migrator) status(ctx context.Context, q queryer) (map[int]Status, error
 
 // locked runs fn on one connection holding the named lock, after checking
 // that no version is dirty.
-func (m *Migrator) locked(ctx context.Context, fn func(*sql.Conn, map[int]Status) error) (err error) {
+func (m *Migrator) locked(ctx context.Context, fn func(*sql.Conn, map[int]Status) error) error {
+	return m.lockedAllowDirty(ctx, func(conn *sql.Conn, st map[int]Status) error {
+		for v, s := range st {
+			if s.Dirty {
+				return fmt.Errorf("%w: version %d failed half way; repair it, then run 'txmsg migrate force %d'", ErrDirty, v, v)
+			}
+		}
+		return fn(conn, st)
+	})
+}
+
+// lockedAllowDirty runs fn on one connection holding the named lock, with
+// the status of every recorded version.
+func (m *Migrator) lockedAllowDirty(ctx context.Context, fn func(*sql.Conn, map[int]Status) error) (err error) {
 	conn, err := m.db.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("migrations: connect: %w", err)
@@ -254,11 +267,6 @@ func (m *Migrator) locked(ctx context.Context, fn func(*sql.Conn, map[int]Status
 	st, err := m.status(ctx, conn)
 	if err != nil {
 		return err
-	}
-	for v, s := range st {
-		if s.Dirty {
-			return fmt.Errorf("%w: version %d failed half way; repair it, then force", ErrDirty, v)
-		}
 	}
 	return fn(conn, st)
 }

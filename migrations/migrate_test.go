@@ -2,6 +2,8 @@ package migrations_test
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/txmsg/txmsg/internal/testenv"
@@ -60,5 +62,33 @@ func TestMigrationsStatements(t *testing.T) {
 	got := migrations.Statements("-- c\nCREATE TABLE a (x INT);\n\nDROP TABLE b;\nSELECT 1")
 	if len(got) != 3 || got[0] != "CREATE TABLE a (x INT)" || got[1] != "DROP TABLE b" || got[2] != "SELECT 1" {
 		t.Fatalf("Statements = %q", got)
+	}
+}
+
+// A migration that failed half way blocks Up and Down until an operator has
+// repaired the schema and forced the version.
+func TestMigrationsDirtyBlocksUntilForced(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewDB(t)
+	ctx := context.Background()
+	m, err := migrations.New(d.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.DB.Exec("UPDATE txmsg_schema_migrations SET dirty = TRUE WHERE version = 1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Up(ctx); !errors.Is(err, migrations.ErrDirty) || !strings.Contains(err.Error(), "migrate force 1") {
+		t.Fatalf("Up on a dirty schema = %v, want ErrDirty naming the force command", err)
+	}
+	if err := m.Force(ctx, 1, true); err != nil {
+		t.Fatalf("Force: %v", err)
+	}
+	if _, err := m.Up(ctx); err != nil {
+		t.Fatalf("Up after Force: %v", err)
+	}
+	st, err := m.Status(ctx)
+	if err != nil || st[0].Dirty || !st[0].Applied {
+		t.Fatalf("version 1 after Force: %+v (%v)", st[0], err)
 	}
 }

@@ -132,7 +132,7 @@ func checkSchema(ctx context.Context, db *sql.DB, addr string) error {
 			return fmt.Errorf("database at %s: read schema version: %w", addr, err)
 		}
 		if dirty {
-			return fmt.Errorf("database at %s: migration %04d failed half way: repair it (see 'txmsg migrate status')", addr, v)
+			return fmt.Errorf("database at %s: migration %04d failed half way: repair it, then run 'txmsg migrate force %d'", addr, v, v)
 		}
 		applied[v] = true
 	}

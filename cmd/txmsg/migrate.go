@@ -10,25 +10,37 @@ import (
 	"github.com/txmsg/txmsg/migrations"
 )
 
-const migrateSynopsis = `migrate up|down [N]|status [--dsn DSN] [--config FILE]
+const migrateSynopsis = `migrate up|down [N]|status|force V [--dsn DSN] [--config FILE]
 
   up       apply every migration not yet applied (a no-op when current)
   down [N] revert the last N applied migrations (default 1; --all for every one)
-  status   list the migrations and whether each is applied`
+  status   list the migrations and whether each is applied
+  force V  after repairing a migration that failed half way by hand, mark
+           version V cleanly applied (--unapplied: as never applied)`
 
 func runMigrate(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("migrate", migrateSynopsis, e)
 	loader := config.NewAdmin(fs)
 	all := fs.Bool("all", false, "down: revert every applied migration")
+	unapplied := fs.Bool("unapplied", false, "force: mark the version as never applied")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {
-		return usagef("missing action: up, down or status")
+		return usagef("missing action: up, down, status or force")
 	}
 	action, rest := fs.Arg(0), fs.Args()[1:]
-	steps := 1
+	steps, version := 1, 0
 	switch action {
+	case "force":
+		if len(rest) != 1 {
+			return usagef("force: give one version")
+		}
+		v, err := strconv.Atoi(rest[0])
+		if err != nil || v < 1 {
+			return usagef("force: version %q: want a positive number", rest[0])
+		}
+		version = v
 	case "up", "status":
 		if len(rest) > 0 {
 			return usagef("%s: unexpected argument %q", action, rest[0])
@@ -49,7 +61,7 @@ func runMigrate(ctx context.Context, e *env, args []string) error {
 			steps = 0
 		}
 	default:
-		return usagef("unknown action %q: want up, down or status", action)
+		return usagef("unknown action %q: want up, down, status or force", action)
 	}
 	db, err := openAdmin(ctx, loader)
 	if err != nil {
@@ -61,6 +73,11 @@ func runMigrate(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	switch action {
+	case "force":
+		if err := m.Force(ctx, version, !*unapplied); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "version %04d marked %s\n", version, map[bool]string{true: "not applied", false: "applied"}[*unapplied])
 	case "up":
 		done, err := m.Up(ctx)
 		for _, mig := range done {
