@@ -10,6 +10,7 @@ import (
 	"strconv"
 
 	"github.com/txmsg/txmsg"
+	"github.com/txmsg/txmsg/broker/halfmsg"
 )
 
 // DefaultMaxBodyBytes limits an API request body: a 1 MiB value in base64
@@ -88,11 +89,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Let the mux decide between 404 and 405, then answer in JSON.
 	rec := &statusRecorder{header: http.Header{}}
 	h.mux.ServeHTTP(rec, r)
-	var b errorBody
-	b.Error.Code, b.Error.Message = CodeNotFound, "no such endpoint: "+r.URL.Path
+	var b halfmsg.ErrorBody
+	b.Error.Code, b.Error.Message = halfmsg.CodeNotFound, "no such endpoint: "+r.URL.Path
 	if rec.status == http.StatusMethodNotAllowed {
 		w.Header().Set("Allow", rec.header.Get("Allow"))
-		b.Error.Code, b.Error.Message = CodeMethodNotAllowed, "method "+r.Method+" not allowed on "+r.URL.Path
+		b.Error.Code, b.Error.Message = halfmsg.CodeMethodNotAllowed, "method "+r.Method+" not allowed on "+r.URL.Path
 	} else {
 		rec.status = http.StatusNotFound
 	}
@@ -124,7 +125,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		h.log.ErrorContext(r.Context(), "broker: api request failed",
 			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("error", err))
 	}
-	var b errorBody
+	var b halfmsg.ErrorBody
 	b.Error.Code, b.Error.Message = ae.Code, ae.Message
 	h.writeJSON(w, ae.Status, b)
 }
@@ -151,12 +152,12 @@ func (h *Handler) decode(w http.ResponseWriter, r *http.Request, v any) error {
 }
 
 func (h *Handler) prepare(w http.ResponseWriter, r *http.Request) {
-	var b prepareBody
+	var b halfmsg.PrepareBody
 	if err := h.decode(w, r, &b); err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	req, err := b.request()
+	req, err := b.Request()
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -166,7 +167,7 @@ func (h *Handler) prepare(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	h.writeJSON(w, http.StatusCreated, stateBody{ID: id, State: StatePrepared})
+	h.writeJSON(w, http.StatusCreated, halfmsg.StateBody{ID: id, State: halfmsg.StatePrepared})
 }
 
 func (h *Handler) commit(w http.ResponseWriter, r *http.Request) {
@@ -176,7 +177,7 @@ func (h *Handler) commit(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	h.writeJSON(w, http.StatusOK, stateBody{ID: id, State: st})
+	h.writeJSON(w, http.StatusOK, halfmsg.StateBody{ID: id, State: st})
 }
 
 func (h *Handler) rollback(w http.ResponseWriter, r *http.Request) {
@@ -186,12 +187,12 @@ func (h *Handler) rollback(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	h.writeJSON(w, http.StatusOK, stateBody{ID: id, State: st})
+	h.writeJSON(w, http.StatusOK, halfmsg.StateBody{ID: id, State: st})
 }
 
 func (h *Handler) resolve(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	var b resolveBody
+	var b halfmsg.ResolveBody
 	if err := h.decode(w, r, &b); err != nil {
 		h.fail(w, r, err)
 		return
@@ -205,7 +206,7 @@ func (h *Handler) resolve(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	h.writeJSON(w, http.StatusOK, stateBody{ID: id, State: st})
+	h.writeJSON(w, http.StatusOK, halfmsg.StateBody{ID: id, State: st})
 }
 
 func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
@@ -214,7 +215,7 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	h.writeJSON(w, http.StatusOK, messageFor(info))
+	h.writeJSON(w, http.StatusOK, halfmsg.NewMessageBody(info))
 }
 
 func (h *Handler) checks(w http.ResponseWriter, r *http.Request) {
@@ -228,19 +229,19 @@ func (h *Handler) checks(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	out := make([]checkBody, len(cs))
+	out := make([]halfmsg.CheckBody, len(cs))
 	for i, c := range cs {
-		out[i] = checkBody{No: c.No, Result: c.Result, Error: c.Error,
+		out[i] = halfmsg.CheckBody{No: c.No, Result: c.Result, Error: c.Error,
 			LatencyMS: float64(c.Latency.Microseconds()) / 1000, CheckedAt: c.CheckedAt}
 	}
-	h.writeJSON(w, http.StatusOK, map[string][]checkBody{"checks": out})
+	h.writeJSON(w, http.StatusOK, map[string][]halfmsg.CheckBody{"checks": out})
 }
 
 func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	var f Filter
+	var f halfmsg.Filter
 	if s := q.Get("state"); s != "" {
-		st, err := ParseState(s)
+		st, err := halfmsg.ParseState(s)
 		if err != nil {
 			h.fail(w, r, fmt.Errorf("%w: %v", txmsg.ErrInvalidMessage, err))
 			return
@@ -250,8 +251,8 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 	f.ProducerGroup = q.Get("producer_group")
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > MaxListLimit {
-			h.fail(w, r, fmt.Errorf("%w: limit %q: want 1 to %d", txmsg.ErrInvalidMessage, s, MaxListLimit))
+		if err != nil || n < 1 || n > halfmsg.MaxListLimit {
+			h.fail(w, r, fmt.Errorf("%w: limit %q: want 1 to %d", txmsg.ErrInvalidMessage, s, halfmsg.MaxListLimit))
 			return
 		}
 		f.Limit = n
@@ -269,9 +270,9 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	out := listBody{Messages: make([]messageBody, len(infos))}
+	out := halfmsg.ListBody{Messages: make([]halfmsg.MessageBody, len(infos))}
 	for i, info := range infos {
-		out.Messages[i] = messageFor(info)
+		out.Messages[i] = halfmsg.NewMessageBody(info)
 	}
 	if next > 0 {
 		out.NextCursor = strconv.FormatInt(next, 10)
@@ -281,7 +282,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) putGroup(w http.ResponseWriter, r *http.Request) {
 	group := r.PathValue("group")
-	var b groupBody
+	var b halfmsg.GroupBody
 	if err := h.decode(w, r, &b); err != nil {
 		h.fail(w, r, err)
 		return
@@ -301,4 +302,21 @@ func (h *Handler) getGroup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.writeJSON(w, http.StatusOK, map[string]string{"producer_group": group, "checkback_url": u})
+}
+
+// apiErrorFor maps a store error to the API's status and code.
+func apiErrorFor(err error) *halfmsg.APIError {
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		return &halfmsg.APIError{Status: http.StatusRequestEntityTooLarge, Code: halfmsg.CodeTooLarge,
+			Message: fmt.Sprintf("request body is over the limit of %d bytes", mbe.Limit)}
+	case errors.Is(err, txmsg.ErrInvalidMessage):
+		return &halfmsg.APIError{Status: http.StatusBadRequest, Code: halfmsg.CodeInvalidRequest, Message: err.Error()}
+	case errors.Is(err, txmsg.ErrNotFound):
+		return &halfmsg.APIError{Status: http.StatusNotFound, Code: halfmsg.CodeNotFound, Message: err.Error()}
+	case errors.Is(err, txmsg.ErrConflict):
+		return &halfmsg.APIError{Status: http.StatusConflict, Code: halfmsg.CodeConflict, Message: err.Error()}
+	}
+	return &halfmsg.APIError{Status: http.StatusInternalServerError, Code: halfmsg.CodeInternal, Message: "internal error; see the broker's log"}
 }

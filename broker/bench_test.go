@@ -15,6 +15,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/txmsg/txmsg"
+	"github.com/txmsg/txmsg/broker/halfmsg"
 	"github.com/txmsg/txmsg/checkback"
 	"github.com/txmsg/txmsg/internal/testenv"
 )
@@ -70,11 +71,11 @@ func BenchmarkBrokerHalfVsPlain(b *testing.B) {
 	}
 	srv := httptest.NewServer(h)
 	defer srv.Close()
-	client, err := NewClient(srv.URL)
+	client, err := halfmsg.NewClient(srv.URL)
 	if err != nil {
 		b.Fatal(err)
 	}
-	producer, err := NewProducer(client, "bench", db.DB)
+	producer, err := halfmsg.NewProducer(client, "bench", db.DB)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -138,7 +139,7 @@ func BenchmarkBrokerCommitToKafka(b *testing.B) {
 	ids := make([]string, b.N)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("lat-%d", i)
-		if _, err := srv.Store().Prepare(ctx, PrepareRequest{ProducerGroup: "bench",
+		if _, err := srv.Store().Prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: "bench",
 			Message: txmsg.Message{ID: ids[i], Topic: topic, Key: []byte(ids[i]), Value: []byte("v")}}); err != nil {
 			b.Fatal(err)
 		}
@@ -219,7 +220,7 @@ func benchStranded(b *testing.B, concurrency int) {
 	}
 	for i := range b.N {
 		id := fmt.Sprintf("stranded-%d", i)
-		if _, err := store.Prepare(ctx, PrepareRequest{ProducerGroup: "bench",
+		if _, err := store.Prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: "bench",
 			Message: txmsg.Message{ID: id, Topic: "bench-stranded", Value: []byte("v")}}); err != nil {
 			b.Fatal(err)
 		}

@@ -13,12 +13,13 @@ import (
 	"time"
 
 	"github.com/txmsg/txmsg"
+	"github.com/txmsg/txmsg/broker/halfmsg"
 	"github.com/txmsg/txmsg/checkback"
 	"github.com/txmsg/txmsg/internal/backoff"
 	"github.com/txmsg/txmsg/internal/testenv"
 )
 
-func prepareOne(t *testing.T, store *Store, req PrepareRequest) string {
+func prepareOne(t *testing.T, store *Store, req halfmsg.PrepareRequest) string {
 	t.Helper()
 	if req.ProducerGroup == "" {
 		req.ProducerGroup = "g"
@@ -48,22 +49,22 @@ func TestBrokerCheckbackLedgerResolvesCrashedProducer(t *testing.T) {
 	if err := env.store.SetGroup(ctx, "g", url); err != nil {
 		t.Fatal(err)
 	}
-	scanner := testScanner(t, env.store, checkback.Config{CallTimeout: 10 * time.Second, Lease: 20 * time.Second})
+	scanner := testScanner(t, env.store, ScannerConfig{CallTimeout: 10 * time.Second, Lease: 20 * time.Second})
 
 	// The producer committed its local transaction, then crashed before
 	// calling commit.
-	committed := prepareOne(t, env.store, PrepareRequest{CheckTimeout: 20 * time.Millisecond})
+	committed := prepareOne(t, env.store, halfmsg.PrepareRequest{CheckTimeout: 20 * time.Millisecond})
 	if err := recordInTx(ctx, env.db.DB, ledger, committed, true); err != nil {
 		t.Fatal(err)
 	}
 	// The producer crashed before its local transaction.
-	lost := prepareOne(t, env.store, PrepareRequest{CheckTimeout: 20 * time.Millisecond})
+	lost := prepareOne(t, env.store, halfmsg.PrepareRequest{CheckTimeout: 20 * time.Millisecond})
 
-	info := waitState(t, env.store, scanner, committed, StateCommitted, 10*time.Second)
+	info := waitState(t, env.store, scanner, committed, halfmsg.StateCommitted, 10*time.Second)
 	if info.LastCheckResult != "commit" || info.CheckCount != 1 {
 		t.Fatalf("committed by check-back: %+v", info)
 	}
-	waitState(t, env.store, scanner, lost, StateRolledBack, 10*time.Second)
+	waitState(t, env.store, scanner, lost, halfmsg.StateRolledBack, 10*time.Second)
 	// The lost transaction, arriving late, must not commit.
 	if err := recordInTx(ctx, env.db.DB, ledger, lost, true); !errors.Is(err, checkback.ErrAlreadyDecided) || !errors.Is(err, txmsg.ErrConflict) {
 		t.Fatalf("late local transaction after a rollback check: %v, want ErrAlreadyDecided", err)
@@ -72,7 +73,7 @@ func TestBrokerCheckbackLedgerResolvesCrashedProducer(t *testing.T) {
 	// A check arriving while the local transaction is open waits for it.
 	for _, commit := range []bool{true, false} {
 		t.Run(fmt.Sprintf("open transaction commits=%v", commit), func(t *testing.T) {
-			id := prepareOne(t, env.store, PrepareRequest{CheckTimeout: time.Millisecond})
+			id := prepareOne(t, env.store, halfmsg.PrepareRequest{CheckTimeout: time.Millisecond})
 			tx, err := env.db.DB.BeginTx(ctx, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -108,9 +109,9 @@ func TestBrokerCheckbackLedgerResolvesCrashedProducer(t *testing.T) {
 			if err := <-done; err != nil {
 				t.Fatal(err)
 			}
-			want := StateRolledBack
+			want := halfmsg.StateRolledBack
 			if commit {
-				want = StateCommitted
+				want = halfmsg.StateCommitted
 			}
 			info := waitState(t, env.store, scanner, id, want, 10*time.Second)
 			if info.CheckCount != 1 {
@@ -121,7 +122,7 @@ func TestBrokerCheckbackLedgerResolvesCrashedProducer(t *testing.T) {
 }
 
 // scanUntilChecked scans until one scan has checked a message.
-func scanUntilChecked(ctx context.Context, s *checkback.Scanner) error {
+func scanUntilChecked(ctx context.Context, s *Scanner) error {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	deadline := time.After(10 * time.Second)
@@ -154,12 +155,11 @@ func recordInTx(ctx context.Context, db *sql.DB, l *checkback.Ledger, id string,
 
 // recMetrics records Resolved calls.
 type recMetrics struct {
-	NopMetrics
 	mu       sync.Mutex
 	resolved map[string]int
 }
 
-func (m *recMetrics) Resolved(to State, by string) {
+func (m *recMetrics) Resolved(to halfmsg.State, by string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.resolved[to.String()+"/"+by]++
@@ -174,7 +174,7 @@ func (m *recMetrics) get(key string) int {
 func TestBrokerCheckbackUnknownBacksOffDiscardsAndResolves(t *testing.T) {
 	t.Parallel()
 	metrics := &recMetrics{resolved: map[string]int{}}
-	env := newAPIEnv(t, WithStoreMetrics(metrics))
+	env := newAPIEnv(t, WithStoreHooks(metrics))
 	ctx := context.Background()
 	probe := newProbe()
 	url := producerServer(t, checkback.CheckerFunc(func(ctx context.Context, req checkback.Request) (checkback.Answer, error) {
@@ -187,10 +187,10 @@ func TestBrokerCheckbackUnknownBacksOffDiscardsAndResolves(t *testing.T) {
 		maxInterval = 200 * time.Millisecond
 		maxChecks   = 5
 	)
-	scanner := testScanner(t, env.store, checkback.Config{MaxInterval: maxInterval})
-	id := prepareOne(t, env.store, PrepareRequest{CheckbackURL: url, CheckTimeout: interval, MaxChecks: maxChecks})
+	scanner := testScanner(t, env.store, ScannerConfig{MaxInterval: maxInterval})
+	id := prepareOne(t, env.store, halfmsg.PrepareRequest{CheckbackURL: url, CheckTimeout: interval, MaxChecks: maxChecks})
 
-	info := waitState(t, env.store, scanner, id, StateDiscarded, 15*time.Second)
+	info := waitState(t, env.store, scanner, id, halfmsg.StateDiscarded, 15*time.Second)
 	if info.CheckCount != maxChecks || info.LastCheckResult != "unknown" || info.Reason == "" {
 		t.Fatalf("discarded: %+v", info)
 	}
@@ -228,18 +228,18 @@ func TestBrokerCheckbackUnknownBacksOffDiscardsAndResolves(t *testing.T) {
 	if _, err := env.client.Commit(ctx, id); !errors.Is(err, txmsg.ErrConflict) {
 		t.Fatalf("producer commit of a discarded message: %v, want ErrConflict", err)
 	}
-	discarded, _, err := env.client.List(ctx, Filter{State: StateDiscarded})
+	discarded, _, err := env.client.List(ctx, halfmsg.Filter{State: halfmsg.StateDiscarded})
 	if err != nil || len(discarded) != 1 || discarded[0].ID != id {
 		t.Fatalf("list discarded: %v, %v", discarded, err)
 	}
 	for range 2 {
 		st, err := env.client.Resolve(ctx, id, true, "checked by hand: order 17 exists")
-		if err != nil || st != StateCommitted {
+		if err != nil || st != halfmsg.StateCommitted {
 			t.Fatalf("resolve commit: %v, %v", st, err)
 		}
 	}
 	info, _ = env.store.Get(ctx, id)
-	if info.State != StateCommitted || info.Reason != "checked by hand: order 17 exists" {
+	if info.State != halfmsg.StateCommitted || info.Reason != "checked by hand: order 17 exists" {
 		t.Fatalf("after resolve: %+v", info)
 	}
 	if metrics.get("committed/operator") != 1 {
@@ -286,12 +286,12 @@ func TestBrokerCheckbackBadProducersCountAsChecks(t *testing.T) {
 	const maxChecks = 3
 	ids := map[string]string{}
 	for name, url := range cases {
-		ids[name] = prepareOne(t, env.store, PrepareRequest{ProducerGroup: "unregistered", CheckbackURL: url,
+		ids[name] = prepareOne(t, env.store, halfmsg.PrepareRequest{ProducerGroup: "unregistered", CheckbackURL: url,
 			CheckTimeout: 30 * time.Millisecond, MaxChecks: maxChecks})
 	}
-	scanner := testScanner(t, env.store, checkback.Config{Concurrency: 4, CallTimeout: 150 * time.Millisecond, MaxInterval: 100 * time.Millisecond})
+	scanner := testScanner(t, env.store, ScannerConfig{Concurrency: 4, CallTimeout: 150 * time.Millisecond, MaxInterval: 100 * time.Millisecond})
 	for name, id := range ids {
-		info := waitState(t, env.store, scanner, id, StateDiscarded, 20*time.Second)
+		info := waitState(t, env.store, scanner, id, halfmsg.StateDiscarded, 20*time.Second)
 		if info.CheckCount != maxChecks || info.LastCheckResult != "error" || info.LastCheckError == "" {
 			t.Fatalf("%s: %+v", name, info)
 		}
@@ -325,11 +325,11 @@ func TestBrokerCheckbackProducerCallWinsOverCheckInFlight(t *testing.T) {
 		defer mu.Unlock()
 		return answers[req.ID], nil
 	}))
-	scanner := testScanner(t, env.store, checkback.Config{CallTimeout: 10 * time.Second})
+	scanner := testScanner(t, env.store, ScannerConfig{CallTimeout: 10 * time.Second})
 	// The check answers rollback while the producer's commit arrives, and
 	// the reverse.
-	commitID := prepareOne(t, env.store, PrepareRequest{CheckbackURL: url, CheckTimeout: time.Millisecond})
-	rollbackID := prepareOne(t, env.store, PrepareRequest{CheckbackURL: url, CheckTimeout: time.Millisecond})
+	commitID := prepareOne(t, env.store, halfmsg.PrepareRequest{CheckbackURL: url, CheckTimeout: time.Millisecond})
+	rollbackID := prepareOne(t, env.store, halfmsg.PrepareRequest{CheckbackURL: url, CheckTimeout: time.Millisecond})
 	answers[commitID], answers[rollbackID] = checkback.AnswerRollback, checkback.AnswerCommit
 	done := make(chan error, 1)
 	go func() { _, err := scanner.Scan(ctx); done <- err }()
@@ -340,17 +340,17 @@ func TestBrokerCheckbackProducerCallWinsOverCheckInFlight(t *testing.T) {
 			t.Fatal("checks did not reach the producer")
 		}
 	}
-	if st, err := env.client.Commit(ctx, commitID); err != nil || st != StateCommitted {
+	if st, err := env.client.Commit(ctx, commitID); err != nil || st != halfmsg.StateCommitted {
 		t.Fatalf("commit during check: %v, %v", st, err)
 	}
-	if st, err := env.client.Rollback(ctx, rollbackID); err != nil || st != StateRolledBack {
+	if st, err := env.client.Rollback(ctx, rollbackID); err != nil || st != halfmsg.StateRolledBack {
 		t.Fatalf("rollback during check: %v, %v", st, err)
 	}
 	close(release)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	for id, want := range map[string]State{commitID: StateCommitted, rollbackID: StateRolledBack} {
+	for id, want := range map[string]halfmsg.State{commitID: halfmsg.StateCommitted, rollbackID: halfmsg.StateRolledBack} {
 		info, err := env.store.Get(ctx, id)
 		if err != nil || info.State != want {
 			t.Fatalf("%s: %+v, %v; want %s", id, info, err, want)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/txmsg/txmsg/broker/halfmsg"
 	"github.com/txmsg/txmsg/checkback"
 	"github.com/txmsg/txmsg/internal/codec"
 	"github.com/txmsg/txmsg/internal/sqlx"
@@ -45,18 +46,18 @@ VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(6))`
 // claiming are passed over, not waited for), counts the check and moves
 // next_check_at lease ahead, so no other instance claims them until this
 // check is recorded or the lease has passed.
-func (s *Store) ClaimDue(ctx context.Context, limit int, lease time.Duration) ([]checkback.Claim, error) {
-	var claims []checkback.Claim
+func (s *Store) ClaimDue(ctx context.Context, limit int, lease time.Duration) ([]Claim, error) {
+	var claims []Claim
 	err := sqlx.RunInTx(ctx, s.db, nil, func(tx *sql.Tx) error {
 		claims = claims[:0]
-		rows, err := tx.QueryContext(ctx, selectDue, StatePrepared, limit)
+		rows, err := tx.QueryContext(ctx, selectDue, halfmsg.StatePrepared, limit)
 		if err != nil {
 			return fmt.Errorf("select due: %w", err)
 		}
 		var seqs []any
 		for rows.Next() {
 			var (
-				c         checkback.Claim
+				c         Claim
 				seq       int64
 				key, hdr  []byte
 				timeoutMS int64
@@ -102,7 +103,7 @@ func (s *Store) ClaimDue(ctx context.Context, limit int, lease time.Duration) ([
 // group's registration. It reads without locking: a FOR UPDATE over a join
 // would lock the group rows too, and SKIP LOCKED would then pass over every
 // message of a group another instance is claiming.
-func fillGroupURLs(ctx context.Context, tx *sql.Tx, claims []checkback.Claim) error {
+func fillGroupURLs(ctx context.Context, tx *sql.Tx, claims []Claim) error {
 	var groups []any
 	seen := map[string]bool{}
 	for _, c := range claims {
@@ -143,7 +144,7 @@ func fillGroupURLs(ctx context.Context, tx *sql.Tx, claims []checkback.Claim) er
 // arrived while the check was in flight has left prepared, so the check's
 // answer changes nothing (the producer's own call wins), and a check whose
 // lease expired and was claimed again cannot overwrite the newer one.
-func (s *Store) RecordCheck(ctx context.Context, c checkback.Claim, r checkback.Result) error {
+func (s *Store) RecordCheck(ctx context.Context, c Claim, r CheckResult) error {
 	result := r.Answer.String()
 	var errText sql.NullString
 	if r.Err != nil {
@@ -151,7 +152,7 @@ func (s *Store) RecordCheck(ctx context.Context, c checkback.Claim, r checkback.
 		errText = nullString(truncate(r.Err.Error(), 1024))
 	}
 	var (
-		to      State
+		to      halfmsg.State
 		changed bool
 	)
 	err := sqlx.RunInTx(ctx, s.db, nil, func(tx *sql.Tx) error {
@@ -161,22 +162,22 @@ func (s *Store) RecordCheck(ctx context.Context, c checkback.Claim, r checkback.
 		)
 		switch {
 		case r.Err == nil && r.Answer == checkback.AnswerCommit:
-			to = StateCommitted
-			res, err = tx.ExecContext(ctx, resolveByCheck, to, result, c.ID, StatePrepared, c.CheckCount)
+			to = halfmsg.StateCommitted
+			res, err = tx.ExecContext(ctx, resolveByCheck, to, result, c.ID, halfmsg.StatePrepared, c.CheckCount)
 		case r.Err == nil && r.Answer == checkback.AnswerRollback:
-			to = StateRolledBack
-			res, err = tx.ExecContext(ctx, resolveByCheck, to, result, c.ID, StatePrepared, c.CheckCount)
+			to = halfmsg.StateRolledBack
+			res, err = tx.ExecContext(ctx, resolveByCheck, to, result, c.ID, halfmsg.StatePrepared, c.CheckCount)
 		case r.Discard:
-			to = StateDiscarded
+			to = halfmsg.StateDiscarded
 			reason := fmt.Sprintf("no commit or rollback after %d check-backs (last: %s)", c.CheckCount, result)
 			if r.Err != nil {
 				reason += ": " + r.Err.Error()
 			}
 			res, err = tx.ExecContext(ctx, discardByCheck, to, truncate(reason, 1024), result, errText,
-				c.ID, StatePrepared, c.CheckCount)
+				c.ID, halfmsg.StatePrepared, c.CheckCount)
 		default:
 			res, err = tx.ExecContext(ctx, rescheduleCheck, r.NextCheck.Microseconds(), result, errText,
-				c.ID, StatePrepared, c.CheckCount)
+				c.ID, halfmsg.StatePrepared, c.CheckCount)
 		}
 		if err != nil {
 			return err

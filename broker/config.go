@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/txmsg/txmsg"
-	"github.com/txmsg/txmsg/checkback"
 	"github.com/txmsg/txmsg/relay"
 )
 
@@ -90,7 +89,7 @@ func (c *Config) Validate() error {
 	case c.ShutdownTimeout <= 0:
 		return errors.New("broker: shutdown_timeout: want more than 0")
 	}
-	cb := c.checkback()
+	cb := c.scanner()
 	if err := cb.Validate(); err != nil {
 		return fmt.Errorf("broker: %w", err)
 	}
@@ -109,7 +108,7 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-func (c *Config) checkback() checkback.Config {
-	return checkback.Config{Schedule: c.ScanSchedule, Concurrency: c.Concurrency,
+func (c *Config) scanner() ScannerConfig {
+	return ScannerConfig{Schedule: c.ScanSchedule, Concurrency: c.Concurrency,
 		CallTimeout: c.CallTimeout, MaxInterval: c.MaxInterval}
 }

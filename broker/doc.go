@@ -5,7 +5,9 @@
 // transaction, then commits or rolls the message back. Committed messages are
 // delivered by relay.Engine through HalfSource, with the header
 // txmsg-source: half and txmsg-id = the message id. A producer that goes
-// silent is asked by the check-back scanner (package checkback).
+// silent is asked by the check-back Scanner, through the protocol of package
+// checkback. The producer side (Client, Producer, the API's types) is package
+// broker/halfmsg, which links neither this daemon nor kafka-go.
 //
 // Store holds the state machine on the txmsg_half_messages table:
 //
@@ -19,8 +21,6 @@
 // with txmsg.ErrConflict and changes nothing, and a commit that arrives while
 // a check-back is in flight wins over the check's late answer.
 //
-// Handler serves the HTTP/JSON API, Client speaks it (mapping error codes
-// back to txmsg's sentinels, so errors.Is works over HTTP), Producer wraps a
-// local transaction in prepare/commit/rollback with a check-back ledger row,
-// and Server runs API, scanner and relay engine as one daemon.
+// Handler serves the HTTP/JSON API (halfmsg.Client speaks it), and Server
+// runs API, scanner and relay engine as one daemon.
 package broker

@@ -16,6 +16,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/txmsg/txmsg/broker/halfmsg"
 	"github.com/txmsg/txmsg/checkback"
 	"github.com/txmsg/txmsg/internal/testenv"
 	"github.com/txmsg/txmsg/relay"
@@ -32,7 +33,7 @@ func testLogger(t *testing.T) *slog.Logger {
 type apiEnv struct {
 	db     *testenv.Database
 	store  *Store
-	client *Client
+	client *halfmsg.Client
 	url    string
 }
 
@@ -49,7 +50,7 @@ func newAPIEnv(t *testing.T, opts ...StoreOption) *apiEnv {
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	c, err := NewClient(srv.URL)
+	c, err := halfmsg.NewClient(srv.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +59,7 @@ func newAPIEnv(t *testing.T, opts ...StoreOption) *apiEnv {
 
 // testScanner builds a scanner on store with fast timings; tests drive it
 // with Scan.
-func testScanner(t *testing.T, store *Store, cfg checkback.Config) *checkback.Scanner {
+func testScanner(t *testing.T, store *Store, cfg ScannerConfig) *Scanner {
 	t.Helper()
 	if cfg.CallTimeout == 0 {
 		cfg.CallTimeout = 300 * time.Millisecond
@@ -66,7 +67,7 @@ func testScanner(t *testing.T, store *Store, cfg checkback.Config) *checkback.Sc
 	if cfg.MaxInterval == 0 {
 		cfg.MaxInterval = 400 * time.Millisecond
 	}
-	s, err := checkback.NewScanner(store, cfg, checkback.WithLogger(testLogger(t)))
+	s, err := NewScanner(store, cfg, WithScannerLogger(testLogger(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,9 +83,9 @@ func producerServer(t *testing.T, checker checkback.Checker) string {
 }
 
 // waitState scans (when scanner is not nil) until id reaches want.
-func waitState(t *testing.T, store *Store, scanner *checkback.Scanner, id string, want State, timeout time.Duration) Info {
+func waitState(t *testing.T, store *Store, scanner *Scanner, id string, want halfmsg.State, timeout time.Duration) halfmsg.Info {
 	t.Helper()
-	var info Info
+	var info halfmsg.Info
 	testenv.Eventually(t, timeout, func() error {
 		ctx := context.Background()
 		if scanner != nil {
@@ -134,7 +135,7 @@ func testServerConfig(brokers []string) Config {
 // runningServer is a Server started in the background.
 type runningServer struct {
 	*Server
-	client  *Client
+	client  *halfmsg.Client
 	cancel  context.CancelFunc
 	done    chan error
 	once    sync.Once
@@ -175,7 +176,7 @@ func startServer(t *testing.T, db *sql.DB, cfg Config) *runningServer {
 			t.Errorf("broker stopped with: %v", err)
 		}
 	})
-	c, err := NewClient("http://" + ln.Addr().String())
+	c, err := halfmsg.NewClient("http://" + ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}

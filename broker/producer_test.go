@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/txmsg/txmsg"
-	"github.com/txmsg/txmsg/checkback"
+	"github.com/txmsg/txmsg/broker/halfmsg"
 )
 
 // failCommits is a transport whose commit calls fail before reaching the
@@ -37,11 +37,11 @@ func TestBrokerProducerSurfacesErrorsAndCheckbackRecovers(t *testing.T) {
 			return err
 		}
 	}
-	broken, err := NewClient(env.url, WithHTTPClient(&http.Client{Transport: failCommits{http.DefaultTransport}}))
+	broken, err := halfmsg.NewClient(env.url, halfmsg.WithHTTPClient(&http.Client{Transport: failCommits{http.DefaultTransport}}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := NewProducer(broken, "shop", env.db.DB, WithProducerCheckTimeout(20*time.Millisecond))
+	p, err := halfmsg.NewProducer(broken, "shop", env.db.DB, halfmsg.WithProducerCheckTimeout(20*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,8 +56,8 @@ func TestBrokerProducerSurfacesErrorsAndCheckbackRecovers(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "network down") {
 		t.Fatalf("failed commit call: %v, want it returned", err)
 	}
-	scanner := testScanner(t, env.store, checkback.Config{})
-	waitState(t, env.store, scanner, "lost-commit", StateCommitted, 10*time.Second)
+	scanner := testScanner(t, env.store, ScannerConfig{})
+	waitState(t, env.store, scanner, "lost-commit", halfmsg.StateCommitted, 10*time.Second)
 
 	// An invalid message fails at prepare, over HTTP, with the sentinel;
 	// nothing runs.
@@ -71,7 +71,7 @@ func TestBrokerProducerSurfacesErrorsAndCheckbackRecovers(t *testing.T) {
 	}
 
 	// A failing local transaction rolls the message back at once.
-	good, err := NewProducer(env.client, "shop", env.db.DB)
+	good, err := halfmsg.NewProducer(env.client, "shop", env.db.DB)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,17 +79,17 @@ func TestBrokerProducerSurfacesErrorsAndCheckbackRecovers(t *testing.T) {
 	if err == nil {
 		t.Fatal("duplicate business row: want the transaction's error")
 	}
-	if info, _ := env.store.Get(ctx, "dup"); info.State != StateRolledBack {
+	if info, _ := env.store.Get(ctx, "dup"); info.State != halfmsg.StateRolledBack {
 		t.Fatalf("after a failed local transaction: %s, want rolled_back", info.State)
 	}
 	// A clean send commits.
 	if err := good.SendInTransaction(ctx, txmsg.Message{ID: "ok", Topic: "orders", Value: []byte("v")}, insert("ok")); err != nil {
 		t.Fatal(err)
 	}
-	if info, _ := env.store.Get(ctx, "ok"); info.State != StateCommitted {
+	if info, _ := env.store.Get(ctx, "ok"); info.State != halfmsg.StateCommitted {
 		t.Fatalf("clean send: %s, want committed", info.State)
 	}
-	if _, err := NewProducer(env.client, "", env.db.DB); err == nil {
+	if _, err := halfmsg.NewProducer(env.client, "", env.db.DB); err == nil {
 		t.Fatal("empty group: want an error")
 	}
 }

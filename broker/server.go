@@ -14,7 +14,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/txmsg/txmsg"
-	"github.com/txmsg/txmsg/checkback"
 	"github.com/txmsg/txmsg/relay"
 )
 
@@ -26,10 +25,10 @@ type Server struct {
 	cfg      Config
 	store    *Store
 	handler  *Handler
-	scanner  *checkback.Scanner
+	scanner  *Scanner
 	engine   *relay.Engine
 	log      *slog.Logger
-	metrics  Metrics
+	metrics  hooks
 	listener net.Listener
 	addr     atomic.Pointer[string]
 	running  atomic.Bool
@@ -39,22 +38,24 @@ type Server struct {
 type ServerOption func(*serverOptions)
 
 type serverOptions struct {
-	log          *slog.Logger
-	metrics      Metrics
-	relayMetrics relay.Metrics
-	listener     net.Listener
-	checkClient  *http.Client
+	log         *slog.Logger
+	hooks       hooks
+	relayHooks  []relay.Hook
+	listener    net.Listener
+	checkClient *http.Client
 }
 
 // WithLogger sets the logger of the server and its parts (default: discarded).
 func WithLogger(l *slog.Logger) ServerOption { return func(o *serverOptions) { o.log = l } }
 
-// WithMetrics sets the broker's metrics hooks (default: NopMetrics).
-func WithMetrics(m Metrics) ServerOption { return func(o *serverOptions) { o.metrics = m } }
+// WithHooks adds the broker's measurement hooks (default: none); see Hook.
+func WithHooks(hs ...Hook) ServerOption {
+	return func(o *serverOptions) { o.hooks = append(o.hooks, hs...) }
+}
 
-// WithRelayMetrics sets the relay engine's metrics hooks (default: none).
-func WithRelayMetrics(m relay.Metrics) ServerOption {
-	return func(o *serverOptions) { o.relayMetrics = m }
+// WithRelayHooks adds the relay engine's measurement hooks (default: none).
+func WithRelayHooks(hs ...relay.Hook) ServerOption {
+	return func(o *serverOptions) { o.relayHooks = append(o.relayHooks, hs...) }
 }
 
 // WithListener serves the API on l instead of listening on Config.Listen;
@@ -62,7 +63,7 @@ func WithRelayMetrics(m relay.Metrics) ServerOption {
 func WithListener(l net.Listener) ServerOption { return func(o *serverOptions) { o.listener = l } }
 
 // WithCheckbackClient sets the HTTP client that calls producers (default:
-// see checkback.WithHTTPClient).
+// see WithScannerHTTPClient).
 func WithCheckbackClient(c *http.Client) ServerOption {
 	return func(o *serverOptions) { o.checkClient = c }
 }
@@ -76,22 +77,19 @@ func NewServer(db *sql.DB, cfg Config, opts ...ServerOption) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	o := serverOptions{log: slog.New(slog.DiscardHandler), metrics: NopMetrics{}}
+	o := serverOptions{log: slog.New(slog.DiscardHandler)}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	if o.log == nil {
 		o.log = slog.New(slog.DiscardHandler)
 	}
-	if o.metrics == nil {
-		o.metrics = NopMetrics{}
-	}
 	// A commit wakes the relay's worker for its shard at once; without it
 	// an idle shard would notice the commit only at its next poll.
 	var engine *relay.Engine
 	wake := func(shard int) { engine.Wake(txmsg.SourceHalf, shard) }
 	store, err := NewStore(db, WithShards(cfg.Relay.Shards), WithMaxValueBytes(cfg.MaxValueBytes),
-		WithCheckTimeout(cfg.CheckTimeout), WithMaxChecks(cfg.MaxChecks), WithStoreMetrics(o.metrics), WithOnCommit(wake))
+		WithCheckTimeout(cfg.CheckTimeout), WithMaxChecks(cfg.MaxChecks), WithStoreHooks(o.hooks...), WithOnCommit(wake))
 	if err != nil {
 		return nil, err
 	}
@@ -99,21 +97,18 @@ func NewServer(db *sql.DB, cfg Config, opts ...ServerOption) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	scanner, err := checkback.NewScanner(store, cfg.checkback(), checkback.WithLogger(o.log),
-		checkback.WithMetrics(o.metrics), checkback.WithHTTPClient(o.checkClient))
+	scanner, err := NewScanner(store, cfg.scanner(), WithScannerLogger(o.log),
+		WithScannerHooks(o.hooks...), WithScannerHTTPClient(o.checkClient))
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	ropts := []relay.Option{relay.WithSources(NewHalfSource()), relay.WithLogger(o.log)}
-	if o.relayMetrics != nil {
-		ropts = append(ropts, relay.WithMetrics(o.relayMetrics))
-	}
-	engine, err = relay.New(db, cfg.Relay, ropts...)
+	engine, err = relay.New(db, cfg.Relay, relay.WithSources(NewHalfSource()), relay.WithLogger(o.log),
+		relay.WithHooks(o.relayHooks...))
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	return &Server{cfg: cfg, store: store, handler: handler, scanner: scanner, engine: engine,
-		log: o.log, metrics: o.metrics, listener: o.listener}, nil
+		log: o.log, metrics: o.hooks, listener: o.listener}, nil
 }
 
 // Store returns the server's store, for admin commands in the same process.

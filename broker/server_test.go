@@ -9,12 +9,13 @@ import (
 	"time"
 
 	"github.com/txmsg/txmsg"
+	"github.com/txmsg/txmsg/broker/halfmsg"
 	"github.com/txmsg/txmsg/checkback"
 	"github.com/txmsg/txmsg/internal/testenv"
 )
 
 // waitDelivered polls until every id is in state want.
-func waitStates(t *testing.T, c *Client, ids []string, want State, timeout time.Duration) {
+func waitStates(t *testing.T, c *halfmsg.Client, ids []string, want halfmsg.State, timeout time.Duration) {
 	t.Helper()
 	testenv.Eventually(t, timeout, func() error {
 		for _, id := range ids {
@@ -49,7 +50,7 @@ func TestBrokerServerDeliversCommittedOnly(t *testing.T) {
 	const topic = "half-e2e"
 	prep := func(id, url string, maxChecks int) {
 		t.Helper()
-		_, err := c.Prepare(ctx, PrepareRequest{ProducerGroup: "g", CheckbackURL: url, MaxChecks: maxChecks,
+		_, err := c.Prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: "g", CheckbackURL: url, MaxChecks: maxChecks,
 			CheckTimeout: 100 * time.Millisecond,
 			Message: txmsg.Message{ID: id, Topic: topic, Key: []byte("key-" + id), Value: []byte("value-" + id),
 				Headers: []txmsg.Header{{Key: "trace", Value: []byte("t-" + id)}}}})
@@ -79,7 +80,7 @@ func TestBrokerServerDeliversCommittedOnly(t *testing.T) {
 	var ordered []string
 	for i := range 20 {
 		id := fmt.Sprintf("ordered-%02d", i)
-		if _, err := c.Prepare(ctx, PrepareRequest{ProducerGroup: "g", CheckbackURL: ledgerURL,
+		if _, err := c.Prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: "g", CheckbackURL: ledgerURL,
 			Message: txmsg.Message{ID: id, Topic: topic + "-ordered", Key: []byte("one-key"), Value: []byte(id)}}); err != nil {
 			t.Fatal(err)
 		}
@@ -89,19 +90,19 @@ func TestBrokerServerDeliversCommittedOnly(t *testing.T) {
 		ordered = append(ordered, id)
 	}
 
-	waitStates(t, c, []string{"discarded", "resolved"}, StateDiscarded, 20*time.Second)
+	waitStates(t, c, []string{"discarded", "resolved"}, halfmsg.StateDiscarded, 20*time.Second)
 	if _, err := c.Resolve(ctx, "resolved", true, "operator checked"); err != nil {
 		t.Fatal(err)
 	}
 	delivered := []string{"committed", "checked-commit", "resolved"}
-	waitStates(t, c, delivered, StateDelivered, 20*time.Second)
-	waitStates(t, c, []string{"rolled-back", "checked-rollback"}, StateRolledBack, 20*time.Second)
+	waitStates(t, c, delivered, halfmsg.StateDelivered, 20*time.Second)
+	waitStates(t, c, []string{"rolled-back", "checked-rollback"}, halfmsg.StateRolledBack, 20*time.Second)
 	// A repeated commit after delivery is still idempotent.
-	if st, err := c.Commit(ctx, "committed"); err != nil || st != StateDelivered {
+	if st, err := c.Commit(ctx, "committed"); err != nil || st != halfmsg.StateDelivered {
 		t.Fatalf("commit after delivery: %v, %v", st, err)
 	}
 
-	waitStates(t, c, ordered, StateDelivered, 20*time.Second)
+	waitStates(t, c, ordered, halfmsg.StateDelivered, 20*time.Second)
 	recs, err := testenv.Records(ctx, kafka.Addrs, topic+"-ordered")
 	if err != nil {
 		t.Fatal(err)
@@ -167,11 +168,11 @@ func TestBrokerServerTwoInstancesOneKilled(t *testing.T) {
 	const topic = "half-ha"
 	var committed, rolledBack []string
 	errFail := errors.New("business rule says no")
-	send := func(i int, c *Client) {
+	send := func(i int, c *halfmsg.Client) {
 		t.Helper()
 		id := fmt.Sprintf("m-%03d", i)
 		msg := txmsg.Message{ID: id, Topic: topic, Key: []byte(fmt.Sprintf("k%d", i%7)), Value: []byte(id)}
-		p, err := NewProducer(c, "g", db.DB, WithProducerCheckTimeout(300*time.Millisecond))
+		p, err := halfmsg.NewProducer(c, "g", db.DB, halfmsg.WithProducerCheckTimeout(300*time.Millisecond))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -192,7 +193,7 @@ func TestBrokerServerTwoInstancesOneKilled(t *testing.T) {
 			}
 			rolledBack = append(rolledBack, id)
 		case 1: // the producer dies after its local commit
-			if _, err := c.Prepare(ctx, PrepareRequest{ProducerGroup: "g", Message: msg, CheckTimeout: 300 * time.Millisecond}); err != nil {
+			if _, err := c.Prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: "g", Message: msg, CheckTimeout: 300 * time.Millisecond}); err != nil {
 				t.Fatal(err)
 			}
 			if err := recordInTx(ctx, db.DB, ledger, id, true); err != nil {
@@ -200,7 +201,7 @@ func TestBrokerServerTwoInstancesOneKilled(t *testing.T) {
 			}
 			committed = append(committed, id)
 		case 2: // the producer dies before its local transaction
-			if _, err := c.Prepare(ctx, PrepareRequest{ProducerGroup: "g", Message: msg, CheckTimeout: 300 * time.Millisecond}); err != nil {
+			if _, err := c.Prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: "g", Message: msg, CheckTimeout: 300 * time.Millisecond}); err != nil {
 				t.Fatal(err)
 			}
 			rolledBack = append(rolledBack, id)
@@ -231,8 +232,8 @@ func TestBrokerServerTwoInstancesOneKilled(t *testing.T) {
 	for i := 40; i < 80; i++ {
 		send(i, b.client)
 	}
-	waitStates(t, b.client, committed, StateDelivered, 30*time.Second)
-	waitStates(t, b.client, rolledBack, StateRolledBack, 30*time.Second)
+	waitStates(t, b.client, committed, halfmsg.StateDelivered, 30*time.Second)
+	waitStates(t, b.client, rolledBack, halfmsg.StateRolledBack, 30*time.Second)
 
 	got := recordsByID(t, kafka.Addrs, topic)
 	for _, id := range committed {
@@ -267,7 +268,7 @@ func TestBrokerServerCommitWakesItsShard(t *testing.T) {
 	time.Sleep(4 * time.Second)
 	for i := range 4 {
 		id := fmt.Sprintf("wake-%d", i)
-		if _, err := srv.client.Prepare(ctx, PrepareRequest{ProducerGroup: "g",
+		if _, err := srv.client.Prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: "g",
 			Message: txmsg.Message{ID: id, Topic: "wake", Key: []byte(id), Value: []byte("v")}}); err != nil {
 			t.Fatal(err)
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/txmsg/txmsg"
+	"github.com/txmsg/txmsg/broker/halfmsg"
 	"github.com/txmsg/txmsg/relay"
 )
 
@@ -58,7 +59,7 @@ func (*HalfSource) Name() string { return txmsg.SourceHalf }
 
 // Pending implements relay.Source: committed messages of shard in seq order.
 func (*HalfSource) Pending(ctx context.Context, q relay.Querier, shard int, limit relay.Limit) ([]relay.Row, error) {
-	rows, err := q.QueryContext(ctx, pendingHalf, StateCommitted, shard, limit.Rows)
+	rows, err := q.QueryContext(ctx, pendingHalf, halfmsg.StateCommitted, shard, limit.Rows)
 	if err != nil {
 		return nil, fmt.Errorf("broker: pending of shard %d: %w", shard, err)
 	}
@@ -83,7 +84,7 @@ func (*HalfSource) Delivered(ctx context.Context, e relay.Execer, rows []relay.R
 	if len(rows) == 0 {
 		return nil
 	}
-	in, args := seqArgs(rows, StateDelivered, StateCommitted)
+	in, args := seqArgs(rows, halfmsg.StateDelivered, halfmsg.StateCommitted)
 	if _, err := e.ExecContext(ctx, deliveredHalf+in, args...); err != nil {
 		return fmt.Errorf("broker: mark %d delivered: %w", len(rows), err)
 	}
@@ -108,7 +109,7 @@ func (*HalfSource) Remove(ctx context.Context, e relay.Execer, rows []relay.Row)
 	if len(rows) == 0 {
 		return nil
 	}
-	in, args := seqArgs(rows, StateDead, StateCommitted)
+	in, args := seqArgs(rows, halfmsg.StateDead, halfmsg.StateCommitted)
 	if _, err := e.ExecContext(ctx, removeHalf+in, args...); err != nil {
 		return fmt.Errorf("broker: mark %d dead: %w", len(rows), err)
 	}
@@ -117,7 +118,7 @@ func (*HalfSource) Remove(ctx context.Context, e relay.Execer, rows []relay.Row)
 
 // Backlog implements relay.Source: committed messages not yet delivered.
 func (*HalfSource) Backlog(ctx context.Context, q relay.Querier) (int64, time.Time, error) {
-	rows, err := q.QueryContext(ctx, backlogHalf, StateCommitted)
+	rows, err := q.QueryContext(ctx, backlogHalf, halfmsg.StateCommitted)
 	if err != nil {
 		return 0, time.Time{}, fmt.Errorf("broker: committed backlog: %w", err)
 	}
@@ -145,7 +146,7 @@ func (*HalfSource) Backlog(ctx context.Context, q relay.Querier) (int64, time.Ti
 // neither prepared nor discarded.
 func (*HalfSource) Purge(ctx context.Context, e relay.Execer, deliveredBefore time.Time, limit int) (int64, error) {
 	before := deliveredBefore.UTC()
-	res, err := e.ExecContext(ctx, purgeDelivered, before, StateDelivered, limit)
+	res, err := e.ExecContext(ctx, purgeDelivered, before, halfmsg.StateDelivered, limit)
 	if err != nil {
 		return 0, fmt.Errorf("broker: purge delivered: %w", err)
 	}
@@ -153,7 +154,7 @@ func (*HalfSource) Purge(ctx context.Context, e relay.Execer, deliveredBefore ti
 	if err != nil || n >= int64(limit) {
 		return n, err
 	}
-	res, err = e.ExecContext(ctx, purgeRolledBack, StateRolledBack, before, int64(limit)-n)
+	res, err = e.ExecContext(ctx, purgeRolledBack, halfmsg.StateRolledBack, before, int64(limit)-n)
 	if err != nil {
 		return n, fmt.Errorf("broker: purge rolled back: %w", err)
 	}
@@ -162,7 +163,7 @@ func (*HalfSource) Purge(ctx context.Context, e relay.Execer, deliveredBefore ti
 		return n, fmt.Errorf("broker: purge rolled back: %w", err)
 	}
 	if n+m < int64(limit) {
-		if _, err := e.ExecContext(ctx, purgeChecks, before, StatePrepared, StateDiscarded, limit); err != nil {
+		if _, err := e.ExecContext(ctx, purgeChecks, before, halfmsg.StatePrepared, halfmsg.StateDiscarded, limit); err != nil {
 			return n + m, fmt.Errorf("broker: purge check history: %w", err)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/txmsg/txmsg"
+	"github.com/txmsg/txmsg/broker/halfmsg"
 	"github.com/txmsg/txmsg/relay"
 )
 
@@ -19,7 +20,7 @@ func TestBrokerHalfSource(t *testing.T) {
 	shard := txmsg.Shard(key, "", 4)
 	var ids []string
 	for i := range 4 {
-		ids = append(ids, prepareOne(t, env.store, PrepareRequest{Message: txmsg.Message{Key: key,
+		ids = append(ids, prepareOne(t, env.store, halfmsg.PrepareRequest{Message: txmsg.Message{Key: key,
 			Headers: []txmsg.Header{{Key: "h", Value: []byte{byte('a' + i)}}}}}))
 	}
 	// Commit out of order: delivery follows seq, committed rows only.
@@ -51,12 +52,12 @@ func TestBrokerHalfSource(t *testing.T) {
 	if err := src.Remove(ctx, db, rows[2:]); err != nil {
 		t.Fatal(err)
 	}
-	for id, want := range map[string]State{ids[0]: StateDelivered, ids[1]: StateRolledBack, ids[2]: StateDelivered, ids[3]: StateDead} {
+	for id, want := range map[string]halfmsg.State{ids[0]: halfmsg.StateDelivered, ids[1]: halfmsg.StateRolledBack, ids[2]: halfmsg.StateDelivered, ids[3]: halfmsg.StateDead} {
 		info, err := env.store.Get(ctx, id)
 		if err != nil || info.State != want {
 			t.Fatalf("%s: %s (%v), want %s", id, info.State, err, want)
 		}
-		if want == StateDead && (info.Attempts != 1 || info.LastError != "too large") {
+		if want == halfmsg.StateDead && (info.Attempts != 1 || info.LastError != "too large") {
 			t.Fatalf("dead: %+v", info)
 		}
 	}
@@ -71,11 +72,11 @@ func TestBrokerHalfSource(t *testing.T) {
 	}
 	// Purge takes delivered and rolled back rows, leaving discarded and
 	// prepared ones.
-	discarded := prepareOne(t, env.store, PrepareRequest{})
-	if _, err := db.ExecContext(ctx, `UPDATE txmsg_half_messages SET state = ? WHERE id = ?`, StateDiscarded, discarded); err != nil {
+	discarded := prepareOne(t, env.store, halfmsg.PrepareRequest{})
+	if _, err := db.ExecContext(ctx, `UPDATE txmsg_half_messages SET state = ? WHERE id = ?`, halfmsg.StateDiscarded, discarded); err != nil {
 		t.Fatal(err)
 	}
-	prepared := prepareOne(t, env.store, PrepareRequest{})
+	prepared := prepareOne(t, env.store, halfmsg.PrepareRequest{})
 	for _, id := range []string{ids[0], discarded} {
 		if _, err := db.ExecContext(ctx, `INSERT INTO txmsg_half_checks (msg_id, check_no, result, latency_us, checked_at)
 VALUES (?, 1, 'unknown', 10, UTC_TIMESTAMP(6))`, id); err != nil {

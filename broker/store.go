@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net/url"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -13,8 +12,9 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/txmsg/txmsg"
+	"github.com/txmsg/txmsg/broker/halfmsg"
 	"github.com/txmsg/txmsg/internal/codec"
-	"github.com/txmsg/txmsg/internal/sqlx"
+	"github.com/txmsg/txmsg/internal/sqlx/mysqlerr"
 )
 
 // Limits and defaults of the store.
@@ -25,70 +25,18 @@ const (
 	DefaultCheckTimeout = 6 * time.Second
 	// DefaultMaxChecks is how many check-backs a message gets.
 	DefaultMaxChecks = 15
-	// MaxGroupLen is the longest producer group name.
-	MaxGroupLen = 128
-	// MaxURLLen is the longest check-back URL.
-	MaxURLLen = 2048
 	// MaxCheckTimeout is the longest per-message check timeout.
 	MaxCheckTimeout = 24 * time.Hour
 	// MaxMaxChecks is the most checks a message may ask for.
 	MaxMaxChecks = 1000
-	// DefaultListLimit and MaxListLimit bound a List page.
-	DefaultListLimit = 100
-	MaxListLimit     = 1000
 )
 
-// Who resolved a message, for Metrics.Resolved.
+// Who resolved a message, for ResolvedHook.
 const (
 	ByProducer  = "producer"
 	ByCheckback = "checkback"
 	ByOperator  = "operator"
 )
-
-// PrepareRequest is one half message to prepare.
-type PrepareRequest struct {
-	// ProducerGroup names the producer; the check-back URL registered for
-	// it is asked unless CheckbackURL is set. Required.
-	ProducerGroup string
-	// Message is the message; an empty ID gets a UUIDv7.
-	Message txmsg.Message
-	// CheckbackURL overrides the group's check-back URL for this message.
-	CheckbackURL string
-	// CheckTimeout overrides the delay before the first check (0: the
-	// store's default).
-	CheckTimeout time.Duration
-	// MaxChecks overrides the number of checks (0: the store's default).
-	MaxChecks int
-}
-
-// Info is what the store knows about one half message.
-type Info struct {
-	ID              string
-	ProducerGroup   string
-	Topic           string
-	Key             []byte
-	State           State
-	CheckbackURL    string
-	CheckTimeout    time.Duration
-	MaxChecks       int
-	CheckCount      int
-	LastCheckResult string
-	LastCheckError  string
-	// Reason says why a message was discarded or resolved by an operator.
-	Reason string
-	// Attempts and LastError count deliveries Kafka refused.
-	Attempts  int
-	LastError string
-	CreatedAt time.Time
-	UpdatedAt time.Time
-	// The times below are zero when they have not happened.
-	NextCheckAt time.Time
-	LastCheckAt time.Time
-	ResolvedAt  time.Time
-	DeliveredAt time.Time
-	// Seq is the message's position in the table (the List cursor).
-	Seq int64
-}
 
 // Store is the half-message state machine on MySQL. It holds no connection
 // of its own and is safe for concurrent use. All times come from the
@@ -99,7 +47,7 @@ type Store struct {
 	maxValue     int
 	checkTimeout time.Duration
 	maxChecks    int
-	metrics      Metrics
+	metrics      hooks
 	onCommit     func(shard int)
 }
 
@@ -125,13 +73,9 @@ func WithMaxChecks(n int) StoreOption { return func(s *Store) { s.maxChecks = n 
 // daemon uses it to wake the relay's worker for that shard; it must not block.
 func WithOnCommit(fn func(shard int)) StoreOption { return func(s *Store) { s.onCommit = fn } }
 
-// WithStoreMetrics sets the metrics hooks (default: none).
-func WithStoreMetrics(m Metrics) StoreOption {
-	return func(s *Store) {
-		if m != nil {
-			s.metrics = m
-		}
-	}
+// WithStoreHooks adds measurement hooks (default: none); see Hook.
+func WithStoreHooks(hs ...Hook) StoreOption {
+	return func(s *Store) { s.metrics = append(s.metrics, hs...) }
 }
 
 // NewStore returns a Store on db, which must hold the migrated schema.
@@ -140,7 +84,7 @@ func NewStore(db *sql.DB, opts ...StoreOption) (*Store, error) {
 		return nil, errors.New("broker: store: nil *sql.DB")
 	}
 	s := &Store{db: db, shards: DefaultShards, maxValue: txmsg.DefaultMaxValueBytes,
-		checkTimeout: DefaultCheckTimeout, maxChecks: DefaultMaxChecks, metrics: NopMetrics{}}
+		checkTimeout: DefaultCheckTimeout, maxChecks: DefaultMaxChecks}
 	for _, o := range opts {
 		o(s)
 	}
@@ -181,41 +125,21 @@ ON DUPLICATE KEY UPDATE checkback_url = VALUES(checkback_url), updated_at = VALU
 	preparedBacklog = `SELECT COUNT(*), MIN(created_at) FROM txmsg_half_messages WHERE state = ?`
 )
 
-// ValidateGroup checks a producer group name: 1 to 128 bytes of UTF-8.
-func ValidateGroup(g string) error {
-	if g == "" || len(g) > MaxGroupLen || !utf8.ValidString(g) {
-		return fmt.Errorf("%w: producer_group must be 1 to %d bytes of UTF-8", txmsg.ErrInvalidMessage, MaxGroupLen)
-	}
-	return nil
-}
-
-// ValidateCheckbackURL checks a check-back URL: absolute http or https.
-func ValidateCheckbackURL(raw string) error {
-	if len(raw) > MaxURLLen {
-		return fmt.Errorf("%w: checkback_url is longer than %d bytes", txmsg.ErrInvalidMessage, MaxURLLen)
-	}
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("%w: checkback_url %q: want an absolute http or https URL", txmsg.ErrInvalidMessage, raw)
-	}
-	return nil
-}
-
 // Prepare stores a prepared half message and returns its id. The message is
 // not delivered until Commit; if neither Commit nor Rollback comes, its
 // producer is asked after the check timeout. Invalid requests fail with an
 // error wrapping txmsg.ErrInvalidMessage, an id already used with
 // txmsg.ErrConflict.
-func (s *Store) Prepare(ctx context.Context, req PrepareRequest) (string, error) {
+func (s *Store) Prepare(ctx context.Context, req halfmsg.PrepareRequest) (string, error) {
 	m := &req.Message
-	if err := ValidateGroup(req.ProducerGroup); err != nil {
+	if err := halfmsg.ValidateGroup(req.ProducerGroup); err != nil {
 		return "", fmt.Errorf("broker: prepare: %w", err)
 	}
 	if err := m.Validate(s.maxValue); err != nil {
 		return "", fmt.Errorf("broker: prepare (topic %q): %w", m.Topic, err)
 	}
 	if req.CheckbackURL != "" {
-		if err := ValidateCheckbackURL(req.CheckbackURL); err != nil {
+		if err := halfmsg.ValidateCheckbackURL(req.CheckbackURL); err != nil {
 			return "", fmt.Errorf("broker: prepare: %w", err)
 		}
 	}
@@ -244,11 +168,11 @@ func (s *Store) Prepare(ctx context.Context, req PrepareRequest) (string, error)
 	if err != nil {
 		return "", fmt.Errorf("broker: prepare %s: %w", id, err)
 	}
-	_, err = s.db.ExecContext(ctx, insertHalf, id, txmsg.Shard(m.Key, id, s.shards), StatePrepared,
+	_, err = s.db.ExecContext(ctx, insertHalf, id, txmsg.Shard(m.Key, id, s.shards), halfmsg.StatePrepared,
 		req.ProducerGroup, m.Topic, m.Key, m.Value, hdr, nullString(req.CheckbackURL),
 		timeout.Milliseconds(), maxChecks, timeout.Microseconds())
 	if err != nil {
-		if sqlx.IsDuplicate(err) {
+		if mysqlerr.IsDuplicate(err) {
 			return "", fmt.Errorf("broker: prepare: %w: id %s already exists", txmsg.ErrConflict, id)
 		}
 		return "", fmt.Errorf("broker: prepare %s: %w", id, err)
@@ -261,36 +185,36 @@ func (s *Store) Prepare(ctx context.Context, req PrepareRequest) (string, error)
 // idempotent: committing a committed, delivered or dead-lettered message
 // returns its state and changes nothing. A rolled back or discarded message
 // fails with txmsg.ErrConflict, an unknown id with txmsg.ErrNotFound.
-func (s *Store) Commit(ctx context.Context, id string) (State, error) {
-	return s.transition(ctx, id, StateCommitted, ByProducer, "", StatePrepared)
+func (s *Store) Commit(ctx context.Context, id string) (halfmsg.State, error) {
+	return s.transition(ctx, id, halfmsg.StateCommitted, ByProducer, "", halfmsg.StatePrepared)
 }
 
 // Rollback drops a prepared message for good and returns its state. It is
 // idempotent; a committed, delivered or discarded message fails with
 // txmsg.ErrConflict, an unknown id with txmsg.ErrNotFound.
-func (s *Store) Rollback(ctx context.Context, id string) (State, error) {
-	return s.transition(ctx, id, StateRolledBack, ByProducer, "", StatePrepared)
+func (s *Store) Rollback(ctx context.Context, id string) (halfmsg.State, error) {
+	return s.transition(ctx, id, halfmsg.StateRolledBack, ByProducer, "", halfmsg.StatePrepared)
 }
 
 // Resolve is the operator's decision on a discarded (or still prepared)
 // message: commit delivers it, rollback drops it. It is idempotent like
 // Commit and Rollback; reason is stored with the message.
-func (s *Store) Resolve(ctx context.Context, id string, commit bool, reason string) (State, error) {
-	to := StateRolledBack
+func (s *Store) Resolve(ctx context.Context, id string, commit bool, reason string) (halfmsg.State, error) {
+	to := halfmsg.StateRolledBack
 	if commit {
-		to = StateCommitted
+		to = halfmsg.StateCommitted
 	}
 	if reason == "" {
 		reason = "resolved " + to.String() + " by an operator"
 	}
-	return s.transition(ctx, id, to, ByOperator, truncate(reason, 1024), StatePrepared, StateDiscarded)
+	return s.transition(ctx, id, to, ByOperator, truncate(reason, 1024), halfmsg.StatePrepared, halfmsg.StateDiscarded)
 }
 
 // reached says whether a message in state cur has already done what a
 // transition to `to` asks.
-func reached(cur, to State) bool {
-	if to == StateCommitted {
-		return cur == StateCommitted || cur == StateDelivered || cur == StateDead
+func reached(cur, to halfmsg.State) bool {
+	if to == halfmsg.StateCommitted {
+		return cur == halfmsg.StateCommitted || cur == halfmsg.StateDelivered || cur == halfmsg.StateDead
 	}
 	return cur == to
 }
@@ -300,7 +224,7 @@ func reached(cur, to State) bool {
 // there (idempotent success), not found, or illegal (ErrConflict). A message
 // that was in a from state at the UPDATE but left it before the SELECT can
 // only have moved forward, so one re-read suffices; the loop is a guard.
-func (s *Store) transition(ctx context.Context, id string, to State, by, reason string, from ...State) (State, error) {
+func (s *Store) transition(ctx context.Context, id string, to halfmsg.State, by, reason string, from ...halfmsg.State) (halfmsg.State, error) {
 	f1, f2 := from[0], from[len(from)-1]
 	for range 3 {
 		res, err := s.db.ExecContext(ctx, transitionHalf, to, nullString(reason), id, f1, f2)
@@ -309,12 +233,12 @@ func (s *Store) transition(ctx context.Context, id string, to State, by, reason 
 		}
 		if n, err := res.RowsAffected(); err == nil && n == 1 {
 			s.metrics.Resolved(to, by)
-			if shard, err := res.LastInsertId(); err == nil && to == StateCommitted && s.onCommit != nil {
+			if shard, err := res.LastInsertId(); err == nil && to == halfmsg.StateCommitted && s.onCommit != nil {
 				s.onCommit(int(shard))
 			}
 			return to, nil
 		}
-		var cur State
+		var cur halfmsg.State
 		if err := s.db.QueryRowContext(ctx, selectState, id).Scan(&cur); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
 				return 0, fmt.Errorf("broker: %s %s: %w", verb(to), id, txmsg.ErrNotFound)
@@ -331,8 +255,8 @@ func (s *Store) transition(ctx context.Context, id string, to State, by, reason 
 	return 0, fmt.Errorf("broker: %s %s: state keeps changing", verb(to), id)
 }
 
-func verb(to State) string {
-	if to == StateCommitted {
+func verb(to halfmsg.State) string {
+	if to == halfmsg.StateCommitted {
 		return "commit"
 	}
 	return "roll back"
@@ -340,35 +264,25 @@ func verb(to State) string {
 
 // Get returns what the store knows about id, or an error wrapping
 // txmsg.ErrNotFound.
-func (s *Store) Get(ctx context.Context, id string) (Info, error) {
+func (s *Store) Get(ctx context.Context, id string) (halfmsg.Info, error) {
 	info, err := scanInfo(s.db.QueryRowContext(ctx, selectInfo, id))
 	if errors.Is(err, sql.ErrNoRows) {
-		return Info{}, fmt.Errorf("broker: get %s: %w", id, txmsg.ErrNotFound)
+		return halfmsg.Info{}, fmt.Errorf("broker: get %s: %w", id, txmsg.ErrNotFound)
 	}
 	if err != nil {
-		return Info{}, fmt.Errorf("broker: get %s: %w", id, err)
+		return halfmsg.Info{}, fmt.Errorf("broker: get %s: %w", id, err)
 	}
 	return info, nil
 }
 
-// Filter selects messages for List. Zero fields match everything.
-type Filter struct {
-	State         State
-	ProducerGroup string
-	// After is the cursor: only messages with a larger Seq.
-	After int64
-	// Limit is the page size (default 100, at most 1000).
-	Limit int
-}
-
 // List returns one page of messages matching f in Seq order, and the cursor
 // of the next page (0 when this page is the last).
-func (s *Store) List(ctx context.Context, f Filter) ([]Info, int64, error) {
+func (s *Store) List(ctx context.Context, f halfmsg.Filter) ([]halfmsg.Info, int64, error) {
 	if f.Limit <= 0 {
-		f.Limit = DefaultListLimit
+		f.Limit = halfmsg.DefaultListLimit
 	}
-	if f.Limit > MaxListLimit {
-		f.Limit = MaxListLimit
+	if f.Limit > halfmsg.MaxListLimit {
+		f.Limit = halfmsg.MaxListLimit
 	}
 	var q strings.Builder
 	q.WriteString("SELECT " + infoColumns + " FROM txmsg_half_messages WHERE seq > ?")
@@ -388,7 +302,7 @@ func (s *Store) List(ctx context.Context, f Filter) ([]Info, int64, error) {
 		return nil, 0, fmt.Errorf("broker: list: %w", err)
 	}
 	defer rows.Close()
-	var out []Info
+	var out []halfmsg.Info
 	for rows.Next() {
 		info, err := scanInfo(rows)
 		if err != nil {
@@ -409,10 +323,10 @@ func (s *Store) List(ctx context.Context, f Filter) ([]Info, int64, error) {
 
 // SetGroup registers (or replaces) the check-back URL of a producer group.
 func (s *Store) SetGroup(ctx context.Context, group, checkbackURL string) error {
-	if err := ValidateGroup(group); err != nil {
+	if err := halfmsg.ValidateGroup(group); err != nil {
 		return fmt.Errorf("broker: set group: %w", err)
 	}
-	if err := ValidateCheckbackURL(checkbackURL); err != nil {
+	if err := halfmsg.ValidateCheckbackURL(checkbackURL); err != nil {
 		return fmt.Errorf("broker: set group %s: %w", group, err)
 	}
 	if _, err := s.db.ExecContext(ctx, upsertGroup, group, checkbackURL); err != nil {
@@ -442,7 +356,7 @@ func (s *Store) PreparedBacklog(ctx context.Context) (int64, time.Time, error) {
 		n      int64
 		oldest sql.NullTime
 	)
-	if err := s.db.QueryRowContext(ctx, preparedBacklog, StatePrepared).Scan(&n, &oldest); err != nil {
+	if err := s.db.QueryRowContext(ctx, preparedBacklog, halfmsg.StatePrepared).Scan(&n, &oldest); err != nil {
 		return 0, time.Time{}, fmt.Errorf("broker: prepared backlog: %w", err)
 	}
 	return n, oldest.Time, nil
@@ -452,9 +366,9 @@ type rowScanner interface {
 	Scan(dest ...any) error
 }
 
-func scanInfo(r rowScanner) (Info, error) {
+func scanInfo(r rowScanner) (halfmsg.Info, error) {
 	var (
-		i                                         Info
+		i                                         halfmsg.Info
 		url, lcr, lce, reason, lastErr            sql.NullString
 		timeoutMS                                 int64
 		nextCheck, lastCheck, resolved, delivered sql.NullTime
@@ -463,13 +377,13 @@ func scanInfo(r rowScanner) (Info, error) {
 		&i.CheckCount, &lcr, &lce, &reason, &i.Attempts, &lastErr, &i.CreatedAt, &i.UpdatedAt,
 		&nextCheck, &lastCheck, &resolved, &delivered)
 	if err != nil {
-		return Info{}, err
+		return halfmsg.Info{}, err
 	}
 	i.CheckbackURL, i.LastCheckResult, i.LastCheckError = url.String, lcr.String, lce.String
 	i.Reason, i.LastError = reason.String, lastErr.String
 	i.CheckTimeout = time.Duration(timeoutMS) * time.Millisecond
 	i.NextCheckAt, i.LastCheckAt, i.ResolvedAt, i.DeliveredAt = nextCheck.Time, lastCheck.Time, resolved.Time, delivered.Time
-	if i.State != StatePrepared {
+	if i.State != halfmsg.StatePrepared {
 		i.NextCheckAt = time.Time{}
 	}
 	return i, nil

@@ -1,14 +1,10 @@
 // Package checkback is the check-back protocol of half messages, both sides.
+// It links only the standard library and package txmsg: a producer service
+// imports it (and broker/halfmsg) without kafka-go, cron or a MySQL driver.
 //
-// Broker side: a Scanner, scheduled with robfig/cron, claims prepared half
-// messages whose check time has come (through a Store, which package broker
-// implements with SELECT … FOR UPDATE SKIP LOCKED, so several broker
-// instances never ask about one message at once), asks each producer with an
-// HTTP POST through a bounded worker pool and a per-call timeout, and records
-// the answer: commit or rollback resolve the message; unknown, a timeout, a
-// connection error, a non-200 status or a garbled body count as a check and
-// back off exponentially with jitter, capped by Config.MaxInterval. After the
-// message's max checks it is discarded, never delivered by default.
+// Broker side: Call asks a producer with one HTTP POST and parses its
+// answer; the broker's check-back scanner (broker.Scanner) decides whom to
+// ask and when, with backoff and a bound.
 //
 // Producer side: Handler turns a Checker into the http.Handler the broker
 // calls, and LedgerChecker answers from the txmsg_checkback_ledger table,

@@ -8,8 +8,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/robfig/cron/v3"
-
 	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/internal/sqlx"
 )
@@ -75,7 +73,10 @@ func LedgerChecker(db *sql.DB, opts ...LedgerOption) (*Ledger, error) {
 	if !sqlx.ValidIdent(l.table) {
 		return nil, fmt.Errorf("checkback: ledger table %q: want letters, digits and underscores", l.table)
 	}
-	l.insertCommit = "INSERT INTO " + l.table + " (msg_id, state, created_at) VALUES (?, 1, UTC_TIMESTAMP(6))"
+	// INSERT IGNORE: a row already there (a check-back's rollback marker)
+	// shows as 0 rows affected, so Record needs no driver to classify the
+	// duplicate key, and this package links no MySQL driver.
+	l.insertCommit = "INSERT IGNORE INTO " + l.table + " (msg_id, state, created_at) VALUES (?, 1, UTC_TIMESTAMP(6))"
 	l.insertRollback = "INSERT IGNORE INTO " + l.table + " (msg_id, state, created_at) VALUES (?, 2, UTC_TIMESTAMP(6))"
 	l.selectState = "SELECT state FROM " + l.table + " WHERE msg_id = ?"
 	l.purge = "DELETE FROM " + l.table + " WHERE created_at < ? ORDER BY created_at LIMIT ?"
@@ -87,11 +88,14 @@ func LedgerChecker(db *sql.DB, opts ...LedgerOption) (*Ledger, error) {
 // first (and answered rollback), it returns ErrAlreadyDecided and the caller
 // must roll tx back.
 func (l *Ledger) Record(ctx context.Context, tx Execer, id string) error {
-	if _, err := tx.ExecContext(ctx, l.insertCommit, id); err != nil {
-		if sqlx.IsDuplicate(err) {
-			return fmt.Errorf("checkback: ledger row for %s: %w", id, ErrAlreadyDecided)
-		}
+	res, err := tx.ExecContext(ctx, l.insertCommit, id)
+	if err != nil {
 		return fmt.Errorf("checkback: insert ledger row for %s: %w", id, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("checkback: insert ledger row for %s: %w", id, err)
+	} else if n == 0 {
+		return fmt.Errorf("checkback: ledger row for %s: %w", id, ErrAlreadyDecided)
 	}
 	return nil
 }
@@ -150,30 +154,31 @@ func (l *Ledger) Purge(ctx context.Context, before time.Time, limit int) (int64,
 	}
 }
 
-// RunCleanup purges ledger rows older than retention on the cron schedule
-// spec (for example "@every 1h"), until ctx ends; then it stops the cron and
-// waits for a running purge. Runs never overlap; a panic is recovered and
-// logged.
-func (l *Ledger) RunCleanup(ctx context.Context, spec string, retention time.Duration) error {
+// RunCleanup purges ledger rows older than retention every interval (for
+// example time.Hour), starting after the first interval, until ctx ends; it
+// returns nil then. A purge that fails is logged and tried again at the next
+// tick. It runs on the caller's goroutine, so purges never overlap.
+func (l *Ledger) RunCleanup(ctx context.Context, interval, retention time.Duration) error {
 	if retention <= 0 {
 		return fmt.Errorf("checkback: ledger retention %v: want more than 0", retention)
 	}
-	logger := cron.PrintfLogger(slog.NewLogLogger(l.log.Handler(), slog.LevelError))
-	c := cron.New(cron.WithChain(cron.Recover(logger), cron.SkipIfStillRunning(logger)))
-	if _, err := c.AddFunc(spec, func() {
-		n, err := l.Purge(ctx, time.Now().Add(-retention), 1000)
-		if err != nil && ctx.Err() == nil {
-			l.log.ErrorContext(ctx, "checkback: ledger cleanup failed", slog.Any("error", err))
-			return
+	if interval <= 0 {
+		return fmt.Errorf("checkback: ledger cleanup interval %v: want more than 0", interval)
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
 		}
-		if n > 0 {
+		n, err := l.Purge(ctx, time.Now().Add(-retention), 1000)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			l.log.ErrorContext(ctx, "checkback: ledger cleanup failed", slog.Any("error", err))
+		case n > 0:
 			l.log.InfoContext(ctx, "checkback: ledger cleanup", slog.Int64("deleted", n))
 		}
-	}); err != nil {
-		return fmt.Errorf("checkback: ledger cleanup schedule %q: %w", spec, err)
 	}
-	c.Start()
-	<-ctx.Done()
-	<-c.Stop().Done()
-	return nil
 }

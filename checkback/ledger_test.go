@@ -134,11 +134,11 @@ func TestCheckbackLedgerCleanupJob(t *testing.T) {
 	if _, err := l.Check(ctx, checkback.Request{ID: "old"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.RunCleanup(ctx, "@every 1s", 0); err == nil {
+	if err := l.RunCleanup(ctx, time.Second, 0); err == nil {
 		t.Fatal("zero retention: want an error")
 	}
 	done := make(chan error, 1)
-	go func() { done <- l.RunCleanup(ctx, "@every 1s", time.Millisecond) }()
+	go func() { done <- l.RunCleanup(ctx, 100*time.Millisecond, time.Millisecond) }()
 	testenv.Eventually(t, 10*time.Second, func() error {
 		var n int
 		if err := db.DB.QueryRow(`SELECT COUNT(*) FROM txmsg_checkback_ledger`).Scan(&n); err != nil {

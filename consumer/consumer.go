@@ -150,7 +150,7 @@ type run struct {
 	stop    <-chan struct{}       // Run's ctx.Done(): shutdown has begun
 	hctx    context.Context
 	log     *slog.Logger
-	metrics Metrics
+	metrics hooks
 }
 
 // Run joins the group and handles messages until ctx is done, then shuts

@@ -119,7 +119,7 @@ func TestConsumerInboxDedupesDuplicates(t *testing.T) {
 
 	// Second consumer: sees every record again and skips them all.
 	m := &recorder{}
-	second, err := New(k.Addrs, group, []string{topic}, WithInbox(db), fastGroup(), WithMetrics(m))
+	second, err := New(k.Addrs, group, []string{topic}, WithInbox(db), fastGroup(), WithHooks(m))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func TestConsumerRetryKeepsKeyOrder(t *testing.T) {
 	traces := 0
 	m := &recorder{}
 	c, err := New(k.Addrs, "g", []string{topic}, fastGroup(), WithBackoff(10*time.Millisecond, 50*time.Millisecond),
-		WithMaxAttempts(5), WithConcurrency(4), WithMetrics(m))
+		WithMaxAttempts(5), WithConcurrency(4), WithHooks(m))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +243,7 @@ func TestConsumerDeadLetters(t *testing.T) {
 	var badLast atomic.Int64
 	m := &recorder{}
 	c, err := New(k.Addrs, group, []string{topic}, fastGroup(), WithConcurrency(conc), WithMaxAttempts(4),
-		WithBackoff(100*time.Millisecond, 200*time.Millisecond), WithMetrics(m))
+		WithBackoff(100*time.Millisecond, 200*time.Millisecond), WithHooks(m))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,7 +385,7 @@ func TestConsumerTransactionConflictsSpendNoAttempt(t *testing.T) {
 	var attempts []int
 	m := &recorder{}
 	c, err := New(k.Addrs, "g", []string{topic}, fastGroup(), WithInbox(db), WithMaxAttempts(2),
-		WithBackoff(5*time.Millisecond, 20*time.Millisecond), WithMetrics(m))
+		WithBackoff(5*time.Millisecond, 20*time.Millisecond), WithHooks(m))
 	if err != nil {
 		t.Fatal(err)
 	}

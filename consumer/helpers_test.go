@@ -160,7 +160,7 @@ func checkEffects(db *sql.DB, want int) error {
 	return rows.Err()
 }
 
-// recorder is a Metrics that counts.
+// recorder is a hook that counts.
 type recorder struct {
 	mu                                             sync.Mutex
 	consumed, dup, failed, retried, dead, observed int

@@ -12,6 +12,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"github.com/txmsg/txmsg/internal/sqlx"
+	"github.com/txmsg/txmsg/internal/sqlx/mysqlerr"
 )
 
 // Inbox SQL; %s is the validated inbox table name.
@@ -47,7 +48,7 @@ func inboxID(id string) string {
 func (c *Consumer) runTx(ctx context.Context, stmt *sql.Stmt, h TxHandlerFunc, m Message) (dup bool, err error) {
 	err = sqlx.RunInTx(ctx, c.o.db, nil, func(tx *sql.Tx) error {
 		_, err := tx.StmtContext(ctx, stmt).ExecContext(ctx, c.group, inboxID(m.ID), m.Topic, m.Partition, m.Offset, c.o.now())
-		if sqlx.IsDuplicate(err) {
+		if mysqlerr.IsDuplicate(err) {
 			dup = true
 			return errDuplicate
 		}

@@ -121,7 +121,7 @@ func TestConsumerInboxLongIDs(t *testing.T) {
 	long := strings.Repeat("x", 320) // the width of txmsg_inbox.msg_id
 	produce(t, k.Addrs, record("t", "k", long+"-a", "0"), record("t", "k", long+"-b", "1"), record("t", "k", long+"-a", "0"))
 	m := &recorder{}
-	c, err := New(k.Addrs, "g", []string{"t"}, WithInbox(db), fastGroup(), WithMetrics(m),
+	c, err := New(k.Addrs, "g", []string{"t"}, WithInbox(db), fastGroup(), WithHooks(m),
 		WithBackoff(10*time.Millisecond, 20*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)

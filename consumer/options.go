@@ -16,7 +16,7 @@ type Option func(*options) error
 
 type options struct {
 	logger         *slog.Logger
-	metrics        Metrics
+	metrics        hooks
 	db             *sql.DB
 	inboxTable     string
 	retention      time.Duration
@@ -45,7 +45,6 @@ type options struct {
 func defaultOptions() options {
 	return options{
 		logger:         slog.New(slog.DiscardHandler),
-		metrics:        NopMetrics{},
 		inboxTable:     "txmsg_inbox",
 		retention:      7 * 24 * time.Hour,
 		purgeSchedule:  "@every 1h",
@@ -72,13 +71,15 @@ func WithLogger(l *slog.Logger) Option {
 	}
 }
 
-// WithMetrics sets the measurement hooks (default: NopMetrics).
-func WithMetrics(m Metrics) Option {
+// WithHooks adds measurement hooks (default: none); see Hook.
+func WithHooks(hs ...Hook) Option {
 	return func(o *options) error {
-		if m == nil {
-			return fmt.Errorf("WithMetrics: nil Metrics")
+		for _, h := range hs {
+			if h == nil {
+				return fmt.Errorf("WithHooks: nil Hook")
+			}
 		}
-		o.metrics = m
+		o.metrics = append(o.metrics, hs...)
 		return nil
 	}
 }

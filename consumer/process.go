@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/txmsg/txmsg/internal/sqlx"
 	"log/slog"
 	"strconv"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/txmsg/txmsg"
+	"github.com/txmsg/txmsg/internal/sqlx/mysqlerr"
 )
 
 // process handles a delivery: it waits until a retried message is due,
@@ -53,7 +53,7 @@ func (r *run) process(d delivery) bool {
 		case IsPermanent(err):
 			log.Warn("consumer: handler failed for good; dead-lettering", slog.Any("error", err))
 			return r.deadLetter(d, m, err)
-		case sqlx.IsConflict(err):
+		case mysqlerr.IsConflict(err):
 			// InnoDB rolled the transaction back over a deadlock or lock
 			// wait, which concurrent work causes, not the message: run it
 			// again without spending an attempt, so it never dead-letters.

@@ -24,7 +24,7 @@ func TestConsumerRateLimit(t *testing.T) {
 	}
 	produce(t, k.Addrs, msgs...)
 	m := &recorder{}
-	c, err := New(k.Addrs, "g", []string{"t"}, fastGroup(), WithRateLimit(10, 1), WithMetrics(m))
+	c, err := New(k.Addrs, "g", []string{"t"}, fastGroup(), WithRateLimit(10, 1), WithHooks(m))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,7 +38,7 @@ func TestConsumerRetryTiers(t *testing.T) {
 	var calls []call
 	m := &recorder{}
 	c, err := New(k.Addrs, group, []string{topic}, fastGroup(), WithMaxAttempts(1),
-		WithRetryTiers(300*time.Millisecond, 300*time.Millisecond), WithMetrics(m))
+		WithRetryTiers(300*time.Millisecond, 300*time.Millisecond), WithHooks(m))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,7 @@ type Engine struct {
 	db      *sql.DB
 	cfg     Config
 	log     *slog.Logger
-	metrics Metrics
+	metrics hooks
 	sources []Source
 	// writers holds one kafka-go Writer per concurrency slot: a round takes
 	// one for itself, so rounds never share a produce batch (see New).
@@ -44,8 +44,8 @@ type Option func(*Engine)
 // WithLogger sets the logger (default: discard).
 func WithLogger(l *slog.Logger) Option { return func(e *Engine) { e.log = l } }
 
-// WithMetrics sets the metrics hooks (default: NopMetrics).
-func WithMetrics(m Metrics) Option { return func(e *Engine) { e.metrics = m } }
+// WithHooks adds measurement hooks (default: none); see Hook.
+func WithHooks(hs ...Hook) Option { return func(e *Engine) { e.metrics = append(e.metrics, hs...) } }
 
 // WithSources sets the sources to drain (default: the txmsg_outbox table,
 // keeping delivered rows when Config.Retention is set).
@@ -66,9 +66,6 @@ func New(db *sql.DB, cfg Config, opts ...Option) (*Engine, error) {
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	if e.metrics == nil {
-		e.metrics = NopMetrics{}
 	}
 	if len(e.sources) == 0 {
 		src, err := NewOutboxSource("txmsg_outbox", cfg.Retention > 0)

@@ -263,9 +263,8 @@ func TestRelayRetentionKeepsThenPurges(t *testing.T) {
 	})
 }
 
-// errorCounter is a Metrics that counts errors by kind.
+// errorCounter is a hook that counts errors by kind.
 type errorCounter struct {
-	NopMetrics
 	mu    sync.Mutex
 	kinds map[string]int
 }
@@ -301,7 +300,7 @@ func TestRelayReportsRowsOfShardsNoLeaseCovers(t *testing.T) {
 		stray = txmsg.Shard(m.Key, "", 64) >= 16
 	}
 	m := &errorCounter{kinds: map[string]int{}}
-	startEngine(t, d.DB, testConfig(k.Addrs), WithMetrics(m))
+	startEngine(t, d.DB, testConfig(k.Addrs), WithHooks(m))
 	testenv.Eventually(t, 5*time.Second, func() error {
 		if m.count("shard_mismatch") == 0 {
 			return errors.New("no shard_mismatch error reported")

@@ -10,6 +10,7 @@ import (
 	"github.com/txmsg/txmsg/broker"
 	"github.com/txmsg/txmsg/internal/config"
 	"github.com/txmsg/txmsg/internal/metrics"
+	"github.com/txmsg/txmsg/txmsgprom"
 )
 
 const brokerSynopsis = `broker --dsn DSN --brokers HOST:PORT[,...] [--listen :7070] [--config FILE] [flags]
@@ -36,11 +37,11 @@ func runBroker(ctx context.Context, e *env, args []string) error {
 	log.Info("txmsg broker started", slog.String("version", versionString()), slog.String("db", cfg.DB.Addr),
 		slog.String("brokers", strings.Join(cfg.Kafka.Brokers, ",")), slog.Int("shards", cfg.Broker.Relay.Shards))
 	reg := metrics.NewRegistry()
-	bm, err := metrics.NewBroker(reg)
+	bm, err := txmsgprom.NewBroker(reg)
 	if err != nil {
 		return err
 	}
-	rm, err := metrics.NewRelay(reg)
+	rm, err := txmsgprom.NewRelay(reg)
 	if err != nil {
 		return err
 	}
@@ -50,8 +51,8 @@ func runBroker(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s (broker.listen): %w", cfg.Broker.Listen, err)
 	}
-	srv, err := broker.NewServer(db, cfg.Broker, broker.WithLogger(log), broker.WithMetrics(bm),
-		broker.WithRelayMetrics(rm), broker.WithListener(ln))
+	srv, err := broker.NewServer(db, cfg.Broker, broker.WithLogger(log), broker.WithHooks(bm),
+		broker.WithRelayHooks(rm), broker.WithListener(ln))
 	if err != nil {
 		ln.Close()
 		return err

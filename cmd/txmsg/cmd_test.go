@@ -18,7 +18,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/txmsg/txmsg"
-	"github.com/txmsg/txmsg/broker"
+	"github.com/txmsg/txmsg/broker/halfmsg"
 	"github.com/txmsg/txmsg/internal/kafkax"
 	"github.com/txmsg/txmsg/internal/testenv"
 	"github.com/txmsg/txmsg/outbox"
@@ -352,14 +352,14 @@ func TestCmdBroker(t *testing.T) {
 		}
 		return nil
 	})
-	client, err := broker.NewClient(api)
+	client, err := halfmsg.NewClient(api)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
 	prepare := func(value string) string {
 		t.Helper()
-		id, err := client.Prepare(ctx, broker.PrepareRequest{
+		id, err := client.Prepare(ctx, halfmsg.PrepareRequest{
 			ProducerGroup: "cmd-test",
 			CheckbackURL:  "http://127.0.0.1:1/check",
 			CheckTimeout:  time.Hour,

@@ -5,12 +5,13 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"github.com/spf13/pflag"
 	"io"
 	"log/slog"
 	"net"
 	"strings"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/go-sql-driver/mysql"
 

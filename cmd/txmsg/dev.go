@@ -27,6 +27,7 @@ import (
 	"github.com/txmsg/txmsg/migrations"
 	"github.com/txmsg/txmsg/outbox"
 	"github.com/txmsg/txmsg/relay"
+	"github.com/txmsg/txmsg/txmsgprom"
 )
 
 const devSynopsis = `dev [--dsn DSN] [--duration D] [--rate N] [flags]
@@ -174,21 +175,21 @@ func (d *demo) main(ctx context.Context, e *env) error {
 		brokers[0], config.MaskDSN(d.flags.dsn), d.run)
 
 	reg := metrics.NewRegistry()
-	rm, err := metrics.NewRelay(reg)
+	rm, err := txmsgprom.NewRelay(reg)
 	if err != nil {
 		return err
 	}
-	cm, err := metrics.NewConsumer(reg)
+	cm, err := txmsgprom.NewConsumer(reg)
 	if err != nil {
 		return err
 	}
 	engine, err := relay.New(db, relay.Config{Brokers: brokers, Owner: "txmsg-" + d.run, LeaseTTL: 3 * time.Second},
-		relay.WithLogger(d.log), relay.WithMetrics(relayCounter{Metrics: rm, n: &d.relayed}))
+		relay.WithLogger(d.log), relay.WithHooks(rm, relayCounter{&d.relayed}))
 	if err != nil {
 		return err
 	}
 	cons, err := consumer.New(brokers, "txmsg-"+d.run, []string{devTopic},
-		consumer.WithLogger(d.log), consumer.WithMetrics(cm), consumer.WithConcurrency(8),
+		consumer.WithLogger(d.log), consumer.WithHooks(cm), consumer.WithConcurrency(8),
 		consumer.WithGroupTimeouts(6*time.Second, time.Second, 6*time.Second, 500*time.Millisecond))
 	if err != nil {
 		return err
@@ -416,17 +417,11 @@ func (d *demo) waitDrained(workers context.Context, p *progress) {
 }
 
 // relayCounter counts the records the relay published, for the progress
-// line, and passes every measurement on.
-type relayCounter struct {
-	relay.Metrics
-	n *atomic.Int64
-}
+// line.
+type relayCounter struct{ n *atomic.Int64 }
 
-// Published implements relay.Metrics.
-func (r relayCounter) Published(source, topic string, n int) {
-	r.n.Add(int64(n))
-	r.Metrics.Published(source, topic, n)
-}
+// Published implements relay.PublishedHook.
+func (r relayCounter) Published(_, _ string, n int) { r.n.Add(int64(n)) }
 
 // progress prints a status line: rewritten in place on a terminal, one line
 // per update otherwise.

@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/txmsg/txmsg/broker"
+	"github.com/txmsg/txmsg/broker/halfmsg"
 	"github.com/txmsg/txmsg/internal/config"
 )
 
@@ -30,7 +31,7 @@ func runHalf(ctx context.Context, e *env, args []string) error {
 		return usagef("missing action: list or resolve")
 	}
 	action, rest := fs.Arg(0), fs.Args()[1:]
-	var filter broker.Filter
+	var filter halfmsg.Filter
 	var id string
 	var commit bool
 	switch action {
@@ -38,12 +39,12 @@ func runHalf(ctx context.Context, e *env, args []string) error {
 		if len(rest) > 0 {
 			return usagef("list: unexpected argument %q", rest[0])
 		}
-		if *limit < 1 || *limit > broker.MaxListLimit {
-			return usagef("--limit %d: want 1 to %d", *limit, broker.MaxListLimit)
+		if *limit < 1 || *limit > halfmsg.MaxListLimit {
+			return usagef("--limit %d: want 1 to %d", *limit, halfmsg.MaxListLimit)
 		}
-		filter = broker.Filter{ProducerGroup: *group, Limit: *limit}
+		filter = halfmsg.Filter{ProducerGroup: *group, Limit: *limit}
 		if *stateName != "" {
-			st, err := broker.ParseState(*stateName)
+			st, err := halfmsg.ParseState(*stateName)
 			if err != nil {
 				return usageError{err}
 			}

@@ -11,6 +11,7 @@ import (
 	"github.com/txmsg/txmsg/internal/config"
 	"github.com/txmsg/txmsg/internal/metrics"
 	"github.com/txmsg/txmsg/relay"
+	"github.com/txmsg/txmsg/txmsgprom"
 )
 
 const relaySynopsis = `relay --dsn DSN --brokers HOST:PORT[,...] [--config FILE] [flags]
@@ -36,11 +37,11 @@ func runRelay(ctx context.Context, e *env, args []string) error {
 	log.Info("txmsg relay started", slog.String("version", versionString()), slog.String("db", cfg.DB.Addr),
 		slog.String("brokers", strings.Join(cfg.Kafka.Brokers, ",")), slog.Int("shards", cfg.Relay.Shards), slog.String("owner", cfg.Relay.Owner))
 	reg := metrics.NewRegistry()
-	m, err := metrics.NewRelay(reg)
+	m, err := txmsgprom.NewRelay(reg)
 	if err != nil {
 		return err
 	}
-	engine, err := relay.New(db, cfg.Relay, relay.WithLogger(log), relay.WithMetrics(m))
+	engine, err := relay.New(db, cfg.Relay, relay.WithLogger(log), relay.WithHooks(m))
 	if err != nil {
 		return err
 	}

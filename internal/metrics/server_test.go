@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/txmsg/txmsg/txmsgprom"
 )
 
 func get(t *testing.T, url string) (int, string) {
@@ -27,7 +29,7 @@ func get(t *testing.T, url string) (int, string) {
 func TestMetricsServerEndpoints(t *testing.T) {
 	t.Parallel()
 	reg := NewRegistry()
-	m, err := NewRelay(reg)
+	m, err := txmsgprom.NewRelay(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +84,7 @@ func TestMetricsServerEndpoints(t *testing.T) {
 	if _, err := NewServer(s.Addr(), reg, nil, nil); err == nil || !strings.Contains(err.Error(), s.Addr()) {
 		t.Errorf("second server on %s: %v, want an error naming the address", s.Addr(), err)
 	}
-	if _, err := NewRelay(reg); err == nil {
+	if _, err := txmsgprom.NewRelay(reg); err == nil {
 		t.Error("registering the relay collectors twice succeeded")
 	}
 

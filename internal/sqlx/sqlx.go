@@ -1,5 +1,7 @@
-// Package sqlx holds txmsg's database helpers: the one RunInTx, the error
-// classifiers, and identifier validation.
+// Package sqlx holds txmsg's driver-free database helpers: the one RunInTx
+// and identifier validation. It imports no driver, so the producer-side SDK
+// packages can use it; MySQL's error numbers are classified in package
+// mysqlerr below it.
 package sqlx
 
 import (
@@ -8,8 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-
-	"github.com/go-sql-driver/mysql"
 )
 
 // RunInTx runs fn in a transaction: commit when fn returns nil, roll back
@@ -29,30 +29,6 @@ func RunInTx(ctx context.Context, db *sql.DB, opts *sql.TxOptions, fn func(*sql.
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
-}
-
-// MySQL error numbers txmsg branches on.
-const (
-	ErDupEntry        = 1062
-	ErLockWaitTimeout = 1205
-	ErLockDeadlock    = 1213
-)
-
-// IsConflict says whether err is InnoDB giving up on a transaction because
-// of other transactions: a deadlock (1213, the transaction was rolled back) or
-// a lock wait timeout (1205). The transaction did nothing wrong and usually
-// succeeds when run again, so callers retry it without charging the work an
-// attempt. Connection errors are not included: they look alike whether they
-// come from the database or from a handler's own network calls.
-func IsConflict(err error) bool {
-	var me *mysql.MySQLError
-	return errors.As(err, &me) && (me.Number == ErLockDeadlock || me.Number == ErLockWaitTimeout)
-}
-
-// IsDuplicate says whether err is a unique-key violation.
-func IsDuplicate(err error) bool {
-	var me *mysql.MySQLError
-	return errors.As(err, &me) && me.Number == ErDupEntry
 }
 
 var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)

@@ -1,38 +1,8 @@
 package sqlx
 
 import (
-	"database/sql/driver"
-	"errors"
-	"fmt"
-	"net"
 	"testing"
-
-	"github.com/go-sql-driver/mysql"
 )
-
-func TestSqlxIsConflict(t *testing.T) {
-	tests := []struct {
-		err  error
-		want bool
-	}{
-		{nil, false},
-		{&mysql.MySQLError{Number: ErLockDeadlock}, true},
-		{fmt.Errorf("wrapped: %w", &mysql.MySQLError{Number: ErLockWaitTimeout}), true},
-		{&mysql.MySQLError{Number: ErDupEntry}, false},
-		{&mysql.MySQLError{Number: 1064}, false},
-		{driver.ErrBadConn, false},
-		{&net.OpError{Op: "dial", Err: errors.New("refused")}, false},
-		{errors.New("plain"), false},
-	}
-	for _, tt := range tests {
-		if got := IsConflict(tt.err); got != tt.want {
-			t.Errorf("IsConflict(%v) = %v, want %v", tt.err, got, tt.want)
-		}
-	}
-	if !IsDuplicate(fmt.Errorf("x: %w", &mysql.MySQLError{Number: ErDupEntry})) || IsDuplicate(errors.New("x")) {
-		t.Error("IsDuplicate misclassifies")
-	}
-}
 
 func TestSqlxValidIdent(t *testing.T) {
 	for name, want := range map[string]bool{

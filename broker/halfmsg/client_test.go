@@ -1,4 +1,4 @@
-package broker
+package halfmsg
 
 import (
 	"context"
@@ -20,10 +20,10 @@ func TestBrokerClientRefusesHeadersTheAPIWouldAlter(t *testing.T) {
 	t.Parallel()
 	var (
 		mu   sync.Mutex
-		sent []prepareBody
+		sent []PrepareBody
 	)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var b prepareBody
+		var b PrepareBody
 		if err := json.NewDecoder(r.Body).Decode(&b); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return

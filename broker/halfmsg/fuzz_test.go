@@ -1,4 +1,4 @@
-package broker
+package halfmsg
 
 import (
 	"bytes"
@@ -21,11 +21,11 @@ func FuzzBrokerPrepareBody(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		dec := json.NewDecoder(bytes.NewReader(data))
 		dec.DisallowUnknownFields()
-		var b prepareBody
+		var b PrepareBody
 		if err := dec.Decode(&b); err != nil {
 			return
 		}
-		req, err := b.request()
+		req, err := b.Request()
 		if err != nil {
 			return
 		}
@@ -33,8 +33,8 @@ func FuzzBrokerPrepareBody(f *testing.F) {
 			t.Fatalf("accepted %q as %+v", data, req)
 		}
 		// The client's encoding of an accepted request decodes to the same.
-		back := bodyFor(req)
-		req2, err := back.request()
+		back := NewPrepareBody(req)
+		req2, err := back.Request()
 		if err != nil || !bytes.Equal(req2.Message.Value, req.Message.Value) || !bytes.Equal(req2.Message.Key, req.Message.Key) {
 			t.Fatalf("round trip of %+v: %+v, %v", req, req2, err)
 		}

@@ -1,4 +1,4 @@
-package metrics
+package txmsgprom
 
 import (
 	"testing"
@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/txmsg/txmsg/broker"
+	"github.com/txmsg/txmsg/broker/halfmsg"
 )
 
 func TestBrokerMetricsAdapter(t *testing.T) {
@@ -18,9 +19,9 @@ func TestBrokerMetricsAdapter(t *testing.T) {
 	}
 	m.Prepared()
 	m.Prepared()
-	m.Resolved(broker.StateCommitted, broker.ByCheckback)
-	m.Resolved(broker.StateRolledBack, broker.ByProducer)
-	m.Resolved(broker.StateDiscarded, broker.ByCheckback)
+	m.Resolved(halfmsg.StateCommitted, broker.ByCheckback)
+	m.Resolved(halfmsg.StateRolledBack, broker.ByProducer)
+	m.Resolved(halfmsg.StateDiscarded, broker.ByCheckback)
 	m.PreparedBacklog(7, 3*time.Second)
 	m.Checked("unknown", 20*time.Millisecond)
 	m.CheckError("claim")

@@ -1,4 +1,4 @@
-package broker
+package halfmsg
 
 import "fmt"
 
@@ -47,7 +47,7 @@ func (s State) String() string {
 // MarshalText implements encoding.TextMarshaler.
 func (s State) MarshalText() ([]byte, error) {
 	if !s.Valid() {
-		return nil, fmt.Errorf("broker: invalid state %d", uint8(s))
+		return nil, fmt.Errorf("halfmsg: invalid state %d", uint8(s))
 	}
 	return []byte(s.String()), nil
 }
@@ -69,5 +69,5 @@ func ParseState(name string) (State, error) {
 			return i, nil
 		}
 	}
-	return 0, fmt.Errorf("broker: unknown state %q: want prepared, committed, delivered, rolled_back, discarded or dead", name)
+	return 0, fmt.Errorf("halfmsg: unknown state %q: want prepared, committed, delivered, rolled_back, discarded or dead", name)
 }

@@ -1,10 +1,8 @@
-package broker
+package halfmsg
 
 import (
 	"encoding/base64"
-	"errors"
 	"fmt"
-	"net/http"
 	"sort"
 	"time"
 	"unicode/utf8"
@@ -61,33 +59,17 @@ func (e *APIError) Unwrap() error {
 	return nil
 }
 
-// apiErrorFor maps a store error to the API's status and code.
-func apiErrorFor(err error) *APIError {
-	var mbe *http.MaxBytesError
-	switch {
-	case errors.As(err, &mbe):
-		return &APIError{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge,
-			Message: fmt.Sprintf("request body is over the limit of %d bytes", mbe.Limit)}
-	case errors.Is(err, txmsg.ErrInvalidMessage):
-		return &APIError{Status: http.StatusBadRequest, Code: CodeInvalidRequest, Message: err.Error()}
-	case errors.Is(err, txmsg.ErrNotFound):
-		return &APIError{Status: http.StatusNotFound, Code: CodeNotFound, Message: err.Error()}
-	case errors.Is(err, txmsg.ErrConflict):
-		return &APIError{Status: http.StatusConflict, Code: CodeConflict, Message: err.Error()}
-	}
-	return &APIError{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "internal error; see the broker's log"}
-}
-
-type errorBody struct {
+// ErrorBody is the JSON of every error answer.
+type ErrorBody struct {
 	Error struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 	} `json:"error"`
 }
 
-// prepareBody is the JSON of POST /v1/half-messages. Key and value come as
+// PrepareBody is the JSON of POST /v1/half-messages. Key and value come as
 // text or base64 (exactly one of each pair); a missing key shards by id.
-type prepareBody struct {
+type PrepareBody struct {
 	ID            string            `json:"id,omitempty"`
 	ProducerGroup string            `json:"producer_group"`
 	Topic         string            `json:"topic"`
@@ -130,7 +112,7 @@ func textOrBase64(b []byte) (text, b64 *string) {
 }
 
 // request turns the body into a PrepareRequest.
-func (b *prepareBody) request() (PrepareRequest, error) {
+func (b *PrepareBody) Request() (PrepareRequest, error) {
 	key, err := bytesField("key", b.Key, b.KeyBase64)
 	if err != nil {
 		return PrepareRequest{}, err
@@ -189,11 +171,11 @@ func checkWireHeaders(hs []txmsg.Header) error {
 	return nil
 }
 
-// bodyFor is the client's side of request; checkWireHeaders must accept
+// NewPrepareBody is the client's side of request; checkWireHeaders must accept
 // req's headers first.
-func bodyFor(req PrepareRequest) prepareBody {
+func NewPrepareBody(req PrepareRequest) PrepareBody {
 	m := req.Message
-	b := prepareBody{ID: m.ID, ProducerGroup: req.ProducerGroup, Topic: m.Topic,
+	b := PrepareBody{ID: m.ID, ProducerGroup: req.ProducerGroup, Topic: m.Topic,
 		CheckbackURL: req.CheckbackURL, MaxChecks: req.MaxChecks}
 	b.Key, b.KeyBase64 = textOrBase64(m.Key)
 	b.Value, b.ValueBase64 = textOrBase64(m.Value)
@@ -213,25 +195,25 @@ func bodyFor(req PrepareRequest) prepareBody {
 	return b
 }
 
-// stateBody answers prepare, commit, rollback and resolve.
-type stateBody struct {
+// StateBody answers prepare, commit, rollback and resolve.
+type StateBody struct {
 	ID    string `json:"id"`
 	State State  `json:"state"`
 }
 
-// resolveBody is the JSON of POST /v1/half-messages/{id}/resolve.
-type resolveBody struct {
+// ResolveBody is the JSON of POST /v1/half-messages/{id}/resolve.
+type ResolveBody struct {
 	Action string `json:"action"`
 	Reason string `json:"reason,omitempty"`
 }
 
-// groupBody is the JSON of PUT /v1/producer-groups/{group}.
-type groupBody struct {
+// GroupBody is the JSON of PUT /v1/producer-groups/{group}.
+type GroupBody struct {
 	CheckbackURL string `json:"checkback_url"`
 }
 
-// messageBody is the JSON of one message in GET answers.
-type messageBody struct {
+// MessageBody is the JSON of one message in GET answers.
+type MessageBody struct {
 	ID              string     `json:"id"`
 	State           State      `json:"state"`
 	ProducerGroup   string     `json:"producer_group"`
@@ -270,8 +252,8 @@ func valTime(t *time.Time) time.Time {
 	return *t
 }
 
-func messageFor(i Info) messageBody {
-	m := messageBody{ID: i.ID, State: i.State, ProducerGroup: i.ProducerGroup, Topic: i.Topic,
+func NewMessageBody(i Info) MessageBody {
+	m := MessageBody{ID: i.ID, State: i.State, ProducerGroup: i.ProducerGroup, Topic: i.Topic,
 		CheckbackURL: i.CheckbackURL, CheckTimeout: i.CheckTimeout.String(), MaxChecks: i.MaxChecks,
 		CheckCount: i.CheckCount, LastCheckResult: i.LastCheckResult, LastCheckError: i.LastCheckError,
 		Reason: i.Reason, Attempts: i.Attempts, LastError: i.LastError, CreatedAt: i.CreatedAt,
@@ -281,7 +263,7 @@ func messageFor(i Info) messageBody {
 	return m
 }
 
-func (m messageBody) info() (Info, error) {
+func (m MessageBody) Info() (Info, error) {
 	key, err := bytesField("key", m.Key, m.KeyBase64)
 	if err != nil {
 		return Info{}, err
@@ -295,14 +277,14 @@ func (m messageBody) info() (Info, error) {
 		ResolvedAt: valTime(m.ResolvedAt), DeliveredAt: valTime(m.DeliveredAt), Seq: m.Seq}, nil
 }
 
-// listBody answers GET /v1/half-messages.
-type listBody struct {
-	Messages   []messageBody `json:"messages"`
+// ListBody answers GET /v1/half-messages.
+type ListBody struct {
+	Messages   []MessageBody `json:"messages"`
 	NextCursor string        `json:"next_cursor,omitempty"`
 }
 
-// checkBody is one entry of GET /v1/half-messages/{id}/checks.
-type checkBody struct {
+// CheckBody is one entry of GET /v1/half-messages/{id}/checks.
+type CheckBody struct {
 	No        int       `json:"check_no"`
 	Result    string    `json:"result"`
 	Error     string    `json:"error,omitempty"`

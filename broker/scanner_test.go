@@ -1,4 +1,4 @@
-package checkback_test
+package broker
 
 import (
 	"context"
@@ -19,20 +19,20 @@ import (
 // memStore is an in-memory Store: every message is due once.
 type memStore struct {
 	mu      sync.Mutex
-	due     []checkback.Claim
-	results map[string]checkback.Result
+	due     []Claim
+	results map[string]CheckResult
 }
 
-func (s *memStore) ClaimDue(_ context.Context, limit int, _ time.Duration) ([]checkback.Claim, error) {
+func (s *memStore) ClaimDue(_ context.Context, limit int, _ time.Duration) ([]Claim, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := min(limit, len(s.due))
-	out := append([]checkback.Claim(nil), s.due[:n]...)
+	out := append([]Claim(nil), s.due[:n]...)
 	s.due = s.due[n:]
 	return out, nil
 }
 
-func (s *memStore) RecordCheck(_ context.Context, c checkback.Claim, r checkback.Result) error {
+func (s *memStore) RecordCheck(_ context.Context, c Claim, r CheckResult) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.results[c.ID] = r
@@ -50,7 +50,7 @@ func TestCheckbackScannerBoundsConcurrency(t *testing.T) {
 		return checkback.AnswerCommit
 	})
 	store := dueStore(url, 200)
-	s, err := checkback.NewScanner(store, checkback.Config{Concurrency: concurrency})
+	s, err := NewScanner(store, ScannerConfig{Concurrency: concurrency})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,12 +79,12 @@ func TestCheckbackScannerSchedulesUnknownAndDiscards(t *testing.T) {
 		return 0, errors.New("database down")
 	})))
 	defer srv.Close()
-	store := &memStore{results: map[string]checkback.Result{}, due: []checkback.Claim{
+	store := &memStore{results: map[string]CheckResult{}, due: []Claim{
 		{Request: checkback.Request{ID: "early", CheckCount: 2}, URL: srv.URL, MaxChecks: 5, Interval: 100 * time.Millisecond},
 		{Request: checkback.Request{ID: "last", CheckCount: 5}, URL: srv.URL, MaxChecks: 5, Interval: 100 * time.Millisecond},
 		{Request: checkback.Request{ID: "capped", CheckCount: 9}, URL: srv.URL, MaxChecks: 15, Interval: 100 * time.Millisecond},
 	}}
-	s, err := checkback.NewScanner(store, checkback.Config{MaxInterval: 300 * time.Millisecond})
+	s, err := NewScanner(store, ScannerConfig{MaxInterval: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,14 +167,14 @@ func TestCheckbackHandlerRejectsBadRequests(t *testing.T) {
 
 func TestCheckbackConfigValidate(t *testing.T) {
 	t.Parallel()
-	var c checkback.Config
+	var c ScannerConfig
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	if c.Schedule != "@every 1s" || c.Concurrency != 16 || c.CallTimeout != 3*time.Second || c.MaxInterval != 5*time.Minute || c.Lease != 8*time.Second {
 		t.Fatalf("defaults: %+v", c)
 	}
-	for _, bad := range []checkback.Config{
+	for _, bad := range []ScannerConfig{
 		{Schedule: "every second"},
 		{Concurrency: -1},
 		{CallTimeout: time.Microsecond},
@@ -197,11 +197,11 @@ func TestCheckbackScannerNeverAsksPastMaxChecks(t *testing.T) {
 		return checkback.AnswerCommit, nil
 	})))
 	defer srv.Close()
-	store := &memStore{results: map[string]checkback.Result{}, due: []checkback.Claim{
+	store := &memStore{results: map[string]CheckResult{}, due: []Claim{
 		{Request: checkback.Request{ID: "last", CheckCount: 5}, URL: srv.URL, MaxChecks: 5, Interval: time.Second},
 		{Request: checkback.Request{ID: "past", CheckCount: 6}, URL: srv.URL, MaxChecks: 5, Interval: time.Second},
 	}}
-	s, err := checkback.NewScanner(store, checkback.Config{})
+	s, err := NewScanner(store, ScannerConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +224,7 @@ func TestCheckbackScannerNeverAsksPastMaxChecks(t *testing.T) {
 // Store contract.
 type greedyStore struct{ *memStore }
 
-func (s greedyStore) ClaimDue(ctx context.Context, _ int, lease time.Duration) ([]checkback.Claim, error) {
+func (s greedyStore) ClaimDue(ctx context.Context, _ int, lease time.Duration) ([]Claim, error) {
 	return s.memStore.ClaimDue(ctx, 1<<30, lease)
 }
 
@@ -237,7 +237,7 @@ func TestCheckbackScannerBoundsConcurrencyWithAGreedyStore(t *testing.T) {
 	gauge := &inFlightGauge{}
 	url := gauge.producer(t, 2*time.Millisecond, func(checkback.Request) checkback.Answer { return checkback.AnswerCommit })
 	store := dueStore(url, 40)
-	s, err := checkback.NewScanner(greedyStore{store}, checkback.Config{Concurrency: concurrency})
+	s, err := NewScanner(greedyStore{store}, ScannerConfig{Concurrency: concurrency})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,9 +307,9 @@ func (g *inFlightGauge) max() int {
 
 // dueStore is a memStore holding n claims m0…m(n-1) due now, asked at url.
 func dueStore(url string, n int) *memStore {
-	store := &memStore{results: map[string]checkback.Result{}}
+	store := &memStore{results: map[string]CheckResult{}}
 	for i := range n {
-		store.due = append(store.due, checkback.Claim{Request: checkback.Request{ID: fmt.Sprintf("m%d", i), CheckCount: 1},
+		store.due = append(store.due, Claim{Request: checkback.Request{ID: fmt.Sprintf("m%d", i), CheckCount: 1},
 			URL: url, MaxChecks: 3, Interval: time.Second})
 	}
 	return store

@@ -1,4 +1,4 @@
-package metrics
+package txmsgprom
 
 import (
 	"fmt"
@@ -10,7 +10,7 @@ import (
 	"github.com/txmsg/txmsg/consumer"
 )
 
-// Consumer implements consumer.Metrics with Prometheus collectors. It is
+// Consumer implements every consumer hook with Prometheus collectors. It is
 // safe for concurrent use and never blocks.
 type Consumer struct {
 	consumed     *prometheus.CounterVec
@@ -22,7 +22,15 @@ type Consumer struct {
 	lag          *prometheus.GaugeVec
 }
 
-var _ consumer.Metrics = (*Consumer)(nil)
+var _ interface {
+	consumer.ConsumedHook
+	consumer.DuplicateHook
+	consumer.FailedHook
+	consumer.RetriedHook
+	consumer.DeadLetteredHook
+	consumer.HandlerLatencyHook
+	consumer.LagHook
+} = (*Consumer)(nil)
 
 // NewConsumer creates the consumer SDK's collectors and registers them on reg:
 //
@@ -70,39 +78,39 @@ func NewConsumer(reg prometheus.Registerer) (*Consumer, error) {
 	}
 	for _, c := range []prometheus.Collector{m.consumed, m.duplicates, m.failed, m.retried, m.deadLettered, m.latency, m.lag} {
 		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("metrics: register consumer collectors: %w", err)
+			return nil, fmt.Errorf("txmsgprom: register consumer collectors: %w", err)
 		}
 	}
 	return m, nil
 }
 
-// Consumed implements consumer.Metrics.
+// Consumed implements consumer.ConsumedHook.
 func (m *Consumer) Consumed(group, topic string, _ int) {
 	m.consumed.WithLabelValues(group, topic).Inc()
 }
 
-// Duplicate implements consumer.Metrics.
+// Duplicate implements consumer.DuplicateHook.
 func (m *Consumer) Duplicate(group, topic string) {
 	m.duplicates.WithLabelValues(group, topic).Inc()
 }
 
-// Failed implements consumer.Metrics.
+// Failed implements consumer.FailedHook.
 func (m *Consumer) Failed(group, topic string) { m.failed.WithLabelValues(group, topic).Inc() }
 
-// Retried implements consumer.Metrics.
+// Retried implements consumer.RetriedHook.
 func (m *Consumer) Retried(group, topic string) { m.retried.WithLabelValues(group, topic).Inc() }
 
-// DeadLettered implements consumer.Metrics.
+// DeadLettered implements consumer.DeadLetteredHook.
 func (m *Consumer) DeadLettered(group, topic string) {
 	m.deadLettered.WithLabelValues(group, topic).Inc()
 }
 
-// HandlerLatency implements consumer.Metrics.
+// HandlerLatency implements consumer.HandlerLatencyHook.
 func (m *Consumer) HandlerLatency(group, topic string, d time.Duration) {
 	m.latency.WithLabelValues(group, topic).Observe(d.Seconds())
 }
 
-// Lag implements consumer.Metrics.
+// Lag implements consumer.LagHook.
 func (m *Consumer) Lag(group, topic string, partition int, lag int64) {
 	m.lag.WithLabelValues(group, topic, strconv.Itoa(partition)).Set(float64(lag))
 }

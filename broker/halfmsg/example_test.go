@@ -1,4 +1,4 @@
-package broker_test
+package halfmsg_test
 
 import (
 	"context"
@@ -9,19 +9,19 @@ import (
 	"net/http"
 
 	"github.com/txmsg/txmsg"
-	"github.com/txmsg/txmsg/broker"
+	"github.com/txmsg/txmsg/broker/halfmsg"
 	"github.com/txmsg/txmsg/checkback"
 )
 
 // Errors answered by the broker match txmsg's sentinels over HTTP.
 func ExampleAPIError() {
-	var err error = &broker.APIError{Status: 409, Code: broker.CodeConflict, Message: "message is rolled_back"}
+	var err error = &halfmsg.APIError{Status: 409, Code: halfmsg.CodeConflict, Message: "message is rolled_back"}
 	fmt.Println(errors.Is(err, txmsg.ErrConflict), errors.Is(err, txmsg.ErrNotFound))
 	// Output: true false
 }
 
 func ExampleParseState() {
-	st, err := broker.ParseState("discarded")
+	st, err := halfmsg.ParseState("discarded")
 	fmt.Println(st, uint8(st), err)
 	// Output: discarded 5 <nil>
 }
@@ -34,11 +34,11 @@ func ExampleProducer_SendInTransaction() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	client, err := broker.NewClient("http://127.0.0.1:7070")
+	client, err := halfmsg.NewClient("http://127.0.0.1:7070")
 	if err != nil {
 		log.Fatal(err)
 	}
-	producer, err := broker.NewProducer(client, "shop", db)
+	producer, err := halfmsg.NewProducer(client, "shop", db)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package metrics
+package txmsgprom
 
 import (
 	"errors"
@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/txmsg/txmsg/broker"
+	"github.com/txmsg/txmsg/broker/halfmsg"
 )
 
 // Broker adapts broker.Metrics (and the check-back scanner's hooks) to
@@ -24,7 +25,13 @@ type Broker struct {
 	errors     *prometheus.CounterVec
 }
 
-var _ broker.Metrics = (*Broker)(nil)
+var _ interface {
+	broker.CheckedHook
+	broker.CheckErrorHook
+	broker.PreparedHook
+	broker.ResolvedHook
+	broker.PreparedBacklogHook
+} = (*Broker)(nil)
 
 // NewBroker registers the broker's metrics on reg and returns the adapter:
 //
@@ -69,38 +76,38 @@ func NewBroker(reg prometheus.Registerer) (*Broker, error) {
 	for _, c := range []prometheus.Collector{b.prepared, b.committed, b.rolledBack, b.discarded, b.backlog,
 		b.oldestAge, b.checks, b.latency, b.errors} {
 		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("metrics: broker: %w", err)
+			return nil, fmt.Errorf("txmsgprom: broker: %w", err)
 		}
 	}
 	return b, nil
 }
 
-// Prepared implements broker.Metrics.
+// Prepared implements broker.PreparedHook.
 func (b *Broker) Prepared() { b.prepared.Inc() }
 
-// Resolved implements broker.Metrics.
-func (b *Broker) Resolved(to broker.State, by string) {
+// Resolved implements broker.ResolvedHook.
+func (b *Broker) Resolved(to halfmsg.State, by string) {
 	switch to {
-	case broker.StateCommitted:
+	case halfmsg.StateCommitted:
 		b.committed.WithLabelValues(by).Inc()
-	case broker.StateRolledBack:
+	case halfmsg.StateRolledBack:
 		b.rolledBack.WithLabelValues(by).Inc()
-	case broker.StateDiscarded:
+	case halfmsg.StateDiscarded:
 		b.discarded.Inc()
 	}
 }
 
-// PreparedBacklog implements broker.Metrics.
+// PreparedBacklog implements broker.PreparedBacklogHook.
 func (b *Broker) PreparedBacklog(n int64, oldestAge time.Duration) {
 	b.backlog.Set(float64(n))
 	b.oldestAge.Set(oldestAge.Seconds())
 }
 
-// Checked implements checkback.Metrics.
+// Checked implements broker.CheckedHook.
 func (b *Broker) Checked(outcome string, latency time.Duration) {
 	b.checks.WithLabelValues(outcome).Inc()
 	b.latency.Observe(latency.Seconds())
 }
 
-// CheckError implements checkback.Metrics.
+// CheckError implements broker.CheckErrorHook.
 func (b *Broker) CheckError(kind string) { b.errors.WithLabelValues(kind).Inc() }

@@ -1,4 +1,4 @@
-package broker
+package halfmsg
 
 import (
 	"bytes"
@@ -39,7 +39,7 @@ func WithHTTPClient(hc *http.Client) ClientOption {
 func NewClient(baseURL string, opts ...ClientOption) (*Client, error) {
 	u, err := url.Parse(baseURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("broker: client base URL %q: want http://host:port", baseURL)
+		return nil, fmt.Errorf("halfmsg: client base URL %q: want http://host:port", baseURL)
 	}
 	c := &Client{base: strings.TrimRight(baseURL, "/")}
 	for _, o := range opts {
@@ -59,28 +59,28 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
-			return fmt.Errorf("broker: encode %s %s: %w", method, path, err)
+			return fmt.Errorf("halfmsg: encode %s %s: %w", method, path, err)
 		}
 		body = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
-		return fmt.Errorf("broker: %s %s: %w", method, path, err)
+		return fmt.Errorf("halfmsg: %s %s: %w", method, path, err)
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("broker: %s %s: %w", method, path, err)
+		return fmt.Errorf("halfmsg: %s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
-		return fmt.Errorf("broker: %s %s: read answer: %w", method, path, err)
+		return fmt.Errorf("halfmsg: %s %s: read answer: %w", method, path, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		var eb errorBody
+		var eb ErrorBody
 		if json.Unmarshal(data, &eb) != nil || eb.Error.Code == "" {
 			eb.Error.Code = CodeInternal
 			if resp.StatusCode == http.StatusNotFound {
@@ -94,7 +94,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return nil
 	}
 	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("broker: %s %s: decode answer: %w", method, path, err)
+		return fmt.Errorf("halfmsg: %s %s: decode answer: %w", method, path, err)
 	}
 	return nil
 }
@@ -106,10 +106,10 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 // altered.
 func (c *Client) Prepare(ctx context.Context, req PrepareRequest) (string, error) {
 	if err := checkWireHeaders(req.Message.Headers); err != nil {
-		return "", fmt.Errorf("broker: prepare: %w", err)
+		return "", fmt.Errorf("halfmsg: prepare: %w", err)
 	}
-	var out stateBody
-	if err := c.do(ctx, http.MethodPost, "/v1/half-messages", bodyFor(req), &out); err != nil {
+	var out StateBody
+	if err := c.do(ctx, http.MethodPost, "/v1/half-messages", NewPrepareBody(req), &out); err != nil {
 		return "", err
 	}
 	return out.ID, nil
@@ -117,14 +117,14 @@ func (c *Client) Prepare(ctx context.Context, req PrepareRequest) (string, error
 
 // Commit makes a prepared message deliverable; idempotent. See Store.Commit.
 func (c *Client) Commit(ctx context.Context, id string) (State, error) {
-	var out stateBody
+	var out StateBody
 	err := c.do(ctx, http.MethodPost, "/v1/half-messages/"+url.PathEscape(id)+"/commit", nil, &out)
 	return out.State, err
 }
 
 // Rollback drops a prepared message; idempotent. See Store.Rollback.
 func (c *Client) Rollback(ctx context.Context, id string) (State, error) {
-	var out stateBody
+	var out StateBody
 	err := c.do(ctx, http.MethodPost, "/v1/half-messages/"+url.PathEscape(id)+"/rollback", nil, &out)
 	return out.State, err
 }
@@ -136,21 +136,21 @@ func (c *Client) Resolve(ctx context.Context, id string, commit bool, reason str
 	if commit {
 		action = "commit"
 	}
-	var out stateBody
+	var out StateBody
 	err := c.do(ctx, http.MethodPost, "/v1/half-messages/"+url.PathEscape(id)+"/resolve",
-		resolveBody{Action: action, Reason: reason}, &out)
+		ResolveBody{Action: action, Reason: reason}, &out)
 	return out.State, err
 }
 
 // Get returns one message.
 func (c *Client) Get(ctx context.Context, id string) (Info, error) {
-	var out messageBody
+	var out MessageBody
 	if err := c.do(ctx, http.MethodGet, "/v1/half-messages/"+url.PathEscape(id), nil, &out); err != nil {
 		return Info{}, err
 	}
-	info, err := out.info()
+	info, err := out.Info()
 	if err != nil {
-		return Info{}, fmt.Errorf("broker: get %s: %w", id, err)
+		return Info{}, fmt.Errorf("halfmsg: get %s: %w", id, err)
 	}
 	return info, nil
 }
@@ -171,15 +171,15 @@ func (c *Client) List(ctx context.Context, f Filter) ([]Info, int64, error) {
 	if f.After > 0 {
 		q.Set("cursor", strconv.FormatInt(f.After, 10))
 	}
-	var out listBody
+	var out ListBody
 	if err := c.do(ctx, http.MethodGet, "/v1/half-messages?"+q.Encode(), nil, &out); err != nil {
 		return nil, 0, err
 	}
 	infos := make([]Info, 0, len(out.Messages))
 	for _, m := range out.Messages {
-		info, err := m.info()
+		info, err := m.Info()
 		if err != nil {
-			return nil, 0, fmt.Errorf("broker: list: %w", err)
+			return nil, 0, fmt.Errorf("halfmsg: list: %w", err)
 		}
 		infos = append(infos, info)
 	}
@@ -187,7 +187,7 @@ func (c *Client) List(ctx context.Context, f Filter) ([]Info, int64, error) {
 	if out.NextCursor != "" {
 		n, err := strconv.ParseInt(out.NextCursor, 10, 64)
 		if err != nil {
-			return nil, 0, errors.New("broker: list: bad next_cursor in answer")
+			return nil, 0, errors.New("halfmsg: list: bad next_cursor in answer")
 		}
 		next = n
 	}
@@ -197,5 +197,5 @@ func (c *Client) List(ctx context.Context, f Filter) ([]Info, int64, error) {
 // SetGroup registers the check-back URL of a producer group.
 func (c *Client) SetGroup(ctx context.Context, group, checkbackURL string) error {
 	return c.do(ctx, http.MethodPut, "/v1/producer-groups/"+url.PathEscape(group),
-		groupBody{CheckbackURL: checkbackURL}, nil)
+		GroupBody{CheckbackURL: checkbackURL}, nil)
 }

@@ -1,4 +1,4 @@
-package broker
+package halfmsg
 
 import (
 	"context"
@@ -64,10 +64,10 @@ func WithProducerMaxChecks(n int) ProducerOption {
 // client and runs local transactions on db (which holds the ledger table).
 func NewProducer(client *Client, group string, db *sql.DB, opts ...ProducerOption) (*Producer, error) {
 	if client == nil {
-		return nil, errors.New("broker: producer: nil Client")
+		return nil, errors.New("halfmsg: producer: nil Client")
 	}
 	if err := ValidateGroup(group); err != nil {
-		return nil, fmt.Errorf("broker: producer: %w", err)
+		return nil, fmt.Errorf("halfmsg: producer: %w", err)
 	}
 	o := producerOptions{table: checkback.DefaultLedgerTable}
 	for _, opt := range opts {
@@ -75,15 +75,15 @@ func NewProducer(client *Client, group string, db *sql.DB, opts ...ProducerOptio
 	}
 	if o.url != "" {
 		if err := ValidateCheckbackURL(o.url); err != nil {
-			return nil, fmt.Errorf("broker: producer: %w", err)
+			return nil, fmt.Errorf("halfmsg: producer: %w", err)
 		}
 	}
 	if o.timeout < 0 || o.maxChecks < 0 {
-		return nil, errors.New("broker: producer: negative check timeout or max checks")
+		return nil, errors.New("halfmsg: producer: negative check timeout or max checks")
 	}
 	ledger, err := checkback.LedgerChecker(db, checkback.WithLedgerTable(o.table))
 	if err != nil {
-		return nil, fmt.Errorf("broker: producer: %w", err)
+		return nil, fmt.Errorf("halfmsg: producer: %w", err)
 	}
 	return &Producer{client: client, group: group, db: db, ledger: ledger, url: o.url,
 		timeout: o.timeout, maxChecks: o.maxChecks}, nil
@@ -113,43 +113,43 @@ const rollbackTimeout = 5 * time.Second
 // checkback.ErrAlreadyDecided and nothing is committed.
 func (p *Producer) SendInTransaction(ctx context.Context, msg txmsg.Message, fn func(ctx context.Context, tx *sql.Tx) error) error {
 	if fn == nil {
-		return errors.New("broker: producer: nil transaction function")
+		return errors.New("halfmsg: producer: nil transaction function")
 	}
 	id, err := p.client.Prepare(ctx, PrepareRequest{ProducerGroup: p.group, Message: msg,
 		CheckbackURL: p.url, CheckTimeout: p.timeout, MaxChecks: p.maxChecks})
 	if err != nil {
-		return fmt.Errorf("broker: producer: prepare: %w", err)
+		return fmt.Errorf("halfmsg: producer: prepare: %w", err)
 	}
 	abort := func(cause error) error {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
 		defer cancel()
 		if _, err := p.client.Rollback(rctx, id); err != nil {
-			return errors.Join(cause, fmt.Errorf("broker: producer: roll back message %s (check-back will): %w", id, err))
+			return errors.Join(cause, fmt.Errorf("halfmsg: producer: roll back message %s (check-back will): %w", id, err))
 		}
 		return cause
 	}
 	tx, err := p.db.BeginTx(ctx, nil)
 	if err != nil {
-		return abort(fmt.Errorf("broker: producer: begin local transaction of %s: %w", id, err))
+		return abort(fmt.Errorf("halfmsg: producer: begin local transaction of %s: %w", id, err))
 	}
 	if err := p.ledger.Record(ctx, tx, id); err != nil {
-		return abort(errors.Join(fmt.Errorf("broker: producer: %w", err), rollbackTx(tx)))
+		return abort(errors.Join(fmt.Errorf("halfmsg: producer: %w", err), rollbackTx(tx)))
 	}
 	if err := fn(ctx, tx); err != nil {
 		return abort(errors.Join(err, rollbackTx(tx)))
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("broker: producer: commit local transaction of %s (outcome left to check-back): %w", id, err)
+		return fmt.Errorf("halfmsg: producer: commit local transaction of %s (outcome left to check-back): %w", id, err)
 	}
 	if _, err := p.client.Commit(ctx, id); err != nil {
-		return fmt.Errorf("broker: producer: commit message %s (local transaction committed; check-back will deliver it): %w", id, err)
+		return fmt.Errorf("halfmsg: producer: commit message %s (local transaction committed; check-back will deliver it): %w", id, err)
 	}
 	return nil
 }
 
 func rollbackTx(tx *sql.Tx) error {
 	if err := tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
-		return fmt.Errorf("broker: producer: roll back local transaction: %w", err)
+		return fmt.Errorf("halfmsg: producer: roll back local transaction: %w", err)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package checkback
+package broker
 
 import (
 	"context"
@@ -11,14 +11,15 @@ import (
 
 	"github.com/robfig/cron/v3"
 
+	"github.com/txmsg/txmsg/checkback"
 	"github.com/txmsg/txmsg/internal/backoff"
 )
 
 // Claim is one prepared message the Scanner has claimed for a check: the
-// Request to send (CheckCount already counts this check), where to send it,
+// checkback.Request to send (CheckCount already counts this check), where to send it,
 // and the message's own schedule.
 type Claim struct {
-	Request
+	checkback.Request
 	// URL is the producer's check-back URL; empty when neither the message
 	// nor its producer group has one (the check then fails as unknown).
 	URL string
@@ -29,10 +30,10 @@ type Claim struct {
 	Interval time.Duration
 }
 
-// Result is the outcome of one check, for Store.RecordCheck.
-type Result struct {
+// CheckResult is the outcome of one check, for CheckStore.RecordCheck.
+type CheckResult struct {
 	// Answer is commit, rollback or unknown (also after an error).
-	Answer Answer
+	Answer checkback.Answer
 	// Err is why the call failed, nil for a clean answer.
 	Err error
 	// Latency is the call's round trip.
@@ -45,9 +46,9 @@ type Result struct {
 	Discard bool
 }
 
-// Store is where the Scanner finds and resolves prepared messages. Package
+// CheckStore is where the Scanner finds and resolves prepared messages. Package
 // broker implements it on MySQL.
-type Store interface {
+type CheckStore interface {
 	// ClaimDue claims up to limit prepared messages whose check time has
 	// passed: it counts the check (CheckCount includes it) and pushes the
 	// next check time lease ahead, so no other scanner asks while this one
@@ -56,28 +57,12 @@ type Store interface {
 	// RecordCheck stores r for c: commit or rollback resolve the message
 	// (unless it was resolved meanwhile, which wins), unknown schedules the
 	// next check or discards the message.
-	RecordCheck(ctx context.Context, c Claim, r Result) error
+	RecordCheck(ctx context.Context, c Claim, r CheckResult) error
 }
 
-// Metrics receives the scanner's measurements; implementations must be safe
-// for concurrent use and must not block.
-type Metrics interface {
-	// Checked counts one check by outcome ("commit", "rollback", "unknown",
-	// "error") and observes its latency.
-	Checked(outcome string, latency time.Duration)
-	// CheckError counts a failure of the scanner itself by kind ("claim",
-	// "record").
-	CheckError(kind string)
-}
-
-type nopMetrics struct{}
-
-func (nopMetrics) Checked(string, time.Duration) {}
-func (nopMetrics) CheckError(string)             {}
-
-// Config configures a Scanner. Zero fields take the defaults noted;
+// ScannerConfig configures a Scanner. Zero fields take the defaults noted;
 // Validate names the first bad field.
-type Config struct {
+type ScannerConfig struct {
 	// Schedule is the cron spec of the scan (default "@every 1s").
 	Schedule string
 	// Concurrency is the most check-back calls in flight at once, per
@@ -95,7 +80,7 @@ type Config struct {
 }
 
 // Validate fills in defaults and checks every field, naming the bad one.
-func (c *Config) Validate() error {
+func (c *ScannerConfig) Validate() error {
 	if c.Schedule == "" {
 		c.Schedule = "@every 1s"
 	}
@@ -112,17 +97,17 @@ func (c *Config) Validate() error {
 		c.Lease = c.CallTimeout + 5*time.Second
 	}
 	if _, err := cron.ParseStandard(c.Schedule); err != nil {
-		return fmt.Errorf("checkback: scan schedule %q: %w", c.Schedule, err)
+		return fmt.Errorf("broker: checkback: scan schedule %q: %w", c.Schedule, err)
 	}
 	switch {
 	case c.Concurrency < 1 || c.Concurrency > 1024:
-		return fmt.Errorf("checkback: concurrency %d: want 1 to 1024", c.Concurrency)
+		return fmt.Errorf("broker: checkback: concurrency %d: want 1 to 1024", c.Concurrency)
 	case c.CallTimeout < time.Millisecond:
-		return fmt.Errorf("checkback: call_timeout %v: want at least 1ms", c.CallTimeout)
+		return fmt.Errorf("broker: checkback: call_timeout %v: want at least 1ms", c.CallTimeout)
 	case c.MaxInterval < time.Millisecond:
-		return fmt.Errorf("checkback: max_interval %v: want at least 1ms", c.MaxInterval)
+		return fmt.Errorf("broker: checkback: max_interval %v: want at least 1ms", c.MaxInterval)
 	case c.Lease <= c.CallTimeout:
-		return fmt.Errorf("checkback: lease %v: want more than call_timeout %v", c.Lease, c.CallTimeout)
+		return fmt.Errorf("broker: checkback: lease %v: want more than call_timeout %v", c.Lease, c.CallTimeout)
 	}
 	return nil
 }
@@ -130,20 +115,20 @@ func (c *Config) Validate() error {
 // Scanner finds prepared messages due for a check-back and asks their
 // producers. It is safe for concurrent use; run it with Run.
 type Scanner struct {
-	store   Store
-	cfg     Config
+	store   CheckStore
+	cfg     ScannerConfig
 	client  *http.Client
 	log     *slog.Logger
-	metrics Metrics
+	metrics hooks
 }
 
 // ScannerOption configures a Scanner.
 type ScannerOption func(*Scanner)
 
-// WithHTTPClient sets the client that calls producers (default: a client
-// keeping up to Concurrency idle connections per host). Config.CallTimeout
+// WithScannerHTTPClient sets the client that calls producers (default: a client
+// keeping up to Concurrency idle connections per host). ScannerConfig.CallTimeout
 // applies on top of the client's own timeout.
-func WithHTTPClient(c *http.Client) ScannerOption {
+func WithScannerHTTPClient(c *http.Client) ScannerOption {
 	return func(s *Scanner) {
 		if c != nil {
 			s.client = c
@@ -151,8 +136,8 @@ func WithHTTPClient(c *http.Client) ScannerOption {
 	}
 }
 
-// WithLogger sets the logger (default: discarded).
-func WithLogger(l *slog.Logger) ScannerOption {
+// WithScannerLogger sets the logger (default: discarded).
+func WithScannerLogger(l *slog.Logger) ScannerOption {
 	return func(s *Scanner) {
 		if l != nil {
 			s.log = l
@@ -160,24 +145,20 @@ func WithLogger(l *slog.Logger) ScannerOption {
 	}
 }
 
-// WithMetrics sets the metrics hooks (default: none).
-func WithMetrics(m Metrics) ScannerOption {
-	return func(s *Scanner) {
-		if m != nil {
-			s.metrics = m
-		}
-	}
+// WithScannerHooks adds measurement hooks (default: none); see Hook.
+func WithScannerHooks(hs ...Hook) ScannerOption {
+	return func(s *Scanner) { s.metrics = append(s.metrics, hs...) }
 }
 
 // NewScanner returns a Scanner over store, validating cfg.
-func NewScanner(store Store, cfg Config, opts ...ScannerOption) (*Scanner, error) {
+func NewScanner(store CheckStore, cfg ScannerConfig, opts ...ScannerOption) (*Scanner, error) {
 	if store == nil {
-		return nil, errors.New("checkback: nil Store")
+		return nil, errors.New("broker: checkback: nil Store")
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Scanner{store: store, cfg: cfg, log: slog.New(slog.DiscardHandler), metrics: nopMetrics{}}
+	s := &Scanner{store: store, cfg: cfg, log: slog.New(slog.DiscardHandler)}
 	for _, o := range opts {
 		o(s)
 	}
@@ -199,10 +180,10 @@ func (s *Scanner) Run(ctx context.Context) error {
 	c := cron.New(cron.WithChain(cron.Recover(logger), cron.SkipIfStillRunning(logger)))
 	if _, err := c.AddFunc(s.cfg.Schedule, func() {
 		if _, err := s.Scan(ctx); err != nil && ctx.Err() == nil {
-			s.log.ErrorContext(ctx, "checkback: scan failed", slog.Any("error", err))
+			s.log.ErrorContext(ctx, "broker: checkback: scan failed", slog.Any("error", err))
 		}
 	}); err != nil {
-		return fmt.Errorf("checkback: scan schedule %q: %w", s.cfg.Schedule, err)
+		return fmt.Errorf("broker: checkback: scan schedule %q: %w", s.cfg.Schedule, err)
 	}
 	c.Start()
 	<-ctx.Done()
@@ -211,7 +192,7 @@ func (s *Scanner) Run(ctx context.Context) error {
 }
 
 // Scan checks every message due now and returns how many it checked. Calls
-// run on a pool of Config.Concurrency workers, never more at once: as
+// run on a pool of ScannerConfig.Concurrency workers, never more at once: as
 // workers finish, new claims fill the pool again (a quarter of it or more
 // per claim transaction), and Scan returns when nothing more is due and
 // every call has been recorded. A check interrupted by ctx stays counted.
@@ -254,7 +235,7 @@ func (s *Scanner) Scan(ctx context.Context) (int, error) {
 		}
 		if err != nil {
 			s.metrics.CheckError("claim")
-			return total, fmt.Errorf("checkback: claim due messages: %w", err)
+			return total, fmt.Errorf("broker: checkback: claim due messages: %w", err)
 		}
 		for i, c := range claims {
 			if i >= free {
@@ -285,28 +266,28 @@ func (s *Scanner) check(ctx context.Context, c Claim) {
 	}
 	start := time.Now()
 	var (
-		a   Answer
+		a   checkback.Answer
 		err error
 	)
 	if c.URL == "" {
-		err = fmt.Errorf("checkback: producer group %q has no check-back URL", c.ProducerGroup)
+		err = fmt.Errorf("broker: checkback: producer group %q has no check-back URL", c.ProducerGroup)
 	} else {
 		cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
-		a, err = Call(cctx, s.client, c.URL, c.Request)
+		a, err = checkback.Call(cctx, s.client, c.URL, c.Request)
 		cancel()
 	}
 	if ctx.Err() != nil {
 		return
 	}
-	r := Result{Answer: a, Err: err, Latency: time.Since(start)}
+	r := CheckResult{Answer: a, Err: err, Latency: time.Since(start)}
 	outcome := "error"
 	if err == nil {
 		outcome = a.String()
 	} else {
-		r.Answer = AnswerUnknown
+		r.Answer = checkback.AnswerUnknown
 	}
 	s.metrics.Checked(outcome, r.Latency)
-	if r.Answer == AnswerUnknown {
+	if r.Answer == checkback.AnswerUnknown {
 		if c.CheckCount >= c.MaxChecks {
 			r.Discard = true
 		} else {
@@ -317,18 +298,18 @@ func (s *Scanner) check(ctx context.Context, c Claim) {
 	if err := s.store.RecordCheck(ctx, c, r); err != nil {
 		if ctx.Err() == nil {
 			s.metrics.CheckError("record")
-			s.log.ErrorContext(ctx, "checkback: record check failed",
+			s.log.ErrorContext(ctx, "broker: checkback: record check failed",
 				slog.String("msg_id", c.ID), slog.Int("attempt", c.CheckCount), slog.Any("error", err))
 		}
 		return
 	}
 	switch {
 	case r.Discard:
-		s.log.WarnContext(ctx, "checkback: message discarded after its last check",
+		s.log.WarnContext(ctx, "broker: checkback: message discarded after its last check",
 			slog.String("msg_id", c.ID), slog.String("producer_group", c.ProducerGroup),
 			slog.String("topic", c.Topic), slog.Int("attempt", c.CheckCount), slog.Any("error", err))
 	case err != nil:
-		s.log.DebugContext(ctx, "checkback: check failed",
+		s.log.DebugContext(ctx, "broker: checkback: check failed",
 			slog.String("msg_id", c.ID), slog.Int("attempt", c.CheckCount), slog.Any("error", err))
 	}
 }
@@ -336,17 +317,17 @@ func (s *Scanner) check(ctx context.Context, c Claim) {
 // discardUnasked records claim c, which is past its message's max checks,
 // as the discard it leads to, without calling the producer.
 func (s *Scanner) discardUnasked(ctx context.Context, c Claim) {
-	err := fmt.Errorf("checkback: check %d not made: the message allows %d and the last one was claimed but never recorded",
+	err := fmt.Errorf("broker: checkback: check %d not made: the message allows %d and the last one was claimed but never recorded",
 		c.CheckCount, c.MaxChecks)
-	if rerr := s.store.RecordCheck(ctx, c, Result{Answer: AnswerUnknown, Err: err, Discard: true}); rerr != nil {
+	if rerr := s.store.RecordCheck(ctx, c, CheckResult{Answer: checkback.AnswerUnknown, Err: err, Discard: true}); rerr != nil {
 		if ctx.Err() == nil {
 			s.metrics.CheckError("record")
-			s.log.ErrorContext(ctx, "checkback: record check failed",
+			s.log.ErrorContext(ctx, "broker: checkback: record check failed",
 				slog.String("msg_id", c.ID), slog.Int("attempt", c.CheckCount), slog.Any("error", rerr))
 		}
 		return
 	}
-	s.log.WarnContext(ctx, "checkback: message discarded after its last check",
+	s.log.WarnContext(ctx, "broker: checkback: message discarded after its last check",
 		slog.String("msg_id", c.ID), slog.String("producer_group", c.ProducerGroup),
 		slog.String("topic", c.Topic), slog.Int("attempt", c.CheckCount), slog.Any("error", err))
 }

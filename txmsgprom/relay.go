@@ -1,4 +1,4 @@
-package metrics
+package txmsgprom
 
 import (
 	"fmt"
@@ -9,7 +9,7 @@ import (
 	"github.com/txmsg/txmsg/relay"
 )
 
-// Relay implements relay.Metrics with Prometheus collectors. It is safe for
+// Relay implements every relay hook with Prometheus collectors. It is safe for
 // concurrent use and never blocks.
 type Relay struct {
 	published    *prometheus.CounterVec
@@ -22,7 +22,15 @@ type Relay struct {
 	purged       *prometheus.CounterVec
 }
 
-var _ relay.Metrics = (*Relay)(nil)
+var _ interface {
+	relay.PublishedHook
+	relay.PublishLatencyHook
+	relay.DeadLetteredHook
+	relay.ErrorHook
+	relay.LeasesHeldHook
+	relay.BacklogHook
+	relay.PurgedHook
+} = (*Relay)(nil)
 
 // NewRelay creates the relay's collectors and registers them on reg:
 //
@@ -74,44 +82,44 @@ func NewRelay(reg prometheus.Registerer) (*Relay, error) {
 	}
 	for _, c := range []prometheus.Collector{m.published, m.latency, m.deadLettered, m.errors, m.leases, m.pending, m.oldest, m.purged} {
 		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("metrics: register relay collectors: %w", err)
+			return nil, fmt.Errorf("txmsgprom: register relay collectors: %w", err)
 		}
 	}
 	return m, nil
 }
 
-// Published implements relay.Metrics.
+// Published implements relay.PublishedHook.
 func (m *Relay) Published(source, topic string, n int) {
 	m.published.WithLabelValues(source, topic).Add(float64(n))
 }
 
-// PublishLatency implements relay.Metrics.
+// PublishLatency implements relay.PublishLatencyHook.
 func (m *Relay) PublishLatency(source string, d time.Duration) {
 	m.latency.WithLabelValues(source).Observe(d.Seconds())
 }
 
-// DeadLettered implements relay.Metrics.
+// DeadLettered implements relay.DeadLetteredHook.
 func (m *Relay) DeadLettered(source, topic string, n int) {
 	m.deadLettered.WithLabelValues(source, topic).Add(float64(n))
 }
 
-// Error implements relay.Metrics.
+// Error implements relay.ErrorHook.
 func (m *Relay) Error(source, kind string) {
 	m.errors.WithLabelValues(source, kind).Inc()
 }
 
-// LeasesHeld implements relay.Metrics.
+// LeasesHeld implements relay.LeasesHeldHook.
 func (m *Relay) LeasesHeld(source string, n int) {
 	m.leases.WithLabelValues(source).Set(float64(n))
 }
 
-// Backlog implements relay.Metrics.
+// Backlog implements relay.BacklogHook.
 func (m *Relay) Backlog(source string, pending int64, oldestAge time.Duration) {
 	m.pending.WithLabelValues(source).Set(float64(pending))
 	m.oldest.WithLabelValues(source).Set(oldestAge.Seconds())
 }
 
-// Purged implements relay.Metrics.
+// Purged implements relay.PurgedHook.
 func (m *Relay) Purged(source string, n int64) {
 	m.purged.WithLabelValues(source).Add(float64(n))
 }
