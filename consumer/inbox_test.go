@@ -41,7 +41,7 @@ func TestConsumerInboxPurge(t *testing.T) {
 	insertInboxRows(t, db, "g", 3, now.Add(-30*time.Minute))
 	insertInboxRows(t, db, "other", 4, now.Add(-2*time.Hour))
 	c, err := New([]string{"127.0.0.1:1"}, "g", []string{"t"}, WithInbox(db),
-		WithInboxRetention(time.Hour, "@every 1h", 2), WithClock(func() time.Time { return now }))
+		WithInboxRetention(time.Hour, time.Hour, 2), WithClock(func() time.Time { return now }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,14 +54,14 @@ func TestConsumerInboxPurge(t *testing.T) {
 	}
 }
 
-// TestConsumerInboxPurgeJob: the cron job purges while Run runs.
+// TestConsumerInboxPurgeJob: Run purges the inbox every purge interval.
 func TestConsumerInboxPurgeJob(t *testing.T) {
 	t.Parallel()
 	db := newDB(t)
 	k := testenv.NewKafka(t, 1)
 	produce(t, k.Addrs, record("t", "k", "1", "0"))
 	insertInboxRows(t, db, "g", 5, time.Now().UTC().Add(-2*time.Hour))
-	c, err := New(k.Addrs, "g", []string{"t"}, WithInbox(db), fastGroup(), WithInboxRetention(time.Hour, "@every 1s", 2))
+	c, err := New(k.Addrs, "g", []string{"t"}, WithInbox(db), fastGroup(), WithInboxRetention(time.Hour, 100*time.Millisecond, 2))
 	if err != nil {
 		t.Fatal(err)
 	}
