@@ -3,8 +3,10 @@ package consumer
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -83,5 +85,110 @@ func TestConsumerRebalanceUnderLoad(t *testing.T) {
 		if perMember[i].Load() == 0 {
 			t.Errorf("member m%d handled nothing: the group did not rebalance to it", i+1)
 		}
+	}
+}
+
+// TestConsumerRebalanceDropsRevokedWork: member a holds partition 1 with a
+// handler stuck on its first message and 19 more buffered behind it; b
+// joins and takes the partition. a must not handle the buffered messages
+// of the partition it lost, nor commit an offset for it later: a low
+// watermark committed by a would rewind b, which is already past it.
+func TestConsumerRebalanceDropsRevokedWork(t *testing.T) {
+	t.Parallel()
+	k := testenv.NewKafka(t, 2)
+	const topic, group = "ledger", "audit"
+	toP1 := func(from, to int) {
+		var msgs []kafka.Message
+		for n := from; n < to; n++ {
+			msgs = append(msgs, kafka.Message{Topic: topic, Partition: 1, Key: []byte("k"), Value: []byte(strconv.Itoa(n))})
+		}
+		producePartitions(t, k.Addrs, msgs)
+	}
+	toP1(0, 20)
+	// Partition 0 is a's, 1 is b's; while b is away a holds both.
+	assignments := map[string][]int{"a": {0}, "b": {1}}
+	member := func(name string, h HandlerFunc) *running {
+		c, err := New(k.Addrs, group, []string{topic}, fastGroup(), WithDrainTimeout(500*time.Millisecond),
+			WithCommitInterval(20*time.Millisecond), WithBalancers(StaticBalancer{Member: name, Assignments: assignments}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return start(t, c, h)
+	}
+	var mu sync.Mutex
+	var aOffsets, bOffsets []int64
+	markers := 0
+	stuck := make(chan struct{})
+	release := make(chan struct{})
+	a := member("a", func(ctx context.Context, m Message) error {
+		if m.Partition == 0 {
+			mu.Lock()
+			markers++
+			mu.Unlock()
+			return nil
+		}
+		mu.Lock()
+		aOffsets = append(aOffsets, m.Offset)
+		mu.Unlock()
+		if m.Offset == 0 {
+			close(stuck)
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	})
+	select {
+	case <-stuck:
+	case <-time.After(30 * time.Second):
+		t.Fatal("member a never handled partition 1")
+	}
+	b := member("b", func(_ context.Context, m Message) error {
+		mu.Lock()
+		bOffsets = append(bOffsets, m.Offset)
+		mu.Unlock()
+		return nil
+	})
+	waitCommitted := func(want int64) {
+		testenv.Eventually(t, 30*time.Second, func() error {
+			if off := committed(t, k.Addrs, group, topic, 1); off != want {
+				return fmt.Errorf("partition 1 committed at %d, want %d", off, want)
+			}
+			return nil
+		})
+	}
+	waitCommitted(20)
+	toP1(20, 30)
+	waitCommitted(30)
+	close(release)
+	// a still owns partition 0: once it handled a message there, anything
+	// it would do with partition 1's buffered messages has been done too.
+	producePartitions(t, k.Addrs, []kafka.Message{{Topic: topic, Partition: 0, Value: []byte("marker")}})
+	testenv.Eventually(t, 30*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if markers == 0 {
+			return errors.New("a has not handled the marker on partition 0")
+		}
+		return nil
+	})
+	a.stop(t)
+	b.stop(t)
+	if off := committed(t, k.Addrs, group, topic, 1); off != 30 {
+		t.Fatalf("partition 1 committed at %d after a stopped, want 30: a rewound it", off)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(aOffsets) != 1 {
+		t.Fatalf("a handled offsets %v of partition 1, want only 0: it kept working a revoked partition", aOffsets)
+	}
+	seen := map[int64]bool{}
+	for _, off := range bOffsets {
+		seen[off] = true
+	}
+	if len(seen) != 30 {
+		t.Fatalf("b handled %d distinct offsets of partition 1, want 30", len(seen))
 	}
 }
