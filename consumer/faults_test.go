@@ -269,16 +269,8 @@ func TestConsumerInFlightLimit(t *testing.T) {
 			t.Parallel()
 			k := testenv.NewKafka(t, 1)
 			const topic, group = "orders", "billing"
-			lane := func(key string) int {
-				return (&run{c: &Consumer{o: options{concurrency: conc}}}).laneIndex(&Message{Message: msgWithKey(key)})
-			}
-			// Keys of equal length, all in the lane the stuck key is not in.
-			var keys []string
-			for i := 0; len(keys) < 50; i++ {
-				if key := fmt.Sprintf("k%04d", i); lane(key) != lane("stuck") {
-					keys = append(keys, key)
-				}
-			}
+			// Keys as long as "stuck", all in the lane it is not in.
+			keys := keysBesideLane(conc, "stuck", 50)
 			value := strings.Repeat("v", tc.value)
 			msgs := []kafka.Message{{Topic: topic, Key: []byte("stuck"), Value: []byte(value)}}
 			for i := 0; i < tc.others; i++ {
@@ -337,4 +329,18 @@ func TestConsumerInFlightLimit(t *testing.T) {
 			}
 		})
 	}
+}
+
+// keysBesideLane returns n keys of five bytes that, with conc lanes, all go
+// to another lane than key.
+func keysBesideLane(conc int, key string, n int) []string {
+	r := &run{c: &Consumer{o: options{concurrency: conc}}}
+	lane := func(k string) int { return r.laneIndex(&Message{Message: msgWithKey(k)}) }
+	var keys []string
+	for i := 0; len(keys) < n; i++ {
+		if k := fmt.Sprintf("k%04d", i); lane(k) != lane(key) {
+			keys = append(keys, k)
+		}
+	}
+	return keys
 }

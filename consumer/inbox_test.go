@@ -148,3 +148,43 @@ func TestConsumerInboxLongIDs(t *testing.T) {
 		t.Fatalf("%d messages dead-lettered, want 0", d)
 	}
 }
+
+// TestConsumerInboxTable: WithInboxTable puts the inbox rows in the named
+// table, where duplicates are found and PurgeInbox purges.
+func TestConsumerInboxTable(t *testing.T) {
+	t.Parallel()
+	db := newDB(t)
+	k := testenv.NewKafka(t, 1)
+	createEffectsTable(t, db)
+	if _, err := db.Exec(`CREATE TABLE billing_inbox LIKE txmsg_inbox`); err != nil {
+		t.Fatal(err)
+	}
+	produce(t, k.Addrs, record("t", "k", "a", "0"), record("t", "k", "b", "1"), record("t", "k", "a", "0"))
+	m := &recorder{}
+	c, err := New(k.Addrs, "g", []string{"t"}, WithInbox(db), WithInboxTable("billing_inbox"), fastGroup(), WithMetrics(m),
+		WithInboxRetention(time.Nanosecond, time.Hour, 10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, c, TxHandlerFunc(insertEffect))
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if err := checkEffects(db, 2); err != nil {
+			return err
+		}
+		if d := m.get(&m.dup); d != 1 {
+			return fmt.Errorf("%d duplicates skipped, want 1", d)
+		}
+		return nil
+	})
+	r.stop(t)
+	var rows int
+	if err := db.QueryRow(`SELECT COUNT(*) FROM billing_inbox`).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if rows != 2 || countInbox(t, db, "g") != 0 {
+		t.Fatalf("%d rows in billing_inbox and %d in txmsg_inbox, want 2 and 0", rows, countInbox(t, db, "g"))
+	}
+	if n, err := c.PurgeInbox(context.Background()); err != nil || n != 2 {
+		t.Fatalf("PurgeInbox = %d, %v; want 2 rows of billing_inbox", n, err)
+	}
+}

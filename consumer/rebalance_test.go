@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -97,14 +98,7 @@ func TestConsumerRebalanceDropsRevokedWork(t *testing.T) {
 	t.Parallel()
 	k := testenv.NewKafka(t, 2)
 	const topic, group = "ledger", "audit"
-	toP1 := func(from, to int) {
-		var msgs []kafka.Message
-		for n := from; n < to; n++ {
-			msgs = append(msgs, kafka.Message{Topic: topic, Partition: 1, Key: []byte("k"), Value: []byte(strconv.Itoa(n))})
-		}
-		producePartitions(t, k.Addrs, msgs)
-	}
-	toP1(0, 20)
+	producePartition(t, k.Addrs, topic, 1, 0, 20)
 	// Partition 0 is a's, 1 is b's; while b is away a holds both.
 	assignments := map[string][]int{"a": {0}, "b": {1}}
 	member := func(name string, h HandlerFunc) *running {
@@ -115,22 +109,11 @@ func TestConsumerRebalanceDropsRevokedWork(t *testing.T) {
 		}
 		return start(t, c, h)
 	}
-	var mu sync.Mutex
-	var aOffsets, bOffsets []int64
-	markers := 0
-	stuck := make(chan struct{})
-	release := make(chan struct{})
+	var aSeen, bSeen offsetLog
+	stuck, release := make(chan struct{}), make(chan struct{})
 	a := member("a", func(ctx context.Context, m Message) error {
-		if m.Partition == 0 {
-			mu.Lock()
-			markers++
-			mu.Unlock()
-			return nil
-		}
-		mu.Lock()
-		aOffsets = append(aOffsets, m.Offset)
-		mu.Unlock()
-		if m.Offset == 0 {
+		aSeen.add(m)
+		if m.Partition == 1 && m.Offset == 0 {
 			close(stuck)
 			select {
 			case <-release:
@@ -145,32 +128,17 @@ func TestConsumerRebalanceDropsRevokedWork(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("member a never handled partition 1")
 	}
-	b := member("b", func(_ context.Context, m Message) error {
-		mu.Lock()
-		bOffsets = append(bOffsets, m.Offset)
-		mu.Unlock()
-		return nil
-	})
-	waitCommitted := func(want int64) {
-		testenv.Eventually(t, 30*time.Second, func() error {
-			if off := committed(t, k.Addrs, group, topic, 1); off != want {
-				return fmt.Errorf("partition 1 committed at %d, want %d", off, want)
-			}
-			return nil
-		})
-	}
-	waitCommitted(20)
-	toP1(20, 30)
-	waitCommitted(30)
+	b := member("b", func(_ context.Context, m Message) error { bSeen.add(m); return nil })
+	waitCommitted(t, k.Addrs, group, topic, 1, 20)
+	producePartition(t, k.Addrs, topic, 1, 20, 30)
+	waitCommitted(t, k.Addrs, group, topic, 1, 30)
 	close(release)
 	// a still owns partition 0: once it handled a message there, anything
 	// it would do with partition 1's buffered messages has been done too.
-	producePartitions(t, k.Addrs, []kafka.Message{{Topic: topic, Partition: 0, Value: []byte("marker")}})
+	producePartition(t, k.Addrs, topic, 0, 0, 1)
 	testenv.Eventually(t, 30*time.Second, func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		if markers == 0 {
-			return errors.New("a has not handled the marker on partition 0")
+		if len(aSeen.of(0)) == 0 {
+			return errors.New("a has not handled the message on partition 0")
 		}
 		return nil
 	})
@@ -179,16 +147,57 @@ func TestConsumerRebalanceDropsRevokedWork(t *testing.T) {
 	if off := committed(t, k.Addrs, group, topic, 1); off != 30 {
 		t.Fatalf("partition 1 committed at %d after a stopped, want 30: a rewound it", off)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(aOffsets) != 1 {
-		t.Fatalf("a handled offsets %v of partition 1, want only 0: it kept working a revoked partition", aOffsets)
+	if got := aSeen.of(1); len(got) != 1 {
+		t.Fatalf("a handled offsets %v of partition 1, want only 0: it kept working a revoked partition", got)
 	}
-	seen := map[int64]bool{}
-	for _, off := range bOffsets {
-		seen[off] = true
+	if got := bSeen.of(1); len(got) != 30 || got[0] != 0 || got[29] != 29 {
+		t.Fatalf("b handled offsets %v of partition 1, want 0..29", got)
 	}
-	if len(seen) != 30 {
-		t.Fatalf("b handled %d distinct offsets of partition 1, want 30", len(seen))
+}
+
+// producePartition writes messages from..to-1 (values n, key "k") to
+// partition of topic.
+func producePartition(t testing.TB, addrs []string, topic string, partition, from, to int) {
+	t.Helper()
+	var msgs []kafka.Message
+	for n := from; n < to; n++ {
+		msgs = append(msgs, kafka.Message{Topic: topic, Partition: partition, Key: []byte("k"), Value: []byte(strconv.Itoa(n))})
 	}
+	producePartitions(t, addrs, msgs)
+}
+
+// waitCommitted waits until group's committed offset of topic/partition is
+// want.
+func waitCommitted(t testing.TB, addrs []string, group, topic string, partition int, want int64) {
+	t.Helper()
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if off := committed(t, addrs, group, topic, partition); off != want {
+			return fmt.Errorf("%s/%d committed at %d, want %d", topic, partition, off, want)
+		}
+		return nil
+	})
+}
+
+// offsetLog records the offsets a handler saw, by partition.
+type offsetLog struct {
+	mu   sync.Mutex
+	seen map[int][]int64
+}
+
+func (l *offsetLog) add(m Message) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.seen == nil {
+		l.seen = map[int][]int64{}
+	}
+	l.seen[m.Partition] = append(l.seen[m.Partition], m.Offset)
+}
+
+// of returns the distinct offsets seen of partition, sorted.
+func (l *offsetLog) of(partition int) []int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := slices.Clone(l.seen[partition])
+	slices.Sort(out)
+	return slices.Compact(out)
 }

@@ -100,8 +100,8 @@ func (c *Consumer) createTopics(ctx context.Context, want map[string]derived) (r
 		var kerr kafka.Error
 		retry = retry || errors.As(err, &kerr) && kerr.Temporary()
 		d := want[tc.Topic]
-		errs = append(errs, fmt.Errorf("consumer: create %s topic %s of %s: %w (create it beforehand, "+
-			"or allow this client CREATE on it; consuming %s also needs WRITE on it)", d.role, tc.Topic, d.origin, err, d.origin))
+		errs = append(errs, fmt.Errorf("consumer: create %s topic %s of %s: %w (create it beforehand "+
+			"or allow this client CREATE on it; the consumer also needs WRITE on it)", d.role, tc.Topic, d.origin, err))
 	}
 	return retry, errors.Join(errs...)
 }
