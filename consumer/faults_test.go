@@ -14,7 +14,6 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/segmentio/kafka-go"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -122,7 +121,7 @@ func TestConsumerRunFailsWhenDeadLetterTopicRefused(t *testing.T) {
 		for _, rt := range ct.Topics {
 			st := kmsg.NewCreateTopicsResponseTopic()
 			st.Topic = rt.Topic
-			st.ErrorCode = kerr.TopicAuthorizationFailed.Code
+			st.ErrorCode = int16(kafka.TopicAuthorizationFailed)
 			resp.Topics = append(resp.Topics, st)
 		}
 		return resp, nil, true
@@ -165,7 +164,7 @@ func TestConsumerGivesUpOnDeadLetterWrites(t *testing.T) {
 		for _, p := range pr.Topics[0].Partitions {
 			rp := kmsg.NewProduceResponseTopicPartition()
 			rp.Partition = p.Partition
-			rp.ErrorCode = kerr.TopicAuthorizationFailed.Code
+			rp.ErrorCode = int16(kafka.TopicAuthorizationFailed)
 			rt.Partitions = append(rt.Partitions, rp)
 		}
 		resp.Topics = append(resp.Topics, rt)

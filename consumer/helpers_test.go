@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/txmsg/txmsg"
@@ -115,7 +114,7 @@ func refuseCommits(k *testenv.Kafka, group string, refuse *atomic.Bool) {
 			for _, p := range t.Partitions {
 				rp := kmsg.NewOffsetCommitResponseTopicPartition()
 				rp.Partition = p.Partition
-				rp.ErrorCode = kerr.GroupAuthorizationFailed.Code
+				rp.ErrorCode = int16(kafka.GroupAuthorizationFailed)
 				rt.Partitions = append(rt.Partitions, rp)
 			}
 			resp.Topics = append(resp.Topics, rt)
