@@ -53,9 +53,11 @@ type BalancerConfig struct {
 // BalancerByName returns the group balancer of a strategy name, for
 // configuration files: "average" (kafka-go's RangeGroupBalancer: each
 // member a contiguous range of every topic's partitions), "round-robin"
-// (kafka-go's RoundRobinGroupBalancer), "consistent-hash", "static" or
-// "rack". An unknown name, or a config the strategy cannot work with, is an
-// error wrapping ErrUnknownStrategy or naming the field.
+// (kafka-go's RoundRobinGroupBalancer), both handed the partitions in
+// order and keyed on member ids, or "consistent-hash", "static" and "rack",
+// which key on cfg.Member. An unknown name, or a config the strategy
+// cannot work with, is an error wrapping ErrUnknownStrategy or naming the
+// field.
 func BalancerByName(name string, cfg BalancerConfig) (kafka.GroupBalancer, error) {
 	switch name {
 	case StrategyAverage:
