@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -32,7 +33,9 @@ type BalancerConfig struct {
 	// Member is this member's stable name, sent to the group leader in the
 	// join metadata (default: host name and a random suffix). The
 	// consistent-hash, static and rack strategies key on it; give each
-	// instance a distinct name that survives its restarts.
+	// instance a distinct name that survives its restarts. The average and
+	// round-robin strategies (kafka-go's) order members by the member id
+	// the coordinator assigns, and ignore it.
 	Member string
 	// Rack is this member's rack or machine room (strategy "rack").
 	Rack string
@@ -48,15 +51,19 @@ type BalancerConfig struct {
 }
 
 // BalancerByName returns the group balancer of a strategy name, for
-// configuration files: "average", "round-robin", "consistent-hash",
-// "static" or "rack". An unknown name, or a config the strategy cannot
-// work with, is an error wrapping ErrUnknownStrategy or naming the field.
+// configuration files: "average" (kafka-go's RangeGroupBalancer: each
+// member a contiguous range of every topic's partitions), "round-robin"
+// (kafka-go's RoundRobinGroupBalancer), both handed the partitions in
+// order and keyed on member ids, or "consistent-hash", "static" and "rack",
+// which key on cfg.Member. An unknown name, or a config the strategy
+// cannot work with, is an error wrapping ErrUnknownStrategy or naming the
+// field.
 func BalancerByName(name string, cfg BalancerConfig) (kafka.GroupBalancer, error) {
 	switch name {
 	case StrategyAverage:
-		return AverageBalancer{Member: cfg.Member}, nil
+		return inOrder{kafka.RangeGroupBalancer{}}, nil
 	case StrategyRoundRobin:
-		return RoundRobinBalancer{Member: cfg.Member}, nil
+		return inOrder{kafka.RoundRobinGroupBalancer{}}, nil
 	case StrategyConsistentHash:
 		if cfg.VirtualNodes < 0 {
 			return nil, fmt.Errorf("consumer: strategy %s: negative VirtualNodes %d", name, cfg.VirtualNodes)
@@ -75,6 +82,23 @@ func BalancerByName(name string, cfg BalancerConfig) (kafka.GroupBalancer, error
 	}
 	return nil, fmt.Errorf("%w %q; want one of %s", ErrUnknownStrategy, name,
 		strings.Join([]string{StrategyAverage, StrategyRoundRobin, StrategyConsistentHash, StrategyStatic, StrategyRack}, ", "))
+}
+
+// inOrder hands a kafka-go balancer the partitions sorted by topic and id.
+// kafka-go's range and round-robin balancers deal partitions in the order
+// the broker's metadata lists them, which Kafka does not promise (kfake
+// lists them in random order): sorted, the "average" strategy's ranges are
+// contiguous, and partition n of every topic goes to the same member, as
+// co-partitioned topics need.
+type inOrder struct{ kafka.GroupBalancer }
+
+// AssignGroups implements kafka.GroupBalancer.
+func (b inOrder) AssignGroups(members []kafka.GroupMember, partitions []kafka.Partition) kafka.GroupMemberAssignments {
+	ps := slices.Clone(partitions)
+	slices.SortFunc(ps, func(x, y kafka.Partition) int {
+		return cmp.Or(strings.Compare(x.Topic, y.Topic), cmp.Compare(x.ID, y.ID))
+	})
+	return b.GroupBalancer.AssignGroups(members, ps)
 }
 
 // memberInfo is what a member tells the leader in its join metadata.
@@ -176,61 +200,6 @@ func (v *groupView) averageInto(topic string, ms []member, ps []int) {
 		}
 		start += size
 	}
-}
-
-func ids(ps []kafka.Partition) []int {
-	out := make([]int, len(ps))
-	for i, p := range ps {
-		out[i] = p.ID
-	}
-	return out
-}
-
-// AverageBalancer gives each member a contiguous range of every topic's
-// partitions, sizes differing by at most one (RocketMQ "average").
-type AverageBalancer struct {
-	// Member is this member's name (see BalancerConfig.Member).
-	Member string
-}
-
-// ProtocolName implements kafka.GroupBalancer.
-func (AverageBalancer) ProtocolName() string { return "txmsg-average" }
-
-// UserData implements kafka.GroupBalancer.
-func (b AverageBalancer) UserData() ([]byte, error) { return memberInfo{Name: b.Member}.encode() }
-
-// AssignGroups implements kafka.GroupBalancer.
-func (AverageBalancer) AssignGroups(members []kafka.GroupMember, partitions []kafka.Partition) kafka.GroupMemberAssignments {
-	v := newGroupView(members, partitions)
-	for _, t := range v.topics() {
-		v.averageInto(t, v.byTopic[t], ids(v.parts[t]))
-	}
-	return v.out
-}
-
-// RoundRobinBalancer deals every topic's partitions to the members in
-// turn, like cards around a table (RocketMQ "average by circle").
-type RoundRobinBalancer struct {
-	// Member is this member's name (see BalancerConfig.Member).
-	Member string
-}
-
-// ProtocolName implements kafka.GroupBalancer.
-func (RoundRobinBalancer) ProtocolName() string { return "txmsg-round-robin" }
-
-// UserData implements kafka.GroupBalancer.
-func (b RoundRobinBalancer) UserData() ([]byte, error) { return memberInfo{Name: b.Member}.encode() }
-
-// AssignGroups implements kafka.GroupBalancer.
-func (RoundRobinBalancer) AssignGroups(members []kafka.GroupMember, partitions []kafka.Partition) kafka.GroupMemberAssignments {
-	v := newGroupView(members, partitions)
-	for _, t := range v.topics() {
-		ms := v.byTopic[t]
-		for i, p := range v.parts[t] {
-			v.assign(ms[i%len(ms)].id, t, p.ID)
-		}
-	}
-	return v.out
 }
 
 // ConsistentHashBalancer places members on a hash ring by name, with
@@ -362,6 +331,15 @@ func (StaticBalancer) AssignGroups(members []kafka.GroupMember, partitions []kaf
 // members are averaged over those members; partitions of racks without
 // members are averaged over all members. A partition's rack comes from
 // the leader's PartitionRacks, else from its leader broker's rack.
+//
+// It differs from kafka-go's RackAffinityGroupBalancer in three ways, which
+// is why it exists: PartitionRacks places partitions in racks where
+// brokers carry no rack, or where a partition's data is served from
+// another room than its leader's; members are ordered by their stable
+// name, so a restarted member (with a new member id) gets its partitions
+// back; and every partition of a
+// rack that has members stays in that rack, where kafka-go's caps each
+// member at an even share and sends the rest across racks.
 type RackBalancer struct {
 	// Member is this member's name (see BalancerConfig.Member).
 	Member string

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
@@ -67,12 +68,21 @@ var strategies = map[string]func(name string) BalancerConfig{
 	},
 }
 
-// wantThree is each strategy's assignment of 6 partitions to m1, m2, m3.
+// wantThree is each strategy's assignment of 6 partitions to m1, m2, m3
+// (members with ids id-m1, id-m2, id-m3: kafka-go's strategies, average
+// and round-robin, order members by id).
 var wantThree = map[string]map[string][]int{
 	StrategyAverage:    {"m1": {0, 1}, "m2": {2, 3}, "m3": {4, 5}},
 	StrategyRoundRobin: {"m1": {0, 3}, "m2": {1, 4}, "m3": {2, 5}},
 	StrategyStatic:     {"m1": {5}, "m2": {0, 1}, "m3": {2, 3, 4}},
 	StrategyRack:       {"m1": {0, 1, 2}, "m2": {3, 4}, "m3": {5}},
+}
+
+// wantThreeByName is wantThree for the strategies that key on member names
+// and so assign the same by name in a live group.
+var wantThreeByName = map[string]map[string][]int{
+	StrategyStatic: wantThree[StrategyStatic],
+	StrategyRack:   wantThree[StrategyRack],
 }
 
 func balancerFor(t testing.TB, strategy, name string) kafka.GroupBalancer {
@@ -93,8 +103,8 @@ func TestConsumerBalancerAssignments(t *testing.T) {
 		want       map[string][]int
 	}{
 		{StrategyAverage, 6, []string{"m3", "m1", "m2"}, wantThree[StrategyAverage]},
-		{StrategyAverage, 8, []string{"m1", "m2", "m3"}, map[string][]int{"m1": {0, 1, 2}, "m2": {3, 4, 5}, "m3": {6, 7}}},
-		{StrategyAverage, 2, []string{"m1", "m2", "m3"}, map[string][]int{"m1": {0}, "m2": {1}, "m3": {}}},
+		{StrategyAverage, 8, []string{"m1", "m2", "m3"}, map[string][]int{"m1": {0, 1}, "m2": {2, 3, 4}, "m3": {5, 6, 7}}},
+		{StrategyAverage, 2, []string{"m1", "m2", "m3"}, map[string][]int{"m1": {}, "m2": {0}, "m3": {1}}},
 		{StrategyRoundRobin, 6, []string{"m2", "m3", "m1"}, wantThree[StrategyRoundRobin]},
 		{StrategyRoundRobin, 7, []string{"m1", "m2"}, map[string][]int{"m1": {0, 2, 4, 6}, "m2": {1, 3, 5}}},
 		{StrategyStatic, 6, []string{"m1", "m2", "m3"}, wantThree[StrategyStatic]},
@@ -113,6 +123,21 @@ func TestConsumerBalancerAssignments(t *testing.T) {
 				t.Fatalf("assignment %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestConsumerBalancerSortsPartitions: the strategies backed by kafka-go
+// assign the same whatever order the metadata lists partitions in.
+func TestConsumerBalancerSortsPartitions(t *testing.T) {
+	t.Parallel()
+	for _, strategy := range []string{StrategyAverage, StrategyRoundRobin} {
+		mk := func(n string) kafka.GroupBalancer { return balancerFor(t, strategy, n) }
+		ps := fakePartitions("t", 6)
+		slices.Reverse(ps)
+		got := byName(mk("m1").AssignGroups(fakeGroup(t, "t", mk, "m1", "m2", "m3"), ps), "t")
+		if !reflect.DeepEqual(got, wantThree[strategy]) {
+			t.Errorf("%s with partitions listed in reverse: assignment %v, want %v", strategy, got, wantThree[strategy])
+		}
 	}
 }
 
@@ -163,8 +188,10 @@ func TestConsumerBalancerConsistentHashMovesFew(t *testing.T) {
 }
 
 // TestConsumerBalancerLiveMembers runs three members of each strategy on
-// kfake, waits for the group's assignment to be the strategy's, then checks
-// that every member handles exactly its partitions' messages.
+// kfake, waits for the group's assignment to be what the strategy computes
+// for the live members (and, for the strategies keyed on member names, the
+// expected one by name), then checks that every member handles exactly its
+// partitions' messages.
 func TestConsumerBalancerLiveMembers(t *testing.T) {
 	t.Parallel()
 	for strategy := range strategies {
@@ -177,11 +204,6 @@ func TestConsumerBalancerLiveMembers(t *testing.T) {
 				msgs = append(msgs, kafka.Message{Topic: topic, Partition: p, Value: []byte("x")})
 			}
 			producePartitions(t, k.Addrs, msgs)
-			want := wantThree[strategy]
-			if want == nil {
-				mk := func(n string) kafka.GroupBalancer { return balancerFor(t, strategy, n) }
-				want = byName(mk("x").AssignGroups(fakeGroup(t, topic, mk, "m1", "m2", "m3"), fakePartitions(topic, 6)), topic)
-			}
 			var mu sync.Mutex
 			seen := map[string]map[int]bool{}
 			for _, name := range []string{"m1", "m2", "m3"} {
@@ -197,15 +219,11 @@ func TestConsumerBalancerLiveMembers(t *testing.T) {
 					return nil
 				}))
 			}
+			var assigned [][]int
 			testenv.Eventually(t, 30*time.Second, func() error {
-				got, err := liveAssignment(k.Addrs, group, topic)
-				if err != nil {
-					return err
-				}
-				if !reflect.DeepEqual(got, want) {
-					return fmt.Errorf("assignment %v, want %v", got, want)
-				}
-				return nil
+				var err error
+				assigned, err = checkLiveAssignment(balancerFor(t, strategy, "m1"), k.Addrs, group, topic, wantThreeByName[strategy])
+				return err
 			})
 			// Messages produced now reach each partition's owner.
 			mu.Lock()
@@ -217,18 +235,17 @@ func TestConsumerBalancerLiveMembers(t *testing.T) {
 			testenv.Eventually(t, 20*time.Second, func() error {
 				mu.Lock()
 				defer mu.Unlock()
-				for name, ps := range want {
-					var got []int
-					for p := range seen[name] {
+				var handled [][]int
+				for _, ps := range seen {
+					got := []int{}
+					for p := range ps {
 						got = append(got, p)
 					}
 					sort.Ints(got)
-					if len(got) == 0 {
-						got = []int{}
-					}
-					if !reflect.DeepEqual(got, ps) {
-						return fmt.Errorf("member %s handled partitions %v, want %v", name, got, ps)
-					}
+					handled = append(handled, got)
+				}
+				if !reflect.DeepEqual(sortedSets(handled), assigned) {
+					return fmt.Errorf("members handled partitions %v, want %v", handled, assigned)
 				}
 				return nil
 			})
@@ -253,9 +270,12 @@ type partitionBalancer struct{}
 
 func (partitionBalancer) Balance(m kafka.Message, _ ...int) int { return m.Partition }
 
-// liveAssignment asks the coordinator for the group's assignment by member
-// name, once the group is stable with three members.
-func liveAssignment(addrs []string, group, topic string) (map[string][]int, error) {
+// checkLiveAssignment asks the coordinator for the group's assignment,
+// once the group is stable with three members, and checks that it is what
+// b computes for those members and, when wantByName is set, that members
+// named in their metadata got those partitions. It returns the members'
+// partition sets, sorted.
+func checkLiveAssignment(b kafka.GroupBalancer, addrs []string, group, topic string, wantByName map[string][]int) ([][]int, error) {
 	cl := &kafka.Client{Addr: kafka.TCP(addrs...), Timeout: 5 * time.Second}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -270,12 +290,11 @@ func liveAssignment(addrs []string, group, topic string) (map[string][]int, erro
 	if g.Error != nil || g.GroupState != "Stable" || len(g.Members) != 3 {
 		return nil, fmt.Errorf("group state %s, %d members, error %v", g.GroupState, len(g.Members), g.Error)
 	}
-	out := map[string][]int{}
+	var members []kafka.GroupMember
+	got := map[string][]int{}
+	byName := map[string][]int{}
 	for _, m := range g.Members {
-		var mi memberInfo
-		if err := json.Unmarshal(m.MemberMetadata.UserData, &mi); err != nil {
-			return nil, fmt.Errorf("member %s metadata: %w", m.MemberID, err)
-		}
+		members = append(members, kafka.GroupMember{ID: m.MemberID, Topics: m.MemberMetadata.Topics, UserData: m.MemberMetadata.UserData})
 		ps := []int{}
 		for _, tp := range m.MemberAssignments.Topics {
 			if tp.Topic == topic {
@@ -283,7 +302,34 @@ func liveAssignment(addrs []string, group, topic string) (map[string][]int, erro
 			}
 		}
 		sort.Ints(ps)
-		out[mi.Name] = ps
+		got[m.MemberID] = ps
+		var mi memberInfo
+		if json.Unmarshal(m.MemberMetadata.UserData, &mi) == nil {
+			byName[mi.Name] = ps
+		}
 	}
-	return out, nil
+	want := map[string][]int{}
+	for id, topics := range b.AssignGroups(members, fakePartitions(topic, 6)) {
+		ps := append([]int{}, topics[topic]...)
+		sort.Ints(ps)
+		want[id] = ps
+	}
+	if !reflect.DeepEqual(got, want) {
+		return nil, fmt.Errorf("assignment %v, want %v", got, want)
+	}
+	if wantByName != nil && !reflect.DeepEqual(byName, wantByName) {
+		return nil, fmt.Errorf("assignment by name %v, want %v", byName, wantByName)
+	}
+	var sets [][]int
+	for _, ps := range got {
+		sets = append(sets, ps)
+	}
+	return sortedSets(sets), nil
+}
+
+// sortedSets sorts sets of partitions, for comparing assignments whose
+// members are unknown.
+func sortedSets(sets [][]int) [][]int {
+	sort.Slice(sets, func(i, j int) bool { return fmt.Sprint(sets[i]) < fmt.Sprint(sets[j]) })
+	return sets
 }

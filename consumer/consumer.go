@@ -2,15 +2,10 @@ package consumer
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
-	"log/slog"
-	"sync"
 	"sync/atomic"
-	"time"
 
-	"github.com/robfig/cron/v3"
 	"github.com/segmentio/kafka-go"
 	"golang.org/x/time/rate"
 
@@ -25,6 +20,11 @@ var (
 	ErrInvalidConfig = errors.New("consumer: invalid configuration")
 	// ErrRunning: Run was called while another Run of the same Consumer runs.
 	ErrRunning = errors.New("consumer: already running")
+	// ErrStuck: Run stopped because a message could not be finished within
+	// its bounded in-place retries (transaction conflicts, or writes to the
+	// dead-letter or retry topics). Its offset was not committed: the
+	// message comes again when the group runs again.
+	ErrStuck = errors.New("consumer: message stuck")
 )
 
 // Consumer reads a consumer group's topics and hands each message to a
@@ -40,9 +40,6 @@ type Consumer struct {
 	running   atomic.Bool
 	insertSQL string
 	purgeSQL  string
-	// skipCommits makes commit a no-op; tests set it to simulate a process
-	// killed after its handlers' transactions but before any offset commit.
-	skipCommits bool
 }
 
 // New validates its arguments and options together and returns a Consumer
@@ -69,32 +66,22 @@ func New(brokers []string, group string, topics []string, opts ...Option) (*Cons
 			return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 		}
 	}
-	for _, t := range topics {
-		if err := txmsg.ValidateTopic(t); err != nil {
-			return nil, fmt.Errorf("%w: topic: %w", ErrInvalidConfig, err)
-		}
-		if err := txmsg.ValidateTopic(deadLetterTopic(o.dlqTopic, t, group)); err != nil {
-			return nil, fmt.Errorf("%w: dead-letter topic of %s (set WithDeadLetterTopic): %w", ErrInvalidConfig, t, err)
-		}
-		for i := range o.retryTiers {
-			if err := txmsg.ValidateTopic(retryTopicName(t, group, i+1)); err != nil {
-				return nil, fmt.Errorf("%w: retry topic of %s: %w", ErrInvalidConfig, t, err)
-			}
-		}
-	}
-	if o.retention > 0 {
-		if _, err := cron.ParseStandard(o.purgeSchedule); err != nil {
-			return nil, fmt.Errorf("%w: inbox purge schedule %q: %w", ErrInvalidConfig, o.purgeSchedule, err)
-		}
+	if err := checkTopics(topics, group, o); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	if !sqlx.ValidIdent(o.inboxTable) {
 		return nil, fmt.Errorf("%w: inbox table %q is not a valid identifier", ErrInvalidConfig, o.inboxTable)
+	}
+	balancers, err := o.groupBalancers()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	c := &Consumer{
 		brokers:   append([]string(nil), brokers...),
 		group:     group,
 		topics:    append([]string(nil), topics...),
 		o:         o,
+		balancers: balancers,
 		limiter:   rate.NewLimiter(rate.Inf, 0),
 		insertSQL: fmt.Sprintf(insertInbox, o.inboxTable),
 		purgeSQL:  fmt.Sprintf(purgeInbox, o.inboxTable),
@@ -102,6 +89,30 @@ func New(brokers []string, group string, topics []string, opts ...Option) (*Cons
 	if o.ratePerSecond > 0 {
 		c.SetRateLimit(o.ratePerSecond, o.rateBurst)
 	}
+	return c, nil
+}
+
+// checkTopics validates the topics and the dead-letter and retry topics
+// derived from them.
+func checkTopics(topics []string, group string, o options) error {
+	for _, t := range topics {
+		if err := txmsg.ValidateTopic(t); err != nil {
+			return fmt.Errorf("topic: %w", err)
+		}
+		if err := txmsg.ValidateTopic(deadLetterTopic(o.dlqTopic, t, group)); err != nil {
+			return fmt.Errorf("dead-letter topic of %s (set WithDeadLetterTopic): %w", t, err)
+		}
+		for i := range o.retryTiers {
+			if err := txmsg.ValidateTopic(retryTopicName(t, group, i+1)); err != nil {
+				return fmt.Errorf("retry topic of %s: %w", t, err)
+			}
+		}
+	}
+	return nil
+}
+
+// groupBalancers returns the balancers the options select.
+func (o options) groupBalancers() ([]kafka.GroupBalancer, error) {
 	switch {
 	case o.strategy != "":
 		cfg := o.balancerConfig
@@ -110,15 +121,14 @@ func New(brokers []string, group string, topics []string, opts ...Option) (*Cons
 		}
 		b, err := BalancerByName(o.strategy, cfg)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+			return nil, err
 		}
-		c.balancers = []kafka.GroupBalancer{b}
+		return []kafka.GroupBalancer{b}, nil
 	case len(o.balancers) > 0:
-		c.balancers = o.balancers
+		return o.balancers, nil
 	default:
-		c.balancers = []kafka.GroupBalancer{AverageBalancer{Member: defaultMemberName()}}
+		return []kafka.GroupBalancer{inOrder{kafka.RangeGroupBalancer{}}}, nil
 	}
-	return c, nil
 }
 
 // Group returns the consumer group's name.
@@ -139,29 +149,40 @@ func (c *Consumer) SetRateLimit(perSecond float64, burst int) {
 	c.limiter.SetLimit(rate.Limit(perSecond))
 }
 
-// run is the state of one Run call.
-type run struct {
-	c       *Consumer
-	h       Handler
-	writer  *kafka.Writer // dead letters and retry tiers
-	insert  *sql.Stmt     // the inbox insert, for a TxHandlerFunc
-	pipes   []*pipeline
-	retry   map[string]retryTopic // retry topic name → its origin and tier
-	stop    <-chan struct{}       // Run's ctx.Done(): shutdown has begun
-	hctx    context.Context
-	log     *slog.Logger
-	metrics hooks
+// Run creates the dead-letter topics (and the retry topics) that do not
+// exist yet, joins the group and handles messages until ctx is done, then
+// shuts down gracefully: it stops fetching, lets handlers already running
+// finish (after the drain timeout their context is canceled; Run still
+// waits for them to return), drops messages not yet started, commits the
+// offsets of finished work and nothing beyond, and leaves the group.
+//
+// It returns nil after a shutdown by ctx; an error for a bad handler or a
+// failed setup (such as a dead-letter topic it may not create); or, after
+// the same graceful shutdown, an error wrapping ErrStuck when a message
+// exhausted its bounded in-place retries. Run returns only after every
+// goroutine it started has returned; a Consumer runs once at a time, and
+// may Run again after Run returned.
+func (c *Consumer) Run(ctx context.Context, h Handler) (err error) {
+	if err := c.checkHandler(h); err != nil {
+		return err
+	}
+	if !c.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	defer c.running.Store(false)
+	r, err := c.newRun(ctx, h)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // shut down during setup
+		}
+		return err
+	}
+	defer func() { err = errors.Join(err, r.close()) }()
+	return r.serve()
 }
 
-// Run joins the group and handles messages until ctx is done, then shuts
-// down gracefully: it stops fetching, lets handlers already running finish
-// (after the drain timeout their context is canceled; Run still waits for
-// them to return), drops messages not yet started, commits the offsets of
-// finished work and nothing beyond, and leaves the group. It returns nil
-// after a shutdown by ctx, or an error for a bad handler or a failed setup.
-// Run returns only after every goroutine it started has returned; a
-// Consumer runs once at a time, and may Run again after Run returned.
-func (c *Consumer) Run(ctx context.Context, h Handler) (err error) {
+// checkHandler rejects a handler Run cannot call.
+func (c *Consumer) checkHandler(h Handler) error {
 	switch h := h.(type) {
 	case nil:
 		return fmt.Errorf("%w: nil handler", ErrInvalidConfig)
@@ -179,118 +200,5 @@ func (c *Consumer) Run(ctx context.Context, h Handler) (err error) {
 	default:
 		return fmt.Errorf("%w: unknown handler type %T", ErrInvalidConfig, h)
 	}
-	if !c.running.CompareAndSwap(false, true) {
-		return ErrRunning
-	}
-	defer c.running.Store(false)
-
-	hctx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelHandlers()
-	r := &run{
-		c: c, h: h, stop: ctx.Done(), hctx: hctx, retry: c.retryTopics(),
-		log:     c.o.logger.With(slog.String("group", c.group)),
-		metrics: c.o.metrics,
-	}
-	// closers run in reverse order when Run returns.
-	var closers []func() error
-	defer func() {
-		for i := len(closers) - 1; i >= 0; i-- {
-			err = errors.Join(err, closers[i]())
-		}
-	}()
-	r.writer, err = kafkax.NewWriter(c.brokers, kafkax.WriterConfig{Logger: c.o.logger})
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
-	}
-	closers = append(closers, func() error {
-		if err := r.writer.Close(); err != nil {
-			return fmt.Errorf("consumer: close dead-letter and retry writer: %w", err)
-		}
-		return nil
-	})
-	if _, ok := h.(TxHandlerFunc); ok {
-		if r.insert, err = c.o.db.PrepareContext(ctx, c.insertSQL); err != nil {
-			return fmt.Errorf("consumer: prepare inbox insert: %w", err)
-		}
-		closers = append(closers, r.insert.Close)
-	}
-	groups := map[string][]string{c.group: c.topics}
-	if len(r.retry) > 0 {
-		if err := c.createRetryTopics(ctx, r.retry); err != nil {
-			return err
-		}
-		for name := range r.retry {
-			groups[c.group+retryGroupSuffix] = append(groups[c.group+retryGroupSuffix], name)
-		}
-	}
-	for group, topics := range groups {
-		reader, err := kafkax.NewGroupReader(c.brokers, kafkax.ReaderConfig{
-			Group:             group,
-			Topics:            topics,
-			Balancers:         c.balancers,
-			SessionTimeout:    c.o.session,
-			HeartbeatInterval: c.o.heartbeat,
-			RebalanceTimeout:  c.o.rebalance,
-			JoinGroupBackoff:  c.o.joinBackoff,
-			Logger:            c.o.logger,
-		})
-		if err != nil {
-			return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
-		}
-		r.pipes = append(r.pipes, &pipeline{reader: reader, track: newTracker(), lanes: map[laneKey]*lane{}})
-		closers = append(closers, func() error {
-			if err := reader.Close(); err != nil {
-				return fmt.Errorf("consumer: close reader of group %s (leave group): %w", group, err)
-			}
-			return nil
-		})
-	}
-
-	commitCtx, stopCommits := context.WithCancel(context.WithoutCancel(ctx))
-	var bg sync.WaitGroup
-	bg.Add(1)
-	go func() {
-		defer bg.Done()
-		r.commitLoop(commitCtx)
-	}()
-	stopPurge, err := r.startPurge()
-	if err != nil {
-		stopCommits()
-		bg.Wait()
-		return err
-	}
-
-	var fetchers sync.WaitGroup
-	for _, p := range r.pipes {
-		fetchers.Add(1)
-		go func() {
-			defer fetchers.Done()
-			r.fetchLoop(ctx, p)
-		}()
-	}
-	fetchers.Wait()
-
-	// Shutdown: no new handler starts, running ones get the drain timeout.
-	drained := make(chan struct{})
-	go func() {
-		for _, p := range r.pipes {
-			p.closeLanes()
-		}
-		close(drained)
-	}()
-	timer := time.NewTimer(c.o.drainTimeout)
-	select {
-	case <-drained:
-		timer.Stop()
-	case <-timer.C:
-		r.log.Warn("consumer: drain timeout passed; canceling running handlers", slog.Duration("timeout", c.o.drainTimeout))
-		cancelHandlers()
-		<-drained
-	}
-	stopPurge()
-	stopCommits()
-	bg.Wait()
-	finalCtx, cancelFinal := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancelFinal()
-	return r.commit(finalCtx)
+	return nil
 }

@@ -42,7 +42,9 @@ func TestConsumerNewRejectsBadInput(t *testing.T) {
 		{"zero concurrency", brokers, "g", []string{"t"}, []Option{WithConcurrency(0)}},
 		{"zero attempts", brokers, "g", []string{"t"}, []Option{WithMaxAttempts(0)}},
 		{"bad inbox table", brokers, "g", []string{"t"}, []Option{WithInboxTable("x; DROP")}},
-		{"bad purge schedule", brokers, "g", []string{"t"}, []Option{WithInboxRetention(time.Hour, "every now", 10)}},
+		{"zero purge interval", brokers, "g", []string{"t"}, []Option{WithInboxRetention(time.Hour, 0, 10)}},
+		{"zero in-flight messages", brokers, "g", []string{"t"}, []Option{WithInFlightLimit(0, 1<<20)}},
+		{"zero in-flight bytes", brokers, "g", []string{"t"}, []Option{WithInFlightLimit(100, 0)}},
 		{"nil inbox db", brokers, "g", []string{"t"}, []Option{WithInbox(nil)}},
 		{"nil balancer", brokers, "g", []string{"t"}, []Option{WithBalancers(nil)}},
 		{"negative rate", brokers, "g", []string{"t"}, []Option{WithRateLimit(-1, 1)}},
@@ -82,9 +84,9 @@ func TestConsumerNewRejectsBadInput(t *testing.T) {
 }
 
 // TestConsumerInboxDedupesDuplicates: the same txmsg-id produced three
-// times, and a consumer killed after its transactions but before its offset
-// commits; a second consumer of the group reads everything again. Each
-// message's effect exists once.
+// times, and a consumer whose offset commits the broker all refuses, as if
+// it died after its transactions but before committing; a second consumer
+// of the group reads everything again. Each message's effect exists once.
 func TestConsumerInboxDedupesDuplicates(t *testing.T) {
 	t.Parallel()
 	db := newDB(t)
@@ -103,14 +105,19 @@ func TestConsumerInboxDedupesDuplicates(t *testing.T) {
 	produce(t, k.Addrs, msgs...)
 
 	// First consumer: handles everything, commits no offset, then "dies".
+	var refuse atomic.Bool
+	refuse.Store(true)
+	refuseCommits(k, group, &refuse)
 	first, err := New(k.Addrs, group, []string{topic}, WithInbox(db), fastGroup(), WithConcurrency(4))
 	if err != nil {
 		t.Fatal(err)
 	}
-	first.skipCommits = true
 	r1 := start(t, first, TxHandlerFunc(insertEffect))
 	testenv.Eventually(t, 30*time.Second, func() error { return checkEffects(db, keys*perKey) })
-	r1.stop(t)
+	if err := r1.stopErr(t); err == nil {
+		t.Fatal("Run returned nil though its final commit was refused")
+	}
+	refuse.Store(false)
 	for p := 0; p < 3; p++ {
 		if off := committed(t, k.Addrs, group, topic, p); off >= 0 {
 			t.Fatalf("partition %d committed at %d by the killed consumer", p, off)

@@ -12,8 +12,8 @@
 //   - Commits never run ahead of processing. Each partition commits its low
 //     watermark: the last offset below which every fetched message is
 //     finished (handled, skipped as a duplicate, moved to a retry tier or
-//     dead-lettered). Offsets are committed every WithCommitInterval and
-//     once more at shutdown.
+//     dead-lettered). Offsets are committed every WithCommitInterval, at
+//     the end of each group generation and at shutdown.
 //   - Messages of one key are handled one at a time, in offset order, also
 //     through in-place retries. Different keys of one partition run in
 //     parallel on up to WithConcurrency workers (lanes).
@@ -25,23 +25,41 @@
 //     jitter, then written to the dead-letter topic "<topic>.<group>.dlq"
 //     with headers naming its origin, error and attempts; Permanent(err)
 //     skips the retries. WithRetryTiers moves it through delay topics
-//     instead, which does not block its key but gives up its order.
+//     instead, which does not block its key but gives up its order. Run
+//     creates the dead-letter and retry topics that do not exist before it
+//     joins the group, and fails at once, naming the topic and the
+//     permission, if Kafka refuses.
+//   - No message is retried forever without an error: transaction conflicts
+//     (which spend no attempt) and writes to the dead-letter and retry
+//     topics are retried a bounded number of times (about four minutes
+//     with the default backoff); then Run shuts down gracefully and returns
+//     an error wrapping ErrStuck. The message is not committed, so it comes
+//     again when the group runs again.
 //
-// Flow control: each lane buffers up to 256 fetched messages. A lane held up
-// by retries fills its buffer and then stalls fetching for the whole
-// consumer until it moves on, as RocketMQ's process queue does.
+// Flow control: each partition is fetched on its own, and each lane buffers
+// up to 256 of its messages. A partition's in-flight work, its oldest
+// unfinished message and everything fetched after it, is bounded
+// (WithInFlightLimit, default 10000 messages or 64 MiB): while a key is
+// stuck in retries, its partition stops fetching at the limit, so memory
+// stays bounded; other partitions go on.
 //
-// Rebalances: kafka-go drops messages of revoked partitions that were not
-// yet fetched, but messages already handed to a lane are still handled, and
-// their offsets may be committed by this member after the partition moved.
-// Both are safe: the commit never passes finished work, and the inbox
-// absorbs the second delivery (a HandlerFunc may see it twice).
+// Rebalances: each group generation (one assignment) has its own partition
+// workers and commits only through that generation, for the partitions it
+// assigned. When it ends, messages of the partitions not yet started are
+// dropped, running handlers get the drain timeout (keep it under the
+// rebalance timeout of WithGroupTimeouts) before their context is canceled,
+// finished offsets are committed, and only then does the member rejoin. So
+// a member never works or commits a partition it lost; the new owner
+// starts after the old owner's last commit, and the inbox absorbs the
+// redelivery of messages that were running (a HandlerFunc may see them
+// twice).
 //
-// Partitions are allocated by one of five strategies (AverageBalancer,
-// RoundRobinBalancer, ConsistentHashBalancer, StaticBalancer,
-// RackBalancer), by option or by name with BalancerByName. Every member of a
-// group must use the same strategy.
+// Partitions are allocated by one of five strategies, by option or by name
+// with BalancerByName: "average" and "round-robin" (kafka-go's
+// RangeGroupBalancer and RoundRobinGroupBalancer, given the partitions in
+// order), ConsistentHashBalancer, StaticBalancer and RackBalancer. Every
+// member of a group must use the same strategy.
 //
-// The package imports neither viper nor Prometheus; internal/metrics adapts
-// the Metrics hooks to Prometheus.
+// The package imports neither viper, cron nor Prometheus: measurements go to
+// hooks (WithHooks), and txmsgprom.NewConsumer adapts them to Prometheus.
 package consumer

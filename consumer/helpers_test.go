@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/internal/kafkax"
@@ -62,21 +64,63 @@ func start(t testing.TB, c *Consumer, h Handler) *running {
 	return r
 }
 
-// stop cancels Run and waits for it; it is idempotent.
+// stop cancels Run, waits for it and fails the test if Run returned an
+// error; it is idempotent.
 func (r *running) stop(t testing.TB) {
 	t.Helper()
+	if err := r.stopErr(t); err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}
+
+// stopErr cancels Run, waits for it and returns its error; it is
+// idempotent (nil after the first call).
+func (r *running) stopErr(t testing.TB) error {
+	t.Helper()
 	r.cancel()
+	return r.wait(t, 30*time.Second)
+}
+
+// wait waits up to timeout for Run to return and returns its error (nil if
+// Run returned already).
+func (r *running) wait(t testing.TB, timeout time.Duration) error {
+	t.Helper()
 	select {
 	case err, ok := <-r.done:
 		if ok {
 			close(r.done)
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
+			return err
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Run did not return within 30s of its context's end")
+		return nil
+	case <-time.After(timeout):
+		t.Fatalf("Run did not return within %v", timeout)
+		return nil
 	}
+}
+
+// refuseCommits makes k refuse every offset commit of group while refuse
+// is set, as if the members died before committing.
+func refuseCommits(k *testenv.Kafka, group string, refuse *atomic.Bool) {
+	k.Cluster.ControlKey(int16(kmsg.OffsetCommit), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		k.Cluster.KeepControl()
+		oc := req.(*kmsg.OffsetCommitRequest)
+		if oc.Group != group || !refuse.Load() {
+			return nil, nil, false
+		}
+		resp := oc.ResponseKind().(*kmsg.OffsetCommitResponse)
+		for _, t := range oc.Topics {
+			rt := kmsg.NewOffsetCommitResponseTopic()
+			rt.Topic = t.Topic
+			for _, p := range t.Partitions {
+				rp := kmsg.NewOffsetCommitResponseTopicPartition()
+				rp.Partition = p.Partition
+				rp.ErrorCode = int16(kafka.GroupAuthorizationFailed)
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+		return resp, nil, true
+	})
 }
 
 // committed returns the group's committed offset of topic/partition (-1

@@ -5,11 +5,9 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
-
-	"github.com/robfig/cron/v3"
+	"time"
 
 	"github.com/txmsg/txmsg/internal/sqlx"
 	"github.com/txmsg/txmsg/internal/sqlx/mysqlerr"
@@ -76,7 +74,7 @@ func callTx(ctx context.Context, h TxHandlerFunc, tx *sql.Tx, m Message) (err er
 
 // PurgeInbox deletes this group's inbox rows older than the retention, in
 // batches, until none is left or ctx is done; it returns how many it
-// deleted. The purge job calls it on its schedule.
+// deleted. Run calls it every purge interval (WithInboxRetention).
 func (c *Consumer) PurgeInbox(ctx context.Context) (int64, error) {
 	if c.o.db == nil {
 		return 0, fmt.Errorf("%w: PurgeInbox needs WithInbox", ErrInvalidConfig)
@@ -99,45 +97,23 @@ func (c *Consumer) PurgeInbox(ctx context.Context) (int64, error) {
 	}
 }
 
-// startPurge schedules the inbox purge when an inbox and a retention are
-// set; the returned func stops it and waits for a running purge.
-func (r *run) startPurge() (stop func(), err error) {
-	c := r.c
-	if c.o.db == nil || c.o.retention == 0 {
-		return func() {}, nil
-	}
-	logger := cronLogger{r.log}
-	cr := cron.New(cron.WithChain(cron.Recover(logger), cron.SkipIfStillRunning(logger)), cron.WithLogger(logger))
-	ctx, cancel := context.WithCancel(r.hctx)
-	_, err = cr.AddFunc(c.o.purgeSchedule, func() {
-		n, err := c.PurgeInbox(ctx)
-		if err != nil && !errors.Is(err, context.Canceled) {
-			r.log.Warn("consumer: inbox purge", slog.Any("error", err))
+// purgeLoop purges the inbox every purge interval until shutdown begins,
+// which cancels a purge under way.
+func (r *run) purgeLoop() {
+	t := time.NewTicker(r.c.o.purgeEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.ctx.Done():
 			return
+		case <-t.C:
 		}
-		if n > 0 {
+		n, err := r.c.PurgeInbox(r.ctx)
+		switch {
+		case err != nil && r.ctx.Err() == nil:
+			r.log.Warn("consumer: inbox purge", slog.Any("error", err))
+		case n > 0:
 			r.log.Info("consumer: inbox purged", slog.Int64("rows", n))
 		}
-	})
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("%w: inbox purge schedule %q: %w", ErrInvalidConfig, c.o.purgeSchedule, err)
 	}
-	cr.Start()
-	return func() {
-		done := cr.Stop()
-		cancel()
-		<-done.Done()
-	}, nil
-}
-
-// cronLogger adapts slog to cron.Logger.
-type cronLogger struct{ l *slog.Logger }
-
-func (c cronLogger) Info(msg string, kv ...any) {
-	c.l.Debug("consumer: cron "+msg, kv...)
-}
-
-func (c cronLogger) Error(err error, msg string, kv ...any) {
-	c.l.Error("consumer: cron "+msg, append(kv, slog.Any("error", err))...)
 }

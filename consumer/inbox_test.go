@@ -41,7 +41,7 @@ func TestConsumerInboxPurge(t *testing.T) {
 	insertInboxRows(t, db, "g", 3, now.Add(-30*time.Minute))
 	insertInboxRows(t, db, "other", 4, now.Add(-2*time.Hour))
 	c, err := New([]string{"127.0.0.1:1"}, "g", []string{"t"}, WithInbox(db),
-		WithInboxRetention(time.Hour, "@every 1h", 2), WithClock(func() time.Time { return now }))
+		WithInboxRetention(time.Hour, time.Hour, 2), WithClock(func() time.Time { return now }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,14 +54,14 @@ func TestConsumerInboxPurge(t *testing.T) {
 	}
 }
 
-// TestConsumerInboxPurgeJob: the cron job purges while Run runs.
+// TestConsumerInboxPurgeJob: Run purges the inbox every purge interval.
 func TestConsumerInboxPurgeJob(t *testing.T) {
 	t.Parallel()
 	db := newDB(t)
 	k := testenv.NewKafka(t, 1)
 	produce(t, k.Addrs, record("t", "k", "1", "0"))
 	insertInboxRows(t, db, "g", 5, time.Now().UTC().Add(-2*time.Hour))
-	c, err := New(k.Addrs, "g", []string{"t"}, WithInbox(db), fastGroup(), WithInboxRetention(time.Hour, "@every 1s", 2))
+	c, err := New(k.Addrs, "g", []string{"t"}, WithInbox(db), fastGroup(), WithInboxRetention(time.Hour, 100*time.Millisecond, 2))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,5 +146,45 @@ func TestConsumerInboxLongIDs(t *testing.T) {
 	}
 	if d := m.get(&m.dead); d != 0 {
 		t.Fatalf("%d messages dead-lettered, want 0", d)
+	}
+}
+
+// TestConsumerInboxTable: WithInboxTable puts the inbox rows in the named
+// table, where duplicates are found and PurgeInbox purges.
+func TestConsumerInboxTable(t *testing.T) {
+	t.Parallel()
+	db := newDB(t)
+	k := testenv.NewKafka(t, 1)
+	createEffectsTable(t, db)
+	if _, err := db.Exec(`CREATE TABLE billing_inbox LIKE txmsg_inbox`); err != nil {
+		t.Fatal(err)
+	}
+	produce(t, k.Addrs, record("t", "k", "a", "0"), record("t", "k", "b", "1"), record("t", "k", "a", "0"))
+	m := &recorder{}
+	c, err := New(k.Addrs, "g", []string{"t"}, WithInbox(db), WithInboxTable("billing_inbox"), fastGroup(), WithHooks(m),
+		WithInboxRetention(time.Nanosecond, time.Hour, 10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, c, TxHandlerFunc(insertEffect))
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if err := checkEffects(db, 2); err != nil {
+			return err
+		}
+		if d := m.get(&m.dup); d != 1 {
+			return fmt.Errorf("%d duplicates skipped, want 1", d)
+		}
+		return nil
+	})
+	r.stop(t)
+	var rows int
+	if err := db.QueryRow(`SELECT COUNT(*) FROM billing_inbox`).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if rows != 2 || countInbox(t, db, "g") != 0 {
+		t.Fatalf("%d rows in billing_inbox and %d in txmsg_inbox, want 2 and 0", rows, countInbox(t, db, "g"))
+	}
+	if n, err := c.PurgeInbox(context.Background()); err != nil || n != 2 {
+		t.Fatalf("PurgeInbox = %d, %v; want 2 rows of billing_inbox", n, err)
 	}
 }

@@ -20,7 +20,7 @@ type options struct {
 	db             *sql.DB
 	inboxTable     string
 	retention      time.Duration
-	purgeSchedule  string
+	purgeEvery     time.Duration
 	purgeBatch     int
 	concurrency    int
 	maxAttempts    int
@@ -37,25 +37,28 @@ type options struct {
 	heartbeat      time.Duration
 	rebalance      time.Duration
 	joinBackoff    time.Duration
-	laneBuffer     int
-	retryTiers     []time.Duration
-	now            func() time.Time
+	// in-flight limits per partition (WithInFlightLimit)
+	inFlightMessages int
+	inFlightBytes    int64
+	retryTiers       []time.Duration
+	now              func() time.Time
 }
 
 func defaultOptions() options {
 	return options{
-		logger:         slog.New(slog.DiscardHandler),
-		inboxTable:     "txmsg_inbox",
-		retention:      7 * 24 * time.Hour,
-		purgeSchedule:  "@every 1h",
-		purgeBatch:     1000,
-		concurrency:    1,
-		maxAttempts:    5,
-		backoff:        backoff.Policy{Initial: 100 * time.Millisecond, Max: 10 * time.Second, Factor: 2},
-		drainTimeout:   30 * time.Second,
-		commitInterval: 100 * time.Millisecond,
-		laneBuffer:     256,
-		now:            func() time.Time { return time.Now().UTC() },
+		logger:           slog.New(slog.DiscardHandler),
+		inboxTable:       "txmsg_inbox",
+		retention:        7 * 24 * time.Hour,
+		purgeEvery:       time.Hour,
+		purgeBatch:       1000,
+		concurrency:      1,
+		maxAttempts:      5,
+		backoff:          backoff.Policy{Initial: 100 * time.Millisecond, Max: 10 * time.Second, Factor: 2},
+		drainTimeout:     30 * time.Second,
+		commitInterval:   100 * time.Millisecond,
+		inFlightMessages: 10000,
+		inFlightBytes:    64 << 20,
+		now:              func() time.Time { return time.Now().UTC() },
 	}
 }
 
@@ -106,19 +109,22 @@ func WithInboxTable(name string) Option {
 }
 
 // WithInboxRetention sets how long inbox rows are kept (default 7 days) and
-// the robfig/cron schedule of the purge job (default "@every 1h"), which
-// deletes older rows of this group in batches of batch rows (default 1000).
-// Retention must outlast any redelivery: a duplicate that arrives after its
-// row was purged is processed again. A retention of 0 disables the job.
-func WithInboxRetention(retention time.Duration, schedule string, batch int) Option {
+// how often Run purges older rows of this group (default every hour), in
+// batches of batch rows (default 1000). Retention must outlast any
+// redelivery: a duplicate that arrives after its row was purged is
+// processed again. A retention of 0 disables the purge.
+func WithInboxRetention(retention, every time.Duration, batch int) Option {
 	return func(o *options) error {
 		if retention < 0 {
 			return fmt.Errorf("WithInboxRetention: negative retention %v", retention)
 		}
+		if retention > 0 && every <= 0 {
+			return fmt.Errorf("WithInboxRetention: purge interval %v, want > 0", every)
+		}
 		if batch <= 0 {
 			return fmt.Errorf("WithInboxRetention: batch %d, want > 0", batch)
 		}
-		o.retention, o.purgeSchedule, o.purgeBatch = retention, schedule, batch
+		o.retention, o.purgeEvery, o.purgeBatch = retention, every, batch
 		return nil
 	}
 }
@@ -207,7 +213,8 @@ func WithRateLimit(perSecond float64, burst int) Option {
 }
 
 // WithBalancers sets the group balancers offered to the coordinator, in
-// priority order (default: AverageBalancer).
+// priority order (default: the "average" strategy, kafka-go's
+// RangeGroupBalancer).
 func WithBalancers(bs ...kafka.GroupBalancer) Option {
 	return func(o *options) error {
 		for i, b := range bs {
@@ -280,6 +287,26 @@ func WithRetryTiers(delays ...time.Duration) Option {
 			}
 		}
 		o.retryTiers = append([]time.Duration(nil), delays...)
+		return nil
+	}
+}
+
+// WithInFlightLimit bounds each partition's in-flight work: its oldest
+// unfinished message and every message fetched after it, finished or not
+// (their offsets cannot be committed before it), to at most messages
+// messages and bytes bytes of keys, values and headers (default 10000
+// messages, 64 MiB). At the limit the partition stops fetching until its
+// oldest message finishes, so a key stuck in retries holds back at most
+// this much of its partition, and memory stays bounded however long it
+// stays stuck; other partitions go on. A single message bigger than bytes
+// is still fetched, alone. Each partition's reader also prefetches up to
+// 100 messages beyond this.
+func WithInFlightLimit(messages int, bytes int64) Option {
+	return func(o *options) error {
+		if messages < 1 || bytes < 1 {
+			return fmt.Errorf("WithInFlightLimit: %d messages, %d bytes: want both >= 1", messages, bytes)
+		}
+		o.inFlightMessages, o.inFlightBytes = messages, bytes
 		return nil
 	}
 }

@@ -18,13 +18,14 @@ import (
 // makes up to WithMaxAttempts attempts, then moves the message to the next
 // retry tier or the dead-letter topic. It reports whether the delivery is
 // finished (handled, skipped as duplicate, moved on) and so may be
-// committed; false means shutdown interrupted it and it will come again.
-func (r *run) process(d delivery) bool {
+// committed; false means the partition's work ended (a rebalance or
+// shutdown) or Run gave up on the message: it will come again.
+func (r *run) process(pt *partition, d delivery) bool {
 	m := d.msg
 	prior, tier := 0, 0
 	if d.retry != nil {
 		prior, tier = d.retry.attempts, d.retry.tier
-		if wait := time.Until(d.retry.due); wait > 0 && !r.wait(wait) {
+		if delay := time.Until(d.retry.due); delay > 0 && !wait(pt.ctx, delay) {
 			return false
 		}
 	}
@@ -32,18 +33,11 @@ func (r *run) process(d delivery) bool {
 	conflicts := 0
 	for i := 1; ; i++ {
 		m.Attempt = prior + i
-		start := time.Now()
-		dup, err := r.invoke(m)
-		r.metrics.HandlerLatency(group, topic, time.Since(start))
+		err := r.attempt(pt, m)
 		if err == nil {
-			if dup {
-				r.metrics.Duplicate(group, topic)
-			} else {
-				r.metrics.Consumed(group, topic, m.Partition)
-			}
 			return true
 		}
-		if r.hctx.Err() != nil {
+		if pt.hctx.Err() != nil {
 			return false
 		}
 		r.metrics.Failed(group, topic)
@@ -52,44 +46,66 @@ func (r *run) process(d delivery) bool {
 		switch {
 		case IsPermanent(err):
 			log.Warn("consumer: handler failed for good; dead-lettering", slog.Any("error", err))
-			return r.deadLetter(d, m, err)
+			return r.deadLetter(pt, d, m, err)
 		case mysqlerr.IsConflict(err):
 			// InnoDB rolled the transaction back over a deadlock or lock
 			// wait, which concurrent work causes, not the message: run it
-			// again without spending an attempt, so it never dead-letters.
+			// again without spending an attempt, so it never dead-letters,
+			// but not forever.
 			conflicts++
 			i--
+			if conflicts > maxTransientRetries {
+				r.fail(fmt.Errorf("%w: message %s (%s/%d at offset %d): %d transaction conflicts in a row, the last: %w",
+					ErrStuck, m.ID, topic, m.Partition, m.Offset, conflicts, err))
+				return false
+			}
 			log.Info("consumer: transaction conflict; retrying", slog.Any("error", err))
 			r.metrics.Retried(group, topic)
-			if !r.wait(r.c.o.backoff.Delay(conflicts)) {
+			if !wait(pt.ctx, r.c.o.backoff.Delay(conflicts)) {
 				return false
 			}
 		case i < r.c.o.maxAttempts:
 			log.Info("consumer: handler failed; retrying", slog.Any("error", err))
 			r.metrics.Retried(group, topic)
-			if !r.wait(r.c.o.backoff.Delay(i)) {
+			if !wait(pt.ctx, r.c.o.backoff.Delay(i)) {
 				return false
 			}
 		case tier < len(r.c.o.retryTiers):
 			log.Info("consumer: handler failed; moving to the next retry tier", slog.Int("tier", tier+1), slog.Any("error", err))
 			r.metrics.Retried(group, topic)
-			return r.toTier(d, m, tier+1)
+			return r.toTier(pt, d, m, tier+1)
 		default:
 			log.Warn("consumer: handler failed for good; dead-lettering", slog.Any("error", err))
-			return r.deadLetter(d, m, err)
+			return r.deadLetter(pt, d, m, err)
 		}
 	}
 }
 
+// attempt calls the handler once with the partition's handler context and
+// counts the outcome.
+func (r *run) attempt(pt *partition, m Message) error {
+	start := time.Now()
+	dup, err := r.invoke(pt.hctx, m)
+	r.metrics.HandlerLatency(r.c.group, m.Topic, time.Since(start))
+	switch {
+	case err != nil:
+	case dup:
+		r.metrics.Duplicate(r.c.group, m.Topic)
+	default:
+		r.metrics.Consumed(r.c.group, m.Topic, m.Partition)
+	}
+	return err
+}
+
 // invoke calls the handler once, turning a panic into an error. dup reports
 // a TxHandlerFunc message skipped because its inbox row exists.
-func (r *run) invoke(m Message) (dup bool, err error) {
+func (r *run) invoke(hctx context.Context, m Message) (dup bool, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("consumer: handler panicked: %v", p)
 		}
 	}()
-	ctx := withTraceParent(r.hctx, &m)
+	ctx := withTraceParent(hctx, &m)
 	switch h := r.h.(type) {
 	case HandlerFunc:
 		return false, h(ctx, m)
@@ -110,7 +126,7 @@ func origin(d delivery) (partition int, offset int64) {
 
 // deadLetter writes m to its dead-letter topic with headers naming its
 // origin, error and attempts; it reports whether m is finished.
-func (r *run) deadLetter(d delivery, m Message, cause error) bool {
+func (r *run) deadLetter(pt *partition, d delivery, m Message, cause error) bool {
 	partition, offset := origin(d)
 	errText := cause.Error()
 	if len(errText) > 1024 {
@@ -124,7 +140,7 @@ func (r *run) deadLetter(d delivery, m Message, cause error) bool {
 		{Key: HeaderDLQAttempts, Value: []byte(strconv.Itoa(m.Attempt))},
 		{Key: HeaderDLQGroup, Value: []byte(r.c.group)},
 	})
-	if !r.write(m, km) {
+	if !r.write(pt, m, km) {
 		return false
 	}
 	r.metrics.DeadLettered(r.c.group, m.Topic)
@@ -146,22 +162,29 @@ func outgoing(m Message, topic string, extra []kafka.Header) kafka.Message {
 	return km
 }
 
-// write produces km, retrying with backoff until Kafka takes it or
-// shutdown starts; it reports whether km was written.
-func (r *run) write(m Message, km kafka.Message) bool {
+// write produces km, retrying with backoff until Kafka takes it; it
+// reports whether km was written. It gives up when the partition's work
+// ends, and after maxTransientRetries retries, when Run stops with
+// ErrStuck: the message is not finished, so its offset is not committed.
+func (r *run) write(pt *partition, m Message, km kafka.Message) bool {
 	for attempt := 1; ; attempt++ {
-		ctx, cancel := context.WithTimeout(r.hctx, 30*time.Second)
+		ctx, cancel := context.WithTimeout(pt.hctx, 30*time.Second)
 		err := r.writer.WriteMessages(ctx, km)
 		cancel()
 		if err == nil {
 			return true
 		}
-		if r.hctx.Err() != nil {
+		if pt.hctx.Err() != nil {
+			return false
+		}
+		if attempt > maxTransientRetries {
+			r.fail(fmt.Errorf("%w: message %s (%s/%d at offset %d): write to %s failed %d times, the last: %w",
+				ErrStuck, m.ID, m.Topic, m.Partition, m.Offset, km.Topic, attempt, err))
 			return false
 		}
 		r.log.Warn("consumer: write to "+km.Topic, slog.String("msg_id", m.ID), slog.String("topic", km.Topic),
 			slog.Int("attempt", attempt), slog.Any("error", err))
-		if !r.wait(r.c.o.backoff.Delay(attempt)) {
+		if !wait(pt.ctx, r.c.o.backoff.Delay(attempt)) {
 			return false
 		}
 	}

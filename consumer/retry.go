@@ -1,9 +1,6 @@
 package consumer
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -100,7 +97,7 @@ func parseRetry(rt retryTopic, m *Message) *retryInfo {
 // toTier writes m to retry tier (from 1), due after the tier's delay, and
 // reports whether it was written (and so m is finished here). The record
 // keeps m's id, so the inbox still dedupes it.
-func (r *run) toTier(d delivery, m Message, tier int) bool {
+func (r *run) toTier(pt *partition, d delivery, m Message, tier int) bool {
 	partition, offset := origin(d)
 	due := time.Now().Add(r.c.o.retryTiers[tier-1])
 	km := outgoing(m, retryTopicName(m.Topic, r.c.group, tier), []kafka.Header{
@@ -110,41 +107,5 @@ func (r *run) toTier(d delivery, m Message, tier int) bool {
 		{Key: HeaderRetryAttempts, Value: []byte(strconv.Itoa(m.Attempt))},
 		{Key: HeaderRetryDue, Value: []byte(strconv.FormatInt(due.UnixMilli(), 10))},
 	})
-	return r.write(m, km)
-}
-
-// createRetryTopics creates the retry topics that do not exist yet, with
-// the partitions and replication of their origin topic, so that the retry
-// group has them to read from its first join.
-func (c *Consumer) createRetryTopics(ctx context.Context, topics map[string]retryTopic) error {
-	cl := &kafka.Client{Addr: kafka.TCP(c.brokers...), Timeout: 30 * time.Second}
-	meta, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: c.topics})
-	if err != nil {
-		return fmt.Errorf("consumer: metadata of %v: %w", c.topics, err)
-	}
-	shape := map[string][2]int{}
-	for _, t := range meta.Topics {
-		if t.Error != nil {
-			return fmt.Errorf("consumer: retry tiers need topic %s to exist: %w", t.Name, t.Error)
-		}
-		if len(t.Partitions) == 0 {
-			return fmt.Errorf("consumer: retry tiers need topic %s to exist: it has no partitions", t.Name)
-		}
-		shape[t.Name] = [2]int{len(t.Partitions), max(1, len(t.Partitions[0].Replicas))}
-	}
-	var req kafka.CreateTopicsRequest
-	for name, rt := range topics {
-		s := shape[rt.origin]
-		req.Topics = append(req.Topics, kafka.TopicConfig{Topic: name, NumPartitions: s[0], ReplicationFactor: s[1]})
-	}
-	res, err := cl.CreateTopics(ctx, &req)
-	if err != nil {
-		return fmt.Errorf("consumer: create retry topics: %w", err)
-	}
-	for name, err := range res.Errors {
-		if err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
-			return fmt.Errorf("consumer: create retry topic %s: %w", name, err)
-		}
-	}
-	return nil
+	return r.write(pt, m, km)
 }

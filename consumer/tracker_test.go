@@ -1,44 +1,91 @@
 package consumer
 
 import (
-	"reflect"
+	"context"
 	"testing"
-
-	"github.com/segmentio/kafka-go"
+	"time"
 )
 
 // TestConsumerTrackerLowWatermark: with messages finished out of order,
 // the commit point is the last offset below which all are finished.
 func TestConsumerTrackerLowWatermark(t *testing.T) {
 	t.Parallel()
-	tr := newTracker()
-	tp := tpKey{"t", 0}
+	tr := newTracker(100, 1<<20)
 	var es []*entry
 	for _, off := range []int64{10, 11, 13, 14, 20} { // gaps, as after compaction
-		es = append(es, tr.add(tp, off))
+		es = append(es, tr.add(off, 1))
 	}
-	commitAt := func() []kafka.Message { return tr.pending() }
+	want := func(wantLow int64, wantOK bool) {
+		t.Helper()
+		if low, ok := tr.pending(); ok != wantOK || wantOK && low != wantLow {
+			t.Fatalf("pending = %d, %v; want %d, %v", low, ok, wantLow, wantOK)
+		}
+	}
 	tr.finish(es[1])
 	tr.finish(es[3])
-	if got := commitAt(); len(got) != 0 {
-		t.Fatalf("pending %v before the first message finished", got)
-	}
+	want(0, false)
 	tr.finish(es[0])
-	want := []kafka.Message{{Topic: "t", Partition: 0, Offset: 11}}
-	if got := commitAt(); !reflect.DeepEqual(got, want) {
-		t.Fatalf("pending %v, want %v", got, want)
-	}
-	tr.committed(want)
-	if got := commitAt(); len(got) != 0 {
-		t.Fatalf("pending %v right after commit", got)
-	}
+	want(11, true)
+	tr.committed(11)
+	want(0, false)
 	tr.finish(es[2])
-	if got := commitAt(); len(got) != 1 || got[0].Offset != 14 {
-		t.Fatalf("pending %v, want offset 14", got)
-	}
+	want(14, true)
 	tr.finish(es[4])
-	if got := commitAt(); len(got) != 1 || got[0].Offset != 20 {
-		t.Fatalf("pending %v, want offset 20", got)
+	want(20, true)
+}
+
+// TestConsumerTrackerBoundsInFlight: the queue is full at its message or
+// byte limit while its oldest message is unfinished, however many later
+// ones finished, and waitRoom returns once the oldest finishes.
+func TestConsumerTrackerBoundsInFlight(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name     string
+		maxMsgs  int
+		maxBytes int64
+		size     int64
+		fullAt   int
+	}{
+		{"messages", 3, 1 << 20, 10, 3},
+		{"bytes", 100, 25, 10, 3},
+		{"one big message", 100, 5, 10, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := newTracker(tc.maxMsgs, tc.maxBytes)
+			var es []*entry
+			for i := 0; !tr.full(); i++ {
+				if i > tc.fullAt {
+					t.Fatalf("not full after %d messages", i)
+				}
+				es = append(es, tr.add(int64(i), tc.size))
+				if i > 0 {
+					tr.finish(es[i]) // later messages finish; the first is stuck
+				}
+			}
+			if len(es) != tc.fullAt {
+				t.Fatalf("full after %d messages, want %d", len(es), tc.fullAt)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+			defer cancel()
+			if err := tr.waitRoom(ctx); err == nil {
+				t.Fatal("waitRoom returned while full")
+			}
+			done := make(chan error, 1)
+			go func() { done <- tr.waitRoom(context.Background()) }()
+			tr.finish(es[0])
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("waitRoom did not return after the stuck message finished")
+			}
+			if low, ok := tr.pending(); !ok || low != int64(tc.fullAt-1) {
+				t.Fatalf("pending = %d, %v; want %d", low, ok, tc.fullAt-1)
+			}
+		})
 	}
 }
 

@@ -45,20 +45,42 @@ type ReaderConfig struct {
 // group without a committed offset starts at the first offset, so nothing
 // published before the group's first start is skipped.
 func NewGroupReader(brokers []string, c ReaderConfig) (*kafka.Reader, error) {
-	if err := CheckBrokers(brokers); err != nil {
+	if err := c.checkGroup(brokers); err != nil {
 		return nil, err
 	}
-	if c.Group == "" {
-		return nil, errors.New("kafka: empty consumer group")
+	c = c.withDefaults()
+	rc := kafka.ReaderConfig{
+		Brokers:           brokers,
+		GroupID:           c.Group,
+		GroupTopics:       append([]string(nil), c.Topics...),
+		GroupBalancers:    c.Balancers,
+		HeartbeatInterval: c.HeartbeatInterval,
+		SessionTimeout:    c.SessionTimeout,
+		RebalanceTimeout:  c.RebalanceTimeout,
+		JoinGroupBackoff:  c.JoinGroupBackoff,
+		CommitInterval:    0,
+		StartOffset:       kafka.FirstOffset,
+		MaxWait:           c.MaxWait,
+		QueueCapacity:     c.QueueCapacity,
+		MinBytes:          1,
+		MaxBytes:          c.MaxBytes,
+		ReadLagInterval:   -1,
+		ReadBackoffMin:    20 * time.Millisecond,
+		ReadBackoffMax:    500 * time.Millisecond,
+		IsolationLevel:    kafka.ReadCommitted,
+		MaxAttempts:       3,
 	}
-	if len(c.Topics) == 0 {
-		return nil, errors.New("kafka: no topics to read")
+	if c.Logger != nil {
+		rc.ErrorLogger = errorLogger(c.Logger, "kafka reader")
 	}
-	for _, t := range c.Topics {
-		if t == "" {
-			return nil, errors.New("kafka: empty topic name")
-		}
+	if err := rc.Validate(); err != nil {
+		return nil, fmt.Errorf("kafka: reader for group %s: %w", c.Group, err)
 	}
+	return kafka.NewReader(rc), nil
+}
+
+// withDefaults returns c with every zero field set to its default.
+func (c ReaderConfig) withDefaults() ReaderConfig {
 	if len(c.Balancers) == 0 {
 		c.Balancers = []kafka.GroupBalancer{kafka.RangeGroupBalancer{}}
 	}
@@ -83,35 +105,31 @@ func NewGroupReader(brokers []string, c ReaderConfig) (*kafka.Reader, error) {
 	if c.MaxBytes <= 0 {
 		c.MaxBytes = 16 << 20
 	}
-	rc := kafka.ReaderConfig{
-		Brokers:           brokers,
-		GroupID:           c.Group,
-		GroupTopics:       append([]string(nil), c.Topics...),
-		GroupBalancers:    c.Balancers,
-		HeartbeatInterval: c.HeartbeatInterval,
-		SessionTimeout:    c.SessionTimeout,
-		RebalanceTimeout:  c.RebalanceTimeout,
-		JoinGroupBackoff:  c.JoinGroupBackoff,
-		CommitInterval:    0,
-		StartOffset:       kafka.FirstOffset,
-		MaxWait:           c.MaxWait,
-		QueueCapacity:     c.QueueCapacity,
-		MinBytes:          1,
-		MaxBytes:          c.MaxBytes,
-		ReadLagInterval:   -1,
-		ReadBackoffMin:    20 * time.Millisecond,
-		ReadBackoffMax:    500 * time.Millisecond,
-		IsolationLevel:    kafka.ReadCommitted,
-		MaxAttempts:       3,
+	return c
+}
+
+// checkGroup validates the brokers and the group fields of c.
+func (c ReaderConfig) checkGroup(brokers []string) error {
+	if err := CheckBrokers(brokers); err != nil {
+		return err
 	}
-	if c.Logger != nil {
-		l := c.Logger
-		rc.ErrorLogger = kafka.LoggerFunc(func(msg string, args ...any) {
-			l.Warn("kafka reader", slog.String("detail", fmt.Sprintf(msg, args...)))
-		})
+	if c.Group == "" {
+		return errors.New("kafka: empty consumer group")
 	}
-	if err := rc.Validate(); err != nil {
-		return nil, fmt.Errorf("kafka: reader for group %s: %w", c.Group, err)
+	if len(c.Topics) == 0 {
+		return errors.New("kafka: no topics to read")
 	}
-	return kafka.NewReader(rc), nil
+	for _, t := range c.Topics {
+		if t == "" {
+			return errors.New("kafka: empty topic name")
+		}
+	}
+	return nil
+}
+
+// errorLogger adapts l to kafka-go's error log, as warnings tagged what.
+func errorLogger(l *slog.Logger, what string) kafka.Logger {
+	return kafka.LoggerFunc(func(msg string, args ...any) {
+		l.Warn(what, slog.String("detail", fmt.Sprintf(msg, args...)))
+	})
 }

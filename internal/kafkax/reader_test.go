@@ -38,3 +38,24 @@ func TestKafkaxNewGroupReader(t *testing.T) {
 		t.Fatalf("balancers %v", cfg.GroupBalancers)
 	}
 }
+
+func TestKafkaxNewConsumerGroupAndPartitionReader(t *testing.T) {
+	t.Parallel()
+	if cg, err := NewConsumerGroup([]string{"127.0.0.1:9092"}, ReaderConfig{Topics: []string{"t"}}); err == nil {
+		cg.Close()
+		t.Error("NewConsumerGroup without a group succeeded")
+	}
+	if r, err := NewPartitionReader([]string{"127.0.0.1:9092"}, "", 0, kafka.FirstOffset, ReaderConfig{}); err == nil {
+		r.Close()
+		t.Error("NewPartitionReader without a topic succeeded")
+	}
+	r, err := NewPartitionReader([]string{"127.0.0.1:9092"}, "t", 2, 42, ReaderConfig{QueueCapacity: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	cfg := r.Config()
+	if cfg.GroupID != "" || cfg.Partition != 2 || cfg.QueueCapacity != 7 || cfg.IsolationLevel != kafka.ReadCommitted || r.Offset() != 42 {
+		t.Fatalf("reader config %+v at offset %d", cfg, r.Offset())
+	}
+}

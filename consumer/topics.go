@@ -1,0 +1,107 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// derived is a topic Run writes to: a dead-letter or a retry topic.
+type derived struct {
+	origin string // the consumed topic whose shape it takes
+	role   string // "dead-letter" or "retry"
+}
+
+// derivedTopics maps every dead-letter and retry topic of c to its origin.
+func (c *Consumer) derivedTopics() map[string]derived {
+	out := map[string]derived{}
+	for _, t := range c.topics {
+		if dlq := deadLetterTopic(c.o.dlqTopic, t, c.group); out[dlq].origin == "" {
+			out[dlq] = derived{origin: t, role: "dead-letter"}
+		}
+		for i := range c.o.retryTiers {
+			out[retryTopicName(t, c.group, i+1)] = derived{origin: t, role: "retry"}
+		}
+	}
+	return out
+}
+
+// ensureTopics creates the dead-letter and retry topics that do not exist
+// yet, before the groups join. Without it, on a cluster that does not
+// create topics on first use, the first dead letter would be retried until
+// Run gives up, and the retry group would have nothing to read. A transient
+// failure (Kafka unreachable) is retried up to maxTransientRetries times; a
+// refusal (no CREATE permission, a policy) fails at once, naming the topic.
+func (c *Consumer) ensureTopics(ctx context.Context, log *slog.Logger) error {
+	want := c.derivedTopics()
+	for attempt := 1; ; attempt++ {
+		retry, err := c.createTopics(ctx, want)
+		if err == nil || !retry || attempt > maxTransientRetries {
+			return err
+		}
+		log.Warn("consumer: create dead-letter and retry topics", slog.Int("attempt", attempt), slog.Any("error", err))
+		if !wait(ctx, c.o.backoff.Delay(attempt)) {
+			return errors.Join(err, ctx.Err())
+		}
+	}
+}
+
+// createTopics creates the topics of want that the metadata does not show,
+// each with its origin's partitions and replication, or the broker's
+// defaults when the origin does not exist yet. retry says whether the
+// error may pass.
+func (c *Consumer) createTopics(ctx context.Context, want map[string]derived) (retry bool, err error) {
+	cl := &kafka.Client{Addr: kafka.TCP(c.brokers...), Timeout: 30 * time.Second}
+	names := append([]string(nil), c.topics...)
+	for name := range want {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	meta, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: names})
+	if err != nil {
+		return true, fmt.Errorf("consumer: metadata of topics %v: %w", names, err)
+	}
+	exists := map[string]kafka.Topic{}
+	for _, t := range meta.Topics {
+		if t.Error == nil && len(t.Partitions) > 0 {
+			exists[t.Name] = t
+		}
+	}
+	var req kafka.CreateTopicsRequest
+	for _, name := range names {
+		d, ok := want[name]
+		if _, found := exists[name]; !ok || found {
+			continue
+		}
+		tc := kafka.TopicConfig{Topic: name, NumPartitions: -1, ReplicationFactor: -1}
+		if o, ok := exists[d.origin]; ok {
+			tc.NumPartitions, tc.ReplicationFactor = len(o.Partitions), max(1, len(o.Partitions[0].Replicas))
+		}
+		req.Topics = append(req.Topics, tc)
+	}
+	if len(req.Topics) == 0 {
+		return false, nil
+	}
+	res, err := cl.CreateTopics(ctx, &req)
+	if err != nil {
+		return true, fmt.Errorf("consumer: create topics: %w", err)
+	}
+	var errs []error
+	for _, tc := range req.Topics {
+		err := res.Errors[tc.Topic]
+		if err == nil || errors.Is(err, kafka.TopicAlreadyExists) {
+			continue
+		}
+		var kerr kafka.Error
+		retry = retry || errors.As(err, &kerr) && kerr.Temporary()
+		d := want[tc.Topic]
+		errs = append(errs, fmt.Errorf("consumer: create %s topic %s of %s: %w (create it beforehand "+
+			"or allow this client CREATE on it; the consumer also needs WRITE on it)", d.role, tc.Topic, d.origin, err))
+	}
+	return retry, errors.Join(errs...)
+}

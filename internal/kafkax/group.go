@@ -1,0 +1,83 @@
+package kafkax
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// NewConsumerGroup returns a kafka-go ConsumerGroup for c.Group reading
+// c.Topics, for callers that read each assigned partition themselves (with
+// NewPartitionReader) and commit through the Generation: a Generation
+// names the partitions the member owns and commits with its generation id,
+// so a member commits only what it owns. A partition without a committed
+// offset is assigned kafka.FirstOffset, so nothing published before the
+// group's first start is skipped. The group starts joining at once; Close
+// leaves it. Only c's group fields are used.
+func NewConsumerGroup(brokers []string, c ReaderConfig) (*kafka.ConsumerGroup, error) {
+	if err := c.checkGroup(brokers); err != nil {
+		return nil, err
+	}
+	c = c.withDefaults()
+	gc := kafka.ConsumerGroupConfig{
+		ID:                c.Group,
+		Brokers:           append([]string(nil), brokers...),
+		Topics:            append([]string(nil), c.Topics...),
+		GroupBalancers:    c.Balancers,
+		HeartbeatInterval: c.HeartbeatInterval,
+		SessionTimeout:    c.SessionTimeout,
+		RebalanceTimeout:  c.RebalanceTimeout,
+		JoinGroupBackoff:  c.JoinGroupBackoff,
+		StartOffset:       kafka.FirstOffset,
+	}
+	if c.Logger != nil {
+		gc.ErrorLogger = errorLogger(c.Logger, "kafka consumer group")
+	}
+	cg, err := kafka.NewConsumerGroup(gc)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: consumer group %s: %w", c.Group, err)
+	}
+	return cg, nil
+}
+
+// NewPartitionReader returns a Reader of one partition, starting at offset
+// (an absolute offset or kafka.FirstOffset), that reads committed records
+// only (read_committed) with c's fetch fields: MaxWait, QueueCapacity (how
+// many fetched messages it buffers ahead of FetchMessage), MaxBytes and
+// Logger. It has no group: the caller commits through a Generation.
+func NewPartitionReader(brokers []string, topic string, partition int, offset int64, c ReaderConfig) (*kafka.Reader, error) {
+	if err := CheckBrokers(brokers); err != nil {
+		return nil, err
+	}
+	if topic == "" {
+		return nil, errors.New("kafka: empty topic name")
+	}
+	c = c.withDefaults()
+	rc := kafka.ReaderConfig{
+		Brokers:         append([]string(nil), brokers...),
+		Topic:           topic,
+		Partition:       partition,
+		MaxWait:         c.MaxWait,
+		QueueCapacity:   c.QueueCapacity,
+		MinBytes:        1,
+		MaxBytes:        c.MaxBytes,
+		ReadLagInterval: -1,
+		ReadBackoffMin:  20 * time.Millisecond,
+		ReadBackoffMax:  500 * time.Millisecond,
+		IsolationLevel:  kafka.ReadCommitted,
+		MaxAttempts:     3,
+	}
+	if c.Logger != nil {
+		rc.ErrorLogger = errorLogger(c.Logger, "kafka reader")
+	}
+	if err := rc.Validate(); err != nil {
+		return nil, fmt.Errorf("kafka: reader of %s/%d: %w", topic, partition, err)
+	}
+	r := kafka.NewReader(rc)
+	if err := r.SetOffset(offset); err != nil {
+		return nil, errors.Join(fmt.Errorf("kafka: reader of %s/%d: start at offset %d: %w", topic, partition, offset, err), r.Close())
+	}
+	return r, nil
+}
