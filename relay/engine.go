@@ -51,14 +51,16 @@ func WithHooks(hs ...Hook) Option { return func(e *Engine) { e.metrics = append(
 // keeping delivered rows when Config.Retention is set).
 func WithSources(srcs ...Source) Option { return func(e *Engine) { e.sources = srcs } }
 
-// New validates cfg and returns an Engine on db. It does not connect yet:
-// Run does.
+// New fills the zero fields of cfg with their defaults (Config.WithDefaults),
+// validates it and returns an Engine on db. It does not connect yet: Run
+// does.
 func New(db *sql.DB, cfg Config, opts ...Option) (*Engine, error) {
 	if db == nil {
 		return nil, errors.New("relay: nil *sql.DB")
 	}
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("relay: %w", err)
 	}
 	e := &Engine{db: db, cfg: cfg, epoch: time.Now(), writers: make(chan *kafka.Writer, cfg.Concurrency)}
 	for _, o := range opts {

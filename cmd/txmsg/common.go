@@ -16,6 +16,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/txmsg/txmsg/internal/config"
+	"github.com/txmsg/txmsg/internal/kafkax"
 	"github.com/txmsg/txmsg/migrations"
 )
 
@@ -45,7 +46,7 @@ func loadDaemon[T any](fs *pflag.FlagSet, loader *config.Loader[T], args []strin
 
 // connectDaemon makes a daemon's start-up checks: the database answers and
 // is migrated, and a Kafka broker answers. It returns the open pool.
-func connectDaemon(ctx context.Context, dc config.DB, kc config.Kafka) (*sql.DB, error) {
+func connectDaemon(ctx context.Context, dc config.DB, kc kafkax.Config) (*sql.DB, error) {
 	db, err := openDB(ctx, dc)
 	if err != nil {
 		return nil, err
@@ -94,7 +95,7 @@ func openDB(ctx context.Context, c config.DB) (*sql.DB, error) {
 
 // checkKafka dials each broker within c.DialTimeout and succeeds as soon as
 // one answers: one reachable bootstrap broker is enough for a client.
-func checkKafka(ctx context.Context, c config.Kafka) error {
+func checkKafka(ctx context.Context, c kafkax.Config) error {
 	d := net.Dialer{Timeout: c.DialTimeout}
 	var errs []string
 	for _, b := range c.Brokers {

@@ -39,7 +39,7 @@ func NewWriter(brokers []string, c WriterConfig) (*kafka.Writer, error) {
 		return nil, err
 	}
 	if c.BatchTimeout <= 0 {
-		c.BatchTimeout = time.Millisecond
+		c.BatchTimeout = DefaultBatchTimeout
 	}
 	if c.BatchSize <= 0 {
 		c.BatchSize = 1000
@@ -48,7 +48,7 @@ func NewWriter(brokers []string, c WriterConfig) (*kafka.Writer, error) {
 		c.BatchBytes = 16 << 20
 	}
 	if c.WriteTimeout <= 0 {
-		c.WriteTimeout = 10 * time.Second
+		c.WriteTimeout = DefaultWriteTimeout
 	}
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = 3
