@@ -198,7 +198,13 @@ func (c *Consumer) Run(ctx context.Context, h Handler) (err error) {
 			err = errors.Join(err, closers[i]())
 		}
 	}()
-	r.writer, err = kafkax.NewWriter(c.brokers, kafkax.WriterConfig{Logger: c.o.logger})
+	// One transport carries the writer's and admin requests with the TLS
+	// and SASL options; it closes last.
+	transport := kafkax.NewTransport(c.o.security)
+	if transport != nil {
+		closers = append(closers, func() error { transport.CloseIdleConnections(); return nil })
+	}
+	r.writer, err = kafkax.NewWriter(c.brokers, kafkax.WriterConfig{Logger: c.o.logger, Transport: transport})
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
@@ -216,7 +222,7 @@ func (c *Consumer) Run(ctx context.Context, h Handler) (err error) {
 	}
 	groups := map[string][]string{c.group: c.topics}
 	if len(r.retry) > 0 {
-		if err := c.createRetryTopics(ctx, r.retry); err != nil {
+		if err := c.createRetryTopics(ctx, r.retry, transport); err != nil {
 			return err
 		}
 		for name := range r.retry {
@@ -233,6 +239,7 @@ func (c *Consumer) Run(ctx context.Context, h Handler) (err error) {
 			RebalanceTimeout:  c.o.rebalance,
 			JoinGroupBackoff:  c.o.joinBackoff,
 			Logger:            c.o.logger,
+			Security:          c.o.security,
 		})
 		if err != nil {
 			return fmt.Errorf("%w: %w", ErrInvalidConfig, err)

@@ -9,6 +9,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/txmsg/txmsg/internal/backoff"
+	"github.com/txmsg/txmsg/internal/kafkax"
 )
 
 // Option configures a Consumer; New validates all options together.
@@ -39,6 +40,7 @@ type options struct {
 	joinBackoff    time.Duration
 	laneBuffer     int
 	retryTiers     []time.Duration
+	security       kafkax.Security
 	now            func() time.Time
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/txmsg/txmsg"
+	"github.com/txmsg/txmsg/internal/kafkax"
 )
 
 // Headers of a record in a retry topic.
@@ -115,9 +116,10 @@ func (r *run) toTier(d delivery, m Message, tier int) bool {
 
 // createRetryTopics creates the retry topics that do not exist yet, with
 // the partitions and replication of their origin topic, so that the retry
-// group has them to read from its first join.
-func (c *Consumer) createRetryTopics(ctx context.Context, topics map[string]retryTopic) error {
-	cl := &kafka.Client{Addr: kafka.TCP(c.brokers...), Timeout: 30 * time.Second}
+// group has them to read from its first join. t carries the requests (nil:
+// kafka-go's default transport).
+func (c *Consumer) createRetryTopics(ctx context.Context, topics map[string]retryTopic, t *kafka.Transport) error {
+	cl := kafkax.NewClient(c.brokers, t, 30*time.Second)
 	meta, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: c.topics})
 	if err != nil {
 		return fmt.Errorf("consumer: metadata of %v: %w", c.topics, err)

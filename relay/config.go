@@ -1,11 +1,13 @@
 package relay
 
 import (
+	"crypto/tls"
 	"os"
 	"strconv"
 	"time"
 
 	"github.com/robfig/cron/v3"
+	"github.com/segmentio/kafka-go/sasl"
 
 	"github.com/txmsg/txmsg/internal/kafkax"
 	"github.com/txmsg/txmsg/internal/setting"
@@ -18,6 +20,11 @@ import (
 type Config struct {
 	// Brokers are the Kafka bootstrap addresses, HOST:PORT. Required.
 	Brokers []string
+	// TLS, when set, encrypts the connections to Kafka (default: plaintext).
+	TLS *tls.Config
+	// SASL, when set, authenticates the connections to Kafka (default: none);
+	// see github.com/segmentio/kafka-go/sasl/plain and sasl/scram.
+	SASL sasl.Mechanism
 	// Shards is how many shards rows are spread over (default 16). It must
 	// equal the producers' outbox.WithShards and the broker's shard count.
 	Shards int `key:"relay.shards" help:"number of shards; must equal the producers' outbox shards"`

@@ -24,6 +24,10 @@ type Config struct {
 	BatchTimeout time.Duration `key:"kafka.batch_timeout" help:"how long a partial produce batch waits"`
 	// WriteTimeout bounds one produce request (default 10s).
 	WriteTimeout time.Duration `key:"kafka.write_timeout" help:"timeout of one produce request"`
+	// TLS encrypts the connections (default off).
+	TLS TLSConfig
+	// SASL authenticates the connections (default off).
+	SASL SASLConfig
 }
 
 // DefaultConfig returns the defaults of every field; Brokers stay empty.
@@ -31,8 +35,8 @@ func DefaultConfig() Config {
 	return Config{DialTimeout: 5 * time.Second, BatchTimeout: DefaultBatchTimeout, WriteTimeout: DefaultWriteTimeout}
 }
 
-// Validate checks every field without changing c, and names each bad one by
-// its configuration key.
+// Validate checks every field without changing c or reading files (see
+// Security), and names each bad one by its configuration key.
 func (c Config) Validate() error {
 	var p setting.Problems
 	if len(c.Brokers) == 0 {
@@ -43,5 +47,7 @@ func (c Config) Validate() error {
 	p.Check(c.DialTimeout >= time.Millisecond, "kafka.dial_timeout", c.DialTimeout, "want at least 1ms")
 	p.Check(c.BatchTimeout >= time.Microsecond, "kafka.batch_timeout", c.BatchTimeout, "want at least 1µs")
 	p.Check(c.WriteTimeout >= time.Millisecond, "kafka.write_timeout", c.WriteTimeout, "want at least 1ms")
+	c.TLS.validate(&p)
+	c.SASL.validate(&p)
 	return p.Err()
 }

@@ -29,6 +29,10 @@ type WriterConfig struct {
 	MaxAttempts int
 	// Logger receives kafka-go's error log (default: discarded).
 	Logger *slog.Logger
+	// Transport carries the requests, with its TLS and SASL (see
+	// NewTransport; default: kafka-go's shared DefaultTransport, plaintext).
+	// The caller closes it after the Writer.
+	Transport *kafka.Transport
 }
 
 // NewWriter returns a synchronous Writer with acks=all, the Murmur2 balancer
@@ -67,6 +71,9 @@ func NewWriter(brokers []string, c WriterConfig) (*kafka.Writer, error) {
 		WriteBackoffMin:        50 * time.Millisecond,
 		WriteBackoffMax:        time.Second,
 		AllowAutoTopicCreation: true,
+	}
+	if c.Transport != nil {
+		w.Transport = c.Transport
 	}
 	if c.Logger != nil {
 		l := c.Logger

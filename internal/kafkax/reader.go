@@ -37,6 +37,9 @@ type ReaderConfig struct {
 	MaxBytes int
 	// Logger receives kafka-go's error log (default: discarded).
 	Logger *slog.Logger
+	// Security protects and authenticates the reader's connections
+	// (default: plaintext, no SASL).
+	Security Security
 }
 
 // NewGroupReader returns a consumer-group Reader that never commits on its
@@ -103,6 +106,9 @@ func NewGroupReader(brokers []string, c ReaderConfig) (*kafka.Reader, error) {
 		ReadBackoffMax:    500 * time.Millisecond,
 		IsolationLevel:    kafka.ReadCommitted,
 		MaxAttempts:       3,
+	}
+	if !c.Security.IsZero() {
+		rc.Dialer = c.Security.dialer(10 * time.Second)
 	}
 	if c.Logger != nil {
 		l := c.Logger
