@@ -32,8 +32,7 @@ func NewBroker(fs *pflag.FlagSet) *Loader[Broker] {
 	return newLoader(fs, DefaultBroker(), func(c *Broker) error {
 		var p setting.Problems
 		p.Join(c.DB.resolve())
-		p.Join(c.Kafka.Validate())
-		c.Broker.Relay = withKafka(c.Broker.Relay, c.Kafka)
+		c.Broker.Relay = withKafka(c.Broker.Relay, c.Kafka, &p)
 		p.Join(c.Broker.Validate())
 		p.Join(c.Metrics.Validate())
 		p.Join(c.Log.resolve())

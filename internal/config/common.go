@@ -1,8 +1,13 @@
 package config
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"database/sql/driver"
+	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -15,7 +20,20 @@ import (
 type DB struct {
 	// DSN is db.dsn in go-sql-driver/mysql form; after Load it has
 	// parseTime=true and loc=UTC added: txmsg stores UTC DATETIME(6) values.
-	DSN string `key:"db.dsn" flag:"dsn" help:"MySQL/MariaDB DSN, user:pass@tcp(host:3306)/db"`
+	DSN string `key:"db.dsn" flag:"dsn" help:"MySQL/MariaDB DSN, user:pass@tcp(host:3306)/db; prefer env TXMSG_DB_DSN or db.dsn_file to a flag"`
+	// DSNFile names a file holding the DSN, instead of DSN; surrounding
+	// white space is ignored. After Load, DSN holds what it read.
+	DSNFile string `key:"db.dsn_file" help:"file holding the DSN, instead of db.dsn"`
+	// TLSCAFile is a PEM bundle of the CAs that sign the server's
+	// certificate: set, connections use TLS and trust these CAs only.
+	TLSCAFile string `key:"db.tls_ca_file" help:"PEM file of the CAs that sign the database server's certificate; turns TLS on"`
+	// TLSCertFile and TLSKeyFile are a PEM client certificate and its key,
+	// for servers that require one (REQUIRE X509).
+	TLSCertFile string `key:"db.tls_cert_file" help:"PEM client certificate, with db.tls_key_file; turns TLS on"`
+	TLSKeyFile  string `key:"db.tls_key_file" help:"PEM key of db.tls_cert_file"`
+	// TLS is built by Load from the files above; nil leaves TLS to the
+	// DSN's tls parameter.
+	TLS *tls.Config
 	// Addr is the server's address from the DSN, for messages.
 	Addr string
 	// MaxOpenConns caps the pool (default 32).
@@ -51,16 +69,30 @@ const (
 func defaultDB() DB   { return DB{MaxOpenConns: 32, ConnectTimeout: 5 * time.Second} }
 func defaultLog() Log { return Log{Level: slog.LevelInfo, Format: "text"} }
 
-// resolve checks d and completes it: the DSN gets parseTime and loc=UTC, and
-// Addr is set from it.
+// resolve checks d and completes it: the DSN is read from DSNFile when
+// set, gets parseTime and loc=UTC, and sets Addr; TLS is built from the
+// files named.
 func (d *DB) resolve() error {
 	var p setting.Problems
 	p.Check(d.MaxOpenConns >= 1 && d.MaxOpenConns <= 10000, "db.max_open_conns", d.MaxOpenConns, "want 1 to 10000")
 	p.Check(d.ConnectTimeout >= time.Millisecond, "db.connect_timeout", d.ConnectTimeout, "want at least 1ms")
+	d.TLS = d.buildTLS(&p)
 	raw := d.DSN
 	d.DSN = ""
+	if d.DSNFile != "" {
+		if raw != "" {
+			p.Add("db.dsn_file", d.DSNFile, "set db.dsn or db.dsn_file, not both")
+			return p.Err()
+		}
+		b, err := os.ReadFile(d.DSNFile)
+		if err != nil {
+			p.Add("db.dsn_file", d.DSNFile, "want a readable file: "+err.Error())
+			return p.Err()
+		}
+		raw = strings.TrimSpace(string(b))
+	}
 	if raw == "" {
-		p.Add("db.dsn", raw, "required (flag --dsn, env TXMSG_DB_DSN)")
+		p.Add("db.dsn", raw, "required (env TXMSG_DB_DSN, db.dsn_file or flag --dsn)")
 		return p.Err()
 	}
 	cfg, err := mysql.ParseDSN(raw)
@@ -77,6 +109,59 @@ func (d *DB) resolve() error {
 	d.DSN = cfg.FormatDSN()
 	d.Addr = cfg.Addr
 	return p.Err()
+}
+
+// buildTLS reads the db.tls_* files, or returns nil when none is set.
+func (d *DB) buildTLS(p *setting.Problems) *tls.Config {
+	if d.TLSCAFile == "" && d.TLSCertFile == "" && d.TLSKeyFile == "" {
+		return nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if d.TLSCAFile != "" {
+		pem, err := os.ReadFile(d.TLSCAFile)
+		switch {
+		case err != nil:
+			p.Add("db.tls_ca_file", d.TLSCAFile, "want a readable PEM file: "+err.Error())
+		default:
+			tc.RootCAs = x509.NewCertPool()
+			if !tc.RootCAs.AppendCertsFromPEM(pem) {
+				p.Add("db.tls_ca_file", d.TLSCAFile, "want a PEM file of certificates: none found")
+			}
+		}
+	}
+	switch {
+	case d.TLSCertFile == "" && d.TLSKeyFile == "":
+	case d.TLSCertFile == "":
+		p.Add("db.tls_cert_file", d.TLSCertFile, "required with db.tls_key_file")
+	case d.TLSKeyFile == "":
+		p.Add("db.tls_key_file", d.TLSKeyFile, "required with db.tls_cert_file")
+	default:
+		cert, err := tls.LoadX509KeyPair(d.TLSCertFile, d.TLSKeyFile)
+		if err != nil {
+			p.Add("db.tls_cert_file", d.TLSCertFile, "want a PEM certificate matching db.tls_key_file "+setting.Show(d.TLSKeyFile)+": "+err.Error())
+		} else {
+			tc.Certificates = []tls.Certificate{cert}
+		}
+	}
+	return tc
+}
+
+// Connector returns a connector to the database d describes, with d.TLS
+// when set. Unlike mysql.RegisterTLSConfig it keeps the TLS configuration
+// out of the driver's global registry.
+func (d DB) Connector() (driver.Connector, error) {
+	cfg, err := mysql.ParseDSN(d.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("database at %s: DSN %s: %w", d.Addr, MaskDSN(d.DSN), err)
+	}
+	if d.TLS != nil {
+		cfg.TLS = d.TLS.Clone()
+	}
+	c, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("database at %s: %w", d.Addr, err)
+	}
+	return c, nil
 }
 
 // MaskDSN hides the password of a DSN for messages.

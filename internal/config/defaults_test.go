@@ -156,7 +156,7 @@ func unquote(cell string) string {
 type readmeRow struct{ key, def string }
 
 // readmeKeyRows returns the rows of the markdown tables whose header is
-// | key | default | meaning |, with backticks removed.
+// | key | default | meaning |, with backticks removed, one per key.
 func readmeKeyRows(doc string) []readmeRow {
 	var rows []readmeRow
 	inTable := false
@@ -175,7 +175,10 @@ func readmeKeyRows(doc string) []readmeRow {
 			inTable = true
 		case inTable && strings.HasPrefix(cells[0], "---"):
 		case inTable && len(cells) >= 2:
-			rows = append(rows, readmeRow{key: cells[0], def: cells[1]})
+			// "a / b" lists keys that share the default.
+			for _, k := range strings.Split(cells[0], " / ") {
+				rows = append(rows, readmeRow{key: k, def: cells[1]})
+			}
 		}
 	}
 	return rows
@@ -183,9 +186,9 @@ func readmeKeyRows(doc string) []readmeRow {
 
 func TestConfigReadmeTableParser(t *testing.T) {
 	t.Parallel()
-	doc := "| key | default | meaning |\n| --- | --- | --- |\n| `relay.poll_max` | 250ms (broker: 50ms) | x |\n\n| a | b |\n| c | d |\n"
+	doc := "| key | default | meaning |\n| --- | --- | --- |\n| `relay.poll_max` | 250ms (broker: 50ms) | x |\n| `a.b` / `a.c` | \"\" | y |\n\n| a | b |\n| c | d |\n"
 	rows := readmeKeyRows(doc)
-	if len(rows) != 1 || rows[0] != (readmeRow{"relay.poll_max", "250ms (broker: 50ms)"}) {
+	if len(rows) != 3 || rows[0] != (readmeRow{"relay.poll_max", "250ms (broker: 50ms)"}) || rows[2] != (readmeRow{"a.c", `""`}) {
 		t.Fatalf("rows %+v", rows)
 	}
 	m := defaultCell.FindStringSubmatch(rows[0].def)

@@ -37,8 +37,7 @@ func NewRelay(fs *pflag.FlagSet) *Loader[Relay] {
 	return newLoader(fs, DefaultRelay(), func(c *Relay) error {
 		var p setting.Problems
 		p.Join(c.DB.resolve())
-		p.Join(c.Kafka.Validate())
-		c.Relay = withKafka(c.Relay, c.Kafka)
+		c.Relay = withKafka(c.Relay, c.Kafka, &p)
 		p.Join(c.Relay.Validate())
 		p.Join(c.Metrics.Validate())
 		p.Join(c.Log.resolve())
@@ -47,11 +46,16 @@ func NewRelay(fs *pflag.FlagSet) *Loader[Relay] {
 	})
 }
 
-// withKafka copies the kafka.* settings the relay engine uses into rc.
-func withKafka(rc relay.Config, k kafkax.Config) relay.Config {
+// withKafka checks the kafka.* settings, reads the files they name, and
+// copies what the relay engine uses into rc.
+func withKafka(rc relay.Config, k kafkax.Config, p *setting.Problems) relay.Config {
 	rc.Brokers = k.Brokers
 	rc.Writer.BatchTimeout = k.BatchTimeout
 	rc.Writer.WriteTimeout = k.WriteTimeout
+	p.Join(k.Validate())
+	sec, err := k.Security()
+	p.Join(err)
+	rc.TLS, rc.SASL = sec.TLS, sec.SASL
 	return rc
 }
 
