@@ -51,36 +51,8 @@ func NewTLS(t testing.TB) *TLS {
 	if err != nil {
 		t.Fatalf("testenv: parse CA: %v", err)
 	}
-	leaf := func(serial int64, name string, usage x509.ExtKeyUsage) (tls.Certificate, []byte, []byte) {
-		key := newKey(t)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial),
-			Subject:      pkix.Name{CommonName: name},
-			NotBefore:    now.Add(-time.Hour),
-			NotAfter:     now.Add(24 * time.Hour),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-			DNSNames:     []string{"localhost"},
-			IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatalf("testenv: create %s certificate: %v", name, err)
-		}
-		keyDER, err := x509.MarshalECPrivateKey(key)
-		if err != nil {
-			t.Fatalf("testenv: marshal %s key: %v", name, err)
-		}
-		certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-		keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
-		pair, err := tls.X509KeyPair(certPEM, keyPEM)
-		if err != nil {
-			t.Fatalf("testenv: %s key pair: %v", name, err)
-		}
-		return pair, certPEM, keyPEM
-	}
-	server, _, _ := leaf(2, "txmsg test server", x509.ExtKeyUsageServerAuth)
-	_, clientPEM, clientKeyPEM := leaf(3, "txmsg test client", x509.ExtKeyUsageClientAuth)
+	server, _, _ := issue(t, ca, caKey, 2, "txmsg test server", x509.ExtKeyUsageServerAuth)
+	_, clientPEM, clientKeyPEM := issue(t, ca, caKey, 3, "txmsg test client", x509.ExtKeyUsageClientAuth)
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
 	write := func(name string, body []byte) string {
@@ -102,6 +74,38 @@ func NewTLS(t testing.TB) *TLS {
 		ClientKeyFile:  write("client-key.pem", clientKeyPEM),
 		Pool:           pool,
 	}
+}
+
+// issue creates a certificate for 127.0.0.1 and localhost signed by ca,
+// and returns it as a key pair and as PEM certificate and key.
+func issue(t testing.TB, ca *x509.Certificate, caKey *ecdsa.PrivateKey, serial int64, name string, usage x509.ExtKeyUsage) (tls.Certificate, []byte, []byte) {
+	t.Helper()
+	key := newKey(t)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial),
+		Subject:      pkix.Name{CommonName: name},
+		NotBefore:    ca.NotBefore,
+		NotAfter:     ca.NotAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatalf("testenv: create %s certificate: %v", name, err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatalf("testenv: marshal %s key: %v", name, err)
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatalf("testenv: %s key pair: %v", name, err)
+	}
+	return pair, certPEM, keyPEM
 }
 
 func newKey(t testing.TB) *ecdsa.PrivateKey {
