@@ -13,6 +13,7 @@ import (
 
 	"github.com/txmsg/txmsg/checkback"
 	"github.com/txmsg/txmsg/internal/backoff"
+	"github.com/txmsg/txmsg/internal/setting"
 )
 
 // Claim is one prepared message the Scanner has claimed for a check: the
@@ -60,8 +61,9 @@ type CheckStore interface {
 	RecordCheck(ctx context.Context, c Claim, r CheckResult) error
 }
 
-// ScannerConfig configures a Scanner. Zero fields take the defaults noted;
-// Validate names the first bad field.
+// ScannerConfig configures a Scanner. DefaultScannerConfig holds the
+// defaults noted; WithDefaults fills the zero fields of a ScannerConfig with
+// them, and NewScanner does so before it validates.
 type ScannerConfig struct {
 	// Schedule is the cron spec of the scan (default "@every 1s").
 	Schedule string
@@ -74,42 +76,41 @@ type ScannerConfig struct {
 	// (default 5m).
 	MaxInterval time.Duration
 	// Lease is how long a claimed check keeps other scanners away; after a
-	// crash the message is checked again once it passes (default
-	// CallTimeout + 5s).
+	// crash the message is checked again once it passes. Zero means
+	// CallTimeout + 5s (default 0).
 	Lease time.Duration
 }
 
-// Validate fills in defaults and checks every field, naming the bad one.
-func (c *ScannerConfig) Validate() error {
-	if c.Schedule == "" {
-		c.Schedule = "@every 1s"
-	}
-	if c.Concurrency == 0 {
-		c.Concurrency = 16
-	}
-	if c.CallTimeout == 0 {
-		c.CallTimeout = 3 * time.Second
-	}
-	if c.MaxInterval == 0 {
-		c.MaxInterval = 5 * time.Minute
-	}
+// DefaultScannerConfig returns the defaults of every field.
+func DefaultScannerConfig() ScannerConfig {
+	return ScannerConfig{Schedule: "@every 1s", Concurrency: 16, CallTimeout: 3 * time.Second, MaxInterval: 5 * time.Minute}
+}
+
+// WithDefaults returns a copy of c whose zero fields hold
+// DefaultScannerConfig's values, and Lease CallTimeout + 5s. c is not
+// changed.
+func (c ScannerConfig) WithDefaults() ScannerConfig {
+	setting.FillZero(&c, DefaultScannerConfig())
 	if c.Lease == 0 {
 		c.Lease = c.CallTimeout + 5*time.Second
 	}
+	return c
+}
+
+// Validate checks every field without changing c, and names each bad one
+// by its configuration key (checkback.*). Call WithDefaults first to fill a
+// partial ScannerConfig.
+func (c ScannerConfig) Validate() error {
+	var p setting.Problems
 	if _, err := cron.ParseStandard(c.Schedule); err != nil {
-		return fmt.Errorf("broker: checkback: scan schedule %q: %w", c.Schedule, err)
+		p.Add("checkback.scan", c.Schedule, `want a cron spec such as "@every 1m" or "*/5 * * * *": `+err.Error())
 	}
-	switch {
-	case c.Concurrency < 1 || c.Concurrency > 1024:
-		return fmt.Errorf("broker: checkback: concurrency %d: want 1 to 1024", c.Concurrency)
-	case c.CallTimeout < time.Millisecond:
-		return fmt.Errorf("broker: checkback: call_timeout %v: want at least 1ms", c.CallTimeout)
-	case c.MaxInterval < time.Millisecond:
-		return fmt.Errorf("broker: checkback: max_interval %v: want at least 1ms", c.MaxInterval)
-	case c.Lease <= c.CallTimeout:
-		return fmt.Errorf("broker: checkback: lease %v: want more than call_timeout %v", c.Lease, c.CallTimeout)
-	}
-	return nil
+	p.Check(c.Concurrency >= 1 && c.Concurrency <= 1024, "checkback.concurrency", c.Concurrency, "want 1 to 1024")
+	p.Check(c.CallTimeout >= time.Millisecond, "checkback.call_timeout", c.CallTimeout, "want at least 1ms")
+	p.Check(c.MaxInterval >= time.Millisecond, "checkback.max_interval", c.MaxInterval, "want at least 1ms")
+	p.Check(c.Lease == 0 || c.Lease > c.CallTimeout, "checkback lease", c.Lease,
+		"want more than checkback.call_timeout ("+setting.FormatDuration(c.CallTimeout)+"), or 0 for call_timeout + 5s")
+	return p.Err()
 }
 
 // Scanner finds prepared messages due for a check-back and asks their
@@ -150,13 +151,15 @@ func WithScannerHooks(hs ...Hook) ScannerOption {
 	return func(s *Scanner) { s.metrics = append(s.metrics, hs...) }
 }
 
-// NewScanner returns a Scanner over store, validating cfg.
+// NewScanner returns a Scanner over store. It fills the zero fields of cfg
+// with their defaults (ScannerConfig.WithDefaults) and validates it.
 func NewScanner(store CheckStore, cfg ScannerConfig, opts ...ScannerOption) (*Scanner, error) {
 	if store == nil {
 		return nil, errors.New("broker: checkback: nil Store")
 	}
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("broker: checkback: %w", err)
 	}
 	s := &Scanner{store: store, cfg: cfg, log: slog.New(slog.DiscardHandler)}
 	for _, o := range opts {

@@ -167,7 +167,14 @@ func TestCheckbackHandlerRejectsBadRequests(t *testing.T) {
 
 func TestCheckbackConfigValidate(t *testing.T) {
 	t.Parallel()
-	var c ScannerConfig
+	var raw ScannerConfig
+	if err := raw.Validate(); err == nil {
+		t.Fatal("Validate accepted a ScannerConfig without defaults")
+	}
+	c := raw.WithDefaults()
+	if raw != (ScannerConfig{}) {
+		t.Fatalf("WithDefaults changed its receiver: %+v", raw)
+	}
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +187,7 @@ func TestCheckbackConfigValidate(t *testing.T) {
 		{CallTimeout: time.Microsecond},
 		{CallTimeout: time.Second, Lease: time.Second},
 	} {
-		if err := bad.Validate(); err == nil {
+		if err := bad.WithDefaults().Validate(); err == nil {
 			t.Fatalf("%+v: want an error", bad)
 		}
 	}

@@ -68,14 +68,16 @@ func WithCheckbackClient(c *http.Client) ServerOption {
 	return func(o *serverOptions) { o.checkClient = c }
 }
 
-// NewServer validates cfg and builds the daemon's parts on db. It does not
-// listen or connect yet: Run does.
+// NewServer fills the zero fields of cfg with their defaults
+// (Config.WithDefaults), validates it and builds the daemon's parts on db. It
+// does not listen or connect yet: Run does.
 func NewServer(db *sql.DB, cfg Config, opts ...ServerOption) (*Server, error) {
 	if db == nil {
 		return nil, errors.New("broker: server: nil *sql.DB")
 	}
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("broker: %w", err)
 	}
 	o := serverOptions{log: slog.New(slog.DiscardHandler)}
 	for _, opt := range opts {

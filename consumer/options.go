@@ -9,6 +9,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/txmsg/txmsg/internal/backoff"
+	"github.com/txmsg/txmsg/internal/kafkax"
 )
 
 // Option configures a Consumer; New validates all options together.
@@ -41,6 +42,7 @@ type options struct {
 	inFlightMessages int
 	inFlightBytes    int64
 	retryTiers       []time.Duration
+	security         kafkax.Security
 	now              func() time.Time
 }
 

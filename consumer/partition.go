@@ -63,7 +63,7 @@ type delivery struct {
 // offset; ctx ends the partition's work.
 func (r *run) newPartition(ctx context.Context, topic string, a kafka.PartitionAssignment) (*partition, error) {
 	reader, err := kafkax.NewPartitionReader(r.c.brokers, topic, a.ID, a.Offset,
-		kafkax.ReaderConfig{QueueCapacity: readerQueue, Logger: r.c.o.logger})
+		kafkax.ReaderConfig{QueueCapacity: readerQueue, Logger: r.c.o.logger, Security: r.c.o.security})
 	if err != nil {
 		return nil, fmt.Errorf("consumer: %w", err)
 	}

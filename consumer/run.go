@@ -24,14 +24,15 @@ const maxTransientRetries = 30
 
 // run is the state of one Run call.
 type run struct {
-	c       *Consumer
-	h       Handler
-	writer  *kafka.Writer         // dead letters and retry tiers
-	insert  *sql.Stmt             // the inbox insert, for a TxHandlerFunc
-	pipes   []*pipeline           // one per consumer group
-	retry   map[string]retryTopic // retry topic name → its origin and tier
-	log     *slog.Logger
-	metrics hooks
+	c         *Consumer
+	h         Handler
+	writer    *kafka.Writer         // dead letters and retry tiers
+	transport *kafka.Transport      // the writer's and admin requests (nil: plaintext)
+	insert    *sql.Stmt             // the inbox insert, for a TxHandlerFunc
+	pipes     []*pipeline           // one per consumer group
+	retry     map[string]retryTopic // retry topic name → its origin and tier
+	log       *slog.Logger
+	metrics   hooks
 	// ctx is done once shutdown begins: Run's ctx ended, or fail was called.
 	ctx  context.Context
 	stop context.CancelCauseFunc
@@ -60,7 +61,13 @@ func (c *Consumer) newRun(ctx context.Context, h Handler) (_ *run, err error) {
 			err = errors.Join(err, r.close())
 		}
 	}()
-	if r.writer, err = kafkax.NewWriter(c.brokers, kafkax.WriterConfig{Logger: c.o.logger}); err != nil {
+	// One transport carries the writer's and the admin requests with the
+	// TLS and SASL options (nil: kafka-go's default, plaintext).
+	r.transport = kafkax.NewTransport(c.o.security)
+	if r.transport != nil {
+		r.closers = append(r.closers, func() error { r.transport.CloseIdleConnections(); return nil })
+	}
+	if r.writer, err = kafkax.NewWriter(c.brokers, kafkax.WriterConfig{Logger: c.o.logger, Transport: r.transport}); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	r.closers = append(r.closers, func() error {
@@ -75,7 +82,7 @@ func (c *Consumer) newRun(ctx context.Context, h Handler) (_ *run, err error) {
 		}
 		r.closers = append(r.closers, r.insert.Close)
 	}
-	if err := c.ensureTopics(ctx, r.log); err != nil {
+	if err := c.ensureTopics(ctx, r.log, r.transport); err != nil {
 		return nil, err
 	}
 	if err := r.joinGroups(); err != nil {
@@ -101,6 +108,7 @@ func (r *run) joinGroups() error {
 			RebalanceTimeout:  r.c.o.rebalance,
 			JoinGroupBackoff:  r.c.o.joinBackoff,
 			Logger:            r.c.o.logger,
+			Security:          r.c.o.security,
 		})
 		if err != nil {
 			return fmt.Errorf("%w: %w", ErrInvalidConfig, err)

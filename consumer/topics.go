@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/txmsg/txmsg/internal/kafkax"
 )
 
 // derived is a topic Run writes to: a dead-letter or a retry topic.
@@ -37,10 +39,10 @@ func (c *Consumer) derivedTopics() map[string]derived {
 // Run gives up, and the retry group would have nothing to read. A transient
 // failure (Kafka unreachable) is retried up to maxTransientRetries times; a
 // refusal (no CREATE permission, a policy) fails at once, naming the topic.
-func (c *Consumer) ensureTopics(ctx context.Context, log *slog.Logger) error {
+func (c *Consumer) ensureTopics(ctx context.Context, log *slog.Logger, t *kafka.Transport) error {
 	want := c.derivedTopics()
 	for attempt := 1; ; attempt++ {
-		retry, err := c.createTopics(ctx, want)
+		retry, err := c.createTopics(ctx, want, t)
 		if err == nil || !retry || attempt > maxTransientRetries {
 			return err
 		}
@@ -53,10 +55,10 @@ func (c *Consumer) ensureTopics(ctx context.Context, log *slog.Logger) error {
 
 // createTopics creates the topics of want that the metadata does not show,
 // each with its origin's partitions and replication, or the broker's
-// defaults when the origin does not exist yet. retry says whether the
+// defaults when the origin does not exist yet, through t. retry says whether the
 // error may pass.
-func (c *Consumer) createTopics(ctx context.Context, want map[string]derived) (retry bool, err error) {
-	cl := &kafka.Client{Addr: kafka.TCP(c.brokers...), Timeout: 30 * time.Second}
+func (c *Consumer) createTopics(ctx context.Context, want map[string]derived, t *kafka.Transport) (retry bool, err error) {
+	cl := kafkax.NewClient(c.brokers, t, 30*time.Second)
 	names := append([]string(nil), c.topics...)
 	for name := range want {
 		names = append(names, name)

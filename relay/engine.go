@@ -26,6 +26,9 @@ type Engine struct {
 	// writers holds one kafka-go Writer per concurrency slot: a round takes
 	// one for itself, so rounds never share a produce batch (see New).
 	writers chan *kafka.Writer
+	// transport carries the writers' requests with Config.TLS and SASL; nil
+	// without them (kafka-go's shared transport then serves).
+	transport *kafka.Transport
 	// maxMessage is the largest message (key, value, headers) sent.
 	maxMessage int64
 	// epoch is the monotonic base for lease deadlines (wall-clock jumps do
@@ -51,14 +54,16 @@ func WithHooks(hs ...Hook) Option { return func(e *Engine) { e.metrics = append(
 // keeping delivered rows when Config.Retention is set).
 func WithSources(srcs ...Source) Option { return func(e *Engine) { e.sources = srcs } }
 
-// New validates cfg and returns an Engine on db. It does not connect yet:
-// Run does.
+// New fills the zero fields of cfg with their defaults (Config.WithDefaults),
+// validates it and returns an Engine on db. It does not connect yet: Run
+// does.
 func New(db *sql.DB, cfg Config, opts ...Option) (*Engine, error) {
 	if db == nil {
 		return nil, errors.New("relay: nil *sql.DB")
 	}
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("relay: %w", err)
 	}
 	e := &Engine{db: db, cfg: cfg, epoch: time.Now(), writers: make(chan *kafka.Writer, cfg.Concurrency)}
 	for _, o := range opts {
@@ -94,6 +99,10 @@ func New(db *sql.DB, cfg Config, opts ...Option) (*Engine, error) {
 	// writer of its own, whose batches hold a whole round: up to BatchSize
 	// rows and BatchBytes plus the one message that crosses it.
 	wc := cfg.Writer
+	if wc.Transport == nil {
+		e.transport = kafkax.NewTransport(e.security())
+		wc.Transport = e.transport
+	}
 	if wc.BatchBytes <= 0 {
 		wc.BatchBytes = 16 << 20
 	}
@@ -179,22 +188,24 @@ func (e *Engine) preflight(ctx context.Context) error {
 	if err := e.db.PingContext(pctx); err != nil {
 		return fmt.Errorf("relay: connect to database: %w", err)
 	}
-	var errs []error
-	for _, b := range e.cfg.Brokers {
-		conn, err := kafka.DialContext(pctx, "tcp", b)
-		if err == nil {
-			conn.Close()
-			return nil
-		}
-		errs = append(errs, err)
+	if err := kafkax.Ping(pctx, e.cfg.Brokers, e.security(), connectTimeout); err != nil {
+		return fmt.Errorf("relay: connect to Kafka: %w", err)
 	}
-	return fmt.Errorf("relay: connect to Kafka %v: %w", e.cfg.Brokers, errors.Join(errs...))
+	return nil
+}
+
+// security is how the engine's Kafka connections are protected.
+func (e *Engine) security() kafkax.Security {
+	return kafkax.Security{TLS: e.cfg.TLS, SASL: e.cfg.SASL}
 }
 
 // closeWriters closes the Kafka writers; every round has returned its own.
 func (e *Engine) closeWriters() {
 	for range cap(e.writers) {
 		(<-e.writers).Close()
+	}
+	if e.transport != nil {
+		e.transport.CloseIdleConnections()
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/txmsg/txmsg/broker"
 	"github.com/txmsg/txmsg/internal/config"
+	"github.com/txmsg/txmsg/internal/kafkax"
 	"github.com/txmsg/txmsg/internal/metrics"
 	"github.com/txmsg/txmsg/txmsgprom"
 )
@@ -29,7 +30,7 @@ func runBroker(ctx context.Context, e *env, args []string) error {
 	}
 	var level slog.LevelVar
 	log := newLogger(e.stderr, cfg.Log, &level)
-	db, err := connectDaemon(ctx, cfg.DB, cfg.Kafka)
+	db, err := connectDaemon(ctx, cfg.DB, cfg.Kafka, kafkax.Security{TLS: cfg.Broker.Relay.TLS, SASL: cfg.Broker.Relay.SASL})
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"strings"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/txmsg/txmsg/internal/config"
+	"github.com/txmsg/txmsg/internal/kafkax"
 	"github.com/txmsg/txmsg/migrations"
 )
 
@@ -44,8 +44,9 @@ func loadDaemon[T any](fs *pflag.FlagSet, loader *config.Loader[T], args []strin
 }
 
 // connectDaemon makes a daemon's start-up checks: the database answers and
-// is migrated, and a Kafka broker answers. It returns the open pool.
-func connectDaemon(ctx context.Context, dc config.DB, kc config.Kafka) (*sql.DB, error) {
+// is migrated, and a Kafka broker accepts a connection with sec (TLS
+// handshake and SASL authentication included). It returns the open pool.
+func connectDaemon(ctx context.Context, dc config.DB, kc kafkax.Config, sec kafkax.Security) (*sql.DB, error) {
 	db, err := openDB(ctx, dc)
 	if err != nil {
 		return nil, err
@@ -54,7 +55,7 @@ func connectDaemon(ctx context.Context, dc config.DB, kc config.Kafka) (*sql.DB,
 		db.Close()
 		return nil, err
 	}
-	if err := checkKafka(ctx, kc); err != nil {
+	if err := kafkax.Ping(ctx, kc.Brokers, sec, kc.DialTimeout); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -73,10 +74,11 @@ func openAdmin(ctx context.Context, loader *config.Loader[config.Admin]) (*sql.D
 // openDB opens a pool on c and pings it within c.ConnectTimeout, so that an
 // unreachable or misconfigured database fails start-up with its address.
 func openDB(ctx context.Context, c config.DB) (*sql.DB, error) {
-	db, err := sql.Open("mysql", c.DSN)
+	conn, err := c.Connector()
 	if err != nil {
-		return nil, fmt.Errorf("database at %s: %w", c.Addr, err)
+		return nil, err
 	}
+	db := sql.OpenDB(conn)
 	db.SetMaxOpenConns(c.MaxOpenConns)
 	db.SetMaxIdleConns(c.MaxOpenConns)
 	db.SetConnMaxLifetime(10 * time.Minute)
@@ -90,22 +92,6 @@ func openDB(ctx context.Context, c config.DB) (*sql.DB, error) {
 		return nil, fmt.Errorf("database at %s unreachable: %w", c.Addr, err)
 	}
 	return db, nil
-}
-
-// checkKafka dials each broker within c.DialTimeout and succeeds as soon as
-// one answers: one reachable bootstrap broker is enough for a client.
-func checkKafka(ctx context.Context, c config.Kafka) error {
-	d := net.Dialer{Timeout: c.DialTimeout}
-	var errs []string
-	for _, b := range c.Brokers {
-		conn, err := d.DialContext(ctx, "tcp", b)
-		if err == nil {
-			conn.Close()
-			return nil
-		}
-		errs = append(errs, err.Error())
-	}
-	return fmt.Errorf("Kafka brokers %s unreachable: %s", strings.Join(c.Brokers, ","), strings.Join(errs, "; "))
 }
 
 // checkSchema fails unless every migration this binary embeds is applied

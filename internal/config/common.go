@@ -1,58 +1,62 @@
 package config
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"database/sql/driver"
+	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
 
-	"github.com/txmsg/txmsg/internal/kafkax"
+	"github.com/txmsg/txmsg/internal/setting"
 )
 
 // DB is the database section (db.*).
 type DB struct {
-	// DSN is db.dsn in go-sql-driver/mysql form, with parseTime=true and
-	// loc=UTC added: txmsg stores UTC DATETIME(6) values.
-	DSN string
+	// DSN is db.dsn in go-sql-driver/mysql form; after Load it has
+	// parseTime=true and loc=UTC added: txmsg stores UTC DATETIME(6) values.
+	DSN string `key:"db.dsn" flag:"dsn" help:"MySQL/MariaDB DSN, user:pass@tcp(host:3306)/db; prefer env TXMSG_DB_DSN or db.dsn_file to a flag"`
+	// DSNFile names a file holding the DSN, instead of DSN; surrounding
+	// white space is ignored. After Load, DSN holds what it read.
+	DSNFile string `key:"db.dsn_file" help:"file holding the DSN, instead of db.dsn"`
+	// TLSCAFile is a PEM bundle of the CAs that sign the server's
+	// certificate: set, connections use TLS and trust these CAs only.
+	TLSCAFile string `key:"db.tls_ca_file" help:"PEM file of the CAs that sign the database server's certificate; turns TLS on"`
+	// TLSCertFile and TLSKeyFile are a PEM client certificate and its key,
+	// for servers that require one (REQUIRE X509).
+	TLSCertFile string `key:"db.tls_cert_file" help:"PEM client certificate, with db.tls_key_file; turns TLS on"`
+	TLSKeyFile  string `key:"db.tls_key_file" help:"PEM key of db.tls_cert_file"`
+	// TLS is built by Load from the files above; nil leaves TLS to the
+	// DSN's tls parameter.
+	TLS *tls.Config
 	// Addr is the server's address from the DSN, for messages.
 	Addr string
-	// MaxOpenConns caps the pool (db.max_open_conns).
-	MaxOpenConns int
-	// ConnectTimeout bounds the first connection at start-up
-	// (db.connect_timeout).
-	ConnectTimeout time.Duration
-}
-
-// Kafka is the Kafka section (kafka.*).
-type Kafka struct {
-	// Brokers are the bootstrap addresses, HOST:PORT (kafka.brokers).
-	Brokers []string
-	// DialTimeout bounds the reachability check at start-up
-	// (kafka.dial_timeout).
-	DialTimeout time.Duration
-	// BatchTimeout is how long a partial produce batch waits
-	// (kafka.batch_timeout).
-	BatchTimeout time.Duration
-	// WriteTimeout bounds one produce request (kafka.write_timeout).
-	WriteTimeout time.Duration
+	// MaxOpenConns caps the pool (default 32).
+	MaxOpenConns int `key:"db.max_open_conns" help:"most open database connections"`
+	// ConnectTimeout bounds the first connection at start-up (default 5s).
+	ConnectTimeout time.Duration `key:"db.connect_timeout" help:"timeout of the first database connection"`
 }
 
 // Metrics is the metrics section (metrics.*).
 type Metrics struct {
-	// Listen is the HOST:PORT serving /healthz, /readyz and /metrics
-	// (metrics.listen); empty turns the server off.
-	Listen string
+	// Listen is the HOST:PORT serving /healthz, /readyz and /metrics; empty
+	// turns the server off (default: DefaultRelayMetricsListen or
+	// DefaultBrokerMetricsListen).
+	Listen string `key:"metrics.listen" help:"address of /healthz, /readyz and /metrics; empty disables"`
 }
 
 // Log is the logging section (log.*).
 type Log struct {
-	// Level is the least severe level logged (log.level); it is reloaded
-	// while the daemon runs.
-	Level slog.Level
-	// Format is "text" or "json" (log.format).
-	Format string
+	// Level is the least severe level logged (default info); it is
+	// reloaded while the daemon runs.
+	Level slog.Level `key:"log.level" help:"log level: debug, info, warn or error (reloaded while running)"`
+	// Format is "text" or "json" (default text).
+	Format string `key:"log.format" help:"log format: text or json"`
 }
 
 // Default metrics.listen of each daemon: they differ so that a relay and a
@@ -62,60 +66,102 @@ const (
 	DefaultBrokerMetricsListen = "127.0.0.1:9465"
 )
 
-func dbKeys(dsnDefault string) []key {
-	return []key{
-		{"db.dsn", "dsn", dsnDefault, "MySQL/MariaDB DSN, user:pass@tcp(host:3306)/db"},
-		{"db.max_open_conns", "db.max_open_conns", "32", "most open database connections"},
-		{"db.connect_timeout", "db.connect_timeout", "5s", "timeout of the first database connection"},
-	}
-}
+func defaultDB() DB   { return DB{MaxOpenConns: 32, ConnectTimeout: 5 * time.Second} }
+func defaultLog() Log { return Log{Level: slog.LevelInfo, Format: "text"} }
 
-func kafkaKeys() []key {
-	return []key{
-		{"kafka.brokers", "brokers", "", "Kafka bootstrap brokers, HOST:PORT[,HOST:PORT...]"},
-		{"kafka.dial_timeout", "kafka.dial_timeout", "5s", "timeout of the broker reachability check at start-up"},
-		{"kafka.batch_timeout", "kafka.batch_timeout", "1ms", "how long a partial produce batch waits"},
-		{"kafka.write_timeout", "kafka.write_timeout", "10s", "timeout of one produce request"},
+// resolve checks d and completes it: the DSN is read from DSNFile when
+// set, gets parseTime and loc=UTC, and sets Addr; TLS is built from the
+// files named.
+func (d *DB) resolve() error {
+	var p setting.Problems
+	p.Check(d.MaxOpenConns >= 1 && d.MaxOpenConns <= 10000, "db.max_open_conns", d.MaxOpenConns, "want 1 to 10000")
+	p.Check(d.ConnectTimeout >= time.Millisecond, "db.connect_timeout", d.ConnectTimeout, "want at least 1ms")
+	d.TLS = d.buildTLS(&p)
+	raw := d.DSN
+	d.DSN = ""
+	if d.DSNFile != "" {
+		if raw != "" {
+			p.Add("db.dsn_file", d.DSNFile, "set db.dsn or db.dsn_file, not both")
+			return p.Err()
+		}
+		b, err := os.ReadFile(d.DSNFile)
+		if err != nil {
+			p.Add("db.dsn_file", d.DSNFile, "want a readable file: "+err.Error())
+			return p.Err()
+		}
+		raw = strings.TrimSpace(string(b))
 	}
-}
-
-func metricsKeys(listen string) []key {
-	return []key{
-		{"metrics.listen", "metrics.listen", listen, "address of /healthz, /readyz and /metrics; empty disables"},
-	}
-}
-
-func logKeys() []key {
-	return []key{
-		{"log.level", "log.level", "info", "log level: debug, info, warn or error (reloaded while running)"},
-		{"log.format", "log.format", "text", "log format: text or json"},
-	}
-}
-
-func (r *reader) db() DB {
-	d := DB{
-		MaxOpenConns:   r.integer("db.max_open_conns", 1, 10000),
-		ConnectTimeout: r.duration("db.connect_timeout", time.Millisecond),
-	}
-	raw := r.str("db.dsn")
 	if raw == "" {
-		r.fail("db.dsn", raw, "required (flag --dsn, env TXMSG_DB_DSN)")
-		return d
+		p.Add("db.dsn", raw, "required (env TXMSG_DB_DSN, db.dsn_file or flag --dsn)")
+		return p.Err()
 	}
 	cfg, err := mysql.ParseDSN(raw)
 	if err != nil {
-		r.fail("db.dsn", MaskDSN(raw), "want user:pass@tcp(host:3306)/dbname: "+err.Error())
-		return d
+		p.Add("db.dsn", MaskDSN(raw), "want user:pass@tcp(host:3306)/dbname: "+err.Error())
+		return p.Err()
 	}
 	if cfg.DBName == "" {
-		r.fail("db.dsn", MaskDSN(raw), "names no database: want user:pass@tcp(host:3306)/dbname")
-		return d
+		p.Add("db.dsn", MaskDSN(raw), "names no database: want user:pass@tcp(host:3306)/dbname")
+		return p.Err()
 	}
 	cfg.ParseTime = true
 	cfg.Loc = time.UTC
 	d.DSN = cfg.FormatDSN()
 	d.Addr = cfg.Addr
-	return d
+	return p.Err()
+}
+
+// buildTLS reads the db.tls_* files, or returns nil when none is set.
+func (d *DB) buildTLS(p *setting.Problems) *tls.Config {
+	if d.TLSCAFile == "" && d.TLSCertFile == "" && d.TLSKeyFile == "" {
+		return nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if d.TLSCAFile != "" {
+		pem, err := os.ReadFile(d.TLSCAFile)
+		switch {
+		case err != nil:
+			p.Add("db.tls_ca_file", d.TLSCAFile, "want a readable PEM file: "+err.Error())
+		default:
+			tc.RootCAs = x509.NewCertPool()
+			if !tc.RootCAs.AppendCertsFromPEM(pem) {
+				p.Add("db.tls_ca_file", d.TLSCAFile, "want a PEM file of certificates: none found")
+			}
+		}
+	}
+	switch {
+	case d.TLSCertFile == "" && d.TLSKeyFile == "":
+	case d.TLSCertFile == "":
+		p.Add("db.tls_cert_file", d.TLSCertFile, "required with db.tls_key_file")
+	case d.TLSKeyFile == "":
+		p.Add("db.tls_key_file", d.TLSKeyFile, "required with db.tls_cert_file")
+	default:
+		cert, err := tls.LoadX509KeyPair(d.TLSCertFile, d.TLSKeyFile)
+		if err != nil {
+			p.Add("db.tls_cert_file", d.TLSCertFile, "want a PEM certificate matching db.tls_key_file "+setting.Show(d.TLSKeyFile)+": "+err.Error())
+		} else {
+			tc.Certificates = []tls.Certificate{cert}
+		}
+	}
+	return tc
+}
+
+// Connector returns a connector to the database d describes, with d.TLS
+// when set. Unlike mysql.RegisterTLSConfig it keeps the TLS configuration
+// out of the driver's global registry.
+func (d DB) Connector() (driver.Connector, error) {
+	cfg, err := mysql.ParseDSN(d.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("database at %s: DSN %s: %w", d.Addr, MaskDSN(d.DSN), err)
+	}
+	if d.TLS != nil {
+		cfg.TLS = d.TLS.Clone()
+	}
+	c, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("database at %s: %w", d.Addr, err)
+	}
+	return c, nil
 }
 
 // MaskDSN hides the password of a DSN for messages.
@@ -130,35 +176,23 @@ func MaskDSN(dsn string) string {
 	return dsn
 }
 
-func (r *reader) kafka() Kafka {
-	k := Kafka{
-		Brokers:      r.list("kafka.brokers"),
-		DialTimeout:  r.duration("kafka.dial_timeout", time.Millisecond),
-		BatchTimeout: r.duration("kafka.batch_timeout", time.Microsecond),
-		WriteTimeout: r.duration("kafka.write_timeout", time.Millisecond),
+// Validate checks m, naming a bad key.
+func (m Metrics) Validate() error {
+	if m.Listen == "" {
+		return nil
 	}
-	if len(k.Brokers) == 0 {
-		r.fail("kafka.brokers", "", "required (flag --brokers, env TXMSG_KAFKA_BROKERS)")
-	} else if err := kafkax.CheckBrokers(k.Brokers); err != nil {
-		r.fail("kafka.brokers", strings.Join(k.Brokers, ","), err.Error())
+	if _, _, err := net.SplitHostPort(m.Listen); err != nil {
+		return &setting.Error{Key: "metrics.listen", Value: setting.Show(m.Listen), Want: "want HOST:PORT, or empty to disable"}
 	}
-	return k
+	return nil
 }
 
-func (r *reader) metrics() Metrics {
-	m := Metrics{Listen: r.str("metrics.listen")}
-	if m.Listen != "" {
-		if _, _, err := net.SplitHostPort(m.Listen); err != nil {
-			r.fail("metrics.listen", m.Listen, "want HOST:PORT, or empty to disable")
-		}
+// resolve checks l, naming a bad key, and lowercases Format. Level is
+// checked as it is read.
+func (l *Log) resolve() error {
+	l.Format = strings.ToLower(l.Format)
+	if l.Format != "text" && l.Format != "json" {
+		return &setting.Error{Key: "log.format", Value: setting.Show(l.Format), Want: "want one of text, json"}
 	}
-	return m
-}
-
-func (r *reader) log() Log {
-	var lv slog.Level
-	level := r.oneOf("log.level", "info", "debug", "warn", "error")
-	// UnmarshalText accepts every value oneOf lets through.
-	_ = lv.UnmarshalText([]byte(level))
-	return Log{Level: lv, Format: r.oneOf("log.format", "text", "json")}
+	return nil
 }

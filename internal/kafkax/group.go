@@ -35,6 +35,9 @@ func NewConsumerGroup(brokers []string, c ReaderConfig) (*kafka.ConsumerGroup, e
 	if c.Logger != nil {
 		gc.ErrorLogger = errorLogger(c.Logger, "kafka consumer group")
 	}
+	if !c.Security.IsZero() {
+		gc.Dialer = c.Security.dialer(10 * time.Second)
+	}
 	cg, err := kafka.NewConsumerGroup(gc)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: consumer group %s: %w", c.Group, err)
@@ -46,7 +49,7 @@ func NewConsumerGroup(brokers []string, c ReaderConfig) (*kafka.ConsumerGroup, e
 // (an absolute offset or kafka.FirstOffset), that reads committed records
 // only (read_committed) with c's fetch fields: MaxWait, QueueCapacity (how
 // many fetched messages it buffers ahead of FetchMessage), MaxBytes and
-// Logger. It has no group: the caller commits through a Generation.
+// Logger and Security. It has no group: the caller commits through a Generation.
 func NewPartitionReader(brokers []string, topic string, partition int, offset int64, c ReaderConfig) (*kafka.Reader, error) {
 	if err := CheckBrokers(brokers); err != nil {
 		return nil, err
@@ -71,6 +74,9 @@ func NewPartitionReader(brokers []string, topic string, partition int, offset in
 	}
 	if c.Logger != nil {
 		rc.ErrorLogger = errorLogger(c.Logger, "kafka reader")
+	}
+	if !c.Security.IsZero() {
+		rc.Dialer = c.Security.dialer(10 * time.Second)
 	}
 	if err := rc.Validate(); err != nil {
 		return nil, fmt.Errorf("kafka: reader of %s/%d: %w", topic, partition, err)

@@ -29,6 +29,10 @@ type WriterConfig struct {
 	MaxAttempts int
 	// Logger receives kafka-go's error log (default: discarded).
 	Logger *slog.Logger
+	// Transport carries the requests, with its TLS and SASL (see
+	// NewTransport; default: kafka-go's shared DefaultTransport, plaintext).
+	// The caller closes it after the Writer.
+	Transport *kafka.Transport
 }
 
 // NewWriter returns a synchronous Writer with acks=all, the Murmur2 balancer
@@ -39,7 +43,7 @@ func NewWriter(brokers []string, c WriterConfig) (*kafka.Writer, error) {
 		return nil, err
 	}
 	if c.BatchTimeout <= 0 {
-		c.BatchTimeout = time.Millisecond
+		c.BatchTimeout = DefaultBatchTimeout
 	}
 	if c.BatchSize <= 0 {
 		c.BatchSize = 1000
@@ -48,7 +52,7 @@ func NewWriter(brokers []string, c WriterConfig) (*kafka.Writer, error) {
 		c.BatchBytes = 16 << 20
 	}
 	if c.WriteTimeout <= 0 {
-		c.WriteTimeout = 10 * time.Second
+		c.WriteTimeout = DefaultWriteTimeout
 	}
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = 3
@@ -67,6 +71,9 @@ func NewWriter(brokers []string, c WriterConfig) (*kafka.Writer, error) {
 		WriteBackoffMin:        50 * time.Millisecond,
 		WriteBackoffMax:        time.Second,
 		AllowAutoTopicCreation: true,
+	}
+	if c.Transport != nil {
+		w.Transport = c.Transport
 	}
 	if c.Logger != nil {
 		l := c.Logger

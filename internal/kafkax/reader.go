@@ -37,6 +37,9 @@ type ReaderConfig struct {
 	MaxBytes int
 	// Logger receives kafka-go's error log (default: discarded).
 	Logger *slog.Logger
+	// Security protects and authenticates the reader's connections
+	// (default: plaintext, no SASL).
+	Security Security
 }
 
 // NewGroupReader returns a consumer-group Reader that never commits on its
@@ -72,6 +75,9 @@ func NewGroupReader(brokers []string, c ReaderConfig) (*kafka.Reader, error) {
 	}
 	if c.Logger != nil {
 		rc.ErrorLogger = errorLogger(c.Logger, "kafka reader")
+	}
+	if !c.Security.IsZero() {
+		rc.Dialer = c.Security.dialer(10 * time.Second)
 	}
 	if err := rc.Validate(); err != nil {
 		return nil, fmt.Errorf("kafka: reader for group %s: %w", c.Group, err)

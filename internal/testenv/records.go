@@ -13,7 +13,12 @@ import (
 // Records reads every record of topic as it stands now, partition by
 // partition, in offset order. A topic that does not exist yet has no records.
 func Records(ctx context.Context, addrs []string, topic string) ([]kafka.Message, error) {
-	conn, err := kafka.DialContext(ctx, "tcp", addrs[0])
+	return RecordsVia(ctx, kafka.DefaultDialer, addrs, topic)
+}
+
+// RecordsVia is Records through d, which may carry TLS and SASL.
+func RecordsVia(ctx context.Context, d *kafka.Dialer, addrs []string, topic string) ([]kafka.Message, error) {
+	conn, err := d.DialContext(ctx, "tcp", addrs[0])
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addrs[0], err)
 	}
@@ -28,7 +33,7 @@ func Records(ctx context.Context, addrs []string, topic string) ([]kafka.Message
 	sort.Slice(parts, func(i, j int) bool { return parts[i].ID < parts[j].ID })
 	var out []kafka.Message
 	for _, p := range parts {
-		msgs, err := readPartition(ctx, addrs[0], topic, p.ID)
+		msgs, err := readPartition(ctx, d, addrs[0], topic, p.ID)
 		if err != nil {
 			return nil, err
 		}
@@ -37,8 +42,8 @@ func Records(ctx context.Context, addrs []string, topic string) ([]kafka.Message
 	return out, nil
 }
 
-func readPartition(ctx context.Context, addr, topic string, partition int) ([]kafka.Message, error) {
-	pc, err := kafka.DialLeader(ctx, "tcp", addr, topic, partition)
+func readPartition(ctx context.Context, d *kafka.Dialer, addr, topic string, partition int) ([]kafka.Message, error) {
+	pc, err := d.DialLeader(ctx, "tcp", addr, topic, partition)
 	if err != nil {
 		return nil, fmt.Errorf("dial leader of %s/%d: %w", topic, partition, err)
 	}
