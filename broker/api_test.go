@@ -97,6 +97,7 @@ func TestBrokerAPIBadRequests(t *testing.T) {
 		{"both values", "POST", "/v1/half-messages", `{"producer_group":"g","topic":"t","value":"v","value_base64":"dg=="}`, 400, CodeInvalidRequest, "not both"},
 		{"bad base64", "POST", "/v1/half-messages", `{"producer_group":"g","topic":"t","value_base64":"!!"}`, 400, CodeInvalidRequest, "base64"},
 		{"reserved header", "POST", "/v1/half-messages", `{"producer_group":"g","topic":"t","value":"v","headers":{"txmsg-id":"x"}}`, 400, CodeInvalidRequest, "reserved"},
+		{"headers too large to store", "POST", "/v1/half-messages", `{"producer_group":"g","topic":"t","value":"v","headers":{"h":"` + strings.Repeat("h", 50000) + `"}}`, 400, CodeInvalidRequest, "headers take"},
 		{"bad check timeout", "POST", "/v1/half-messages", `{"producer_group":"g","topic":"t","value":"v","check_timeout":"soon"}`, 400, CodeInvalidRequest, "check_timeout"},
 		{"bad max checks", "POST", "/v1/half-messages", `{"producer_group":"g","topic":"t","value":"v","max_checks":5000}`, 400, CodeInvalidRequest, "max_checks"},
 		{"bad checkback url", "POST", "/v1/half-messages", `{"producer_group":"g","topic":"t","value":"v","checkback_url":"ftp://x"}`, 400, CodeInvalidRequest, "checkback_url"},
