@@ -15,6 +15,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/txmsg/txmsg/internal/config"
+	"github.com/txmsg/txmsg/internal/sqlx"
 	"github.com/txmsg/txmsg/migrations"
 )
 
@@ -71,8 +72,9 @@ func openAdmin(ctx context.Context, loader *config.Loader[config.Admin]) (*sql.D
 
 // openDB opens a pool on c and pings it within c.ConnectTimeout, so that an
 // unreachable or misconfigured database fails start-up with its address.
+// Its connections run with a strict sql_mode (sqlx.Open).
 func openDB(ctx context.Context, c config.DB) (*sql.DB, error) {
-	db, err := sql.Open("mysql", c.DSN)
+	db, err := sqlx.Open(c.DSN)
 	if err != nil {
 		return nil, fmt.Errorf("database at %s: %w", c.Addr, err)
 	}
