@@ -42,12 +42,16 @@ type Config struct {
 	// Heartbeat is how often leases are renewed and rebalanced (default
 	// LeaseTTL/3).
 	Heartbeat time.Duration
-	// RetryInitial and RetryMax bound the backoff between failed rounds
-	// (defaults 100ms and 10s).
+	// RetryInitial and RetryMax bound the backoff between failed rounds,
+	// and between attempts at a partition or message Kafka failed on
+	// (defaults 100ms and 10s). Attempts at a topic Kafka refuses as a whole
+	// (unknown, not authorized) are about RetryMax apart: only an operator
+	// can fix it, so its attempts span seconds.
 	RetryInitial time.Duration
 	RetryMax     time.Duration
-	// MaxAttempts is how often a message Kafka refuses for good is tried
-	// before it is dead-lettered (default 3).
+	// MaxAttempts is how often a message Kafka refuses for good (too large,
+	// invalid, or to a topic that is unknown and not created, or not
+	// authorized) is tried before it is dead-lettered (default 3).
 	MaxAttempts int
 	// Retention keeps delivered rows this long (marked delivered_at) for
 	// auditing; zero deletes them on delivery (default 0).
@@ -59,12 +63,17 @@ type Config struct {
 	// BacklogInterval is how often pending-row metrics are refreshed
 	// (default 5s).
 	BacklogInterval time.Duration
-	// ShutdownTimeout bounds how long Run waits for in-flight batches after
-	// its context ends (default 10s).
+	// ShutdownTimeout bounds how long Run waits for in-flight rounds to be
+	// marked after its context ends (default 10s). A produce request under
+	// way is never cut short: it ends with its answer or by the round's
+	// deadline, at most LeaseTTL-Heartbeat away.
 	ShutdownTimeout time.Duration
 	// Owner names this engine in the lease table (default host-pid-random).
 	Owner string
-	// Writer tunes the Kafka writer.
+	// Writer tunes produce requests; the engine uses two fields.
+	// WriteTimeout bounds one request (default 10s). BatchBytes is the
+	// largest message sent, headers included (default 16 MiB; bigger ones
+	// are dead-lettered), and, up to 1 MiB, the most one request carries.
 	Writer kafkax.WriterConfig
 }
 
