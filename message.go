@@ -1,6 +1,7 @@
 package txmsg
 
 import (
+	"encoding/json"
 	"fmt"
 	"unicode/utf8"
 )
@@ -29,6 +30,10 @@ const (
 	MaxKeyLen = 767
 	// DefaultMaxValueBytes is the default limit on a message value (1 MiB).
 	DefaultMaxValueBytes = 1 << 20
+	// MaxHeadersBytes is the most bytes a message's headers may take as the
+	// tables store them (JSON, values in base64): the size of their headers
+	// column, a BLOB.
+	MaxHeadersBytes = 65535
 )
 
 // Header is one Kafka record header.
@@ -59,8 +64,9 @@ func (m *Message) Header(key string) ([]byte, bool) {
 }
 
 // Validate checks m against Kafka's and txmsg's rules: a valid topic name, an
-// id and key within the stored lengths, a value of at most maxValue bytes, and
-// no header that txmsg reserves. The error wraps ErrInvalidMessage.
+// id and key within the stored lengths, a value of at most maxValue bytes,
+// headers that fit MaxHeadersBytes once encoded, and no header that txmsg
+// reserves. The error wraps ErrInvalidMessage.
 func (m *Message) Validate(maxValue int) error {
 	if err := ValidateTopic(m.Topic); err != nil {
 		return err
@@ -88,7 +94,37 @@ func (m *Message) Validate(maxValue int) error {
 			return fmt.Errorf("%w: header %q is reserved for txmsg", ErrInvalidMessage, h.Key)
 		}
 	}
+	// Checked here, not left to the database: a strict server fails the
+	// insert with an opaque error, a lax one cuts the JSON, which can then
+	// never be decoded.
+	if n := encodedHeadersLen(m.Headers); n > MaxHeadersBytes {
+		return fmt.Errorf("%w: headers take %d bytes stored, more than %d", ErrInvalidMessage, n, MaxHeadersBytes)
+	}
 	return nil
+}
+
+// storedHeader is one header as the tables store it; internal/codec writes
+// the same shape, and its tests check that the two sizes agree.
+type storedHeader struct {
+	K string `json:"k"`
+	V []byte `json:"v"`
+}
+
+// encodedHeadersLen is the size of hs as the tables store them.
+func encodedHeadersLen(hs []Header) int {
+	if len(hs) == 0 {
+		return 0
+	}
+	out := make([]storedHeader, len(hs))
+	for i, h := range hs {
+		out[i] = storedHeader{K: h.Key, V: h.Value}
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		// Unreachable: strings and byte slices always marshal.
+		return MaxHeadersBytes + 1
+	}
+	return len(b)
 }
 
 // ValidateTopic checks a Kafka topic name: 1 to 249 characters of ASCII

@@ -28,6 +28,12 @@ func TestMessageValidate(t *testing.T) {
 		{"long id", func(m *txmsg.Message) { m.ID = strings.Repeat("i", 65) }, "id is 65 bytes"},
 		{"reserved header", func(m *txmsg.Message) { m.Headers = []txmsg.Header{{Key: txmsg.HeaderID}} }, "reserved"},
 		{"unnamed header", func(m *txmsg.Message) { m.Headers = []txmsg.Header{{Value: []byte("x")}} }, "empty name"},
+		{"headers too large", func(m *txmsg.Message) {
+			m.Headers = []txmsg.Header{{Key: "a", Value: make([]byte, 30000)}, {Key: "b", Value: make([]byte, 20000)}}
+		}, "headers take 66703 bytes stored, more than 65535"},
+		{"headers at the limit", func(m *txmsg.Message) {
+			m.Headers = []txmsg.Header{{Key: "abcdef", Value: make([]byte, 49134)}} // 65535 bytes stored
+		}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

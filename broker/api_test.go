@@ -98,6 +98,7 @@ func TestBrokerAPIBadRequests(t *testing.T) {
 		{"both values", "POST", "/v1/half-messages", `{"producer_group":"g","topic":"t","value":"v","value_base64":"dg=="}`, 400, halfmsg.CodeInvalidRequest, "not both"},
 		{"bad base64", "POST", "/v1/half-messages", `{"producer_group":"g","topic":"t","value_base64":"!!"}`, 400, halfmsg.CodeInvalidRequest, "base64"},
 		{"reserved header", "POST", "/v1/half-messages", `{"producer_group":"g","topic":"t","value":"v","headers":{"txmsg-id":"x"}}`, 400, halfmsg.CodeInvalidRequest, "reserved"},
+		{"headers too large to store", "POST", "/v1/half-messages", `{"producer_group":"g","topic":"t","value":"v","headers":{"h":"` + strings.Repeat("h", 50000) + `"}}`, 400, halfmsg.CodeInvalidRequest, "headers take"},
 		{"bad check timeout", "POST", "/v1/half-messages", `{"producer_group":"g","topic":"t","value":"v","check_timeout":"soon"}`, 400, halfmsg.CodeInvalidRequest, "check_timeout"},
 		{"bad max checks", "POST", "/v1/half-messages", `{"producer_group":"g","topic":"t","value":"v","max_checks":5000}`, 400, halfmsg.CodeInvalidRequest, "max_checks"},
 		{"bad checkback url", "POST", "/v1/half-messages", `{"producer_group":"g","topic":"t","value":"v","checkback_url":"ftp://x"}`, 400, halfmsg.CodeInvalidRequest, "checkback_url"},

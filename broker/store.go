@@ -14,7 +14,7 @@ import (
 	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/broker/halfmsg"
 	"github.com/txmsg/txmsg/internal/codec"
-	"github.com/txmsg/txmsg/internal/sqlx/mysqlerr"
+	"github.com/txmsg/txmsg/internal/sqlx/mysqlx"
 )
 
 // Limits and defaults of the store.
@@ -172,7 +172,7 @@ func (s *Store) Prepare(ctx context.Context, req halfmsg.PrepareRequest) (string
 		req.ProducerGroup, m.Topic, m.Key, m.Value, hdr, nullString(req.CheckbackURL),
 		timeout.Milliseconds(), maxChecks, timeout.Microseconds())
 	if err != nil {
-		if mysqlerr.IsDuplicate(err) {
+		if mysqlx.IsDuplicate(err) {
 			return "", fmt.Errorf("broker: prepare: %w: id %s already exists", txmsg.ErrConflict, id)
 		}
 		return "", fmt.Errorf("broker: prepare %s: %w", id, err)

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/txmsg/txmsg/internal/sqlx"
-	"github.com/txmsg/txmsg/internal/sqlx/mysqlerr"
+	"github.com/txmsg/txmsg/internal/sqlx/mysqlx"
 )
 
 // Inbox SQL; %s is the validated inbox table name.
@@ -46,7 +46,7 @@ func inboxID(id string) string {
 func (c *Consumer) runTx(ctx context.Context, stmt *sql.Stmt, h TxHandlerFunc, m Message) (dup bool, err error) {
 	err = sqlx.RunInTx(ctx, c.o.db, nil, func(tx *sql.Tx) error {
 		_, err := tx.StmtContext(ctx, stmt).ExecContext(ctx, c.group, inboxID(m.ID), m.Topic, m.Partition, m.Offset, c.o.now())
-		if mysqlerr.IsDuplicate(err) {
+		if mysqlx.IsDuplicate(err) {
 			dup = true
 			return errDuplicate
 		}

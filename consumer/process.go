@@ -11,7 +11,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/txmsg/txmsg"
-	"github.com/txmsg/txmsg/internal/sqlx/mysqlerr"
+	"github.com/txmsg/txmsg/internal/sqlx/mysqlx"
 )
 
 // process handles a delivery: it waits until a retried message is due,
@@ -47,7 +47,7 @@ func (r *run) process(pt *partition, d delivery) bool {
 		case IsPermanent(err):
 			log.Warn("consumer: handler failed for good; dead-lettering", slog.Any("error", err))
 			return r.deadLetter(pt, d, m, err)
-		case mysqlerr.IsConflict(err):
+		case mysqlx.IsConflict(err):
 			// InnoDB rolled the transaction back over a deadlock or lock
 			// wait, which concurrent work causes, not the message: run it
 			// again without spending an attempt, so it never dead-letters,

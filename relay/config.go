@@ -52,12 +52,16 @@ type Config struct {
 	// Heartbeat is how often leases are renewed and rebalanced; zero means
 	// LeaseTTL/3 (default 0).
 	Heartbeat time.Duration `key:"relay.heartbeat" help:"lease renewal interval; 0 means lease_ttl/3"`
-	// RetryInitial and RetryMax bound the backoff between failed rounds
-	// (defaults 100ms and 10s).
+	// RetryInitial and RetryMax bound the backoff between failed rounds,
+	// and between attempts at a partition or message Kafka failed on
+	// (defaults 100ms and 10s). Attempts at a topic Kafka refuses as a whole
+	// (unknown, not authorized) are about RetryMax apart: only an operator
+	// can fix it, so its attempts span seconds.
 	RetryInitial time.Duration `key:"relay.retry_initial" help:"first backoff after a failed round"`
 	RetryMax     time.Duration `key:"relay.retry_max" help:"longest backoff after failed rounds"`
-	// MaxAttempts is how often a message Kafka refuses for good is tried
-	// before it is dead-lettered (default 3).
+	// MaxAttempts is how often a message Kafka refuses for good (too large,
+	// invalid, or to a topic that is unknown and not created, or not
+	// authorized) is tried before it is dead-lettered (default 3).
 	MaxAttempts int `key:"relay.max_attempts" help:"attempts before a message Kafka refuses is dead-lettered"`
 	// Retention keeps delivered rows this long (marked delivered_at) for
 	// auditing; zero deletes them on delivery (default 0).
@@ -69,13 +73,19 @@ type Config struct {
 	// BacklogInterval is how often pending-row metrics are refreshed
 	// (default 5s).
 	BacklogInterval time.Duration `key:"relay.backlog_interval" help:"how often pending-row metrics are refreshed"`
-	// ShutdownTimeout bounds how long Run waits for in-flight batches after
-	// its context ends (default 10s).
-	ShutdownTimeout time.Duration `key:"relay.shutdown_timeout" help:"how long shutdown waits for in-flight batches"`
+	// ShutdownTimeout bounds how long Run waits for in-flight rounds to be
+	// marked after its context ends (default 10s). A produce request under
+	// way is never cut short: it ends with its answer or by the round's
+	// deadline, at most LeaseTTL-Heartbeat away.
+	ShutdownTimeout time.Duration `key:"relay.shutdown_timeout" help:"how long shutdown waits for in-flight rounds to be marked"`
 	// Owner names this engine in the lease table; empty means
 	// DefaultOwner() (default "").
 	Owner string `key:"relay.owner" help:"this instance's name in the lease table; empty means host-pid-random"`
-	// Writer tunes the Kafka writer.
+	// Writer tunes produce requests; the engine uses three fields.
+	// WriteTimeout bounds one request (default 10s). BatchBytes is the
+	// largest message sent, headers included (default 16 MiB; bigger ones
+	// are dead-lettered), and, up to 1 MiB, the most one request carries.
+	// Transport carries TLS and SASL (default: from TLS and SASL above).
 	Writer kafkax.WriterConfig
 }
 

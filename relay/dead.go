@@ -24,6 +24,9 @@ type DeadLetter struct {
 	Attempts  int
 	LastError string
 	DeadAt    time.Time
+	// rawHeaders holds stored headers that do not decode (Headers is then
+	// nil), so that a retry puts them back byte for byte.
+	rawHeaders []byte
 }
 
 const (
@@ -42,22 +45,42 @@ attempts = VALUES(attempts), last_error = VALUES(last_error), dead_at = VALUES(d
 VALUES (?, ?, ?, ?, ?, ?, ?)`
 )
 
-// moveToDead copies r into txmsg_dead_letters and removes it from src, in one
-// transaction.
-func moveToDead(ctx context.Context, db *sql.DB, src Source, r Row, reason string) error {
-	hdr, err := codec.EncodeHeaders(r.Headers)
-	if err != nil {
-		return err
-	}
-	err = sqlx.RunInTx(ctx, db, readCommitted(), func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, insertDead, r.ID, src.Name(), r.Shard, r.Topic, r.Key, r.Value, hdr,
-			r.CreatedAt, r.Attempts, truncate(reason, 1024)); err != nil {
-			return err
+// dying is a row on its way to the dead letters, with why.
+type dying struct {
+	row    Row
+	reason string
+}
+
+// moveToDead copies rows into txmsg_dead_letters and removes them from src,
+// in one transaction. A row whose headers did not decode keeps them as
+// stored.
+func moveToDead(ctx context.Context, db *sql.DB, src Source, rows []dying) error {
+	hdrs := make([][]byte, len(rows))
+	for i, d := range rows {
+		if d.row.badHeaders != nil {
+			hdrs[i] = d.row.rawHeaders
+			continue
 		}
-		return src.Remove(ctx, tx, []Row{r})
+		hdr, err := codec.EncodeHeaders(d.row.Headers)
+		if err != nil {
+			return fmt.Errorf("relay: dead-letter %s: %w", d.row.ID, err)
+		}
+		hdrs[i] = hdr
+	}
+	removed := make([]Row, len(rows))
+	err := sqlx.RunInTx(ctx, db, readCommitted(), func(tx *sql.Tx) error {
+		for i, d := range rows {
+			r := d.row
+			if _, err := tx.ExecContext(ctx, insertDead, r.ID, src.Name(), r.Shard, r.Topic, r.Key, r.Value, hdrs[i],
+				r.CreatedAt, r.Attempts, truncate(d.reason, 1024)); err != nil {
+				return fmt.Errorf("insert %s: %w", r.ID, err)
+			}
+			removed[i] = r
+		}
+		return src.Remove(ctx, tx, removed)
 	})
 	if err != nil {
-		return fmt.Errorf("relay: dead-letter %s: %w", r.ID, err)
+		return fmt.Errorf("relay: dead-letter %d messages of %s: %w", len(rows), src.Name(), err)
 	}
 	return nil
 }
@@ -137,14 +160,17 @@ func RetryAllDead(ctx context.Context, db *sql.DB) (int64, error) {
 }
 
 func requeueDead(ctx context.Context, tx *sql.Tx, d DeadLetter) error {
-	hdr, err := codec.EncodeHeaders(d.Headers)
-	if err != nil {
-		return err
+	hdr := d.rawHeaders
+	if hdr == nil {
+		var err error
+		if hdr, err = codec.EncodeHeaders(d.Headers); err != nil {
+			return err
+		}
 	}
 	if _, err := tx.ExecContext(ctx, requeue, d.ID, d.Shard, d.Topic, d.Key, d.Value, hdr, d.CreatedAt); err != nil {
 		return fmt.Errorf("requeue %s: %w", d.ID, err)
 	}
-	_, err = tx.ExecContext(ctx, deleteDead, d.ID)
+	_, err := tx.ExecContext(ctx, deleteDead, d.ID)
 	return err
 }
 
@@ -158,11 +184,13 @@ func scanDead(rows *sql.Rows) ([]DeadLetter, error) {
 			&d.Attempts, &d.LastError, &d.DeadAt); err != nil {
 			return nil, err
 		}
-		hs, err := codec.DecodeHeaders(hdr)
-		if err != nil {
-			return nil, err
+		// Headers that do not decode are why such a row was dead-lettered:
+		// it is listed (and retried) with them as stored.
+		if hs, err := codec.DecodeHeaders(hdr); err != nil {
+			d.rawHeaders = hdr
+		} else {
+			d.Headers = hs
 		}
-		d.Headers = hs
 		out = append(out, d)
 	}
 	return out, rows.Err()

@@ -11,12 +11,18 @@
 // transaction that commits late with a lower seq is never skipped), write them
 // to Kafka with acks=all, and only then delete or mark them.
 //
-// At most Config.Concurrency rounds run at once, each with a kafka-go Writer
-// of its own sized to carry the round in one produce batch per partition, so
-// a batch that fails cannot let later rows of its key through first. A round
-// holds at most Config.BatchSize rows and about Config.BatchBytes of keys and
-// values, which bounds memory whatever the message sizes. A round ends, and
-// nothing more is written, a heartbeat before the shard's lease could expire.
+// Pending rows are read at READ COMMITTED whatever the connection's default,
+// so rows of a transaction that has not committed are never published. At
+// most Config.Concurrency rounds run at once. A round holds at most
+// Config.BatchSize rows and about Config.BatchBytes of keys and values, which
+// bounds memory whatever the message sizes. Its rows for one partition go in
+// seq order, in as few produce requests as the request size allows, each sent
+// only once the one before it was acknowledged, so a failed request never
+// lets later rows of its keys through first. Requests are plain
+// request/response calls that are never retried behind the engine's back, and
+// a round ends, with no request left under way, a heartbeat before the
+// shard's lease could expire; a stopping engine releases a lease only after
+// its round ended.
 //
 // Idle shards do not poll hard: a watcher looks every Config.PollMin for rows
 // inserted since its last look (one range query on the seq index per source) and
@@ -25,8 +31,13 @@
 // lower seq. Engine.Wake lets an in-process producer (the broker) wake a shard
 // directly.
 //
-// Failures: a batch Kafka could not take is retried with exponential backoff
-// and jitter, in order, for as long as it takes; a message Kafka refuses for
-// good (too large, invalid topic) is retried Config.MaxAttempts times, then
-// moved to txmsg_dead_letters with its error, and the shard moves on.
+// Failures are isolated per topic, partition and key, each with its own
+// exponential backoff, while the rest of the shard flows: a partition Kafka
+// could not take now is retried, in order, for as long as it takes; a message
+// Kafka refuses for good (too large, invalid) and every message of a topic it
+// refuses as a whole (unknown and not created, not authorized) is retried
+// Config.MaxAttempts times, then moved to txmsg_dead_letters with its error.
+// Later rows of the same topic and key wait behind such a message until it is
+// delivered or dead-lettered; other keys do not wait. A row whose stored
+// headers do not decode is dead-lettered at once, as stored.
 package relay

@@ -11,8 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-
 	"github.com/txmsg/txmsg/internal/kafkax"
 )
 
@@ -23,14 +21,14 @@ type Engine struct {
 	log     *slog.Logger
 	metrics hooks
 	sources []Source
-	// writers holds one kafka-go Writer per concurrency slot: a round takes
-	// one for itself, so rounds never share a produce batch (see New).
-	writers chan *kafka.Writer
-	// transport carries the writers' requests with Config.TLS and SASL; nil
-	// without them (kafka-go's shared transport then serves).
-	transport *kafka.Transport
-	// maxMessage is the largest message (key, value, headers) sent.
+	// producer sends every produce request; it never retries on its own.
+	producer *kafkax.Producer
+	// slots holds a token per round under way: at most Config.Concurrency.
+	slots chan struct{}
+	// maxMessage is the largest message (key, value, headers) sent, and
+	// maxRequest the most bytes one produce request carries.
 	maxMessage int64
+	maxRequest int64
 	// epoch is the monotonic base for lease deadlines (wall-clock jumps do
 	// not move them).
 	epoch time.Time
@@ -65,7 +63,7 @@ func New(db *sql.DB, cfg Config, opts ...Option) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
-	e := &Engine{db: db, cfg: cfg, epoch: time.Now(), writers: make(chan *kafka.Writer, cfg.Concurrency)}
+	e := &Engine{db: db, cfg: cfg, epoch: time.Now(), slots: make(chan struct{}, cfg.Concurrency)}
 	for _, o := range opts {
 		o(e)
 	}
@@ -93,32 +91,20 @@ func New(db *sql.DB, cfg Config, opts ...Option) (*Engine, error) {
 		}
 		e.wakes[s.Name()] = ws
 	}
-	// A round's rows for one partition must travel in one produce batch:
-	// were they split, the first batch could fail and the second succeed,
-	// and the retry would put a key out of order. So each round has a
-	// writer of its own, whose batches hold a whole round: up to BatchSize
-	// rows and BatchBytes plus the one message that crosses it.
 	wc := cfg.Writer
 	if wc.Transport == nil {
-		e.transport = kafkax.NewTransport(e.security())
-		wc.Transport = e.transport
+		wc.Transport = kafkax.NewTransport(e.security())
 	}
 	if wc.BatchBytes <= 0 {
 		wc.BatchBytes = 16 << 20
 	}
 	e.maxMessage = wc.BatchBytes
-	wc.BatchBytes += cfg.BatchBytes
-	wc.BatchSize = max(wc.BatchSize, cfg.BatchSize)
-	if wc.Logger == nil {
-		wc.Logger = e.log
+	e.maxRequest = min(wc.BatchBytes, maxRequestBytes)
+	p, err := kafkax.NewProducer(cfg.Brokers, wc)
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
 	}
-	for range cfg.Concurrency {
-		w, err := kafkax.NewWriter(cfg.Brokers, wc)
-		if err != nil {
-			return nil, fmt.Errorf("relay: %w", err)
-		}
-		e.writers <- w
-	}
+	e.producer = p
 	return e, nil
 }
 
@@ -144,17 +130,20 @@ func (e *Engine) Wake(source string, shard int) {
 const connectTimeout = 10 * time.Second
 
 // Run drains the sources until ctx ends, then shuts down: it stops claiming,
-// lets each shard finish its in-flight batch (abandoning it after
-// Config.ShutdownTimeout; an abandoned batch stays pending and is published
-// again later), releases its leases and closes the Kafka writer. It returns
-// nil after a clean shutdown, or the start-up error when the database or Kafka
-// cannot be reached. Run may be called once.
+// lets each shard finish its round (marking what Kafka acknowledged within
+// Config.ShutdownTimeout; rows not marked stay pending and are published
+// again later), and releases each shard's lease once its round has ended. A
+// produce request under way is never abandoned: it ends with its answer or at
+// the round's deadline, before the lease could expire, so the relay taking
+// the shard over cannot be overtaken by it; shutdown can take that long. It
+// returns nil after a clean shutdown, or the start-up error when the database
+// or Kafka cannot be reached. Run may be called once.
 func (e *Engine) Run(ctx context.Context) error {
 	if !e.running.CompareAndSwap(false, true) {
 		return errors.New("relay: Run called twice")
 	}
 	defer e.ready.Store(false)
-	defer e.closeWriters()
+	defer e.producer.Close()
 	if err := e.preflight(ctx); err != nil {
 		return err
 	}
@@ -197,16 +186,6 @@ func (e *Engine) preflight(ctx context.Context) error {
 // security is how the engine's Kafka connections are protected.
 func (e *Engine) security() kafkax.Security {
 	return kafkax.Security{TLS: e.cfg.TLS, SASL: e.cfg.SASL}
-}
-
-// closeWriters closes the Kafka writers; every round has returned its own.
-func (e *Engine) closeWriters() {
-	for range cap(e.writers) {
-		(<-e.writers).Close()
-	}
-	if e.transport != nil {
-		e.transport.CloseIdleConnections()
-	}
 }
 
 // since is the monotonic time since the engine was built.

@@ -18,18 +18,25 @@ import (
 	"github.com/txmsg/txmsg/outbox"
 )
 
-// produceN publishes n messages over keys in single-message transactions and
-// returns how many it wrote.
+// produceN publishes n messages over keys in single-message transactions.
 func produceN(t *testing.T, db *sql.DB, topic string, keys, n int, seq map[string]int) {
 	t.Helper()
+	if err := publishN(db, topic, keys, n, seq); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// publishN is produceN for a goroutine other than the test's.
+func publishN(db *sql.DB, topic string, keys, n int, seq map[string]int) error {
 	ctx := context.Background()
 	for i := range n {
 		key := fmt.Sprintf("k%d", i%keys)
 		seq[key]++
 		if err := publishTx(ctx, db, true, msg(topic, key, seq[key])); err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
+	return nil
 }
 
 // Two relays share the shards; one dies without releasing its leases; the
@@ -64,7 +71,10 @@ func TestRelayFailoverTakesOverDeadRelaysShards(t *testing.T) {
 	victimDB.Close()
 	victim.cancel()
 	killedAt := time.Now()
-	produceN(t, d.DB, "failover", 20, 200, seq)
+	// Rows keep coming while nobody owns the victim's shards; writing them
+	// is not part of the takeover's time.
+	produced := make(chan error, 1)
+	go func() { produced <- publishN(d.DB, "failover", 20, 200, seq) }()
 
 	testenv.Eventually(t, 3*cfg.LeaseTTL, func() error {
 		if s := countRows(t, d.DB, "SELECT COUNT(*) FROM txmsg_relay_leases WHERE owner = 'survivor'"); s != 16 {
@@ -74,6 +84,9 @@ func TestRelayFailoverTakesOverDeadRelaysShards(t *testing.T) {
 	})
 	if took := time.Since(killedAt); took > cfg.LeaseTTL+4*cfg.Heartbeat+time.Second {
 		t.Errorf("takeover took %v, want within the lease TTL %v plus a few heartbeats", took, cfg.LeaseTTL)
+	}
+	if err := <-produced; err != nil {
+		t.Fatal(err)
 	}
 	msgs := waitDelivered(t, k.Addrs, "failover", 400, 20*time.Second)
 	checkOrder(t, msgs, nil)

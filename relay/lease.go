@@ -37,7 +37,9 @@ type shardWorker struct {
 	version int64
 	// deadline (nanoseconds on the engine's monotonic clock) is when the
 	// lease may have run out: the worker publishes nothing after it.
-	deadline  atomic.Int64
+	deadline atomic.Int64
+	// holds are the worker's backoffs; only its goroutine uses them.
+	holds     *holds
 	stop      context.CancelFunc
 	releasing bool
 	done      chan struct{}
@@ -283,7 +285,8 @@ func (c *coordinator) claim(ctx context.Context, s Source, want int, deadline in
 // start runs a worker for a freshly claimed shard.
 func (c *coordinator) start(ctx context.Context, s Source, shard int, version int64, deadline int64) {
 	wctx, cancel := context.WithCancel(ctx)
-	w := &shardWorker{src: s, shard: shard, version: version, stop: cancel, done: make(chan struct{})}
+	w := &shardWorker{src: s, shard: shard, version: version, holds: newHolds(c.e.retryPolicy()), stop: cancel,
+		done: make(chan struct{})}
 	w.deadline.Store(deadline)
 	c.workers[s.Name()][shard] = w
 	c.e.log.Info("relay claimed shard", slog.String("source", s.Name()), slog.Int("shard", shard), slog.Int64("version", version))

@@ -74,6 +74,8 @@ func (s *OutboxSource) Pending(ctx context.Context, q Querier, shard int, limit 
 // ScanRows reads rows of the columns seq, id, shard, topic, msg_key, value,
 // headers, created_at, attempts, and closes them. It stops after the row
 // that brings the keys and values read to maxBytes (no limit when <= 0).
+// A row whose headers do not decode is returned marked, and the Engine
+// dead-letters it as stored: failing the read would stop its shard for good.
 // Sources share it.
 func ScanRows(rows *sql.Rows, maxBytes int64) ([]Row, error) {
 	defer rows.Close()
@@ -85,11 +87,11 @@ func ScanRows(rows *sql.Rows, maxBytes int64) ([]Row, error) {
 		if err := rows.Scan(&r.Seq, &r.ID, &r.Shard, &r.Topic, &r.Key, &r.Value, &hdr, &r.CreatedAt, &r.Attempts); err != nil {
 			return nil, err
 		}
-		hs, err := codec.DecodeHeaders(hdr)
-		if err != nil {
-			return nil, fmt.Errorf("row %s: %w", r.ID, err)
+		if hs, err := codec.DecodeHeaders(hdr); err != nil {
+			r.badHeaders, r.rawHeaders = fmt.Errorf("message %s: %w", r.ID, err), hdr
+		} else {
+			r.Headers = hs
 		}
-		r.Headers = hs
 		size += int64(len(r.Key) + len(r.Value))
 		out = append(out, r)
 	}

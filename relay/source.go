@@ -21,6 +21,10 @@ type Row struct {
 	CreatedAt time.Time
 	// Attempts counts earlier deliveries Kafka refused for good.
 	Attempts int
+	// badHeaders is why the stored headers did not decode (ScanRows sets
+	// it, with rawHeaders): such a row is dead-lettered as stored.
+	badHeaders error
+	rawHeaders []byte
 }
 
 // Limit bounds one round's batch: rows, and bytes of keys and values, which

@@ -1,16 +1,14 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-
-	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/internal/backoff"
 	"github.com/txmsg/txmsg/internal/sqlx"
 )
@@ -21,14 +19,18 @@ import (
 // same shard. READ COMMITTED takes no gap locks.
 func readCommitted() *sql.TxOptions { return &sql.TxOptions{Isolation: sql.LevelReadCommitted} }
 
-// errRetryLater marks a round that recorded a refused attempt: back off, then
-// try the same rows again.
-var errRetryLater = errors.New("relay: message refused, will retry")
+// readPending is how pending rows are read: at READ COMMITTED whatever the
+// server's or the DSN's default, since under READ UNCOMMITTED the relay would
+// publish rows of transactions that later roll back; read-only, taking no
+// locks.
+func readPending() *sql.TxOptions {
+	return &sql.TxOptions{Isolation: sql.LevelReadCommitted, ReadOnly: true}
+}
 
 // work drains one shard until soft ends: poll, publish, mark, repeat.
 // Rounds run on hard, so a batch under way at shutdown can still be marked.
 func (e *Engine) work(soft, hard context.Context, w *shardWorker) {
-	retry := backoff.Policy{Initial: e.cfg.RetryInitial, Max: e.cfg.RetryMax, Factor: 2}
+	retry := e.retryPolicy()
 	wake := e.wakes[w.src.Name()][w.shard]
 	idle := e.cfg.PollMin
 	failures := 0
@@ -41,8 +43,14 @@ func (e *Engine) work(soft, hard context.Context, w *shardWorker) {
 		// The round may not outlive the lease as the worker knows it: a
 		// write still under way when another relay may own the shard would
 		// reorder its keys. An interrupted round is simply retried.
-		rctx, cancel := context.WithDeadline(hard, e.epoch.Add(time.Duration(w.deadline.Load())))
-		n, err := e.round(rctx, w)
+		deadline := e.epoch.Add(time.Duration(w.deadline.Load()))
+		rctx, cancel := context.WithDeadline(hard, deadline)
+		// Settling (marking, charging) may run a little past the round's
+		// deadline, which is a heartbeat before the lease expires: what Kafka
+		// acknowledged is better marked than sent twice.
+		sctx, scancel := context.WithDeadline(hard, deadline.Add(e.cfg.Heartbeat/2))
+		res, err := e.round(rctx, sctx, w)
+		scancel()
 		cancel()
 		var wait time.Duration
 		switch {
@@ -51,15 +59,25 @@ func (e *Engine) work(soft, hard context.Context, w *shardWorker) {
 			// A backoff is not cut short by new rows: it protects a
 			// struggling Kafka or database.
 			sleep(soft, nil, retry.Delay(failures))
-			if !errors.Is(err, errRetryLater) {
-				e.log.Warn("relay round failed", slog.String("source", w.src.Name()), slog.Int("shard", w.shard),
-					slog.Int("attempt", failures), slog.Any("error", err))
-			}
+			e.log.Warn("relay round failed", slog.String("source", w.src.Name()), slog.Int("shard", w.shard),
+				slog.Int("attempt", failures), slog.Any("error", err))
 			continue
-		case n == e.cfg.BatchSize:
+		case res.held > 0 && res.done == 0 && res.read == e.cfg.BatchSize:
+			// Every row within reach waits for a backoff, and new rows lie
+			// beyond the batch: nothing can go before the first one ends.
+			failures, idle = 0, e.cfg.PollMin
+			sleep(soft, nil, max(res.retryIn, e.cfg.PollMin))
+			continue
+		case res.held > 0:
+			// Rows wait for a backoff: look again when the first one ends,
+			// or on new rows, but at least PollMin and at most PollMax
+			// apart, since each look reads the waiting rows again.
+			failures, idle = 0, e.cfg.PollMin
+			wait = min(max(res.retryIn, e.cfg.PollMin), e.cfg.PollMax)
+		case res.done == e.cfg.BatchSize:
 			failures, idle = 0, e.cfg.PollMin
 			continue
-		case n > 0:
+		case res.done > 0:
 			failures, idle = 0, e.cfg.PollMin
 			wait = e.cfg.PollMin
 		default:
@@ -69,6 +87,12 @@ func (e *Engine) work(soft, hard context.Context, w *shardWorker) {
 		}
 		sleep(soft, wake, wait)
 	}
+}
+
+// retryPolicy is the backoff between failed rounds, and between attempts at
+// what Kafka failed on.
+func (e *Engine) retryPolicy() backoff.Policy {
+	return backoff.Policy{Initial: e.cfg.RetryInitial, Max: e.cfg.RetryMax, Factor: 2}
 }
 
 // sleep waits d, or less if ctx ends or wake fires.
@@ -85,142 +109,107 @@ func sleep(ctx context.Context, wake <-chan struct{}, d time.Duration) {
 	}
 }
 
-// round publishes the oldest pending rows of w's shard and returns how many
-// rows it took care of (delivered or dead-lettered). Rows are sent in seq
-// order; the first row Kafka cannot take at all stops the round there, so a
-// refused message never lets a later one of its key overtake it.
-func (e *Engine) round(ctx context.Context, w *shardWorker) (int, error) {
+// roundResult is what a round did with the rows it read.
+type roundResult struct {
+	// read counts the pending rows read.
+	read int
+	// done counts rows delivered or dead-lettered.
+	done int
+	// held counts rows left pending for a later round: behind a backoff, a
+	// failure, or an earlier row of their key.
+	held int
+	// retryIn is when the first backoff ends (0 when none is running).
+	retryIn time.Duration
+}
+
+// round publishes the oldest pending rows of w's shard. Rows are sent in seq
+// order per partition; what Kafka cannot take now stays pending (or is
+// charged an attempt), and so do the later rows of its key, while the other
+// keys go on. Reading and producing end by ctx; recording the outcome runs on
+// settleCtx.
+func (e *Engine) round(ctx, settleCtx context.Context, w *shardWorker) (roundResult, error) {
 	src := w.src
-	var kw *kafka.Writer
 	select {
-	case kw = <-e.writers:
+	case e.slots <- struct{}{}:
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return roundResult{}, ctx.Err()
 	}
-	defer func() { e.writers <- kw }()
-	rows, err := src.Pending(ctx, e.db, w.shard, Limit{Rows: e.cfg.BatchSize, Bytes: e.cfg.BatchBytes})
+	defer func() { <-e.slots }()
+	var rows []Row
+	err := sqlx.RunInTx(ctx, e.db, readPending(), func(tx *sql.Tx) error {
+		var err error
+		rows, err = src.Pending(ctx, tx, w.shard, Limit{Rows: e.cfg.BatchSize, Bytes: e.cfg.BatchBytes})
+		return err
+	})
 	if err != nil {
 		e.metrics.Error(src.Name(), "poll")
-		return 0, fmt.Errorf("relay: poll shard %d of %s: %w", w.shard, src.Name(), err)
+		return roundResult{}, fmt.Errorf("relay: poll shard %d of %s: %w", w.shard, src.Name(), err)
 	}
 	if len(rows) == 0 {
-		return 0, nil
+		return roundResult{}, nil
 	}
-	head := rows
-	var poison *Row
-	var poisonErr error
-	for i := range rows {
-		if err := e.sendable(&rows[i]); err != nil {
-			head, poison, poisonErr = rows[:i], &rows[i], err
-			break
-		}
-	}
-	done, err := e.publish(ctx, kw, src, head)
+	p, err := e.plan(ctx, w, rows)
 	if err != nil {
-		return done, err
+		return roundResult{}, fmt.Errorf("relay: publish shard %d of %s: %w", w.shard, src.Name(), err)
 	}
-	if poison == nil {
-		return done, nil
-	}
-	if err := e.refused(ctx, src, *poison, poisonErr); err != nil {
-		return done, err
-	}
-	return done + 1, nil
+	e.send(ctx, w, p)
+	return e.settle(settleCtx, w, p)
 }
 
-// sendable rejects, before any network call, a row kafka-go would refuse for
-// the whole batch.
-func (e *Engine) sendable(r *Row) error {
-	if err := txmsg.ValidateTopic(r.Topic); err != nil {
-		return err
-	}
-	size := int64(len(r.Key) + len(r.Value) + 64 + len(txmsg.HeaderID) + len(r.ID) + len(txmsg.HeaderSource) + 8)
-	for _, h := range r.Headers {
-		size += int64(len(h.Key) + len(h.Value) + 8)
-	}
-	if size > e.maxMessage {
-		return kafka.MessageTooLargeError{}
-	}
-	return nil
-}
-
-// publish writes rows to Kafka and marks what Kafka acknowledged. When Kafka
-// refuses some for good, it retries those one by one in seq order to find the
-// culprit, so only it is charged an attempt.
-func (e *Engine) publish(ctx context.Context, kw *kafka.Writer, src Source, rows []Row) (int, error) {
-	if len(rows) == 0 {
-		return 0, nil
-	}
-	ok, failed, err := e.write(ctx, kw, src, rows)
-	done := len(ok)
-	if len(ok) > 0 {
-		if merr := e.delivered(ctx, src, ok); merr != nil {
-			return 0, merr
-		}
-	}
-	if err == nil {
-		return done, nil
-	}
-	if !isPermanent(err) {
-		e.metrics.Error(src.Name(), "publish")
-		return done, fmt.Errorf("relay: publish batch of %d from %s: %w", len(rows), src.Name(), err)
-	}
-	for _, r := range failed {
-		ok, _, err := e.write(ctx, kw, src, []Row{r})
+// settle updates the worker's backoffs from what Kafka answered, then marks
+// what it acknowledged and charges what it refused.
+func (e *Engine) settle(ctx context.Context, w *shardWorker, p *plan) (roundResult, error) {
+	now := e.since()
+	res := roundResult{read: p.read, held: p.held}
+	var delivered []Row
+	refused := p.refused
+	for _, b := range p.batches {
+		delivered = append(delivered, b.delivered...)
+		refused = append(refused, b.refused...)
+		res.held += b.held
+		ph := partitionHold(b.topic, b.partition)
 		switch {
-		case err == nil:
-			if merr := e.delivered(ctx, src, ok); merr != nil {
-				return done, merr
-			}
-		case isPermanent(err):
-			if rerr := e.refused(ctx, src, r, err); rerr != nil {
-				return done, rerr
-			}
+		case b.topicRefused:
+			p.refusedTopics[b.topic] = true
+		case b.failed != nil:
+			e.logBatchFailure(w, b, w.holds.fail(ph, now))
 		default:
-			e.metrics.Error(src.Name(), "publish")
-			return done, fmt.Errorf("relay: publish message %s to topic %s: %w", r.ID, r.Topic, err)
+			w.holds.clear(ph)
+			w.holds.clear(topicHold(b.topic))
 		}
-		done++
 	}
-	return done, nil
-}
-
-// write sends rows in one WriteMessages call and splits them into those Kafka
-// acknowledged and those it did not.
-func (e *Engine) write(ctx context.Context, kw *kafka.Writer, src Source, rows []Row) (ok, failed []Row, err error) {
-	msgs := make([]kafka.Message, len(rows))
-	for i, r := range rows {
-		hs := make([]kafka.Header, 0, len(r.Headers)+2)
-		for _, h := range r.Headers {
-			hs = append(hs, kafka.Header{Key: h.Key, Value: h.Value})
+	for t := range p.refusedTopics {
+		w.holds.refuseTopic(t, now)
+	}
+	for t := range p.waitTopics {
+		w.holds.fail(topicHold(t), now)
+	}
+	if len(delivered) > 0 {
+		if err := e.delivered(ctx, p.src, delivered); err != nil {
+			return roundResult{}, err
 		}
-		hs = append(hs,
-			kafka.Header{Key: txmsg.HeaderID, Value: []byte(r.ID)},
-			kafka.Header{Key: txmsg.HeaderSource, Value: []byte(src.Name())})
-		msgs[i] = kafka.Message{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: hs}
+		res.done += len(delivered)
 	}
-	start := time.Now()
-	err = kw.WriteMessages(ctx, msgs...)
-	e.metrics.PublishLatency(src.Name(), time.Since(start))
-	if err == nil {
-		return rows, nil, nil
+	slices.SortFunc(refused, func(a, b refusal) int { return cmp.Compare(a.row.Seq, b.row.Seq) })
+	dead, err := e.charge(ctx, p.src, refused)
+	if err != nil {
+		return roundResult{}, err
 	}
-	var werrs kafka.WriteErrors
-	if !errors.As(err, &werrs) || len(werrs) != len(rows) {
-		return nil, rows, err
-	}
-	var first error
-	for i, werr := range werrs {
-		if werr == nil {
-			ok = append(ok, rows[i])
+	res.done += len(dead)
+	res.held += len(refused) - len(dead)
+	for _, f := range refused {
+		if p.refusedTopics[f.row.Topic] {
 			continue
 		}
-		failed = append(failed, rows[i])
-		if first == nil || isPermanent(werr) && !isPermanent(first) {
-			first = werr
+		if kh := rowKeyHold(&f.row); dead[f.row.Seq] {
+			// Dead-lettered: the next row of its key may go at once.
+			w.holds.clear(kh)
+		} else {
+			w.holds.fail(kh, now)
 		}
 	}
-	return ok, failed, first
+	res.retryIn = w.holds.next(now)
+	return res, nil
 }
 
 // delivered marks rows Kafka acknowledged. If marking fails the rows stay
@@ -242,59 +231,58 @@ func (e *Engine) delivered(ctx context.Context, src Source, rows []Row) error {
 	return nil
 }
 
-// refused charges r one attempt for a permanent refusal, and dead-letters it
-// once it has used Config.MaxAttempts. It returns errRetryLater while r still
-// has attempts left, nil once it is dead-lettered.
-func (e *Engine) refused(ctx context.Context, src Source, r Row, cause error) error {
-	reason := cause.Error()
-	if r.Attempts+1 < e.cfg.MaxAttempts {
+// charge records one more attempt on each refused row, and moves to the dead
+// letters those that have used Config.MaxAttempts and those that can never
+// be sent. It returns the seqs it dead-lettered.
+func (e *Engine) charge(ctx context.Context, src Source, refused []refusal) (map[int64]bool, error) {
+	var reasons []string
+	again := map[string][]Row{}
+	var dead []dying
+	for _, f := range refused {
+		r := f.row
+		if f.final || r.Attempts+1 >= e.cfg.MaxAttempts {
+			r.Attempts++
+			dead = append(dead, dying{row: r, reason: f.err.Error()})
+			continue
+		}
+		reason := f.err.Error()
+		if _, ok := again[reason]; !ok {
+			reasons = append(reasons, reason)
+		}
+		again[reason] = append(again[reason], r)
+	}
+	if len(again) > 0 {
 		if err := sqlx.RunInTx(ctx, e.db, readCommitted(), func(tx *sql.Tx) error {
-			return src.Failed(ctx, tx, []Row{r}, reason)
+			for _, reason := range reasons {
+				if err := src.Failed(ctx, tx, again[reason], reason); err != nil {
+					return err
+				}
+			}
+			return nil
 		}); err != nil {
 			e.metrics.Error(src.Name(), "mark")
-			return fmt.Errorf("relay: record failure of %s: %w", r.ID, err)
+			return nil, fmt.Errorf("relay: record %d refused messages of %s: %w", len(refused)-len(dead), src.Name(), err)
 		}
-		e.log.Warn("relay message refused", slog.String("msg_id", r.ID), slog.String("topic", r.Topic),
-			slog.Int("attempt", r.Attempts+1), slog.String("error", reason))
-		return errRetryLater
+		for _, reason := range reasons {
+			rs := again[reason]
+			e.log.Warn("relay messages refused", slog.String("source", src.Name()), slog.String("topic", rs[0].Topic),
+				slog.String("msg_id", rs[0].ID), slog.Int("messages", len(rs)), slog.Int("attempt", rs[0].Attempts+1),
+				slog.String("error", reason))
+		}
 	}
-	r.Attempts++
-	if err := moveToDead(ctx, e.db, src, r, reason); err != nil {
+	out := make(map[int64]bool, len(dead))
+	if len(dead) == 0 {
+		return out, nil
+	}
+	if err := moveToDead(ctx, e.db, src, dead); err != nil {
 		e.metrics.Error(src.Name(), "dead_letter")
-		return err
+		return nil, err
 	}
-	e.metrics.DeadLettered(src.Name(), r.Topic, 1)
-	e.log.Error("relay message dead-lettered", slog.String("msg_id", r.ID), slog.String("topic", r.Topic),
-		slog.Int("attempt", r.Attempts), slog.String("error", reason))
-	return nil
-}
-
-// isPermanent says whether Kafka refused a message for good: retrying the
-// same bytes cannot succeed (too large, invalid topic or record).
-func isPermanent(err error) bool {
-	var tooLarge kafka.MessageTooLargeError
-	if errors.As(err, &tooLarge) {
-		return true
+	for _, d := range dead {
+		out[d.row.Seq] = true
+		e.metrics.DeadLettered(src.Name(), d.row.Topic, 1)
+		e.log.Error("relay message dead-lettered", slog.String("source", src.Name()), slog.String("msg_id", d.row.ID),
+			slog.String("topic", d.row.Topic), slog.Int("attempt", d.row.Attempts), slog.String("error", d.reason))
 	}
-	var werrs kafka.WriteErrors
-	if errors.As(err, &werrs) {
-		for _, w := range werrs {
-			if w != nil && isPermanent(w) {
-				return true
-			}
-		}
-		return false
-	}
-	var kerr kafka.Error
-	if errors.As(err, &kerr) {
-		switch kerr {
-		// Not here: CORRUPT_MESSAGE, which Kafka retries, and authorization
-		// errors, an operator's mistake: the shard waits, in order, until
-		// it is fixed, and errors_total{kind="publish"} says so.
-		case kafka.MessageSizeTooLarge, kafka.InvalidTopic, kafka.RecordListTooLarge, kafka.InvalidRecord,
-			kafka.UnsupportedForMessageFormat:
-			return true
-		}
-	}
-	return errors.Is(err, txmsg.ErrInvalidMessage)
+	return out, nil
 }

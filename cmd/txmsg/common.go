@@ -73,6 +73,7 @@ func openAdmin(ctx context.Context, loader *config.Loader[config.Admin]) (*sql.D
 
 // openDB opens a pool on c and pings it within c.ConnectTimeout, so that an
 // unreachable or misconfigured database fails start-up with its address.
+// Its connections run with a strict sql_mode (config.DB.Connector).
 func openDB(ctx context.Context, c config.DB) (*sql.DB, error) {
 	conn, err := c.Connector()
 	if err != nil {

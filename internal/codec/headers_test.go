@@ -52,3 +52,25 @@ func FuzzCodecDecodeHeaders(f *testing.F) {
 		}
 	})
 }
+
+// Message.Validate sizes headers as EncodeHeaders stores them: a message
+// passes exactly when its encoded headers fit txmsg.MaxHeadersBytes.
+func TestCodecHeadersSizeMatchesValidate(t *testing.T) {
+	for _, tc := range []struct {
+		key   string
+		value int
+	}{
+		{"abcdef", 49134}, {"abcdefg", 49134}, {"a<&>\u2028", 49110}, {"a<&>\u2028", 49131}, {"\xff", 49134},
+	} {
+		hs := []txmsg.Header{{Key: tc.key, Value: bytes.Repeat([]byte{0xfe}, tc.value)}}
+		b, err := EncodeHeaders(hs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := txmsg.Message{Topic: "t", Value: []byte("v"), Headers: hs}
+		fits := len(b) <= txmsg.MaxHeadersBytes
+		if err := m.Validate(1); (err == nil) != fits {
+			t.Errorf("headers %q of %d bytes encode to %d bytes, but Validate says %v", tc.key, tc.value, len(b), err)
+		}
+	}
+}

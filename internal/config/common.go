@@ -14,6 +14,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/txmsg/txmsg/internal/setting"
+	"github.com/txmsg/txmsg/internal/sqlx/mysqlx"
 )
 
 // DB is the database section (db.*).
@@ -147,7 +148,7 @@ func (d *DB) buildTLS(p *setting.Problems) *tls.Config {
 }
 
 // Connector returns a connector to the database d describes, with d.TLS
-// when set. Unlike mysql.RegisterTLSConfig it keeps the TLS configuration
+// when set and a strict sql_mode on every connection (mysqlx.Strict). Unlike mysql.RegisterTLSConfig it keeps the TLS configuration
 // out of the driver's global registry.
 func (d DB) Connector() (driver.Connector, error) {
 	cfg, err := mysql.ParseDSN(d.DSN)
@@ -156,6 +157,9 @@ func (d DB) Connector() (driver.Connector, error) {
 	}
 	if d.TLS != nil {
 		cfg.TLS = d.TLS.Clone()
+	}
+	if err := mysqlx.Strict(cfg); err != nil {
+		return nil, fmt.Errorf("database at %s: %w", d.Addr, err)
 	}
 	c, err := mysql.NewConnector(cfg)
 	if err != nil {

@@ -50,7 +50,6 @@ func NewRelay(fs *pflag.FlagSet) *Loader[Relay] {
 // copies what the relay engine uses into rc.
 func withKafka(rc relay.Config, k kafkax.Config, p *setting.Problems) relay.Config {
 	rc.Brokers = k.Brokers
-	rc.Writer.BatchTimeout = k.BatchTimeout
 	rc.Writer.WriteTimeout = k.WriteTimeout
 	p.Join(k.Validate())
 	sec, err := k.Security()

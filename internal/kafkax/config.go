@@ -20,8 +20,6 @@ type Config struct {
 	Brokers []string `key:"kafka.brokers" flag:"brokers" help:"Kafka bootstrap brokers, HOST:PORT[,HOST:PORT...]"`
 	// DialTimeout bounds the reachability check at start-up (default 5s).
 	DialTimeout time.Duration `key:"kafka.dial_timeout" help:"timeout of the broker reachability check at start-up"`
-	// BatchTimeout is how long a partial produce batch waits (default 1ms).
-	BatchTimeout time.Duration `key:"kafka.batch_timeout" help:"how long a partial produce batch waits"`
 	// WriteTimeout bounds one produce request (default 10s).
 	WriteTimeout time.Duration `key:"kafka.write_timeout" help:"timeout of one produce request"`
 	// TLS encrypts the connections (default off).
@@ -32,7 +30,7 @@ type Config struct {
 
 // DefaultConfig returns the defaults of every field; Brokers stay empty.
 func DefaultConfig() Config {
-	return Config{DialTimeout: 5 * time.Second, BatchTimeout: DefaultBatchTimeout, WriteTimeout: DefaultWriteTimeout}
+	return Config{DialTimeout: 5 * time.Second, WriteTimeout: DefaultWriteTimeout}
 }
 
 // Validate checks every field without changing c or reading files (see
@@ -45,7 +43,6 @@ func (c Config) Validate() error {
 		p.Add("kafka.brokers", strings.Join(c.Brokers, ","), err.Error())
 	}
 	p.Check(c.DialTimeout >= time.Millisecond, "kafka.dial_timeout", c.DialTimeout, "want at least 1ms")
-	p.Check(c.BatchTimeout >= time.Microsecond, "kafka.batch_timeout", c.BatchTimeout, "want at least 1µs")
 	p.Check(c.WriteTimeout >= time.Millisecond, "kafka.write_timeout", c.WriteTimeout, "want at least 1ms")
 	c.TLS.validate(&p)
 	c.SASL.validate(&p)

@@ -1,6 +1,7 @@
-// Package kafkax is the one place txmsg builds kafka-go Writers and Readers,
-// with the defaults the guarantees need instead of kafka-go's zero values
-// (round-robin partitioner, fire-and-forget acks, 1 s batch timeout).
+// Package kafkax is the one place txmsg builds kafka-go Writers, Readers and
+// the relay's Producer, with the defaults the guarantees need instead of
+// kafka-go's zero values (round-robin partitioner, fire-and-forget acks, 1 s
+// batch timeout).
 package kafkax
 
 import (

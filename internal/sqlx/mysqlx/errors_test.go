@@ -1,4 +1,4 @@
-package mysqlerr
+package mysqlx
 
 import (
 	"database/sql/driver"
@@ -10,7 +10,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 )
 
-func TestMysqlerrIsConflict(t *testing.T) {
+func TestMysqlxIsConflict(t *testing.T) {
 	tests := []struct {
 		err  error
 		want bool

@@ -1,6 +1,7 @@
-// Package mysqlerr classifies the errors of MySQL and MariaDB (through
-// go-sql-driver/mysql) that txmsg branches on.
-package mysqlerr
+// Package mysqlx holds what txmsg needs to know of MySQL and MariaDB through
+// go-sql-driver/mysql: the errors it branches on, and connections with a
+// strict sql_mode. It is the only internal package that imports the driver.
+package mysqlx
 
 import (
 	"errors"

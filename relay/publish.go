@@ -1,0 +1,315 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/txmsg/txmsg"
+	"github.com/txmsg/txmsg/internal/kafkax"
+)
+
+// maxRequestBytes caps one produce request (a message bigger than it travels
+// alone): Kafka's default max.message.bytes applies to a whole record batch,
+// so a bigger request would be refused as too large.
+const maxRequestBytes = 1 << 20
+
+// partitionsInFlight bounds the produce requests one round has under way at
+// once: kafka-go gives each its own connection.
+const partitionsInFlight = 8
+
+// plan is one round's rows sorted out: those to send, one batch per
+// partition, and those refused before any request.
+type plan struct {
+	src Source
+	// read counts the rows the round read.
+	read    int
+	batches []*batch
+	// refused are rows that will not be sent this round for a reason that
+	// costs them an attempt.
+	refused []refusal
+	// held counts rows left pending without an attempt spent: behind a
+	// backoff, or behind an earlier row of their key.
+	held int
+	// refusedTopics are the topics the cluster refused as a whole, and
+	// waitTopics those it could not answer for yet (being created, say).
+	refusedTopics map[string]bool
+	waitTopics    map[string]bool
+}
+
+// batch is a round's rows for one partition, in seq order, and what became
+// of them. Only the goroutine sending it writes its outcome fields.
+type batch struct {
+	topic     string
+	partition int
+	rows      []Row
+	delivered []Row
+	refused   []refusal
+	held      int
+	// failed is the retriable error that stopped the batch.
+	failed error
+	// topicRefused says Kafka refused the whole topic.
+	topicRefused bool
+}
+
+// refusal is a row Kafka refused (or could never take), with why. A final
+// refusal is dead-lettered at once: the row can never be sent as stored.
+type refusal struct {
+	row   Row
+	err   error
+	final bool
+}
+
+// kind sorts a failure by what it says about the records.
+type kind uint8
+
+const (
+	// retriable: it may pass (network, leader change, timeout); retry after
+	// a backoff without spending an attempt.
+	retriable kind = iota + 1
+	// refusesRecords: Kafka refused these records for good (too large,
+	// invalid); retrying the same bytes cannot succeed.
+	refusesRecords
+	// refusesTopic: no record of the topic can be written (it does not
+	// exist and is not created, or access is denied): an operator must act.
+	refusesTopic
+)
+
+// classify sorts err. An unknown topic counts as refused only where the
+// metadata says so (planTopics): in a produce answer it usually means stale
+// metadata (the topic was deleted and is being recreated), which the
+// Producer refreshes.
+func classify(err error) kind {
+	var tooLarge kafka.MessageTooLargeError
+	if errors.As(err, &tooLarge) || errors.Is(err, txmsg.ErrInvalidMessage) {
+		return refusesRecords
+	}
+	var kerr kafka.Error
+	if errors.As(err, &kerr) {
+		switch kerr {
+		// Not here: CORRUPT_MESSAGE, which Kafka retries itself.
+		case kafka.MessageSizeTooLarge, kafka.RecordListTooLarge, kafka.InvalidRecord,
+			kafka.UnsupportedForMessageFormat:
+			return refusesRecords
+		case kafka.TopicAuthorizationFailed, kafka.InvalidTopic:
+			return refusesTopic
+		}
+	}
+	return retriable
+}
+
+// plan sorts rows, in seq order: each goes to its partition's batch, or is
+// refused, or stays pending behind a backoff or behind an earlier row of its
+// (topic, key) that is not sent this round. Order per key is per topic, as
+// Kafka keeps it: a key's rows in another topic do not wait.
+func (e *Engine) plan(ctx context.Context, w *shardWorker, rows []Row) (*plan, error) {
+	now := e.since()
+	p := &plan{src: w.src, read: len(rows), refusedTopics: map[string]bool{}, waitTopics: map[string]bool{}}
+	var topics []string
+	for _, r := range rows {
+		if !slices.Contains(topics, r.Topic) && txmsg.ValidateTopic(r.Topic) == nil && !w.holds.active(topicHold(r.Topic), now) {
+			topics = append(topics, r.Topic)
+		}
+	}
+	var info map[string]kafkax.TopicInfo
+	if len(topics) > 0 {
+		var err error
+		if info, err = e.producer.Topics(ctx, topics); err != nil {
+			e.metrics.Error(w.src.Name(), "publish")
+			return nil, err
+		}
+	}
+	blocked := map[string]bool{}
+	block := func(r Row) { blocked[rowKeyHold(&r)] = true }
+	byPartition := map[string]*batch{}
+	for _, r := range rows {
+		if kh := rowKeyHold(&r); blocked[kh] || w.holds.active(kh, now) {
+			p.held++
+			block(r)
+			continue
+		}
+		if r.badHeaders != nil {
+			p.refused = append(p.refused, refusal{row: r, err: r.badHeaders, final: true})
+			block(r)
+			continue
+		}
+		if err := e.sendable(&r); err != nil {
+			p.refused = append(p.refused, refusal{row: r, err: err})
+			block(r)
+			continue
+		}
+		if w.holds.active(topicHold(r.Topic), now) {
+			p.held++
+			block(r)
+			continue
+		}
+		ti := info[r.Topic]
+		if ti.Err != nil {
+			if errors.Is(ti.Err, kafka.UnknownTopicOrPartition) || classify(ti.Err) == refusesTopic {
+				// The topic refuses every row: each is charged, so a topic
+				// that stays unwritable drains to the dead letters at the
+				// pace of its attempts instead of one key at a time.
+				p.refused = append(p.refused, refusal{row: r, err: ti.Err})
+				p.refusedTopics[r.Topic] = true
+				continue
+			}
+			p.waitTopics[r.Topic] = true
+			p.held++
+			block(r)
+			continue
+		}
+		part := e.producer.Partition(r.Key, ti.Partitions)
+		ph := partitionHold(r.Topic, part)
+		if w.holds.active(ph, now) {
+			p.held++
+			block(r)
+			continue
+		}
+		b := byPartition[ph]
+		if b == nil {
+			b = &batch{topic: r.Topic, partition: part}
+			byPartition[ph] = b
+			p.batches = append(p.batches, b)
+		}
+		b.rows = append(b.rows, r)
+	}
+	return p, nil
+}
+
+// sendable rejects, before any network call, a row Kafka would refuse.
+func (e *Engine) sendable(r *Row) error {
+	if err := txmsg.ValidateTopic(r.Topic); err != nil {
+		return err
+	}
+	if recordSize(r) > e.maxMessage {
+		return kafka.MessageTooLargeError{}
+	}
+	return nil
+}
+
+// recordSize is about what r takes in a produce request.
+func recordSize(r *Row) int64 {
+	size := int64(len(r.Key) + len(r.Value) + 64 + len(txmsg.HeaderID) + len(r.ID) + len(txmsg.HeaderSource) + 8)
+	for _, h := range r.Headers {
+		size += int64(len(h.Key) + len(h.Value) + 8)
+	}
+	return size
+}
+
+// send writes every batch of p, several partitions at once.
+func (e *Engine) send(ctx context.Context, w *shardWorker, p *plan) {
+	var g errgroup.Group
+	g.SetLimit(partitionsInFlight)
+	for _, b := range p.batches {
+		g.Go(func() error {
+			e.sendBatch(ctx, w, b)
+			return nil
+		})
+	}
+	_ = g.Wait()
+}
+
+// sendBatch writes b's rows to their partition in seq order, in as few
+// requests as maxRequestBytes allows, each sent only once the one before it
+// was acknowledged: a request that fails stops the batch, so no row is
+// acknowledged after an earlier row of its key that was not. A request
+// refused as a whole for its records (too large for the broker, say) is
+// sent again one row per request, to charge only the culprit.
+func (e *Engine) sendBatch(ctx context.Context, w *shardWorker, b *batch) {
+	refusedKeys := map[string]bool{}
+	rows := b.rows
+	singles := 0
+	for len(rows) > 0 {
+		if ctx.Err() != nil {
+			// The round is over (lease or shutdown): start no request.
+			b.failed = ctx.Err()
+			b.held += len(rows)
+			return
+		}
+		var req []Row
+		var size int64
+		n := 0
+		for ; n < len(rows); n++ {
+			r := &rows[n]
+			if r.Key != nil && refusedKeys[string(r.Key)] {
+				// Behind a refused row of its key: it waits for the next round.
+				b.held++
+				continue
+			}
+			s := recordSize(r)
+			if len(req) > 0 && (singles > 0 || size+s > e.maxRequest) {
+				break
+			}
+			req = append(req, *r)
+			size += s
+		}
+		rows = rows[n:]
+		if len(req) == 0 {
+			continue
+		}
+		if singles > 0 {
+			singles--
+		}
+		err := e.produce(ctx, w.src, b.topic, b.partition, req)
+		if err == nil {
+			b.delivered = append(b.delivered, req...)
+			continue
+		}
+		switch classify(err) {
+		case refusesTopic:
+			b.topicRefused = true
+			for _, r := range append(req, rows...) {
+				b.refused = append(b.refused, refusal{row: r, err: err})
+			}
+			return
+		case refusesRecords:
+			if len(req) > 1 {
+				singles = len(req)
+				rows = append(req, rows...)
+				continue
+			}
+			b.refused = append(b.refused, refusal{row: req[0], err: err})
+			if req[0].Key != nil {
+				refusedKeys[string(req[0].Key)] = true
+			}
+		default:
+			b.failed = err
+			b.held += len(req) + len(rows)
+			return
+		}
+	}
+}
+
+// produce sends rows to one partition in one request.
+func (e *Engine) produce(ctx context.Context, src Source, topic string, partition int, rows []Row) error {
+	now := time.Now()
+	recs := make([]kafka.Record, len(rows))
+	for i, r := range rows {
+		hs := make([]kafka.Header, 0, len(r.Headers)+2)
+		for _, h := range r.Headers {
+			hs = append(hs, kafka.Header{Key: h.Key, Value: h.Value})
+		}
+		hs = append(hs,
+			kafka.Header{Key: txmsg.HeaderID, Value: []byte(r.ID)},
+			kafka.Header{Key: txmsg.HeaderSource, Value: []byte(src.Name())})
+		recs[i] = kafka.Record{Time: now, Key: kafka.NewBytes(r.Key), Value: kafka.NewBytes(r.Value), Headers: hs}
+	}
+	err := e.producer.Produce(ctx, topic, partition, recs)
+	e.metrics.PublishLatency(src.Name(), time.Since(now))
+	if err != nil {
+		e.metrics.Error(src.Name(), "publish")
+	}
+	return err
+}
+
+// logBatchFailure reports a batch stopped by a retriable error.
+func (e *Engine) logBatchFailure(w *shardWorker, b *batch, attempt int) {
+	e.log.Warn("relay publish failed", slog.String("source", w.src.Name()), slog.Int("shard", w.shard),
+		slog.String("topic", b.topic), slog.Int("partition", b.partition), slog.Int("attempt", attempt),
+		slog.Any("error", b.failed))
+}
