@@ -24,9 +24,11 @@ ON DUPLICATE KEY UPDATE expires_at = VALUES(expires_at)`
 	renewLeases  = `UPDATE txmsg_relay_leases SET expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND WHERE source = ? AND owner = ? AND shard IN (`
 	ownedLeases  = `SELECT shard, version FROM txmsg_relay_leases WHERE source = ? AND owner = ?`
 	freeLeases   = `SELECT shard FROM txmsg_relay_leases WHERE source = ? AND (owner = '' OR expires_at < UTC_TIMESTAMP(6)) ORDER BY shard`
-	claimLease   = `UPDATE txmsg_relay_leases SET owner = ?, version = version + 1, expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND
+	// version = LAST_INSERT_ID(version + 1) hands the new fencing version
+	// back in the OK packet: the claim and its version are one statement.
+	claimLease = `UPDATE txmsg_relay_leases SET owner = ?, version = LAST_INSERT_ID(version + 1),
+  expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND
 WHERE source = ? AND shard = ? AND (owner = '' OR expires_at < UTC_TIMESTAMP(6))`
-	leaseVersion = `SELECT version FROM txmsg_relay_leases WHERE source = ? AND shard = ? AND owner = ?`
 	releaseLease = `UPDATE txmsg_relay_leases SET owner = '', expires_at = UTC_TIMESTAMP(6) WHERE source = ? AND shard = ? AND owner = ? AND version = ?`
 )
 
@@ -262,24 +264,43 @@ func (c *coordinator) claim(ctx context.Context, s Source, want int, deadline in
 	}
 	got := 0
 	for _, shard := range free {
-		if got == want {
+		if got == want || ctx.Err() != nil {
 			break
 		}
-		res, err := e.db.ExecContext(ctx, claimLease, e.cfg.Owner, e.cfg.LeaseTTL.Microseconds(), name, shard)
+		version, err := c.claimOne(ctx, name, shard)
 		if err != nil {
-			return got, fmt.Errorf("relay: claim shard %d of %s: %w", shard, name, err)
+			return got, err
 		}
-		if n, _ := res.RowsAffected(); n != 1 {
+		if version == 0 {
 			continue
 		}
-		var version int64
-		if err := e.db.QueryRowContext(ctx, leaseVersion, name, shard, e.cfg.Owner).Scan(&version); err != nil {
-			return got, fmt.Errorf("relay: read lease of shard %d of %s: %w", shard, name, err)
-		}
+		// A worker started after ctx ended stops at once and releases.
 		c.start(ctx, s, shard, version, deadline)
 		got++
 	}
 	return got, nil
+}
+
+// claimOne takes shard of source name if it is free or expired and returns
+// its new fencing version, or 0 when another engine holds it. The statement
+// is not canceled by shutdown: a claim the database made but whose answer
+// was lost would leave a lease that no worker releases until it expires.
+func (c *coordinator) claimOne(ctx context.Context, name string, shard int) (int64, error) {
+	e := c.e
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.Heartbeat)
+	defer cancel()
+	res, err := e.db.ExecContext(sctx, claimLease, e.cfg.Owner, e.cfg.LeaseTTL.Microseconds(), name, shard)
+	if err != nil {
+		return 0, fmt.Errorf("relay: claim shard %d of %s: %w", shard, name, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return 0, err
+	}
+	version, err := res.LastInsertId()
+	if err != nil {
+		return 0, fmt.Errorf("relay: claim shard %d of %s: read its version: %w", shard, name, err)
+	}
+	return version, nil
 }
 
 // start runs a worker for a freshly claimed shard.
