@@ -16,7 +16,6 @@ import (
 
 	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/internal/kafkax"
-	"github.com/txmsg/txmsg/internal/sqlx"
 )
 
 // Errors Run and New return; compare with errors.Is.
@@ -87,17 +86,14 @@ func New(brokers []string, group string, topics []string, opts ...Option) (*Cons
 			return nil, fmt.Errorf("%w: inbox purge schedule %q: %w", ErrInvalidConfig, o.purgeSchedule, err)
 		}
 	}
-	if !sqlx.ValidIdent(o.inboxTable) {
-		return nil, fmt.Errorf("%w: inbox table %q is not a valid identifier", ErrInvalidConfig, o.inboxTable)
-	}
 	c := &Consumer{
 		brokers:   append([]string(nil), brokers...),
 		group:     group,
 		topics:    append([]string(nil), topics...),
 		o:         o,
 		limiter:   rate.NewLimiter(rate.Inf, 0),
-		insertSQL: fmt.Sprintf(insertInbox, o.inboxTable),
-		purgeSQL:  fmt.Sprintf(purgeInbox, o.inboxTable),
+		insertSQL: insertInbox,
+		purgeSQL:  purgeInbox,
 	}
 	if o.ratePerSecond > 0 {
 		c.SetRateLimit(o.ratePerSecond, o.rateBurst)

@@ -41,7 +41,6 @@ func TestConsumerNewRejectsBadInput(t *testing.T) {
 		{"nil option", brokers, "g", []string{"t"}, []Option{nil}},
 		{"zero concurrency", brokers, "g", []string{"t"}, []Option{WithConcurrency(0)}},
 		{"zero attempts", brokers, "g", []string{"t"}, []Option{WithMaxAttempts(0)}},
-		{"bad inbox table", brokers, "g", []string{"t"}, []Option{WithInboxTable("x; DROP")}},
 		{"bad purge schedule", brokers, "g", []string{"t"}, []Option{WithInboxRetention(time.Hour, "every now", 10)}},
 		{"nil inbox db", brokers, "g", []string{"t"}, []Option{WithInbox(nil)}},
 		{"nil balancer", brokers, "g", []string{"t"}, []Option{WithBalancers(nil)}},
