@@ -284,9 +284,10 @@ func (d *demo) openDatabase(ctx context.Context) (*sql.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := migrations.New(db)
+	m, err := migrations.New(mc.FormatDSN())
 	if err == nil {
 		_, err = m.Up(ctx)
+		err = errors.Join(err, m.Close())
 	}
 	if err == nil {
 		_, err = db.ExecContext(ctx, createDemoOrders)
