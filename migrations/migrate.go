@@ -148,7 +148,7 @@ func (m *Migrator) Status(ctx context.Context) ([]Status, error) {
 // applied, with every migration above it) without running it: the repair
 // step after a dirty failure. version must be an embedded migration.
 func (m *Migrator) Force(ctx context.Context, version int, applied bool) error {
-	if m.version(version).Name == "?" {
+	if _, ok := m.find(version); !ok {
 		return fmt.Errorf("migrations: force: no migration %04d", version)
 	}
 	// Not applied: the schema is at the migration below version, or at
@@ -183,7 +183,7 @@ func (m *Migrator) run(ctx context.Context, fn func(*migrate.Migrate, *recorder)
 		conn.Close()
 		return fmt.Errorf("migrations: open golang-migrate: %w", err)
 	}
-	rec := &recorder{Driver: drv, running: -1}
+	rec := &recorder{Driver: drv}
 	src, err := iofs.New(m.fsys, ".")
 	if err != nil {
 		drv.Close()
@@ -227,13 +227,21 @@ func (m *Migrator) describe(direction string, mig Migration, ran bool, err error
 	}
 }
 
-// version returns the embedded migration v, or one named "?" when there is
-// none.
-func (m *Migrator) version(v int) Migration {
+// find returns the embedded migration v.
+func (m *Migrator) find(v int) (Migration, bool) {
 	for _, mig := range m.migrations {
 		if mig.Version == v {
-			return mig
+			return mig, true
 		}
+	}
+	return Migration{}, false
+}
+
+// version returns the embedded migration v, or one named "?" when there is
+// none (a version the database knows and these files lack).
+func (m *Migrator) version(v int) Migration {
+	if mig, ok := m.find(v); ok {
+		return mig
 	}
 	return Migration{Version: v, Name: "?"}
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/go-sql-driver/mysql"
 
@@ -193,6 +194,33 @@ func TestMigrationsRunWholeFiles(t *testing.T) {
 	st, err := m.Status(ctx)
 	if err != nil || !st[0].Applied || !st[1].Dirty {
 		t.Fatalf("Status after the failure = %+v (%v), want 0001 applied and 0002 dirty", st, err)
+	}
+}
+
+// When ctx ends, Up stops before the next migration and says why.
+func TestMigrationsUpStopsWithContext(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewEmptyDB(t)
+	fsys := fstest.MapFS{
+		"0001_slow.up.sql":    {Data: []byte("DO SLEEP(2);\n")},
+		"0001_slow.down.sql":  {Data: []byte("DO 0;\n")},
+		"0002_after.up.sql":   {Data: []byte("CREATE TABLE txmsg_after (x INT);\n")},
+		"0002_after.down.sql": {Data: []byte("DROP TABLE txmsg_after;\n")},
+	}
+	m, err := migrations.NewFromFS(d.DSN, fsys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	applied, err := m.Up(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) || len(applied) > 1 {
+		t.Fatalf("Up = %v, %v; want at most 0001 applied and the context's error", applied, err)
+	}
+	st, err := m.Status(context.Background())
+	if err != nil || st[1].Applied {
+		t.Fatalf("Status after the stop = %+v (%v), want 0002 not applied", st, err)
 	}
 }
 
