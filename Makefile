@@ -8,11 +8,14 @@ export TXMSG_TEST_MYSQL_DSN
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 # DEMO_ARGS are passed to `txmsg dev`, e.g. DEMO_ARGS="--rate 500 --duration 30s".
 DEMO_ARGS ?=
+# GOLANGCI_LINT is the pinned linter, installed into bin/ by `make lint`.
+GOLANGCI_LINT_VERSION ?= v2.15.0
+GOLANGCI_LINT := bin/golangci-lint-$(GOLANGCI_LINT_VERSION)
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-.PHONY: build test demo bench vet mariadb
+.PHONY: build test demo bench vet lint mariadb
 
 ## build: compile bin/txmsg
 build:
@@ -38,6 +41,15 @@ bench: mariadb
 vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt needed"; exit 1; }
+
+## lint: golangci-lint with .golangci.yml (go vet, staticcheck, errcheck, goimports, ...)
+lint: $(GOLANGCI_LINT)
+	$(GOLANGCI_LINT) run ./...
+
+$(GOLANGCI_LINT):
+	GOBIN="$(CURDIR)/bin/.install" $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+	mv bin/.install/golangci-lint $@
+	rmdir bin/.install
 
 mariadb:
 	./scripts/ensure-mariadb.sh

@@ -278,7 +278,7 @@ func TestBrokerCheckbackBadProducersCountAsChecks(t *testing.T) {
 		"down":     downURL,
 		"slow":     counted(slowHandler) + "/slow",
 		"garbage":  counted(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("<html>hello")) }) + "/garbage",
-		"5xx":      counted(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "boom", 503) }) + "/5xx",
+		"5xx":      counted(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "boom", http.StatusServiceUnavailable) }) + "/5xx",
 		"bad name": counted(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte(`{"state":"maybe"}`)) }) + "/badname",
 		"no state": counted(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte(`{}`)) }) + "/nostate",
 		"no url":   "",

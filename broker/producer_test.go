@@ -93,3 +93,31 @@ func TestBrokerProducerSurfacesErrorsAndCheckbackRecovers(t *testing.T) {
 		t.Fatal("empty group: want an error")
 	}
 }
+
+// The producer's per-message options reach the broker with each message.
+func TestBrokerProducerMessageOptions(t *testing.T) {
+	t.Parallel()
+	env := newAPIEnv(t)
+	ctx := context.Background()
+	const url = "http://shop.internal:8080/txmsg/checkback"
+	if _, err := halfmsg.NewProducer(env.client, "shop", env.db.DB, halfmsg.WithProducerCheckbackURL("ftp://x")); err == nil {
+		t.Fatal("NewProducer accepted an ftp check-back URL")
+	}
+	p, err := halfmsg.NewProducer(env.client, "shop", env.db.DB, halfmsg.WithProducerCheckbackURL(url),
+		halfmsg.WithProducerMaxChecks(3), halfmsg.WithProducerCheckTimeout(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := txmsg.Message{ID: "with-options", Topic: "orders", Value: []byte("v")}
+	if err := p.SendInTransaction(ctx, msg, func(context.Context, *sql.Tx) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	info, err := env.store.Get(ctx, "with-options")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.CheckbackURL != url || info.MaxChecks != 3 || info.CheckTimeout != time.Minute {
+		t.Fatalf("message stored with check-back URL %q, max checks %d, check timeout %v; want %q, 3, 1m",
+			info.CheckbackURL, info.MaxChecks, info.CheckTimeout, url)
+	}
+}

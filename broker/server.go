@@ -38,11 +38,10 @@ type Server struct {
 type ServerOption func(*serverOptions)
 
 type serverOptions struct {
-	log         *slog.Logger
-	hooks       hooks
-	relayHooks  []relay.Hook
-	listener    net.Listener
-	checkClient *http.Client
+	log        *slog.Logger
+	hooks      hooks
+	relayHooks []relay.Hook
+	listener   net.Listener
 }
 
 // WithLogger sets the logger of the server and its parts (default: discarded).
@@ -61,12 +60,6 @@ func WithRelayHooks(hs ...relay.Hook) ServerOption {
 // WithListener serves the API on l instead of listening on Config.Listen;
 // Run closes it.
 func WithListener(l net.Listener) ServerOption { return func(o *serverOptions) { o.listener = l } }
-
-// WithCheckbackClient sets the HTTP client that calls producers (default:
-// see WithScannerHTTPClient).
-func WithCheckbackClient(c *http.Client) ServerOption {
-	return func(o *serverOptions) { o.checkClient = c }
-}
 
 // NewServer fills the zero fields of cfg with their defaults
 // (Config.WithDefaults), validates it and builds the daemon's parts on db. It
@@ -100,7 +93,7 @@ func NewServer(db *sql.DB, cfg Config, opts ...ServerOption) (*Server, error) {
 		return nil, err
 	}
 	scanner, err := NewScanner(store, cfg.scanner(), WithScannerLogger(o.log),
-		WithScannerHooks(o.hooks...), WithScannerHTTPClient(o.checkClient))
+		WithScannerHooks(o.hooks...))
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}

@@ -8,7 +8,33 @@ import (
 	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/broker/halfmsg"
 	"github.com/txmsg/txmsg/relay"
+	"github.com/txmsg/txmsg/relay/relaytest"
 )
+
+func TestBrokerHalfSourceConformance(t *testing.T) {
+	t.Parallel()
+	relaytest.Run(t, func(t *testing.T) relaytest.Env {
+		env := newAPIEnv(t) // shards: 4
+		return relaytest.Env{
+			Source: NewHalfSource(),
+			DB:     env.db.DB,
+			Shards: 4,
+			Add: func(ctx context.Context, msgs ...txmsg.Message) error {
+				for _, m := range msgs {
+					id, err := env.store.Prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: "g", Message: m})
+					if err != nil {
+						return err
+					}
+					if _, err := env.store.Commit(ctx, id); err != nil {
+						return err
+					}
+				}
+				return nil
+			},
+			Keeps: true,
+		}
+	})
+}
 
 func TestBrokerHalfSource(t *testing.T) {
 	t.Parallel()

@@ -9,11 +9,10 @@ import (
 	"time"
 
 	"github.com/txmsg/txmsg"
-	"github.com/txmsg/txmsg/internal/sqlx"
 )
 
-// DefaultLedgerTable is the ledger table migrations create.
-const DefaultLedgerTable = "txmsg_checkback_ledger"
+// ledgerTable is the ledger table, created by migration 0002.
+const ledgerTable = "txmsg_checkback_ledger"
 
 // ErrAlreadyDecided is returned by Ledger.Record when the ledger already has a
 // row for the message: usually a check-back found no local transaction and
@@ -27,6 +26,17 @@ const (
 	ledgerRolledBack = 2
 )
 
+// The ledger's statements. INSERT IGNORE: a row already there (a
+// check-back's rollback marker) shows as 0 rows affected, so Record needs no
+// driver to classify the duplicate key, and this package links no MySQL
+// driver.
+const (
+	insertCommit   = "INSERT IGNORE INTO " + ledgerTable + " (msg_id, state, created_at) VALUES (?, 1, UTC_TIMESTAMP(6))"
+	insertRollback = "INSERT IGNORE INTO " + ledgerTable + " (msg_id, state, created_at) VALUES (?, 2, UTC_TIMESTAMP(6))"
+	selectState    = "SELECT state FROM " + ledgerTable + " WHERE msg_id = ?"
+	purgeLedger    = "DELETE FROM " + ledgerTable + " WHERE created_at < ? ORDER BY created_at LIMIT ?"
+)
+
 // Execer writes through a transaction: *sql.Tx satisfies it.
 type Execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
@@ -35,21 +45,12 @@ type Execer interface {
 // Ledger is the producer-side record of local transactions, and the Checker
 // that answers check-backs from it. It is safe for concurrent use.
 type Ledger struct {
-	db             *sql.DB
-	table          string
-	log            *slog.Logger
-	insertCommit   string
-	insertRollback string
-	selectState    string
-	purge          string
+	db  *sql.DB
+	log *slog.Logger
 }
 
 // LedgerOption configures a Ledger.
 type LedgerOption func(*Ledger)
-
-// WithLedgerTable sets the ledger table (default "txmsg_checkback_ledger"); a
-// plain identifier.
-func WithLedgerTable(name string) LedgerOption { return func(l *Ledger) { l.table = name } }
 
 // WithLedgerLogger sets the logger of the cleanup job (default: discarded).
 func WithLedgerLogger(log *slog.Logger) LedgerOption {
@@ -61,25 +62,15 @@ func WithLedgerLogger(log *slog.Logger) LedgerOption {
 }
 
 // LedgerChecker returns a Ledger on db, the producer's own database: the one
-// its local transactions write to.
+// its local transactions write to, holding the txmsg_checkback_ledger table.
 func LedgerChecker(db *sql.DB, opts ...LedgerOption) (*Ledger, error) {
 	if db == nil {
 		return nil, errors.New("checkback: ledger: nil *sql.DB")
 	}
-	l := &Ledger{db: db, table: DefaultLedgerTable, log: slog.New(slog.DiscardHandler)}
+	l := &Ledger{db: db, log: slog.New(slog.DiscardHandler)}
 	for _, o := range opts {
 		o(l)
 	}
-	if !sqlx.ValidIdent(l.table) {
-		return nil, fmt.Errorf("checkback: ledger table %q: want letters, digits and underscores", l.table)
-	}
-	// INSERT IGNORE: a row already there (a check-back's rollback marker)
-	// shows as 0 rows affected, so Record needs no driver to classify the
-	// duplicate key, and this package links no MySQL driver.
-	l.insertCommit = "INSERT IGNORE INTO " + l.table + " (msg_id, state, created_at) VALUES (?, 1, UTC_TIMESTAMP(6))"
-	l.insertRollback = "INSERT IGNORE INTO " + l.table + " (msg_id, state, created_at) VALUES (?, 2, UTC_TIMESTAMP(6))"
-	l.selectState = "SELECT state FROM " + l.table + " WHERE msg_id = ?"
-	l.purge = "DELETE FROM " + l.table + " WHERE created_at < ? ORDER BY created_at LIMIT ?"
 	return l, nil
 }
 
@@ -88,7 +79,7 @@ func LedgerChecker(db *sql.DB, opts ...LedgerOption) (*Ledger, error) {
 // first (and answered rollback), it returns ErrAlreadyDecided and the caller
 // must roll tx back.
 func (l *Ledger) Record(ctx context.Context, tx Execer, id string) error {
-	res, err := tx.ExecContext(ctx, l.insertCommit, id)
+	res, err := tx.ExecContext(ctx, insertCommit, id)
 	if err != nil {
 		return fmt.Errorf("checkback: insert ledger row for %s: %w", id, err)
 	}
@@ -116,7 +107,7 @@ func (l *Ledger) Record(ctx context.Context, tx Execer, id string) error {
 // A wait longer than ctx's deadline (or innodb_lock_wait_timeout) returns an
 // error, which Handler answers as unknown: the broker asks again later.
 func (l *Ledger) Check(ctx context.Context, req Request) (Answer, error) {
-	res, err := l.db.ExecContext(ctx, l.insertRollback, req.ID)
+	res, err := l.db.ExecContext(ctx, insertRollback, req.ID)
 	if err != nil {
 		return 0, fmt.Errorf("checkback: ledger marker for %s: %w", req.ID, err)
 	}
@@ -124,7 +115,7 @@ func (l *Ledger) Check(ctx context.Context, req Request) (Answer, error) {
 		return AnswerRollback, nil
 	}
 	var st int
-	if err := l.db.QueryRowContext(ctx, l.selectState, req.ID).Scan(&st); err != nil {
+	if err := l.db.QueryRowContext(ctx, selectState, req.ID).Scan(&st); err != nil {
 		return 0, fmt.Errorf("checkback: read ledger row of %s: %w", req.ID, err)
 	}
 	if st == ledgerCommitted {
@@ -142,9 +133,9 @@ func (l *Ledger) Purge(ctx context.Context, before time.Time, limit int) (int64,
 	}
 	var total int64
 	for {
-		res, err := l.db.ExecContext(ctx, l.purge, before.UTC(), limit)
+		res, err := l.db.ExecContext(ctx, purgeLedger, before.UTC(), limit)
 		if err != nil {
-			return total, fmt.Errorf("checkback: purge ledger %s: %w", l.table, err)
+			return total, fmt.Errorf("checkback: purge ledger %s: %w", ledgerTable, err)
 		}
 		n, _ := res.RowsAffected()
 		total += n

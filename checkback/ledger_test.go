@@ -1,8 +1,13 @@
 package checkback_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -127,7 +132,8 @@ func TestCheckbackLedgerCleanupJob(t *testing.T) {
 	db := testenv.NewDB(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	l, err := checkback.LedgerChecker(db.DB)
+	var logs syncBuffer
+	l, err := checkback.LedgerChecker(db.DB, checkback.WithLedgerLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,10 +153,32 @@ func TestCheckbackLedgerCleanupJob(t *testing.T) {
 		if n != 0 {
 			return errors.New("ledger row not purged yet")
 		}
+		// The purge is logged through the logger given.
+		if !strings.Contains(logs.String(), "checkback: ledger cleanup") || !strings.Contains(logs.String(), "deleted=1") {
+			return fmt.Errorf("no cleanup line logged yet: %q", logs.String())
+		}
 		return nil
 	})
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a reader at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

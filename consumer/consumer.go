@@ -11,7 +11,6 @@ import (
 
 	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/internal/kafkax"
-	"github.com/txmsg/txmsg/internal/sqlx"
 )
 
 // Errors Run and New return; compare with errors.Is.
@@ -69,9 +68,6 @@ func New(brokers []string, group string, topics []string, opts ...Option) (*Cons
 	if err := checkTopics(topics, group, o); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
-	if !sqlx.ValidIdent(o.inboxTable) {
-		return nil, fmt.Errorf("%w: inbox table %q is not a valid identifier", ErrInvalidConfig, o.inboxTable)
-	}
 	balancers, err := o.groupBalancers()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
@@ -83,8 +79,8 @@ func New(brokers []string, group string, topics []string, opts ...Option) (*Cons
 		o:         o,
 		balancers: balancers,
 		limiter:   rate.NewLimiter(rate.Inf, 0),
-		insertSQL: fmt.Sprintf(insertInbox, o.inboxTable),
-		purgeSQL:  fmt.Sprintf(purgeInbox, o.inboxTable),
+		insertSQL: insertInbox,
+		purgeSQL:  purgeInbox,
 	}
 	if o.ratePerSecond > 0 {
 		c.SetRateLimit(o.ratePerSecond, o.rateBurst)

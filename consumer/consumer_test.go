@@ -41,7 +41,6 @@ func TestConsumerNewRejectsBadInput(t *testing.T) {
 		{"nil option", brokers, "g", []string{"t"}, []Option{nil}},
 		{"zero concurrency", brokers, "g", []string{"t"}, []Option{WithConcurrency(0)}},
 		{"zero attempts", brokers, "g", []string{"t"}, []Option{WithMaxAttempts(0)}},
-		{"bad inbox table", brokers, "g", []string{"t"}, []Option{WithInboxTable("x; DROP")}},
 		{"zero purge interval", brokers, "g", []string{"t"}, []Option{WithInboxRetention(time.Hour, 0, 10)}},
 		{"zero in-flight messages", brokers, "g", []string{"t"}, []Option{WithInFlightLimit(0, 1<<20)}},
 		{"zero in-flight bytes", brokers, "g", []string{"t"}, []Option{WithInFlightLimit(100, 0)}},

@@ -13,10 +13,13 @@ import (
 	"github.com/txmsg/txmsg/internal/sqlx/mysqlx"
 )
 
-// Inbox SQL; %s is the validated inbox table name.
+// inboxTable is the inbox table, created by migration 0003.
+const inboxTable = "txmsg_inbox"
+
+// Inbox SQL.
 const (
-	insertInbox = `INSERT INTO %s (consumer_group, msg_id, topic, kafka_partition, kafka_offset, processed_at) VALUES (?, ?, ?, ?, ?, ?)`
-	purgeInbox  = `DELETE FROM %s WHERE consumer_group = ? AND processed_at < ? ORDER BY processed_at LIMIT ?`
+	insertInbox = `INSERT INTO ` + inboxTable + ` (consumer_group, msg_id, topic, kafka_partition, kafka_offset, processed_at) VALUES (?, ?, ?, ?, ?, ?)`
+	purgeInbox  = `DELETE FROM ` + inboxTable + ` WHERE consumer_group = ? AND processed_at < ? ORDER BY processed_at LIMIT ?`
 )
 
 // maxInboxID is the width of the inbox's msg_id column (migration 0003).

@@ -19,7 +19,6 @@ type options struct {
 	logger         *slog.Logger
 	metrics        hooks
 	db             *sql.DB
-	inboxTable     string
 	retention      time.Duration
 	purgeEvery     time.Duration
 	purgeBatch     int
@@ -49,7 +48,6 @@ type options struct {
 func defaultOptions() options {
 	return options{
 		logger:           slog.New(slog.DiscardHandler),
-		inboxTable:       "txmsg_inbox",
 		retention:        7 * 24 * time.Hour,
 		purgeEvery:       time.Hour,
 		purgeBatch:       1000,
@@ -97,15 +95,6 @@ func WithInbox(db *sql.DB) Option {
 			return fmt.Errorf("WithInbox: nil *sql.DB")
 		}
 		o.db = db
-		return nil
-	}
-}
-
-// WithInboxTable names the inbox table (default "txmsg_inbox", created by
-// migration 0003).
-func WithInboxTable(name string) Option {
-	return func(o *options) error {
-		o.inboxTable = name
 		return nil
 	}
 }

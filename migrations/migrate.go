@@ -3,315 +3,256 @@ package migrations
 import (
 	"context"
 	"database/sql"
-	"embed"
 	"errors"
 	"fmt"
 	"io/fs"
-	"sort"
-	"strconv"
-	"strings"
-	"time"
+	"os"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/golang-migrate/migrate/v4"
+	mysqldriver "github.com/golang-migrate/migrate/v4/database/mysql"
+	"github.com/golang-migrate/migrate/v4/source/iofs"
 )
 
-//go:embed *.sql
-var files embed.FS
-
-// FS returns the embedded migration files, for users who copy them into their
-// own migration tool.
-func FS() fs.FS { return files }
+// VersionTable is golang-migrate's version table for txmsg's schema: one row,
+// the current version and its dirty flag. Point your own golang-migrate at
+// FS with x-migrations-table=txmsg_schema_migrations to share it.
+const VersionTable = "txmsg_schema_migrations"
 
 // ErrDirty is returned when a migration failed half way: the schema needs an
 // operator's repair, then Force.
 var ErrDirty = errors.New("migrations: schema is dirty")
 
-// Migration is one numbered schema change.
-type Migration struct {
-	Version int
-	Name    string
-	Up      string
-	Down    string
-}
-
-// Status is a migration and whether, and when, it was applied.
+// Status is a migration and whether it is applied. Dirty marks the version a
+// migration failed at, half way.
 type Status struct {
 	Migration
-	Applied   bool
-	Dirty     bool
-	AppliedAt time.Time
+	Applied bool
+	Dirty   bool
 }
 
-// All returns the embedded migrations in version order.
-func All() ([]Migration, error) {
-	entries, err := fs.ReadDir(files, ".")
-	if err != nil {
-		return nil, fmt.Errorf("migrations: read embedded files: %w", err)
-	}
-	byVersion := map[int]*Migration{}
-	for _, e := range entries {
-		name := e.Name()
-		base, dir, ok := cutDirection(name)
-		if !ok {
-			continue
-		}
-		num, title, ok := strings.Cut(base, "_")
-		if !ok {
-			return nil, fmt.Errorf("migrations: file %s: want NNNN_name.up.sql", name)
-		}
-		v, err := strconv.Atoi(num)
-		if err != nil {
-			return nil, fmt.Errorf("migrations: file %s: bad version %q", name, num)
-		}
-		body, err := fs.ReadFile(files, name)
-		if err != nil {
-			return nil, fmt.Errorf("migrations: read %s: %w", name, err)
-		}
-		m := byVersion[v]
-		if m == nil {
-			m = &Migration{Version: v, Name: title}
-			byVersion[v] = m
-		}
-		if dir == "up" {
-			m.Up = string(body)
-		} else {
-			m.Down = string(body)
-		}
-	}
-	out := make([]Migration, 0, len(byVersion))
-	for _, m := range byVersion {
-		if m.Up == "" || m.Down == "" {
-			return nil, fmt.Errorf("migrations: version %d lacks its up or down file", m.Version)
-		}
-		out = append(out, *m)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Version < out[j].Version })
-	return out, nil
-}
-
-func cutDirection(name string) (base, dir string, ok bool) {
-	if b, ok := strings.CutSuffix(name, ".up.sql"); ok {
-		return b, "up", true
-	}
-	if b, ok := strings.CutSuffix(name, ".down.sql"); ok {
-		return b, "down", true
-	}
-	return "", "", false
-}
-
-// Migrator applies the embedded migrations to one database. It is safe for
-// concurrent use, also from several processes: each run holds a MySQL named
-// lock.
+// Migrator applies the embedded migrations to one database with
+// golang-migrate. It is safe for concurrent use, also from several
+// processes: each run holds golang-migrate's MySQL named lock. Each method
+// converts a version table written by txmsg before it used golang-migrate
+// (one row per version, with applied_at) on its first call.
 type Migrator struct {
 	db         *sql.DB
+	fsys       fs.FS
 	migrations []Migration
 }
 
-// New returns a Migrator for db.
-func New(db *sql.DB) (*Migrator, error) {
-	if db == nil {
-		return nil, errors.New("migrations: nil *sql.DB")
+// New returns a Migrator on the database dsn names (a go-sql-driver/mysql
+// DSN with a database name). It opens a small pool of its own, with
+// multiStatements set, as golang-migrate runs each file in one call; it does
+// not connect yet. Close it when done.
+func New(dsn string) (*Migrator, error) { return newMigrator(dsn, files) }
+
+func newMigrator(dsn string, fsys fs.FS) (*Migrator, error) {
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("migrations: parse DSN: %w", err)
 	}
-	all, err := All()
+	if cfg.DBName == "" {
+		return nil, errors.New("migrations: the DSN names no database")
+	}
+	cfg = cfg.Clone()
+	cfg.MultiStatements = true
+	connector, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("migrations: %w", err)
+	}
+	all, err := list(fsys)
 	if err != nil {
 		return nil, err
 	}
-	return &Migrator{db: db, migrations: all}, nil
+	db := sql.OpenDB(connector)
+	db.SetMaxOpenConns(2)
+	return &Migrator{db: db, fsys: fsys, migrations: all}, nil
 }
 
-const (
-	createVersionTable = `CREATE TABLE IF NOT EXISTS txmsg_schema_migrations (
-  version    INT         NOT NULL,
-  dirty      BOOLEAN     NOT NULL,
-  applied_at DATETIME(6) NOT NULL,
-  PRIMARY KEY (version)
-) ENGINE=InnoDB`
-	selectVersions = `SELECT version, dirty, applied_at FROM txmsg_schema_migrations`
-	markDirty      = `REPLACE INTO txmsg_schema_migrations (version, dirty, applied_at) VALUES (?, TRUE, UTC_TIMESTAMP(6))`
-	markClean      = `UPDATE txmsg_schema_migrations SET dirty = FALSE WHERE version = ?`
-	deleteVersion  = `DELETE FROM txmsg_schema_migrations WHERE version = ?`
-	lockName       = "txmsg_migrate"
-)
+// Close closes the Migrator's pool.
+func (m *Migrator) Close() error { return m.db.Close() }
 
 // Up applies every migration not yet applied, in order, and returns those it
-// applied (none when the schema is current).
+// applied (none when the schema is current), also when it fails: the error
+// names the migration that failed, which is left dirty. When ctx ends, Up
+// stops after the migration running then and returns ctx's error.
 func (m *Migrator) Up(ctx context.Context) ([]Migration, error) {
 	var done []Migration
-	err := m.locked(ctx, func(conn *sql.Conn, st map[int]Status) error {
-		for _, mig := range m.migrations {
-			if st[mig.Version].Applied {
-				continue
-			}
-			if err := m.apply(ctx, conn, mig.Version, mig.Up, true); err != nil {
-				return fmt.Errorf("migrations: up %04d_%s: %w", mig.Version, mig.Name, err)
-			}
-			done = append(done, mig)
+	err := m.run(ctx, func(mg *migrate.Migrate, rec *recorder) error {
+		err := mg.Up()
+		for _, v := range rec.clean {
+			done = append(done, m.version(v))
 		}
-		return nil
+		if errors.Is(err, migrate.ErrNoChange) {
+			return nil
+		}
+		failed, ok := rec.failed()
+		return m.describe("up", m.version(failed), ok, err)
 	})
 	return done, err
 }
 
 // Down reverts the last steps applied migrations (all of them when steps <= 0)
-// and returns those it reverted, newest first.
+// and returns those it reverted, newest first, also when it fails. When ctx
+// ends, Down stops after the migration running then and returns ctx's error.
 func (m *Migrator) Down(ctx context.Context, steps int) ([]Migration, error) {
 	var done []Migration
-	err := m.locked(ctx, func(conn *sql.Conn, st map[int]Status) error {
-		for i := len(m.migrations) - 1; i >= 0; i-- {
-			mig := m.migrations[i]
-			if !st[mig.Version].Applied {
-				continue
-			}
-			if steps > 0 && len(done) == steps {
-				break
-			}
-			if err := m.apply(ctx, conn, mig.Version, mig.Down, false); err != nil {
-				return fmt.Errorf("migrations: down %04d_%s: %w", mig.Version, mig.Name, err)
-			}
-			done = append(done, mig)
+	err := m.run(ctx, func(mg *migrate.Migrate, rec *recorder) error {
+		if _, _, err := mg.Version(); errors.Is(err, migrate.ErrNilVersion) {
+			return nil
 		}
-		return nil
+		var err error
+		if steps > 0 {
+			err = mg.Steps(-steps)
+		} else {
+			err = mg.Down()
+		}
+		// golang-migrate records the version a down migration leads to:
+		// the one reverted is the next above it.
+		for _, v := range rec.clean {
+			done = append(done, m.above(v))
+		}
+		var short migrate.ErrShortLimit
+		if errors.Is(err, migrate.ErrNoChange) || errors.As(err, &short) {
+			return nil
+		}
+		failed, ok := rec.failed()
+		return m.describe("down", m.above(failed), ok, err)
 	})
 	return done, err
 }
 
 // Status lists every embedded migration with whether it is applied.
 func (m *Migrator) Status(ctx context.Context) ([]Status, error) {
-	if _, err := m.db.ExecContext(ctx, createVersionTable); err != nil {
-		return nil, fmt.Errorf("migrations: create version table: %w", err)
-	}
-	st, err := m.status(ctx, m.db)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Status, 0, len(m.migrations))
-	for _, mig := range m.migrations {
-		s := st[mig.Version]
-		s.Migration = mig
-		out = append(out, s)
-	}
-	return out, nil
-}
-
-// Force marks version as cleanly applied (or, with applied false, as not
-// applied) without running it: the repair step after a dirty failure.
-func (m *Migrator) Force(ctx context.Context, version int, applied bool) error {
-	return m.lockedAllowDirty(ctx, func(conn *sql.Conn, _ map[int]Status) error {
-		if !applied {
-			_, err := conn.ExecContext(ctx, deleteVersion, version)
-			return err
+	var out []Status
+	err := m.run(ctx, func(mg *migrate.Migrate, _ *recorder) error {
+		cur, dirty, err := mg.Version()
+		if errors.Is(err, migrate.ErrNilVersion) {
+			cur, err = 0, nil
 		}
-		if _, err := conn.ExecContext(ctx, markDirty, version); err != nil {
-			return err
+		if err != nil {
+			return fmt.Errorf("migrations: read version: %w", err)
 		}
-		_, err := conn.ExecContext(ctx, markClean, version)
-		return err
+		for _, mig := range m.migrations {
+			at := mig.Version == int(cur)
+			out = append(out, Status{Migration: mig, Applied: mig.Version <= int(cur) && !(at && dirty), Dirty: at && dirty})
+		}
+		return nil
 	})
+	return out, err
 }
 
-type queryer interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}
-
-func (m *Migrator) status(ctx context.Context, q queryer) (map[int]Status, error) {
-	rows, err := q.QueryContext(ctx, selectVersions)
-	if err != nil {
-		return nil, fmt.Errorf("migrations: read versions: %w", err)
+// Force records version as cleanly applied (or, with applied false, as not
+// applied, with every migration above it) without running it: the repair
+// step after a dirty failure. version must be an embedded migration.
+func (m *Migrator) Force(ctx context.Context, version int, applied bool) error {
+	if _, ok := m.find(version); !ok {
+		return fmt.Errorf("migrations: force: no migration %04d", version)
 	}
-	defer rows.Close()
-	st := map[int]Status{}
-	for rows.Next() {
-		var s Status
-		if err := rows.Scan(&s.Version, &s.Dirty, &s.AppliedAt); err != nil {
-			return nil, fmt.Errorf("migrations: read versions: %w", err)
-		}
-		s.Applied = true
-		st[s.Version] = s
-	}
-	return st, rows.Err()
-}
-
-// locked runs fn on one connection holding the named lock, after checking
-// that no version is dirty.
-func (m *Migrator) locked(ctx context.Context, fn func(*sql.Conn, map[int]Status) error) error {
-	return m.lockedAllowDirty(ctx, func(conn *sql.Conn, st map[int]Status) error {
-		for v, s := range st {
-			if s.Dirty {
-				return fmt.Errorf("%w: version %d failed half way; repair it, then run 'txmsg migrate force %d'", ErrDirty, v, v)
+	// Not applied: the schema is at the migration below version, or at
+	// golang-migrate's "no version" (-1).
+	target := version
+	if !applied {
+		target = -1
+		for _, mig := range m.migrations {
+			if mig.Version < version {
+				target = mig.Version
 			}
 		}
-		return fn(conn, st)
+	}
+	return m.run(ctx, func(mg *migrate.Migrate, _ *recorder) error {
+		if err := mg.Force(target); err != nil {
+			return fmt.Errorf("migrations: force %04d: %w", version, err)
+		}
+		return nil
 	})
 }
 
-// lockedAllowDirty runs fn on one connection holding the named lock, with
-// the status of every recorded version.
-func (m *Migrator) lockedAllowDirty(ctx context.Context, fn func(*sql.Conn, map[int]Status) error) (err error) {
+// run converts a legacy version table, then calls fn with golang-migrate on
+// one connection, stopped gracefully when ctx ends.
+func (m *Migrator) run(ctx context.Context, fn func(*migrate.Migrate, *recorder) error) error {
 	conn, err := m.db.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("migrations: connect: %w", err)
 	}
-	defer conn.Close()
-	var got sql.NullInt64
-	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, 60)`, lockName).Scan(&got); err != nil {
-		return fmt.Errorf("migrations: take lock %s: %w", lockName, err)
-	}
-	if got.Int64 != 1 {
-		return fmt.Errorf("migrations: lock %s is held by another migrator", lockName)
-	}
-	defer func() {
-		_, rerr := conn.ExecContext(context.WithoutCancel(ctx), `SELECT RELEASE_LOCK(?)`, lockName)
-		err = errors.Join(err, rerr)
-	}()
-	if _, err := conn.ExecContext(ctx, createVersionTable); err != nil {
-		return fmt.Errorf("migrations: create version table: %w", err)
-	}
-	st, err := m.status(ctx, conn)
+	// The driver closes conn.
+	drv, err := mysqldriver.WithConnection(ctx, conn, &mysqldriver.Config{MigrationsTable: VersionTable})
 	if err != nil {
+		conn.Close()
+		return fmt.Errorf("migrations: open golang-migrate: %w", err)
+	}
+	rec := &recorder{Driver: drv}
+	src, err := iofs.New(m.fsys, ".")
+	if err != nil {
+		drv.Close()
+		return fmt.Errorf("migrations: read files: %w", err)
+	}
+	mg, err := migrate.NewWithInstance("iofs", src, "mysql", rec)
+	if err != nil {
+		drv.Close()
+		return fmt.Errorf("migrations: open golang-migrate: %w", err)
+	}
+	defer mg.Close()
+	if err := convertLegacy(ctx, conn, drv); err != nil {
 		return err
 	}
-	return fn(conn, st)
-}
-
-func (m *Migrator) apply(ctx context.Context, conn *sql.Conn, version int, script string, up bool) error {
-	if _, err := conn.ExecContext(ctx, markDirty, version); err != nil {
+	stop := context.AfterFunc(ctx, func() { mg.GracefulStop <- true })
+	defer stop()
+	if err := fn(mg, rec); err != nil {
 		return err
 	}
-	for _, stmt := range Statements(script) {
-		if _, err := conn.ExecContext(ctx, stmt); err != nil {
-			return fmt.Errorf("statement %q: %w", firstLine(stmt), err)
-		}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("migrations: stopped: %w", err)
 	}
-	if up {
-		_, err := conn.ExecContext(ctx, markClean, version)
-		return err
-	}
-	_, err := conn.ExecContext(ctx, deleteVersion, version)
-	return err
+	return nil
 }
 
-// Statements splits a migration script into statements: each ends with a
-// semicolon at the end of a line; lines starting with "--" are comments.
-func Statements(script string) []string {
-	var out []string
-	var cur strings.Builder
-	for _, line := range strings.Split(script, "\n") {
-		trimmed := strings.TrimSpace(line)
-		if trimmed == "" || strings.HasPrefix(trimmed, "--") {
-			continue
-		}
-		cur.WriteString(line)
-		cur.WriteByte('\n')
-		if strings.HasSuffix(trimmed, ";") {
-			out = append(out, strings.TrimSuffix(strings.TrimSpace(cur.String()), ";"))
-			cur.Reset()
-		}
+// describe wraps err from golang-migrate; ran says that migration mig was
+// running when it failed.
+func (m *Migrator) describe(direction string, mig Migration, ran bool, err error) error {
+	var dirty migrate.ErrDirty
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &dirty):
+		return fmt.Errorf("%w: version %d failed half way; repair it, then run 'txmsg migrate force %d'", ErrDirty, dirty.Version, dirty.Version)
+	case ran:
+		return fmt.Errorf("migrations: %s %s: %w", direction, mig, err)
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("migrations: %s: the database is at a version these files lack (migrated by a newer txmsg?): %w", direction, err)
+	default:
+		return fmt.Errorf("migrations: %s: %w", direction, err)
 	}
-	if s := strings.TrimSpace(cur.String()); s != "" {
-		out = append(out, s)
-	}
-	return out
 }
 
-func firstLine(s string) string {
-	line, _, _ := strings.Cut(s, "\n")
-	return line
+// find returns the embedded migration v.
+func (m *Migrator) find(v int) (Migration, bool) {
+	for _, mig := range m.migrations {
+		if mig.Version == v {
+			return mig, true
+		}
+	}
+	return Migration{}, false
+}
+
+// version returns the embedded migration v, or one named "?" when there is
+// none (a version the database knows and these files lack).
+func (m *Migrator) version(v int) Migration {
+	if mig, ok := m.find(v); ok {
+		return mig
+	}
+	return Migration{Version: v, Name: "?"}
+}
+
+// above returns the first embedded migration above version v: the one a
+// down migration to v reverts.
+func (m *Migrator) above(v int) Migration {
+	for _, mig := range m.migrations {
+		if mig.Version > v {
+			return mig
+		}
+	}
+	return Migration{Version: v + 1, Name: "?"}
 }

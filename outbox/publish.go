@@ -11,7 +11,6 @@ import (
 
 	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/internal/codec"
-	"github.com/txmsg/txmsg/internal/sqlx"
 )
 
 // Execer is what Publish writes through: *sql.Tx, *sql.Conn and *sql.DB all
@@ -20,30 +19,29 @@ type Execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
+// table is the outbox table, created by migration 0001.
+const table = "txmsg_outbox"
+
+// insertPrefix starts Publish's INSERT; one "(?,…)" group per message follows.
+const insertPrefix = "INSERT INTO " + table + " (id, shard, topic, msg_key, value, headers, created_at) VALUES "
+
 // Defaults of a Publisher.
 const (
-	DefaultTable  = "txmsg_outbox"
 	DefaultShards = 16
 	// MaxBatch is the most messages one Publish call takes: MySQL allows
 	// 65,535 placeholders in one statement, and a message uses 6.
 	MaxBatch = 10000
 )
 
-// Publisher inserts messages into an outbox table. It holds no connection and
-// is safe for concurrent use.
+// Publisher inserts messages into the txmsg_outbox table. It holds no
+// connection and is safe for concurrent use.
 type Publisher struct {
-	table    string
 	shards   int
 	maxValue int
-	insert   string
 }
 
 // Option configures a Publisher.
 type Option func(*Publisher)
-
-// WithTable sets the outbox table (default "txmsg_outbox"). It must be a
-// plain identifier: letters, digits and underscores.
-func WithTable(name string) Option { return func(p *Publisher) { p.table = name } }
 
 // WithShards sets the number of shards messages are spread over by key
 // (default 16). It must equal the relay's relay.shards setting.
@@ -56,12 +54,9 @@ func WithMaxValueBytes(n int) Option { return func(p *Publisher) { p.maxValue = 
 
 // NewPublisher returns a Publisher, checking its options.
 func NewPublisher(opts ...Option) (*Publisher, error) {
-	p := &Publisher{table: DefaultTable, shards: DefaultShards, maxValue: txmsg.DefaultMaxValueBytes}
+	p := &Publisher{shards: DefaultShards, maxValue: txmsg.DefaultMaxValueBytes}
 	for _, o := range opts {
 		o(p)
-	}
-	if !sqlx.ValidIdent(p.table) {
-		return nil, fmt.Errorf("outbox: table %q: want letters, digits and underscores", p.table)
 	}
 	if p.shards < 1 || p.shards > 4096 {
 		return nil, fmt.Errorf("outbox: shards %d: want 1 to 4096", p.shards)
@@ -69,13 +64,12 @@ func NewPublisher(opts ...Option) (*Publisher, error) {
 	if p.maxValue < 1 {
 		return nil, fmt.Errorf("outbox: max value bytes %d: want at least 1", p.maxValue)
 	}
-	p.insert = "INSERT INTO " + p.table + " (id, shard, topic, msg_key, value, headers, created_at) VALUES "
 	return p, nil
 }
 
 var defaultPublisher, _ = NewPublisher()
 
-// Publish inserts msgs into the default outbox table through exec, with the
+// Publish inserts msgs into the outbox table through exec, with the
 // default options. See (*Publisher).Publish.
 func Publish(ctx context.Context, exec Execer, msgs ...txmsg.Message) error {
 	return defaultPublisher.Publish(ctx, exec, msgs...)
@@ -100,8 +94,8 @@ func (p *Publisher) Publish(ctx context.Context, exec Execer, msgs ...txmsg.Mess
 	}
 	args := make([]any, 0, 6*len(msgs))
 	var q strings.Builder
-	q.Grow(len(p.insert) + 30*len(msgs))
-	q.WriteString(p.insert)
+	q.Grow(len(insertPrefix) + 30*len(msgs))
+	q.WriteString(insertPrefix)
 	for i := range msgs {
 		m := &msgs[i]
 		if err := m.Validate(p.maxValue); err != nil {
@@ -126,7 +120,7 @@ func (p *Publisher) Publish(ctx context.Context, exec Execer, msgs ...txmsg.Mess
 		args = append(args, id, txmsg.Shard(m.Key, id, p.shards), m.Topic, m.Key, m.Value, hdr)
 	}
 	if _, err := exec.ExecContext(ctx, q.String(), args...); err != nil {
-		return fmt.Errorf("outbox: insert %d messages into %s: %w", len(msgs), p.table, err)
+		return fmt.Errorf("outbox: insert %d messages into %s: %w", len(msgs), table, err)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"database/sql"
 	"strings"
 	"testing"
 	"time"
@@ -58,10 +59,22 @@ func TestRelayConfigDefaultsAndValidation(t *testing.T) {
 }
 
 func TestRelayNewRejectsBadSources(t *testing.T) {
-	if _, err := NewOutboxSource("bad name", false); err == nil {
-		t.Error("NewOutboxSource accepted a bad table name")
-	}
-	if _, err := New(nil, Config{Brokers: []string{"127.0.0.1:9092"}}); err == nil {
+	cfg := Config{Brokers: []string{"127.0.0.1:9092"}}
+	if _, err := New(nil, cfg); err == nil {
 		t.Error("New accepted a nil DB")
+	}
+	// sql.Open does not connect, and New does not either.
+	db, err := sql.Open("mysql", "root@tcp(127.0.0.1:1)/txmsg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for name, srcs := range map[string][]Source{
+		"nil source":     {nil},
+		"duplicate name": {NewOutboxSource(false), NewOutboxSource(true)},
+	} {
+		if _, err := New(db, cfg, WithSources(srcs...)); err == nil {
+			t.Errorf("%s: New accepted the sources", name)
+		}
 	}
 }

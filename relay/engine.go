@@ -71,11 +71,7 @@ func New(db *sql.DB, cfg Config, opts ...Option) (*Engine, error) {
 		e.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if len(e.sources) == 0 {
-		src, err := NewOutboxSource("txmsg_outbox", cfg.Retention > 0)
-		if err != nil {
-			return nil, err
-		}
-		e.sources = []Source{src}
+		e.sources = []Source{NewOutboxSource(cfg.Retention > 0)}
 	}
 	e.wakes = map[string][]chan struct{}{}
 	for _, s := range e.sources {

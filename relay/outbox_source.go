@@ -9,62 +9,52 @@ import (
 
 	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/internal/codec"
-	"github.com/txmsg/txmsg/internal/sqlx"
 )
 
-// OutboxSource drains an outbox table written by package outbox.
+// The outbox tables, created by migration 0001.
+const (
+	outboxTable = "txmsg_outbox"
+	// archiveTable keeps delivered rows when the relay runs with a retention.
+	archiveTable = "txmsg_outbox_delivered"
+)
+
+// The outbox source's statements. A statement ending in "IN (" gets one "?"
+// per seq of a shard.
+const (
+	// A range scan of the clustered (shard, seq) key: no lookups, no sort.
+	outboxPending = `SELECT seq, id, shard, topic, msg_key, value, headers, created_at, attempts FROM ` + outboxTable +
+		` WHERE shard = ? ORDER BY seq LIMIT ?`
+	outboxBacklog = `SELECT COUNT(*), MIN(created_at) FROM ` + outboxTable
+	// A range of the seq index over the rows inserted since the last look.
+	outboxChanged = `SELECT shard, MAX(seq) FROM ` + outboxTable + ` WHERE seq > ? GROUP BY shard`
+	outboxDeliver = `DELETE FROM ` + outboxTable + ` WHERE shard = ? AND seq IN (`
+	outboxFailed  = `UPDATE ` + outboxTable + ` SET attempts = attempts + 1, last_error = ? WHERE shard = ? AND seq IN (`
+	outboxRemove  = `DELETE FROM ` + outboxTable + ` WHERE shard = ? AND seq IN (`
+	// IGNORE: after a crash between copy and delete the row is sent again,
+	// and its second copy is dropped.
+	outboxArchive = `INSERT IGNORE INTO ` + archiveTable +
+		` (seq, shard, id, topic, msg_key, value, headers, created_at, delivered_at)
+SELECT seq, shard, id, topic, msg_key, value, headers, created_at, UTC_TIMESTAMP(6) FROM ` + outboxTable +
+		` WHERE shard = ? AND seq IN (`
+	outboxPurge = `DELETE FROM ` + archiveTable + ` WHERE delivered_at < ? ORDER BY delivered_at LIMIT ?`
+)
+
+// OutboxSource drains the txmsg_outbox table written by package outbox.
 type OutboxSource struct {
-	table    string
-	archive  string
-	keep     bool
-	pending  string
-	backlog  string
-	changed  string
-	deliver  string
-	failed   string
-	remove   string
-	copyRows string
-	purge    string
+	keep bool
 }
 
-// NewOutboxSource returns the Source for an outbox table (normally
-// "txmsg_outbox"). Delivered rows are deleted; with keep set they are first
-// copied to the table's "_delivered" archive (txmsg_outbox_delivered), which
-// Purge empties after the retention.
-func NewOutboxSource(table string, keep bool) (*OutboxSource, error) {
-	if !sqlx.ValidIdent(table) || len(table) > 54 {
-		return nil, fmt.Errorf("relay: outbox table %q: want at most 54 letters, digits and underscores", table)
-	}
-	archive := table + "_delivered"
-	return &OutboxSource{
-		table:   table,
-		archive: archive,
-		keep:    keep,
-		// A range scan of the clustered (shard, seq) key: no lookups, no sort.
-		pending: `SELECT seq, id, shard, topic, msg_key, value, headers, created_at, attempts FROM ` + table +
-			` WHERE shard = ? ORDER BY seq LIMIT ?`,
-		backlog: `SELECT COUNT(*), MIN(created_at) FROM ` + table,
-		// A range of the seq index over the rows inserted since the last look.
-		changed: `SELECT shard, MAX(seq) FROM ` + table + ` WHERE seq > ? GROUP BY shard`,
-		deliver: `DELETE FROM ` + table + ` WHERE shard = ? AND seq IN (`,
-		failed:  `UPDATE ` + table + ` SET attempts = attempts + 1, last_error = ? WHERE shard = ? AND seq IN (`,
-		remove:  `DELETE FROM ` + table + ` WHERE shard = ? AND seq IN (`,
-		// IGNORE: after a crash between copy and delete the row is sent
-		// again, and its second copy is dropped.
-		copyRows: `INSERT IGNORE INTO ` + archive +
-			` (seq, shard, id, topic, msg_key, value, headers, created_at, delivered_at)
-SELECT seq, shard, id, topic, msg_key, value, headers, created_at, UTC_TIMESTAMP(6) FROM ` + table +
-			` WHERE shard = ? AND seq IN (`,
-		purge: `DELETE FROM ` + archive + ` WHERE delivered_at < ? ORDER BY delivered_at LIMIT ?`,
-	}, nil
-}
+// NewOutboxSource returns the Source for the txmsg_outbox table. Delivered
+// rows are deleted; with keep set they are first copied to
+// txmsg_outbox_delivered, which Purge empties after the retention.
+func NewOutboxSource(keep bool) *OutboxSource { return &OutboxSource{keep: keep} }
 
 // Name implements Source.
 func (s *OutboxSource) Name() string { return txmsg.SourceOutbox }
 
 // Pending implements Source.
 func (s *OutboxSource) Pending(ctx context.Context, q Querier, shard int, limit Limit) ([]Row, error) {
-	rows, err := q.QueryContext(ctx, s.pending, shard, limit.Rows)
+	rows, err := q.QueryContext(ctx, outboxPending, shard, limit.Rows)
 	if err != nil {
 		return nil, err
 	}
@@ -101,21 +91,21 @@ func ScanRows(rows *sql.Rows, maxBytes int64) ([]Row, error) {
 // Delivered implements Source: archive the rows when kept, then delete them.
 func (s *OutboxSource) Delivered(ctx context.Context, e Execer, rows []Row) error {
 	if s.keep {
-		if err := s.exec(ctx, e, s.copyRows, nil, rows); err != nil {
+		if err := s.exec(ctx, e, outboxArchive, nil, rows); err != nil {
 			return err
 		}
 	}
-	return s.exec(ctx, e, s.deliver, nil, rows)
+	return s.exec(ctx, e, outboxDeliver, nil, rows)
 }
 
 // Failed implements Source.
 func (s *OutboxSource) Failed(ctx context.Context, e Execer, rows []Row, reason string) error {
-	return s.exec(ctx, e, s.failed, []any{truncate(reason, 1024)}, rows)
+	return s.exec(ctx, e, outboxFailed, []any{truncate(reason, 1024)}, rows)
 }
 
 // Remove implements Source.
 func (s *OutboxSource) Remove(ctx context.Context, e Execer, rows []Row) error {
-	return s.exec(ctx, e, s.remove, nil, rows)
+	return s.exec(ctx, e, outboxRemove, nil, rows)
 }
 
 // exec runs prefix + "?,…)" once per shard among rows, with args, the shard
@@ -142,7 +132,7 @@ func (s *OutboxSource) exec(ctx context.Context, e Execer, prefix string, args [
 
 // Backlog implements Source.
 func (s *OutboxSource) Backlog(ctx context.Context, q Querier) (int64, time.Time, error) {
-	rows, err := q.QueryContext(ctx, s.backlog)
+	rows, err := q.QueryContext(ctx, outboxBacklog)
 	if err != nil {
 		return 0, time.Time{}, err
 	}
@@ -159,7 +149,7 @@ func (s *OutboxSource) Backlog(ctx context.Context, q Querier) (int64, time.Time
 
 // Changed implements Changes.
 func (s *OutboxSource) Changed(ctx context.Context, q Querier, after int64) ([]int, int64, error) {
-	rows, err := q.QueryContext(ctx, s.changed, after)
+	rows, err := q.QueryContext(ctx, outboxChanged, after)
 	if err != nil {
 		return nil, after, err
 	}
@@ -181,7 +171,7 @@ func (s *OutboxSource) Changed(ctx context.Context, q Querier, after int64) ([]i
 // Purge implements Purger: delete up to limit archived rows delivered
 // before t.
 func (s *OutboxSource) Purge(ctx context.Context, e Execer, t time.Time, limit int) (int64, error) {
-	res, err := e.ExecContext(ctx, s.purge, t.UTC(), limit)
+	res, err := e.ExecContext(ctx, outboxPurge, t.UTC(), limit)
 	if err != nil {
 		return 0, err
 	}

@@ -30,7 +30,6 @@ type Producer struct {
 type ProducerOption func(*producerOptions)
 
 type producerOptions struct {
-	table     string
 	url       string
 	timeout   time.Duration
 	maxChecks int
@@ -40,12 +39,6 @@ type producerOptions struct {
 // (default: none; the broker asks the URL registered for the group).
 func WithProducerCheckbackURL(url string) ProducerOption {
 	return func(o *producerOptions) { o.url = url }
-}
-
-// WithProducerLedgerTable sets the ledger table in the producer's database
-// (default "txmsg_checkback_ledger").
-func WithProducerLedgerTable(name string) ProducerOption {
-	return func(o *producerOptions) { o.table = name }
 }
 
 // WithProducerCheckTimeout sets every message's delay before the first
@@ -61,7 +54,8 @@ func WithProducerMaxChecks(n int) ProducerOption {
 }
 
 // NewProducer returns a Producer for group that talks to the broker through
-// client and runs local transactions on db (which holds the ledger table).
+// client and runs local transactions on db (which holds the
+// txmsg_checkback_ledger table).
 func NewProducer(client *Client, group string, db *sql.DB, opts ...ProducerOption) (*Producer, error) {
 	if client == nil {
 		return nil, errors.New("halfmsg: producer: nil Client")
@@ -69,7 +63,7 @@ func NewProducer(client *Client, group string, db *sql.DB, opts ...ProducerOptio
 	if err := ValidateGroup(group); err != nil {
 		return nil, fmt.Errorf("halfmsg: producer: %w", err)
 	}
-	o := producerOptions{table: checkback.DefaultLedgerTable}
+	var o producerOptions
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -81,7 +75,7 @@ func NewProducer(client *Client, group string, db *sql.DB, opts ...ProducerOptio
 	if o.timeout < 0 || o.maxChecks < 0 {
 		return nil, errors.New("halfmsg: producer: negative check timeout or max checks")
 	}
-	ledger, err := checkback.LedgerChecker(db, checkback.WithLedgerTable(o.table))
+	ledger, err := checkback.LedgerChecker(db)
 	if err != nil {
 		return nil, fmt.Errorf("halfmsg: producer: %w", err)
 	}

@@ -178,7 +178,7 @@ func TestCmdMigrate(t *testing.T) {
 		t.Fatalf("second up: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	r = txmsgRun(t, "migrate", "status", "--dsn", db.DSN)
-	if r.code != 0 || strings.Count(r.stdout, " applied ") != applied || !regexp.MustCompile(`(?m)^0001\s+outbox\s+applied`).MatchString(r.stdout) {
+	if r.code != 0 || countState(r.stdout, "applied") != applied || !regexp.MustCompile(`(?m)^0001\s+outbox\s+applied$`).MatchString(r.stdout) {
 		t.Fatalf("status: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	r = txmsgRun(t, "migrate", "down", "--dsn", db.DSN)
@@ -186,13 +186,49 @@ func TestCmdMigrate(t *testing.T) {
 		t.Fatalf("down: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	r = txmsgRun(t, "migrate", "status", "--dsn", db.DSN)
-	if r.code != 0 || strings.Count(r.stdout, " pending ") != 1 {
+	if r.code != 0 || countState(r.stdout, "pending") != 1 {
 		t.Fatalf("status after down: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	r = txmsgRun(t, "migrate", "up", "--dsn", db.DSN)
 	if r.code != 0 || strings.Count(r.stdout, "applied ") != 1 {
 		t.Fatalf("up after down: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+
+	// A migration that failed half way: daemons and up refuse, status shows
+	// it, force repairs it.
+	if _, err := db.DB.Exec("UPDATE txmsg_schema_migrations SET dirty = TRUE"); err != nil {
+		t.Fatal(err)
+	}
+	force := fmt.Sprintf("'txmsg migrate force %d'", applied)
+	r = txmsgRun(t, "relay", "--dsn", db.DSN, "--brokers", "127.0.0.1:1", "--metrics.listen", "")
+	if r.code != 1 || !strings.Contains(r.stderr, "failed half way") || !strings.Contains(r.stderr, force) {
+		t.Fatalf("relay on a dirty schema: %d\n%s", r.code, r.stderr)
+	}
+	r = txmsgRun(t, "migrate", "up", "--dsn", db.DSN)
+	if r.code != 1 || !strings.Contains(r.stderr, force) {
+		t.Fatalf("up on a dirty schema: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = txmsgRun(t, "migrate", "status", "--dsn", db.DSN)
+	if r.code != 0 || countState(r.stdout, "dirty") != 1 || countState(r.stdout, "applied") != applied-1 {
+		t.Fatalf("status of a dirty schema: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = txmsgRun(t, "migrate", "force", strconv.Itoa(applied), "--dsn", db.DSN)
+	if r.code != 0 || strings.TrimSpace(r.stdout) != fmt.Sprintf("version %04d marked applied", applied) {
+		t.Fatalf("force: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = txmsgRun(t, "migrate", "up", "--dsn", db.DSN)
+	if r.code != 0 || strings.TrimSpace(r.stdout) != "schema is up to date" {
+		t.Fatalf("up after force: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = txmsgRun(t, "migrate", "force", "999", "--dsn", db.DSN)
+	if r.code != 1 || !strings.Contains(r.stderr, "no migration 0999") {
+		t.Fatalf("force of an unknown version: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// countState counts the lines of migrate status in state.
+func countState(status, state string) int {
+	return len(regexp.MustCompile(`(?m)\s`+state+`$`).FindAllString(status, -1))
 }
 
 // TestCmdDevKafka: devkafka prints its address, serves Kafka there, and

@@ -7,12 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
-
-	"github.com/go-sql-driver/mysql"
 
 	"github.com/txmsg/txmsg/internal/config"
 	"github.com/txmsg/txmsg/internal/kafkax"
@@ -99,42 +96,12 @@ func openDB(ctx context.Context, c config.DB) (*sql.DB, error) {
 // cleanly, so that a daemon on an unmigrated database says so at start-up
 // instead of failing on each query.
 func checkSchema(ctx context.Context, db *sql.DB, addr string) error {
-	all, err := migrations.All()
-	if err != nil {
-		return err
-	}
-	rows, err := db.QueryContext(ctx, `SELECT version, dirty FROM txmsg_schema_migrations`)
-	var me *mysql.MySQLError
-	if errors.As(err, &me) && me.Number == 1146 { // ER_NO_SUCH_TABLE
+	err := migrations.Check(ctx, db)
+	switch {
+	case errors.Is(err, migrations.ErrNoSchema):
 		return fmt.Errorf("database at %s has no txmsg schema: run 'txmsg migrate up' first", addr)
-	}
-	if err != nil {
-		return fmt.Errorf("database at %s: read schema version: %w", addr, err)
-	}
-	defer rows.Close()
-	applied := map[int]bool{}
-	for rows.Next() {
-		var v int
-		var dirty bool
-		if err := rows.Scan(&v, &dirty); err != nil {
-			return fmt.Errorf("database at %s: read schema version: %w", addr, err)
-		}
-		if dirty {
-			return fmt.Errorf("database at %s: migration %04d failed half way: repair it, then run 'txmsg migrate force %d'", addr, v, v)
-		}
-		applied[v] = true
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("database at %s: read schema version: %w", addr, err)
-	}
-	var missing []string
-	for _, m := range all {
-		if !applied[m.Version] {
-			missing = append(missing, fmt.Sprintf("%04d_%s", m.Version, m.Name))
-		}
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("database at %s lacks migrations %s: run 'txmsg migrate up' first", addr, strings.Join(missing, ", "))
+	case err != nil:
+		return fmt.Errorf("database at %s: %w", addr, err)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 	"text/tabwriter"
 
@@ -17,53 +18,23 @@ const halfSynopsis = `half list [--state S] [--group G] [--limit N] | half resol
   resolve  an operator's decision on a prepared or discarded message:
            commit delivers it, rollback drops it (idempotent)`
 
+// halfFunc is one half action, its arguments checked.
+type halfFunc func(ctx context.Context, store *broker.Store, w io.Writer) error
+
 func runHalf(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("half", halfSynopsis, e)
 	loader := config.NewAdmin(fs)
-	stateName := fs.String("state", "", "list: only messages in this state (prepared, committed, delivered, rolled_back, discarded, dead)")
-	group := fs.String("group", "", "list: only messages of this producer group")
-	limit := fs.Int("limit", 100, "list: most messages shown")
-	reason := fs.String("reason", "", "resolve: why, stored with the message")
+	var f halfFlags
+	fs.StringVar(&f.state, "state", "", "list: only messages in this state (prepared, committed, delivered, rolled_back, discarded, dead)")
+	fs.StringVar(&f.group, "group", "", "list: only messages of this producer group")
+	fs.IntVar(&f.limit, "limit", 100, "list: most messages shown")
+	fs.StringVar(&f.reason, "reason", "", "resolve: why, stored with the message")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() == 0 {
-		return usagef("missing action: list or resolve")
-	}
-	action, rest := fs.Arg(0), fs.Args()[1:]
-	var filter halfmsg.Filter
-	var id string
-	var commit bool
-	switch action {
-	case "list":
-		if len(rest) > 0 {
-			return usagef("list: unexpected argument %q", rest[0])
-		}
-		if *limit < 1 || *limit > halfmsg.MaxListLimit {
-			return usagef("--limit %d: want 1 to %d", *limit, halfmsg.MaxListLimit)
-		}
-		filter = halfmsg.Filter{ProducerGroup: *group, Limit: *limit}
-		if *stateName != "" {
-			st, err := halfmsg.ParseState(*stateName)
-			if err != nil {
-				return usageError{err}
-			}
-			filter.State = st
-		}
-	case "resolve":
-		if len(rest) != 2 {
-			return usagef("resolve: want ID commit|rollback")
-		}
-		id = rest[0]
-		switch rest[1] {
-		case "commit":
-			commit = true
-		case "rollback":
-		default:
-			return usagef("resolve: decision %q: want commit or rollback", rest[1])
-		}
-	default:
-		return usagef("unknown action %q: want list or resolve", action)
+	action, err := halfAction(fs.Args(), f)
+	if err != nil {
+		return err
 	}
 	db, err := openAdmin(ctx, loader)
 	if err != nil {
@@ -74,19 +45,73 @@ func runHalf(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if action == "resolve" {
-		st, err := store.Resolve(ctx, id, commit, *reason)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(e.stdout, "%s is %s\n", id, st)
-		return nil
+	return action(ctx, store, e.stdout)
+}
+
+// halfFlags are the half command's flags.
+type halfFlags struct {
+	state, group, reason string
+	limit                int
+}
+
+// halfAction checks the action and its arguments before anything connects.
+func halfAction(args []string, f halfFlags) (halfFunc, error) {
+	if len(args) == 0 {
+		return nil, usagef("missing action: list or resolve")
 	}
+	action, rest := args[0], args[1:]
+	switch action {
+	case "list":
+		filter, err := halfFilter(rest, f)
+		return func(ctx context.Context, store *broker.Store, w io.Writer) error {
+			return halfList(ctx, store, w, filter)
+		}, err
+	case "resolve":
+		if len(rest) != 2 {
+			return nil, usagef("resolve: want ID commit|rollback")
+		}
+		id, decision := rest[0], rest[1]
+		if decision != "commit" && decision != "rollback" {
+			return nil, usagef("resolve: decision %q: want commit or rollback", decision)
+		}
+		return func(ctx context.Context, store *broker.Store, w io.Writer) error {
+			st, err := store.Resolve(ctx, id, decision == "commit", f.reason)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "%s is %s\n", id, st)
+			return nil
+		}, nil
+	default:
+		return nil, usagef("unknown action %q: want list or resolve", action)
+	}
+}
+
+// halfFilter checks list's arguments and flags.
+func halfFilter(rest []string, f halfFlags) (halfmsg.Filter, error) {
+	if len(rest) > 0 {
+		return halfmsg.Filter{}, usagef("list: unexpected argument %q", rest[0])
+	}
+	if f.limit < 1 || f.limit > halfmsg.MaxListLimit {
+		return halfmsg.Filter{}, usagef("--limit %d: want 1 to %d", f.limit, halfmsg.MaxListLimit)
+	}
+	filter := halfmsg.Filter{ProducerGroup: f.group, Limit: f.limit}
+	if f.state != "" {
+		st, err := halfmsg.ParseState(f.state)
+		if err != nil {
+			return halfmsg.Filter{}, usageError{err}
+		}
+		filter.State = st
+	}
+	return filter, nil
+}
+
+func halfList(ctx context.Context, store *broker.Store, w io.Writer, filter halfmsg.Filter) error {
 	msgs, _, err := store.List(ctx, filter)
 	if err != nil {
 		return err
 	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tGROUP\tTOPIC\tKEY\tSTATE\tCHECKS\tCREATED_AT\tNOTE")
 	for _, m := range msgs {
 		note := m.Reason

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"strconv"
 	"text/tabwriter"
 
@@ -16,7 +17,11 @@ const migrateSynopsis = `migrate up|down [N]|status|force V [--dsn DSN] [--confi
   down [N] revert the last N applied migrations (default 1; --all for every one)
   status   list the migrations and whether each is applied
   force V  after repairing a migration that failed half way by hand, mark
-           version V cleanly applied (--unapplied: as never applied)`
+           version V cleanly applied (--unapplied: V and every later version
+           as never applied)`
+
+// migrateFunc is one migrate action, its arguments checked.
+type migrateFunc func(ctx context.Context, m *migrations.Migrator, w io.Writer) error
 
 func runMigrate(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("migrate", migrateSynopsis, e)
@@ -26,98 +31,142 @@ func runMigrate(ctx context.Context, e *env, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() == 0 {
-		return usagef("missing action: up, down, status or force")
+	action, err := migrateAction(fs.Args(), *all, *unapplied)
+	if err != nil {
+		return err
 	}
-	action, rest := fs.Arg(0), fs.Args()[1:]
-	steps, version := 1, 0
+	m, err := openMigrator(ctx, loader)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	return action(ctx, m, e.stdout)
+}
+
+// migrateAction checks the action and its arguments before anything
+// connects.
+func migrateAction(args []string, all, unapplied bool) (migrateFunc, error) {
+	if len(args) == 0 {
+		return nil, usagef("missing action: up, down, status or force")
+	}
+	action, rest := args[0], args[1:]
 	switch action {
+	case "up", "status":
+		if len(rest) > 0 {
+			return nil, usagef("%s: unexpected argument %q", action, rest[0])
+		}
+		if action == "up" {
+			return migrateUp, nil
+		}
+		return migrateStatus, nil
+	case "down":
+		steps, err := downSteps(rest, all)
+		return func(ctx context.Context, m *migrations.Migrator, w io.Writer) error {
+			return migrateDown(ctx, m, w, steps)
+		}, err
 	case "force":
 		if len(rest) != 1 {
-			return usagef("force: give one version")
+			return nil, usagef("force: give one version")
 		}
 		v, err := strconv.Atoi(rest[0])
 		if err != nil || v < 1 {
-			return usagef("force: version %q: want a positive number", rest[0])
+			return nil, usagef("force: version %q: want a positive number", rest[0])
 		}
-		version = v
-	case "up", "status":
-		if len(rest) > 0 {
-			return usagef("%s: unexpected argument %q", action, rest[0])
-		}
-	case "down":
-		switch {
-		case len(rest) > 1:
-			return usagef("down: unexpected argument %q", rest[1])
-		case len(rest) == 1 && *all:
-			return usagef("down: give N or --all, not both")
-		case len(rest) == 1:
-			n, err := strconv.Atoi(rest[0])
-			if err != nil || n < 1 {
-				return usagef("down: N %q: want a positive number", rest[0])
-			}
-			steps = n
-		case *all:
-			steps = 0
-		}
+		return func(ctx context.Context, m *migrations.Migrator, w io.Writer) error {
+			return migrateForce(ctx, m, w, v, !unapplied)
+		}, nil
 	default:
-		return usagef("unknown action %q: want up, down, status or force", action)
+		return nil, usagef("unknown action %q: want up, down, status or force", action)
 	}
-	db, err := openAdmin(ctx, loader)
+}
+
+// downSteps reads down's N or --all: how many migrations to revert, 0 for
+// every one.
+func downSteps(rest []string, all bool) (int, error) {
+	switch {
+	case len(rest) > 1:
+		return 0, usagef("down: unexpected argument %q", rest[1])
+	case len(rest) == 1 && all:
+		return 0, usagef("down: give N or --all, not both")
+	case len(rest) == 1:
+		n, err := strconv.Atoi(rest[0])
+		if err != nil || n < 1 {
+			return 0, usagef("down: N %q: want a positive number", rest[0])
+		}
+		return n, nil
+	case all:
+		return 0, nil
+	default:
+		return 1, nil
+	}
+}
+
+// openMigrator loads a one-shot command's configuration, checks that its
+// database answers (so that a bad address fails with its name), and returns
+// a Migrator on it.
+func openMigrator(ctx context.Context, loader *config.Loader[config.Admin]) (*migrations.Migrator, error) {
+	cfg, err := loader.Load()
+	if err != nil {
+		return nil, err
+	}
+	db, err := openDB(ctx, cfg.DB)
+	if err != nil {
+		return nil, err
+	}
+	db.Close()
+	return migrations.New(cfg.DB.DSN)
+}
+
+func migrateUp(ctx context.Context, m *migrations.Migrator, w io.Writer) error {
+	done, err := m.Up(ctx)
+	for _, mig := range done {
+		fmt.Fprintf(w, "applied %s\n", mig)
+	}
+	if err == nil && len(done) == 0 {
+		fmt.Fprintln(w, "schema is up to date")
+	}
+	return err
+}
+
+func migrateDown(ctx context.Context, m *migrations.Migrator, w io.Writer, steps int) error {
+	done, err := m.Down(ctx, steps)
+	for _, mig := range done {
+		fmt.Fprintf(w, "reverted %s\n", mig)
+	}
+	if err == nil && len(done) == 0 {
+		fmt.Fprintln(w, "nothing to revert")
+	}
+	return err
+}
+
+func migrateStatus(ctx context.Context, m *migrations.Migrator, w io.Writer) error {
+	st, err := m.Status(ctx)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	m, err := migrations.New(db)
-	if err != nil {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VERSION\tNAME\tSTATE")
+	for _, s := range st {
+		state := "pending"
+		switch {
+		case s.Dirty:
+			state = "dirty"
+		case s.Applied:
+			state = "applied"
+		}
+		fmt.Fprintf(tw, "%04d\t%s\t%s\n", s.Version, s.Name, state)
+	}
+	return tw.Flush()
+}
+
+func migrateForce(ctx context.Context, m *migrations.Migrator, w io.Writer, version int, applied bool) error {
+	if err := m.Force(ctx, version, applied); err != nil {
 		return err
 	}
-	switch action {
-	case "force":
-		if err := m.Force(ctx, version, !*unapplied); err != nil {
-			return err
-		}
-		fmt.Fprintf(e.stdout, "version %04d marked %s\n", version, map[bool]string{true: "not applied", false: "applied"}[*unapplied])
-	case "up":
-		done, err := m.Up(ctx)
-		for _, mig := range done {
-			fmt.Fprintf(e.stdout, "applied %04d_%s\n", mig.Version, mig.Name)
-		}
-		if err != nil {
-			return err
-		}
-		if len(done) == 0 {
-			fmt.Fprintln(e.stdout, "schema is up to date")
-		}
-	case "down":
-		done, err := m.Down(ctx, steps)
-		for _, mig := range done {
-			fmt.Fprintf(e.stdout, "reverted %04d_%s\n", mig.Version, mig.Name)
-		}
-		if err != nil {
-			return err
-		}
-		if len(done) == 0 {
-			fmt.Fprintln(e.stdout, "nothing to revert")
-		}
-	case "status":
-		st, err := m.Status(ctx)
-		if err != nil {
-			return err
-		}
-		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "VERSION\tNAME\tSTATE\tAPPLIED_AT")
-		for _, s := range st {
-			state, at := "pending", "-"
-			switch {
-			case s.Dirty:
-				state, at = "dirty", s.AppliedAt.UTC().Format("2006-01-02 15:04:05")
-			case s.Applied:
-				state, at = "applied", s.AppliedAt.UTC().Format("2006-01-02 15:04:05")
-			}
-			fmt.Fprintf(tw, "%04d\t%s\t%s\t%s\n", s.Version, s.Name, state, at)
-		}
-		return tw.Flush()
+	state := "applied"
+	if !applied {
+		state = "not applied"
 	}
+	fmt.Fprintf(w, "version %04d marked %s\n", version, state)
 	return nil
 }

@@ -53,10 +53,11 @@ type Database struct {
 func NewDB(t testing.TB) *Database {
 	t.Helper()
 	d := NewEmptyDB(t)
-	m, err := migrations.New(d.DB)
+	m, err := migrations.New(d.DSN)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer m.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if _, err := m.Up(ctx); err != nil {

@@ -1,0 +1,206 @@
+package relaytest
+
+import (
+	"bytes"
+	"slices"
+	"time"
+
+	"github.com/txmsg/txmsg/relay"
+)
+
+func testName(s *suite) {
+	if n := s.Source.Name(); n == "" || len(n) > 16 {
+		s.Fatalf("Name %q: want 1 to 16 characters", n)
+	}
+}
+
+// Pending returns one shard's rows, all of their fields, in Seq order.
+func testPendingOrder(s *suite) {
+	a, b, shardA, shardB := s.keys()
+	msgsA := s.add(a, 3, 10)
+	msgsB := s.add(b, 2, 10)
+	msgsA = append(msgsA, s.add(a, 2, 10)...)
+	rows := s.pending(s.DB, shardA)
+	s.wantIDs("Pending of shard A", rows, msgIDs(msgsA))
+	for i, r := range rows {
+		m := msgsA[i]
+		if r.Shard != shardA || r.Topic != m.Topic || !bytes.Equal(r.Key, m.Key) || !bytes.Equal(r.Value, m.Value) ||
+			len(r.Headers) != 1 || r.Headers[0].Key != "i" || !bytes.Equal(r.Headers[0].Value, m.Headers[0].Value) ||
+			r.Attempts != 0 || r.CreatedAt.IsZero() {
+			s.Fatalf("row %d = %+v, want message %+v in shard %d", i, r, m, shardA)
+		}
+		if i > 0 && r.Seq <= rows[i-1].Seq {
+			s.Fatalf("row %d has seq %d after %d: want ascending", i, r.Seq, rows[i-1].Seq)
+		}
+	}
+	s.wantIDs("Pending of shard B", s.pending(s.DB, shardB), msgIDs(msgsB))
+}
+
+// Pending stops at limit.Rows, and after the row whose key and value bring
+// the total to limit.Bytes.
+func testPendingLimits(s *suite) {
+	key, _, shard, _ := s.keys()
+	msgs := s.add(key, 5, 100) // 105 bytes of key and value each
+	rows, err := s.Source.Pending(s.ctx, s.DB, shard, relay.Limit{Rows: 2})
+	if err != nil {
+		s.Fatal(err)
+	}
+	s.wantIDs("Pending with 2 rows", rows, msgIDs(msgs[:2]))
+	rows, err = s.Source.Pending(s.ctx, s.DB, shard, relay.Limit{Rows: 10, Bytes: 250})
+	if err != nil {
+		s.Fatal(err)
+	}
+	s.wantIDs("Pending with 250 bytes", rows, msgIDs(msgs[:3]))
+	rows, err = s.Source.Pending(s.ctx, s.DB, shard, relay.Limit{Rows: 10, Bytes: 1})
+	if err != nil {
+		s.Fatal(err)
+	}
+	s.wantIDs("Pending with 1 byte", rows, msgIDs(msgs[:1]))
+}
+
+// Delivered and Remove take rows out of Pending, also rows of several shards
+// in one call; an empty call does nothing.
+func testTakeOut(s *suite) {
+	a, b, shardA, shardB := s.keys()
+	msgsA := s.add(a, 4, 10)
+	s.add(b, 2, 10)
+	rowsA, rowsB := s.pending(s.DB, shardA), s.pending(s.DB, shardB)
+	for name, f := range map[string]func([]relay.Row) error{
+		"Delivered": func(r []relay.Row) error { return s.Source.Delivered(s.ctx, s.DB, r) },
+		"Remove":    func(r []relay.Row) error { return s.Source.Remove(s.ctx, s.DB, r) },
+		"Failed":    func(r []relay.Row) error { return s.Source.Failed(s.ctx, s.DB, r, "x") },
+	} {
+		if err := f(nil); err != nil {
+			s.Fatalf("%s of no rows: %v", name, err)
+		}
+	}
+	if err := s.Source.Delivered(s.ctx, s.DB, []relay.Row{rowsA[0], rowsA[1], rowsB[0]}); err != nil {
+		s.Fatalf("Delivered: %v", err)
+	}
+	if err := s.Source.Remove(s.ctx, s.DB, []relay.Row{rowsA[2], rowsB[1]}); err != nil {
+		s.Fatalf("Remove: %v", err)
+	}
+	s.wantIDs("Pending of shard A", s.pending(s.DB, shardA), msgIDs(msgsA[3:]))
+	s.wantIDs("Pending of shard B", s.pending(s.DB, shardB), nil)
+}
+
+// The writes use the Execer given: rolled back with the caller's
+// transaction, they leave the rows pending.
+func testTransaction(s *suite) {
+	key, _, shard, _ := s.keys()
+	msgs := s.add(key, 3, 10)
+	rows := s.pending(s.DB, shard)
+	tx, err := s.DB.BeginTx(s.ctx, nil)
+	if err != nil {
+		s.Fatal(err)
+	}
+	if err := s.Source.Delivered(s.ctx, tx, rows[:1]); err != nil {
+		s.Fatal(err)
+	}
+	if err := s.Source.Remove(s.ctx, tx, rows[1:2]); err != nil {
+		s.Fatal(err)
+	}
+	if err := s.Source.Failed(s.ctx, tx, rows[2:], "x"); err != nil {
+		s.Fatal(err)
+	}
+	s.wantIDs("Pending within the transaction", s.pending(tx, shard), msgIDs(msgs[2:]))
+	if err := tx.Rollback(); err != nil {
+		s.Fatal(err)
+	}
+	after := s.pending(s.DB, shard)
+	s.wantIDs("Pending after rollback", after, msgIDs(msgs))
+	if after[2].Attempts != 0 {
+		s.Fatalf("attempts %d after a rolled back Failed, want 0", after[2].Attempts)
+	}
+}
+
+// Failed counts one more attempt per call and keeps the rows pending.
+func testFailed(s *suite) {
+	key, _, shard, _ := s.keys()
+	msgs := s.add(key, 3, 10)
+	rows := s.pending(s.DB, shard)
+	long := string(bytes.Repeat([]byte("e"), 5000))
+	for range 2 {
+		if err := s.Source.Failed(s.ctx, s.DB, rows[1:], long); err != nil {
+			s.Fatalf("Failed with a %d-byte reason: %v", len(long), err)
+		}
+	}
+	after := s.pending(s.DB, shard)
+	s.wantIDs("Pending after Failed", after, msgIDs(msgs))
+	if got := []int{after[0].Attempts, after[1].Attempts, after[2].Attempts}; !slices.Equal(got, []int{0, 2, 2}) {
+		s.Fatalf("attempts %v, want [0 2 2]", got)
+	}
+}
+
+// Backlog counts every shard's pending rows and gives the oldest's
+// creation time, zero when none is pending.
+func testBacklog(s *suite) {
+	n, oldest, err := s.Source.Backlog(s.ctx, s.DB)
+	if err != nil || n != 0 || !oldest.IsZero() {
+		s.Fatalf("Backlog of nothing = %d, %v, %v; want 0 and a zero time", n, oldest, err)
+	}
+	a, b, shardA, _ := s.keys()
+	s.add(a, 3, 10)
+	s.add(b, 2, 10)
+	n, oldest, err = s.Source.Backlog(s.ctx, s.DB)
+	if err != nil || n != 5 || oldest.IsZero() || time.Since(oldest).Abs() > time.Hour {
+		s.Fatalf("Backlog = %d, %v, %v; want 5 and about now", n, oldest, err)
+	}
+	if err := s.Source.Delivered(s.ctx, s.DB, s.pending(s.DB, shardA)); err != nil {
+		s.Fatal(err)
+	}
+	if n, _, err := s.Source.Backlog(s.ctx, s.DB); err != nil || n != 2 {
+		s.Fatalf("Backlog after delivering 3 = %d, %v; want 2", n, err)
+	}
+}
+
+// A relay.Purger deletes kept rows delivered before the time given, at most
+// limit per call.
+func testPurge(s *suite) {
+	p, ok := s.Source.(relay.Purger)
+	if !ok || !s.Keeps {
+		s.Skip("the source keeps no delivered rows")
+	}
+	key, _, shard, _ := s.keys()
+	s.add(key, 3, 10)
+	if err := s.Source.Delivered(s.ctx, s.DB, s.pending(s.DB, shard)); err != nil {
+		s.Fatal(err)
+	}
+	if n, err := p.Purge(s.ctx, s.DB, time.Now().Add(-time.Hour), 100); err != nil || n != 0 {
+		s.Fatalf("Purge of rows delivered before an hour ago = %d, %v; want 0", n, err)
+	}
+	if n, err := p.Purge(s.ctx, s.DB, time.Now().Add(time.Hour), 2); err != nil || n != 2 {
+		s.Fatalf("Purge with limit 2 = %d, %v; want 2", n, err)
+	}
+	if n, err := p.Purge(s.ctx, s.DB, time.Now().Add(time.Hour), 100); err != nil || n != 1 {
+		s.Fatalf("Purge of the rest = %d, %v; want 1", n, err)
+	}
+}
+
+// relay.Changes reports the shards with rows above a seq, and the highest.
+func testChanges(s *suite) {
+	c, ok := s.Source.(relay.Changes)
+	if !ok {
+		s.Skip("the source does not implement relay.Changes")
+	}
+	shards, last, err := c.Changed(s.ctx, s.DB, 0)
+	if err != nil || len(shards) != 0 || last != 0 {
+		s.Fatalf("Changed of nothing = %v, %d, %v; want none and 0", shards, last, err)
+	}
+	a, b, shardA, shardB := s.keys()
+	s.add(a, 2, 10)
+	mark := s.pending(s.DB, shardA)[1].Seq
+	s.add(b, 2, 10)
+	top := s.pending(s.DB, shardB)[1].Seq
+	shards, last, err = c.Changed(s.ctx, s.DB, 0)
+	slices.Sort(shards)
+	if want := []int{min(shardA, shardB), max(shardA, shardB)}; err != nil || !slices.Equal(shards, want) || last != top {
+		s.Fatalf("Changed(0) = %v, %d, %v; want %v and %d", shards, last, err, want, top)
+	}
+	if shards, last, err = c.Changed(s.ctx, s.DB, mark); err != nil || !slices.Equal(shards, []int{shardB}) || last != top {
+		s.Fatalf("Changed(%d) = %v, %d, %v; want [%d] and %d", mark, shards, last, err, shardB, top)
+	}
+	if shards, last, err = c.Changed(s.ctx, s.DB, top); err != nil || len(shards) != 0 || last != top {
+		s.Fatalf("Changed(%d) = %v, %d, %v; want none and %d", top, shards, last, err, top)
+	}
+}
