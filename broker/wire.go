@@ -225,9 +225,18 @@ type resolveBody struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-// groupBody is the JSON of PUT /v1/producer-groups/{group}.
+// groupBody is the JSON of PUT /v1/producer-groups/{group}; delivery_order
+// is "prepare" (the default when left out) or "commit".
 type groupBody struct {
-	CheckbackURL string `json:"checkback_url"`
+	CheckbackURL  string `json:"checkback_url"`
+	DeliveryOrder *Order `json:"delivery_order,omitempty"`
+}
+
+// groupAnswer answers PUT and GET /v1/producer-groups/{group}.
+type groupAnswer struct {
+	ProducerGroup string `json:"producer_group"`
+	CheckbackURL  string `json:"checkback_url"`
+	DeliveryOrder Order  `json:"delivery_order"`
 }
 
 // messageBody is the JSON of one message in GET answers.
