@@ -50,7 +50,8 @@ type Ledger struct {
 type LedgerOption func(*Ledger)
 
 // WithLedgerTable sets the ledger table (default "txmsg_checkback_ledger"); a
-// plain identifier.
+// plain identifier. A table of your own needs the columns of the default one,
+// with msg_id compared byte for byte (VARBINARY, as migration 0004 makes it).
 func WithLedgerTable(name string) LedgerOption { return func(l *Ledger) { l.table = name } }
 
 // WithLedgerLogger sets the logger of the cleanup job (default: discarded).
@@ -83,9 +84,10 @@ func LedgerChecker(db *sql.DB, opts ...LedgerOption) (*Ledger, error) {
 }
 
 // Record writes the ledger row of message id through tx, the local
-// transaction whose commit decides the message. If a check-back got there
-// first (and answered rollback), it returns ErrAlreadyDecided and the caller
-// must roll tx back.
+// transaction whose commit decides the message: every half message prepared
+// under id (one per topic) follows it, so a transaction records its id once.
+// If a check-back got there first (and answered rollback), it returns
+// ErrAlreadyDecided and the caller must roll tx back.
 func (l *Ledger) Record(ctx context.Context, tx Execer, id string) error {
 	if _, err := tx.ExecContext(ctx, l.insertCommit, id); err != nil {
 		if sqlx.IsDuplicate(err) {
