@@ -5,7 +5,8 @@
 -- VARBINARY, not a _bin collation: utf8mb4_bin pads with spaces on MariaDB
 -- ('a' = 'a '), and VARBINARY compares bytes on MySQL and MariaDB alike. The
 -- ids, groups and topics the SDKs write are UTF-8 (topics ASCII), so the
--- conversion keeps every byte.
+-- conversion keeps every byte. The ALTERs rebuild the tables and hold back
+-- writes meanwhile: on a large backlog or inbox, run it in a quiet moment.
 
 ALTER TABLE txmsg_outbox
   MODIFY id    VARBINARY(64)  NOT NULL,
