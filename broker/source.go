@@ -96,8 +96,9 @@ func (*HalfSource) Name() string { return txmsg.SourceHalf }
 // The common case takes two reads: the rows that wait for nothing, then
 // whether any row of the shard waits. In that order, none waiting means the
 // first read missed nothing: a row r it returned was committed when no
-// earlier message of r's key was prepared, so an earlier row of the key
-// committed before r, and one that waited would still wait now. Otherwise
+// earlier message of r's key was prepared, so every earlier row of the key
+// was committed (or resolved) before r, and one of them that waits would
+// still be waiting at the second read. Otherwise
 // the reads must see one state, or a row could start waiting and its message
 // leave prepared between them: when q can begin transactions (*sql.DB,
 // *sql.Conn), Pending reads again in a read-only REPEATABLE READ
