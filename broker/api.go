@@ -26,8 +26,8 @@ const DefaultMaxBodyBytes = 2 << 20
 //	GET  /v1/half-messages/{id}              one message
 //	GET  /v1/half-messages/{id}/checks       its check-back history
 //	GET  /v1/half-messages?state=&producer_group=&limit=&cursor=
-//	PUT  /v1/producer-groups/{group}         {"checkback_url"} → 200
-//	GET  /v1/producer-groups/{group}         → 200 {"checkback_url"}
+//	PUT  /v1/producer-groups/{group}         {"checkback_url","delivery_order"} → 200
+//	GET  /v1/producer-groups/{group}         → 200 {"checkback_url","delivery_order"}
 //
 // Errors are {"error":{"code","message"}} with the Code constants: 400 for
 // malformed bodies (unknown fields too) and invalid messages, 413 for bodies
@@ -287,21 +287,25 @@ func (h *Handler) putGroup(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	if err := h.store.SetGroup(r.Context(), group, b.CheckbackURL); err != nil {
+	order := halfmsg.OrderPrepare
+	if b.DeliveryOrder != nil {
+		order = *b.DeliveryOrder
+	}
+	if err := h.store.SetGroup(r.Context(), group, b.CheckbackURL, halfmsg.WithDeliveryOrder(order)); err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	h.writeJSON(w, http.StatusOK, map[string]string{"producer_group": group, "checkback_url": b.CheckbackURL})
+	h.writeJSON(w, http.StatusOK, halfmsg.GroupAnswer{ProducerGroup: group, CheckbackURL: b.CheckbackURL, DeliveryOrder: order})
 }
 
 func (h *Handler) getGroup(w http.ResponseWriter, r *http.Request) {
 	group := r.PathValue("group")
-	u, err := h.store.GroupURL(r.Context(), group)
+	g, err := h.store.Group(r.Context(), group)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	h.writeJSON(w, http.StatusOK, map[string]string{"producer_group": group, "checkback_url": u})
+	h.writeJSON(w, http.StatusOK, halfmsg.GroupAnswer{ProducerGroup: group, CheckbackURL: g.CheckbackURL, DeliveryOrder: g.Order})
 }
 
 // apiErrorFor maps a store error to the API's status and code.

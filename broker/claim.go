@@ -27,15 +27,15 @@ SET check_count = check_count + 1, last_check_at = UTC_TIMESTAMP(6), updated_at 
 WHERE seq IN (`
 	resolveByCheck = `UPDATE txmsg_half_messages
 SET state = ?, resolved_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6),
-  last_check_result = ?, last_check_error = NULL
-WHERE id = ? AND state = ? AND check_count = ?`
+  last_check_result = ?, last_check_error = NULL, waits_for = ?
+WHERE id = ? AND topic = ? AND state = ? AND check_count = ?`
 	rescheduleCheck = `UPDATE txmsg_half_messages
 SET next_check_at = DATE_ADD(UTC_TIMESTAMP(6), INTERVAL ? MICROSECOND), updated_at = UTC_TIMESTAMP(6),
   last_check_result = ?, last_check_error = ?
-WHERE id = ? AND state = ? AND check_count = ?`
+WHERE id = ? AND topic = ? AND state = ? AND check_count = ?`
 	discardByCheck = `UPDATE txmsg_half_messages
 SET state = ?, updated_at = UTC_TIMESTAMP(6), reason = ?, last_check_result = ?, last_check_error = ?
-WHERE id = ? AND state = ? AND check_count = ?`
+WHERE id = ? AND topic = ? AND state = ? AND check_count = ?`
 	selectGroupURLs = `SELECT producer_group, checkback_url FROM txmsg_producer_groups WHERE producer_group IN (`
 	insertCheck     = `INSERT INTO txmsg_half_checks (msg_id, check_no, result, error, latency_us, checked_at)
 VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(6))`
@@ -143,7 +143,9 @@ func fillGroupURLs(ctx context.Context, tx *sql.Tx, claims []Claim) error {
 // prepared and the check count of the claim: a commit or rollback that
 // arrived while the check was in flight has left prepared, so the check's
 // answer changes nothing (the producer's own call wins), and a check whose
-// lease expired and was claimed again cannot overwrite the newer one.
+// lease expired and was claimed again cannot overwrite the newer one. The
+// claim's topic picks its row among the messages prepared under one id; a
+// commit records what the row waits for, as Commit does.
 func (s *Store) RecordCheck(ctx context.Context, c Claim, r CheckResult) error {
 	result := r.Answer.String()
 	var errText sql.NullString
@@ -156,6 +158,12 @@ func (s *Store) RecordCheck(ctx context.Context, c Claim, r CheckResult) error {
 		changed bool
 	)
 	err := sqlx.RunInTx(ctx, s.db, nil, func(tx *sql.Tx) error {
+		// History first: its checked_at is then no later than the time the
+		// next check is scheduled from, so two checks' recorded times are at
+		// least the backoff apart however slowly the statements run.
+		if _, err := tx.ExecContext(ctx, insertCheck, c.ID, c.CheckCount, result, errText, r.Latency.Microseconds()); err != nil {
+			return fmt.Errorf("history: %w", err)
+		}
 		var (
 			res sql.Result
 			err error
@@ -163,10 +171,18 @@ func (s *Store) RecordCheck(ctx context.Context, c Claim, r CheckResult) error {
 		switch {
 		case r.Err == nil && r.Answer == checkback.AnswerCommit:
 			to = halfmsg.StateCommitted
-			res, err = tx.ExecContext(ctx, resolveByCheck, to, result, c.ID, halfmsg.StatePrepared, c.CheckCount)
+			ts, terr := targets(ctx, tx, c.ID, c.Topic)
+			if terr != nil {
+				return fmt.Errorf("read state: %w", terr)
+			}
+			var waits sql.NullInt64
+			if len(ts) == 1 {
+				waits = ts[0].waitsFor
+			}
+			res, err = tx.ExecContext(ctx, resolveByCheck, to, result, waits, c.ID, c.Topic, halfmsg.StatePrepared, c.CheckCount)
 		case r.Err == nil && r.Answer == checkback.AnswerRollback:
 			to = halfmsg.StateRolledBack
-			res, err = tx.ExecContext(ctx, resolveByCheck, to, result, c.ID, halfmsg.StatePrepared, c.CheckCount)
+			res, err = tx.ExecContext(ctx, resolveByCheck, to, result, nil, c.ID, c.Topic, halfmsg.StatePrepared, c.CheckCount)
 		case r.Discard:
 			to = halfmsg.StateDiscarded
 			reason := fmt.Sprintf("no commit or rollback after %d check-backs (last: %s)", c.CheckCount, result)
@@ -174,10 +190,10 @@ func (s *Store) RecordCheck(ctx context.Context, c Claim, r CheckResult) error {
 				reason += ": " + r.Err.Error()
 			}
 			res, err = tx.ExecContext(ctx, discardByCheck, to, truncate(reason, 1024), result, errText,
-				c.ID, halfmsg.StatePrepared, c.CheckCount)
+				c.ID, c.Topic, halfmsg.StatePrepared, c.CheckCount)
 		default:
 			res, err = tx.ExecContext(ctx, rescheduleCheck, r.NextCheck.Microseconds(), result, errText,
-				c.ID, halfmsg.StatePrepared, c.CheckCount)
+				c.ID, c.Topic, halfmsg.StatePrepared, c.CheckCount)
 		}
 		if err != nil {
 			return err
@@ -187,9 +203,6 @@ func (s *Store) RecordCheck(ctx context.Context, c Claim, r CheckResult) error {
 			return err
 		}
 		changed = n == 1
-		if _, err := tx.ExecContext(ctx, insertCheck, c.ID, c.CheckCount, result, errText, r.Latency.Microseconds()); err != nil {
-			return fmt.Errorf("history: %w", err)
-		}
 		return nil
 	})
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -17,8 +18,9 @@ import (
 // (state delivered, with delivered_at) so a late repeated Commit still finds
 // the message and answers idempotently; it implements relay.Purger, so the
 // engine's retention job (relay.Config.Retention, which broker.Config sets
-// to 24h by default) deletes delivered and rolled back rows later. It is stateless and safe for
-// concurrent use.
+// to 24h by default) deletes delivered and rolled back rows later. Messages of
+// one topic and key are delivered in prepare order unless their group chose
+// OrderCommit (see Pending). It is stateless and safe for concurrent use.
 type HalfSource struct{}
 
 // NewHalfSource returns the source of committed half messages.
@@ -29,12 +31,34 @@ var (
 	_ relay.Purger = (*HalfSource)(nil)
 )
 
+// chunkLen bounds the list of one releasedHalf query.
+const chunkLen = 500
+
 const (
+	// pendingHalf reads the committed rows of a shard that wait for nothing:
+	// one range of the deliver index (state, shard, waits_for, seq), in seq
+	// order, without a sort; the rows that wait are outside it.
 	pendingHalf = `SELECT seq, id, shard, topic, msg_key, value, headers, created_at, attempts
 FROM txmsg_half_messages
-WHERE state = ? AND shard = ?
+WHERE state = ? AND shard = ? AND waits_for IS NULL
 ORDER BY seq
 LIMIT ?`
+	// nextWaitedFor returns the least seq above ? of a message that
+	// committed rows of a shard wait for (NULL when there is none), and
+	// whether it is still prepared: two index dives, however many rows wait.
+	nextWaitedFor = `SELECT b.seq, EXISTS (SELECT 1 FROM txmsg_half_messages p WHERE p.seq = b.seq AND p.state = ?)
+FROM (SELECT MIN(waits_for) AS seq FROM txmsg_half_messages WHERE state = ? AND shard = ? AND waits_for > ?) b`
+	// releasedHalf reads the committed rows of a shard that wait for one of
+	// the listed messages, which have all left prepared, less those that an
+	// earlier prepared message of their topic and key still holds back: a
+	// row records only the latest such message, and earlier ones may still
+	// be prepared when that one leaves (one dive into the key index each).
+	releasedHalf = `SELECT seq, id, shard, topic, msg_key, value, headers, created_at, attempts
+FROM txmsg_half_messages h
+WHERE state = ? AND shard = ?
+  AND NOT EXISTS (SELECT 1 FROM txmsg_half_messages p
+                  WHERE p.topic = h.topic AND p.msg_key = h.msg_key AND p.state = ? AND p.seq < h.seq)
+  AND waits_for IN (`
 	deliveredHalf = `UPDATE txmsg_half_messages
 SET state = ?, delivered_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6)
 WHERE state = ? AND seq IN (`
@@ -57,17 +81,158 @@ ORDER BY checked_at LIMIT ?`
 // Name implements relay.Source: "half".
 func (*HalfSource) Name() string { return txmsg.SourceHalf }
 
-// Pending implements relay.Source: committed messages of shard in seq order.
+// Pending implements relay.Source: committed messages of shard in seq
+// order, less those that wait for an earlier message of their topic and key.
+//
+// Commit records in a message of a group that delivers in OrderPrepare the
+// latest earlier prepared message of its topic and key, if any (waits_for);
+// a message that waits for nothing is read from the deliver index as
+// before. When messages of the shard wait, Pending walks the messages they
+// wait for (one query each), reads the rows waiting for those that have left
+// prepared and that no other earlier message of their key holds back, and
+// merges both lists in seq order. Rows waiting for a message still prepared
+// are not read at all, so a key held back by a lost commit call costs
+// nothing per poll however many of its messages queue behind it.
+//
+// The common case takes two reads: the rows that wait for nothing, then
+// whether any row of the shard waits. In that order, none waiting means the
+// first read missed nothing: a row r it returned was committed when no
+// earlier message of r's key was prepared, so every earlier row of the key
+// was committed (or resolved) before r, and one of them that waits would
+// still be waiting at the second read. Otherwise
+// the reads must see one state, or a row could start waiting and its message
+// leave prepared between them: when q can begin transactions (*sql.DB,
+// *sql.Conn), Pending reads again in a read-only REPEATABLE READ
+// transaction; a *sql.Tx passed as q must be at REPEATABLE READ or above.
 func (*HalfSource) Pending(ctx context.Context, q relay.Querier, shard int, limit relay.Limit) ([]relay.Row, error) {
+	rows, err := pending(ctx, q, shard, limit)
+	if err != nil {
+		return nil, fmt.Errorf("broker: pending of shard %d: %w", shard, err)
+	}
+	return rows, nil
+}
+
+// txBeginner is a Querier that can open the transaction Pending reads in.
+type txBeginner interface {
+	BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
+}
+
+func pending(ctx context.Context, q relay.Querier, shard int, limit relay.Limit) ([]relay.Row, error) {
+	ready, err := readyRows(ctx, q, shard, limit)
+	if err != nil {
+		return nil, err
+	}
+	if first, _, err := nextWait(ctx, q, shard, 0); err != nil || !first.Valid {
+		return ready, err
+	}
+	if b, ok := q.(txBeginner); ok {
+		tx, err := b.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
+		if err != nil {
+			return nil, fmt.Errorf("begin read: %w", err)
+		}
+		defer func() { _ = tx.Rollback() }()
+		q = tx
+		if ready, err = readyRows(ctx, tx, shard, limit); err != nil {
+			return nil, err
+		}
+	}
+	released, err := releasedWaits(ctx, q, shard)
+	if err != nil || len(released) == 0 {
+		return ready, err
+	}
+	lists := [][]relay.Row{ready}
+	for len(released) > 0 {
+		chunk := released[:min(len(released), chunkLen)]
+		released = released[len(chunk):]
+		rows, err := q.QueryContext(ctx, releasedHalf+strings.Repeat("?,", len(chunk)-1)+"?) ORDER BY seq LIMIT ?",
+			append(append([]any{halfmsg.StateCommitted, shard, halfmsg.StatePrepared}, chunk...), limit.Rows)...)
+		if err != nil {
+			return nil, fmt.Errorf("released rows: %w", err)
+		}
+		rs, err := relay.ScanRows(rows, limit.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("released rows: %w", err)
+		}
+		lists = append(lists, rs)
+	}
+	merged := mergeBySeq(lists)
+	var size int64
+	for i, r := range merged {
+		if i == limit.Rows || (limit.Bytes > 0 && size >= limit.Bytes) {
+			return merged[:i], nil
+		}
+		size += int64(len(r.Key) + len(r.Value))
+	}
+	return merged, nil
+}
+
+// readyRows reads the committed rows of shard that wait for nothing.
+func readyRows(ctx context.Context, q relay.Querier, shard int, limit relay.Limit) ([]relay.Row, error) {
 	rows, err := q.QueryContext(ctx, pendingHalf, halfmsg.StateCommitted, shard, limit.Rows)
 	if err != nil {
-		return nil, fmt.Errorf("broker: pending of shard %d: %w", shard, err)
+		return nil, err
 	}
-	out, err := relay.ScanRows(rows, limit.Bytes)
+	return relay.ScanRows(rows, limit.Bytes)
+}
+
+// nextWait returns the least seq above after of a message that committed
+// rows of shard wait for (invalid when there is none), and whether that
+// message is still prepared.
+func nextWait(ctx context.Context, q relay.Querier, shard int, after int64) (sql.NullInt64, bool, error) {
+	var (
+		seq      sql.NullInt64
+		prepared sql.NullBool
+	)
+	rows, err := q.QueryContext(ctx, nextWaitedFor, halfmsg.StatePrepared, halfmsg.StateCommitted, shard, after)
 	if err != nil {
-		return nil, fmt.Errorf("broker: pending of shard %d: %w", shard, err)
+		return seq, false, fmt.Errorf("messages waited for: %w", err)
 	}
-	return out, nil
+	defer rows.Close()
+	if rows.Next() {
+		if err := rows.Scan(&seq, &prepared); err != nil {
+			return seq, false, fmt.Errorf("messages waited for: %w", err)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return seq, false, fmt.Errorf("messages waited for: %w", err)
+	}
+	return seq, prepared.Bool, nil
+}
+
+// releasedWaits returns the seqs of the messages that committed rows of
+// shard wait for and that have left prepared, walking the distinct messages
+// waited for one query each: a loose index scan. (A recursive CTE would say
+// it in one query, but MariaDB does not keep the index range for the
+// correlated bound of its recursive part, and scans every committed row of
+// the shard.)
+func releasedWaits(ctx context.Context, q relay.Querier, shard int) ([]any, error) {
+	var (
+		out   []any
+		after int64
+	)
+	for {
+		seq, prepared, err := nextWait(ctx, q, shard, after)
+		if err != nil || !seq.Valid {
+			return out, err
+		}
+		after = seq.Int64
+		if !prepared {
+			out = append(out, after)
+		}
+	}
+}
+
+// mergeBySeq merges lists sorted by seq into one. Each list holds the first
+// rows of its set within the round's limit, so the first rows of the union
+// within that limit are all among them: a row a list left out comes after a
+// prefix of that list that alone reaches the limit.
+func mergeBySeq(lists [][]relay.Row) []relay.Row {
+	var out []relay.Row
+	for _, l := range lists {
+		out = append(out, l...)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Seq < out[j].Seq })
+	return out
 }
 
 func seqArgs(rows []relay.Row, lead ...any) (string, []any) {

@@ -15,6 +15,7 @@ import (
 	"github.com/txmsg/txmsg/broker/halfmsg"
 	"github.com/txmsg/txmsg/internal/codec"
 	"github.com/txmsg/txmsg/internal/sqlx/mysqlx"
+	"github.com/txmsg/txmsg/relay"
 )
 
 // Limits and defaults of the store.
@@ -106,30 +107,42 @@ const (
   (id, shard, state, producer_group, topic, msg_key, value, headers, checkback_url,
    check_timeout_ms, max_checks, next_check_at, created_at, updated_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, DATE_ADD(UTC_TIMESTAMP(6), INTERVAL ? MICROSECOND), UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))`
-	// shard = LAST_INSERT_ID(shard) changes nothing; it hands the row's
-	// shard back in the OK packet, so a commit can wake the relay's worker
-	// for it without another round trip.
+	// selectTargets reads the rows of one id (one per topic) before a
+	// transition, each with the seq of the latest earlier message of its
+	// topic and key that is still prepared, when the row has a key and its
+	// group delivers in prepare order: what a commit makes the row wait for
+	// (see HalfSource). It is a consistent read without locks; the
+	// conditional UPDATE then decides, and the relay re-checks a row whose
+	// message it waited for has left prepared.
+	selectTargets = `SELECT h.seq, h.state, h.shard,
+  CASE WHEN COALESCE(g.delivery_order, ?) = ? AND h.msg_key <> '' THEN
+    (SELECT MAX(p.seq) FROM txmsg_half_messages p
+     WHERE p.topic = h.topic AND p.msg_key = h.msg_key AND p.state = ? AND p.seq < h.seq)
+  END
+FROM txmsg_half_messages h
+LEFT JOIN txmsg_producer_groups g ON g.producer_group = h.producer_group
+WHERE h.id = ?`
 	transitionHalf = `UPDATE txmsg_half_messages
 SET state = ?, resolved_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6), reason = COALESCE(?, reason),
-  shard = LAST_INSERT_ID(shard)
-WHERE id = ? AND state IN (?, ?)`
-	selectState = `SELECT state FROM txmsg_half_messages WHERE id = ?`
+  waits_for = CASE seq`
 	infoColumns = `seq, id, producer_group, topic, msg_key, state, checkback_url, check_timeout_ms, max_checks,
   check_count, last_check_result, last_check_error, reason, attempts, last_error, created_at, updated_at,
   next_check_at, last_check_at, resolved_at, delivered_at`
-	selectInfo  = `SELECT ` + infoColumns + ` FROM txmsg_half_messages WHERE id = ?`
-	upsertGroup = `INSERT INTO txmsg_producer_groups (producer_group, checkback_url, updated_at)
-VALUES (?, ?, UTC_TIMESTAMP(6))
-ON DUPLICATE KEY UPDATE checkback_url = VALUES(checkback_url), updated_at = VALUES(updated_at)`
-	selectGroup     = `SELECT checkback_url FROM txmsg_producer_groups WHERE producer_group = ?`
+	selectInfo  = `SELECT ` + infoColumns + ` FROM txmsg_half_messages WHERE id = ? ORDER BY seq LIMIT 1`
+	upsertGroup = `INSERT INTO txmsg_producer_groups (producer_group, checkback_url, delivery_order, updated_at)
+VALUES (?, ?, ?, UTC_TIMESTAMP(6))
+ON DUPLICATE KEY UPDATE checkback_url = VALUES(checkback_url), delivery_order = VALUES(delivery_order),
+  updated_at = VALUES(updated_at)`
+	selectGroup     = `SELECT checkback_url, delivery_order FROM txmsg_producer_groups WHERE producer_group = ?`
 	preparedBacklog = `SELECT COUNT(*), MIN(created_at) FROM txmsg_half_messages WHERE state = ?`
 )
 
 // Prepare stores a prepared half message and returns its id. The message is
 // not delivered until Commit; if neither Commit nor Rollback comes, its
 // producer is asked after the check timeout. Invalid requests fail with an
-// error wrapping txmsg.ErrInvalidMessage, an id already used with
-// txmsg.ErrConflict.
+// error wrapping txmsg.ErrInvalidMessage, an id already used in the same
+// topic with txmsg.ErrConflict. Ids compare byte for byte ("Order-1" and
+// "order-1" are two ids), and one id may be prepared in several topics.
 func (s *Store) Prepare(ctx context.Context, req halfmsg.PrepareRequest) (string, error) {
 	m := &req.Message
 	if err := halfmsg.ValidateGroup(req.ProducerGroup); err != nil {
@@ -173,7 +186,7 @@ func (s *Store) Prepare(ctx context.Context, req halfmsg.PrepareRequest) (string
 		timeout.Milliseconds(), maxChecks, timeout.Microseconds())
 	if err != nil {
 		if mysqlx.IsDuplicate(err) {
-			return "", fmt.Errorf("broker: prepare: %w: id %s already exists", txmsg.ErrConflict, id)
+			return "", fmt.Errorf("broker: prepare: %w: id %s already exists in topic %s", txmsg.ErrConflict, id, m.Topic)
 		}
 		return "", fmt.Errorf("broker: prepare %s: %w", id, err)
 	}
@@ -185,6 +198,12 @@ func (s *Store) Prepare(ctx context.Context, req halfmsg.PrepareRequest) (string
 // idempotent: committing a committed, delivered or dead-lettered message
 // returns its state and changes nothing. A rolled back or discarded message
 // fails with txmsg.ErrConflict, an unknown id with txmsg.ErrNotFound.
+//
+// Commit, Rollback and Resolve act on every message prepared under id (one
+// per topic: the fan-out of one local transaction). Unless its producer
+// group delivers in OrderCommit, a committed message with a key is delivered
+// only after the earlier prepared messages of its topic and key have left
+// prepared (see Order).
 func (s *Store) Commit(ctx context.Context, id string) (halfmsg.State, error) {
 	return s.transition(ctx, id, halfmsg.StateCommitted, ByProducer, "", halfmsg.StatePrepared)
 }
@@ -219,37 +238,101 @@ func reached(cur, to halfmsg.State) bool {
 	return cur == to
 }
 
-// transition moves id from one of from to `to` with one conditional UPDATE.
-// When the UPDATE matches nothing, the current state tells why: already
-// there (idempotent success), not found, or illegal (ErrConflict). A message
-// that was in a from state at the UPDATE but left it before the SELECT can
-// only have moved forward, so one re-read suffices; the loop is a guard.
+// target is one row of an id before a transition.
+type target struct {
+	seq   int64
+	state halfmsg.State
+	shard int
+	// waitsFor is what the row waits for once committed (see selectTargets).
+	waitsFor sql.NullInt64
+}
+
+// targets reads the rows of id, one per topic, in seq order; only that of
+// topic when topic is not empty.
+func targets(ctx context.Context, q relay.Querier, id, topic string) ([]target, error) {
+	query, args := selectTargets, []any{halfmsg.OrderPrepare, halfmsg.OrderPrepare, halfmsg.StatePrepared, id}
+	if topic != "" {
+		query, args = query+" AND h.topic = ?", append(args, topic)
+	}
+	rows, err := q.QueryContext(ctx, query+" ORDER BY h.seq", args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []target
+	for rows.Next() {
+		var t target
+		if err := rows.Scan(&t.seq, &t.state, &t.shard, &t.waitsFor); err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// transition moves every row of id (one per topic) that is in one of from
+// to `to`, with one conditional UPDATE; a commit records in each row the
+// message it waits for. When no row is in a from state, their states tell
+// why: already there (idempotent success) or illegal (ErrConflict). A row
+// that leaves a from state between the read and the UPDATE can only have
+// moved forward, so one more read suffices; the loop is a guard.
 func (s *Store) transition(ctx context.Context, id string, to halfmsg.State, by, reason string, from ...halfmsg.State) (halfmsg.State, error) {
 	f1, f2 := from[0], from[len(from)-1]
 	for range 3 {
-		res, err := s.db.ExecContext(ctx, transitionHalf, to, nullString(reason), id, f1, f2)
+		ts, err := targets(ctx, s.db, id, "")
+		if err != nil {
+			return 0, fmt.Errorf("broker: %s %s: read state: %w", verb(to), id, err)
+		}
+		if len(ts) == 0 {
+			return 0, fmt.Errorf("broker: %s %s: %w", verb(to), id, txmsg.ErrNotFound)
+		}
+		var (
+			move  strings.Builder
+			in    []any
+			args  = []any{to, nullString(reason)}
+			moved []target
+		)
+		for _, t := range ts {
+			if t.state != f1 && t.state != f2 {
+				continue
+			}
+			waits := t.waitsFor
+			if to != halfmsg.StateCommitted {
+				waits = sql.NullInt64{}
+			}
+			move.WriteString(" WHEN ? THEN ?")
+			args = append(args, t.seq, waits)
+			in = append(in, t.seq)
+			moved = append(moved, t)
+		}
+		if len(moved) == 0 {
+			for _, t := range ts {
+				if !reached(t.state, to) {
+					return t.state, fmt.Errorf("broker: %s %s: %w: message is %s", verb(to), id, txmsg.ErrConflict, t.state)
+				}
+			}
+			return ts[0].state, nil
+		}
+		q := transitionHalf + move.String() + " END WHERE state IN (?, ?) AND seq IN (" +
+			strings.Repeat("?,", len(in)-1) + "?)"
+		res, err := s.db.ExecContext(ctx, q, append(append(args, f1, f2), in...)...)
 		if err != nil {
 			return 0, fmt.Errorf("broker: %s %s: %w", verb(to), id, err)
 		}
-		if n, err := res.RowsAffected(); err == nil && n == 1 {
+		n, err := res.RowsAffected()
+		if err != nil {
+			return 0, fmt.Errorf("broker: %s %s: %w", verb(to), id, err)
+		}
+		for range n {
 			s.metrics.Resolved(to, by)
-			if shard, err := res.LastInsertId(); err == nil && to == halfmsg.StateCommitted && s.onCommit != nil {
-				s.onCommit(int(shard))
+		}
+		if n > 0 && to == halfmsg.StateCommitted && s.onCommit != nil {
+			for _, t := range moved {
+				s.onCommit(t.shard)
 			}
+		}
+		if int(n) == len(moved) {
 			return to, nil
-		}
-		var cur halfmsg.State
-		if err := s.db.QueryRowContext(ctx, selectState, id).Scan(&cur); err != nil {
-			if errors.Is(err, sql.ErrNoRows) {
-				return 0, fmt.Errorf("broker: %s %s: %w", verb(to), id, txmsg.ErrNotFound)
-			}
-			return 0, fmt.Errorf("broker: %s %s: read state: %w", verb(to), id, err)
-		}
-		if reached(cur, to) {
-			return cur, nil
-		}
-		if cur != f1 && cur != f2 {
-			return cur, fmt.Errorf("broker: %s %s: %w: message is %s", verb(to), id, txmsg.ErrConflict, cur)
 		}
 	}
 	return 0, fmt.Errorf("broker: %s %s: state keeps changing", verb(to), id)
@@ -262,8 +345,9 @@ func verb(to halfmsg.State) string {
 	return "roll back"
 }
 
-// Get returns what the store knows about id, or an error wrapping
-// txmsg.ErrNotFound.
+// Get returns what the store knows about id (the first one prepared when id
+// names messages in several topics; List shows them all), or an error
+// wrapping txmsg.ErrNotFound.
 func (s *Store) Get(ctx context.Context, id string) (halfmsg.Info, error) {
 	info, err := scanInfo(s.db.QueryRowContext(ctx, selectInfo, id))
 	if errors.Is(err, sql.ErrNoRows) {
@@ -321,32 +405,48 @@ func (s *Store) List(ctx context.Context, f halfmsg.Filter) ([]halfmsg.Info, int
 	return out, next, nil
 }
 
-// SetGroup registers (or replaces) the check-back URL of a producer group.
-func (s *Store) SetGroup(ctx context.Context, group, checkbackURL string) error {
+// SetGroup registers (or replaces) the check-back URL and the options of a
+// producer group; an option left out takes its default. Group names compare
+// byte for byte: "Shop2" and "shop2" are two groups.
+func (s *Store) SetGroup(ctx context.Context, group, checkbackURL string, opts ...halfmsg.GroupOption) error {
+	g := halfmsg.Group{CheckbackURL: checkbackURL, Order: halfmsg.OrderPrepare}
+	for _, o := range opts {
+		o(&g)
+	}
 	if err := halfmsg.ValidateGroup(group); err != nil {
 		return fmt.Errorf("broker: set group: %w", err)
 	}
-	if err := halfmsg.ValidateCheckbackURL(checkbackURL); err != nil {
+	if err := halfmsg.ValidateCheckbackURL(g.CheckbackURL); err != nil {
 		return fmt.Errorf("broker: set group %s: %w", group, err)
 	}
-	if _, err := s.db.ExecContext(ctx, upsertGroup, group, checkbackURL); err != nil {
+	if !g.Order.Valid() {
+		return fmt.Errorf("broker: set group %s: %w: delivery order %d: want prepare or commit", group, txmsg.ErrInvalidMessage, uint8(g.Order))
+	}
+	if _, err := s.db.ExecContext(ctx, upsertGroup, group, g.CheckbackURL, g.Order); err != nil {
 		return fmt.Errorf("broker: set group %s: %w", group, err)
 	}
 	return nil
 }
 
+// Group returns the registration of group, or an error wrapping
+// txmsg.ErrNotFound.
+func (s *Store) Group(ctx context.Context, group string) (halfmsg.Group, error) {
+	var g halfmsg.Group
+	err := s.db.QueryRowContext(ctx, selectGroup, group).Scan(&g.CheckbackURL, &g.Order)
+	if errors.Is(err, sql.ErrNoRows) {
+		return halfmsg.Group{}, fmt.Errorf("broker: group %s: %w", group, txmsg.ErrNotFound)
+	}
+	if err != nil {
+		return halfmsg.Group{}, fmt.Errorf("broker: group %s: %w", group, err)
+	}
+	return g, nil
+}
+
 // GroupURL returns the check-back URL registered for group, or an error
 // wrapping txmsg.ErrNotFound.
 func (s *Store) GroupURL(ctx context.Context, group string) (string, error) {
-	var u string
-	err := s.db.QueryRowContext(ctx, selectGroup, group).Scan(&u)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", fmt.Errorf("broker: group %s: %w", group, txmsg.ErrNotFound)
-	}
-	if err != nil {
-		return "", fmt.Errorf("broker: group %s: %w", group, err)
-	}
-	return u, nil
+	g, err := s.Group(ctx, group)
+	return g.CheckbackURL, err
 }
 
 // PreparedBacklog counts prepared messages and returns the creation time of

@@ -75,9 +75,10 @@ func LedgerChecker(db *sql.DB, opts ...LedgerOption) (*Ledger, error) {
 }
 
 // Record writes the ledger row of message id through tx, the local
-// transaction whose commit decides the message. If a check-back got there
-// first (and answered rollback), it returns ErrAlreadyDecided and the caller
-// must roll tx back.
+// transaction whose commit decides the message: every half message prepared
+// under id (one per topic) follows it, so a transaction records its id once.
+// If a check-back got there first (and answered rollback), it returns
+// ErrAlreadyDecided and the caller must roll tx back.
 func (l *Ledger) Record(ctx context.Context, tx Execer, id string) error {
 	res, err := tx.ExecContext(ctx, insertCommit, id)
 	if err != nil {

@@ -18,7 +18,7 @@
 //     through in-place retries. Different keys of one partition run in
 //     parallel on up to WithConcurrency workers (lanes).
 //   - A TxHandlerFunc runs in a local transaction that inserts the message's
-//     inbox row (group, txmsg-id); a duplicate delivery finds the row and is
+//     inbox row (group, topic, txmsg-id); a duplicate delivery finds the row and is
 //     skipped, so each message's effects commit once. A HandlerFunc is at
 //     least once.
 //   - A failing message is retried in place with exponential backoff and

@@ -38,7 +38,10 @@ func inboxID(id string) string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
-// runTx runs h in a transaction that first inserts m's inbox row. A
+// runTx runs h in a transaction that first inserts m's inbox row, keyed by
+// (group, topic, id): one id read from several topics (an event fanned out
+// under one id) is applied once per topic, and a retried message counts
+// under its original topic (m.Topic is restored from the retry headers). A
 // duplicate row means an earlier delivery committed its effects: the
 // transaction rolls back and dup is true. A concurrent delivery of the same
 // message (another member after a rebalance) blocks on the row lock of the

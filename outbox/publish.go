@@ -81,7 +81,10 @@ func Publish(ctx context.Context, exec Execer, msgs ...txmsg.Message) error {
 // wrapping txmsg.ErrInvalidMessage, names the message by index. A message
 // with an empty ID gets a UUIDv7; msgs is not modified. Messages are
 // delivered after the caller's transaction commits, never if it rolls back.
-// An ID already in the table fails with a duplicate-key error from MySQL.
+// An ID is unique per topic while its message is pending: one event may go
+// to several topics under one ID, and the same ID in the same topic fails
+// with a duplicate-key error from MySQL. IDs compare byte for byte
+// ("Order-1" and "order-1" are two IDs).
 func (p *Publisher) Publish(ctx context.Context, exec Execer, msgs ...txmsg.Message) error {
 	if len(msgs) == 0 {
 		return nil

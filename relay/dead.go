@@ -9,9 +9,13 @@ import (
 	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/internal/codec"
 	"github.com/txmsg/txmsg/internal/sqlx"
+	"github.com/txmsg/txmsg/internal/sqlx/mysqlx"
 )
 
-// DeadLetter is a message Kafka refused for good, kept with its error.
+// DeadLetter is a message Kafka refused for good, kept with its error. A
+// dead letter is known by its id, topic and source: the outbox and the
+// broker may each dead-letter a message of one id and topic, and one id may
+// name messages of several topics.
 type DeadLetter struct {
 	ID        string
 	Source    string
@@ -37,11 +41,13 @@ ON DUPLICATE KEY UPDATE source = VALUES(source), shard = VALUES(shard), topic = 
 msg_key = VALUES(msg_key), value = VALUES(value), headers = VALUES(headers), created_at = VALUES(created_at),
 attempts = VALUES(attempts), last_error = VALUES(last_error), dead_at = VALUES(dead_at)`
 	deadColumns = `id, source, shard, topic, msg_key, value, headers, created_at, attempts, last_error, dead_at`
-	listDead    = `SELECT ` + deadColumns + ` FROM txmsg_dead_letters ORDER BY dead_at, id LIMIT ?`
-	lockDead    = `SELECT ` + deadColumns + ` FROM txmsg_dead_letters WHERE id = ? FOR UPDATE`
-	lockAllDead = `SELECT ` + deadColumns + ` FROM txmsg_dead_letters ORDER BY dead_at, id LIMIT 1000 FOR UPDATE`
-	deleteDead  = `DELETE FROM txmsg_dead_letters WHERE id = ?`
-	requeue     = `INSERT INTO txmsg_outbox (id, shard, topic, msg_key, value, headers, created_at)
+	listDead    = `SELECT ` + deadColumns + ` FROM txmsg_dead_letters ORDER BY dead_at, id, topic, source LIMIT ?`
+	lockDead    = `SELECT ` + deadColumns + ` FROM txmsg_dead_letters WHERE id = ? ORDER BY topic, source FOR UPDATE`
+	// OFFSET passes over the dead letters an earlier batch left in place.
+	lockAllDead = `SELECT ` + deadColumns + ` FROM txmsg_dead_letters ORDER BY dead_at, id, topic, source
+LIMIT 1000 OFFSET ? FOR UPDATE`
+	deleteDead = `DELETE FROM txmsg_dead_letters WHERE id = ? AND topic = ? AND source = ?`
+	requeue    = `INSERT INTO txmsg_outbox (id, shard, topic, msg_key, value, headers, created_at)
 VALUES (?, ?, ?, ?, ?, ?, ?)`
 )
 
@@ -101,11 +107,17 @@ func ListDead(ctx context.Context, db *sql.DB, limit int) ([]DeadLetter, error) 
 	return out, nil
 }
 
-// RetryDead puts dead letter id back into txmsg_outbox (keeping its id, key
-// and shard, at the end of its shard's queue) and deletes the dead letter, in
-// one transaction. It fails with txmsg.ErrNotFound for an unknown id.
-// Whatever its source, a retried message is delivered through the outbox.
+// RetryDead puts the dead letters of id (one per topic and source) back
+// into txmsg_outbox (keeping their id, key and shard, at the end of their
+// shard's queue) and deletes them, in one transaction. It fails with
+// txmsg.ErrNotFound for an unknown id. Whatever its source, a retried
+// message is delivered through the outbox. A dead letter whose topic and id
+// are still pending in the outbox (or that shares them with another dead
+// letter of id, from the other source) stays dead: the others are retried,
+// and the error wraps txmsg.ErrConflict; retry it once the pending message
+// is delivered.
 func RetryDead(ctx context.Context, db *sql.DB, id string) error {
+	var left []DeadLetter
 	err := sqlx.RunInTx(ctx, db, nil, func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, lockDead, id)
 		if err != nil {
@@ -118,45 +130,77 @@ func RetryDead(ctx context.Context, db *sql.DB, id string) error {
 		if len(ds) == 0 {
 			return fmt.Errorf("dead letter %q: %w", id, txmsg.ErrNotFound)
 		}
-		return requeueDead(ctx, tx, ds[0])
+		left, err = requeueAll(ctx, tx, ds)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("relay: retry dead letter: %w", err)
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("relay: retry dead letter %q: %w", id, pendingConflict(left))
 	}
 	return nil
 }
 
 // RetryAllDead puts every dead letter back into txmsg_outbox, oldest first,
-// in transactions of up to 1000, and returns how many it moved.
+// in transactions of up to 1000, and returns how many it moved. Dead letters
+// that RetryDead would leave in place stay dead, and the error then wraps
+// txmsg.ErrConflict.
 func RetryAllDead(ctx context.Context, db *sql.DB) (int64, error) {
-	var total int64
+	var (
+		total int64
+		left  []DeadLetter
+	)
 	for {
-		var n int64
+		var ds, kept []DeadLetter
 		err := sqlx.RunInTx(ctx, db, nil, func(tx *sql.Tx) error {
-			rows, err := tx.QueryContext(ctx, lockAllDead)
+			rows, err := tx.QueryContext(ctx, lockAllDead, len(left))
 			if err != nil {
 				return err
 			}
-			ds, err := scanDead(rows)
-			if err != nil {
+			if ds, err = scanDead(rows); err != nil {
 				return err
 			}
-			for _, d := range ds {
-				if err := requeueDead(ctx, tx, d); err != nil {
-					return err
-				}
-			}
-			n = int64(len(ds))
-			return nil
+			kept, err = requeueAll(ctx, tx, ds)
+			return err
 		})
 		if err != nil {
 			return total, fmt.Errorf("relay: retry all dead letters: %w", err)
 		}
-		total += n
-		if n < 1000 {
-			return total, nil
+		total += int64(len(ds) - len(kept))
+		left = append(left, kept...)
+		if len(ds) < 1000 {
+			break
 		}
 	}
+	if len(left) > 0 {
+		return total, fmt.Errorf("relay: retry all dead letters: %w", pendingConflict(left))
+	}
+	return total, nil
+}
+
+// requeueAll requeues ds through tx and returns those left in place because
+// their topic and id are pending in the outbox. A duplicate key fails only
+// its own statement, so the transaction goes on.
+func requeueAll(ctx context.Context, tx *sql.Tx, ds []DeadLetter) ([]DeadLetter, error) {
+	var left []DeadLetter
+	for _, d := range ds {
+		err := requeueDead(ctx, tx, d)
+		if mysqlx.IsDuplicate(err) {
+			left = append(left, d)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return left, nil
+}
+
+func pendingConflict(left []DeadLetter) error {
+	d := left[0]
+	return fmt.Errorf("%w: %d dead letters stay dead because their topic and id are pending in the outbox "+
+		"(first: id %q, topic %s, from %s); retry them once it is delivered", txmsg.ErrConflict, len(left), d.ID, d.Topic, d.Source)
 }
 
 func requeueDead(ctx context.Context, tx *sql.Tx, d DeadLetter) error {
@@ -168,9 +212,9 @@ func requeueDead(ctx context.Context, tx *sql.Tx, d DeadLetter) error {
 		}
 	}
 	if _, err := tx.ExecContext(ctx, requeue, d.ID, d.Shard, d.Topic, d.Key, d.Value, hdr, d.CreatedAt); err != nil {
-		return fmt.Errorf("requeue %s: %w", d.ID, err)
+		return fmt.Errorf("requeue %s (topic %s): %w", d.ID, d.Topic, err)
 	}
-	_, err := tx.ExecContext(ctx, deleteDead, d.ID)
+	_, err := tx.ExecContext(ctx, deleteDead, d.ID, d.Topic, d.Source)
 	return err
 }
 

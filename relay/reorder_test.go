@@ -219,8 +219,8 @@ func TestRelaySplitPartitionRoundStopsAtFirstFailedRequest(t *testing.T) {
 	}
 }
 
-// The relay reads pending rows at READ COMMITTED whatever the connection's
-// default: on a pool defaulting to READ UNCOMMITTED it still does not
+// The relay reads pending rows at REPEATABLE READ (a consistent snapshot of
+// committed rows) whatever the connection's default: on a pool defaulting to READ UNCOMMITTED it still does not
 // publish the rows of a transaction that has not committed (and then rolls
 // back).
 func TestRelayIgnoresUncommittedRowsUnderReadUncommitted(t *testing.T) {

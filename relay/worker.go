@@ -19,12 +19,14 @@ import (
 // same shard. READ COMMITTED takes no gap locks.
 func readCommitted() *sql.TxOptions { return &sql.TxOptions{Isolation: sql.LevelReadCommitted} }
 
-// readPending is how pending rows are read: at READ COMMITTED whatever the
+// readPending is how pending rows are read: at REPEATABLE READ whatever the
 // server's or the DSN's default, since under READ UNCOMMITTED the relay would
-// publish rows of transactions that later roll back; read-only, taking no
-// locks.
+// publish rows of transactions that later roll back, and a source that reads
+// in several statements (the half source, when messages wait for earlier
+// ones of their key) needs them all to see one snapshot; read-only, so the
+// consistent reads take no locks.
 func readPending() *sql.TxOptions {
-	return &sql.TxOptions{Isolation: sql.LevelReadCommitted, ReadOnly: true}
+	return &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true}
 }
 
 // work drains one shard until soft ends: poll, publish, mark, repeat.

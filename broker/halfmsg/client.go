@@ -194,8 +194,16 @@ func (c *Client) List(ctx context.Context, f Filter) ([]Info, int64, error) {
 	return infos, next, nil
 }
 
-// SetGroup registers the check-back URL of a producer group.
-func (c *Client) SetGroup(ctx context.Context, group, checkbackURL string) error {
-	return c.do(ctx, http.MethodPut, "/v1/producer-groups/"+url.PathEscape(group),
-		GroupBody{CheckbackURL: checkbackURL}, nil)
+// SetGroup registers the check-back URL and the options of a producer group
+// (WithDeliveryOrder); see the broker's Store.SetGroup.
+func (c *Client) SetGroup(ctx context.Context, group, checkbackURL string, opts ...GroupOption) error {
+	var g Group
+	for _, o := range opts {
+		o(&g)
+	}
+	b := GroupBody{CheckbackURL: checkbackURL}
+	if g.Order != 0 {
+		b.DeliveryOrder = &g.Order
+	}
+	return c.do(ctx, http.MethodPut, "/v1/producer-groups/"+url.PathEscape(group), b, nil)
 }

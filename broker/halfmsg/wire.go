@@ -207,9 +207,18 @@ type ResolveBody struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-// GroupBody is the JSON of PUT /v1/producer-groups/{group}.
+// GroupBody is the JSON of PUT /v1/producer-groups/{group}; delivery_order
+// is "prepare" (the default when left out) or "commit".
 type GroupBody struct {
-	CheckbackURL string `json:"checkback_url"`
+	CheckbackURL  string `json:"checkback_url"`
+	DeliveryOrder *Order `json:"delivery_order,omitempty"`
+}
+
+// GroupAnswer answers PUT and GET /v1/producer-groups/{group}.
+type GroupAnswer struct {
+	ProducerGroup string `json:"producer_group"`
+	CheckbackURL  string `json:"checkback_url"`
+	DeliveryOrder Order  `json:"delivery_order"`
 }
 
 // MessageBody is the JSON of one message in GET answers.

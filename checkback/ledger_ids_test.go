@@ -1,0 +1,50 @@
+package checkback_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/txmsg/txmsg/checkback"
+	"github.com/txmsg/txmsg/internal/testenv"
+)
+
+// Ledger ids compare byte for byte: the local transaction of "Order-1"
+// says nothing about "order-1".
+func TestCheckbackLedgerIDsAreCaseSensitive(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDB(t)
+	ctx := context.Background()
+	l, err := checkback.LedgerChecker(db.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := db.DB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Record(ctx, tx, "Order-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[string]checkback.Answer{"Order-1": checkback.AnswerCommit, "order-1": checkback.AnswerRollback} {
+		if a, err := l.Check(ctx, checkback.Request{ID: id}); err != nil || a != want {
+			t.Errorf("check %s = %v, %v; want %v", id, a, err, want)
+		}
+	}
+	// "order-2" has its own row, beside "Order-2".
+	for _, id := range []string{"Order-2", "order-2"} {
+		tx, err := db.DB.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Record(ctx, tx, id); err != nil {
+			_ = tx.Rollback()
+			t.Fatalf("record %s: %v", id, err)
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
