@@ -84,12 +84,12 @@ func formatValue(v reflect.Value) string {
 // type name such as "int" or "bool": viper converts the values of such flags
 // itself, turning "many" into 0 silently.
 func typeName(k key) string {
-	switch {
-	case k.typ == durationType:
+	switch k.typ {
+	case durationType:
 		return "duration"
-	case k.typ == levelType:
+	case levelType:
 		return "level"
-	case k.typ == listType:
+	case listType:
 		return "list"
 	}
 	switch k.typ.Kind() {

@@ -29,18 +29,18 @@ func (r *reader) fail(key string, val any, want string) { r.errs.Add(key, val, w
 // that does not convert leaves the field as it is.
 func (r *reader) set(dst reflect.Value, k key) {
 	f := dst.FieldByIndex(k.index)
-	switch {
-	case k.typ == durationType:
+	switch k.typ {
+	case durationType:
 		if d, ok := r.duration(k.name); ok {
 			f.SetInt(int64(d))
 		}
 		return
-	case k.typ == levelType:
+	case levelType:
 		if l, ok := r.level(k.name); ok {
 			f.SetInt(int64(l))
 		}
 		return
-	case k.typ == listType:
+	case listType:
 		if l, ok := r.list(k.name); ok {
 			f.Set(reflect.ValueOf(l))
 		}
