@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"crypto/tls"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,7 @@ type Server struct {
 	log      *slog.Logger
 	metrics  hooks
 	listener net.Listener
+	tls      *tls.Config
 	addr     atomic.Pointer[string]
 	running  atomic.Bool
 }
@@ -38,11 +40,10 @@ type Server struct {
 type ServerOption func(*serverOptions)
 
 type serverOptions struct {
-	log         *slog.Logger
-	hooks       hooks
-	relayHooks  []relay.Hook
-	listener    net.Listener
-	checkClient *http.Client
+	log        *slog.Logger
+	hooks      hooks
+	relayHooks []relay.Hook
+	listener   net.Listener
 }
 
 // WithLogger sets the logger of the server and its parts (default: discarded).
@@ -59,14 +60,8 @@ func WithRelayHooks(hs ...relay.Hook) ServerOption {
 }
 
 // WithListener serves the API on l instead of listening on Config.Listen;
-// Run closes it.
+// Run closes it. With TLS configured, Run serves TLS on it.
 func WithListener(l net.Listener) ServerOption { return func(o *serverOptions) { o.listener = l } }
-
-// WithCheckbackClient sets the HTTP client that calls producers (default:
-// see WithScannerHTTPClient).
-func WithCheckbackClient(c *http.Client) ServerOption {
-	return func(o *serverOptions) { o.checkClient = c }
-}
 
 // NewServer validates cfg and builds the daemon's parts on db. It does not
 // listen or connect yet: Run does.
@@ -89,16 +84,27 @@ func NewServer(db *sql.DB, cfg Config, opts ...ServerOption) (*Server, error) {
 	var engine *relay.Engine
 	wake := func(shard int) { engine.Wake(txmsg.SourceHalf, shard) }
 	store, err := NewStore(db, WithShards(cfg.Relay.Shards), WithMaxValueBytes(cfg.MaxValueBytes),
-		WithCheckTimeout(cfg.CheckTimeout), WithMaxChecks(cfg.MaxChecks), WithStoreHooks(o.hooks...), WithOnCommit(wake))
+		WithCheckTimeout(cfg.CheckTimeout), WithMaxChecks(cfg.MaxChecks), WithStoreHooks(o.hooks...), WithOnCommit(wake),
+		WithStoreLogger(o.log), WithAddressPolicy(cfg.CheckbackPolicy))
 	if err != nil {
 		return nil, err
 	}
-	handler, err := NewHandler(store, WithMaxBodyBytes(cfg.MaxBodyBytes), WithHandlerLogger(o.log))
+	hopts := []HandlerOption{WithMaxBodyBytes(cfg.MaxBodyBytes), WithHandlerLogger(o.log),
+		WithMaxConcurrentRequests(cfg.MaxConcurrentRequests), WithMaxPreparedPerGroup(cfg.MaxPreparedPerGroup)}
+	if cfg.AuthDisabled {
+		hopts = append(hopts, WithAuthDisabled())
+	} else {
+		hopts = append(hopts, WithOperatorToken(cfg.OperatorToken))
+	}
+	handler, err := NewHandler(store, hopts...)
 	if err != nil {
 		return nil, err
 	}
-	scanner, err := NewScanner(store, cfg.scanner(), WithScannerLogger(o.log),
-		WithScannerHooks(o.hooks...), WithScannerHTTPClient(o.checkClient))
+	tlsConfig, err := cfg.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	scanner, err := NewScanner(store, cfg.scanner(), WithScannerLogger(o.log), WithScannerHooks(o.hooks...))
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
@@ -108,7 +114,7 @@ func NewServer(db *sql.DB, cfg Config, opts ...ServerOption) (*Server, error) {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	return &Server{cfg: cfg, store: store, handler: handler, scanner: scanner, engine: engine,
-		log: o.log, metrics: o.hooks, listener: o.listener}, nil
+		log: o.log, metrics: o.hooks, listener: o.listener, tls: tlsConfig}, nil
 }
 
 // Store returns the server's store, for admin commands in the same process.
@@ -147,6 +153,9 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("broker: listen on %s: %w", s.cfg.Listen, err)
 		}
 	}
+	if s.tls != nil {
+		ln = tls.NewListener(ln, s.tls)
+	}
 	addr := ln.Addr().String()
 	s.addr.Store(&addr)
 	// Bodies are at most max_body_bytes: 30s to send one is generous, and
@@ -172,7 +181,11 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return s.scanner.Run(gctx) })
 	g.Go(func() error { return s.engine.Run(gctx) })
 	g.Go(func() error { s.backlogLoop(gctx); return nil })
-	s.log.Info("broker started", slog.String("listen", addr))
+	if s.cfg.AuthDisabled {
+		g.Go(func() error { s.warnAuthDisabled(gctx, authWarnInterval); return nil })
+	}
+	s.log.Info("broker started", slog.String("listen", addr), slog.Bool("tls", s.tls != nil),
+		slog.Bool("auth", !s.cfg.AuthDisabled))
 	err := g.Wait()
 	s.log.Info("broker stopped", slog.String("listen", addr))
 	return err
@@ -194,6 +207,25 @@ func (s *Server) backlogLoop(ctx context.Context) {
 			}
 			s.metrics.PreparedBacklog(n, age)
 		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// authWarnInterval is how often a broker without authentication says so.
+const authWarnInterval = time.Minute
+
+// warnAuthDisabled logs that the API is open, now and every interval until
+// ctx ends: it must not go unnoticed outside development.
+func (s *Server) warnAuthDisabled(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		s.log.Warn("broker: API authentication is disabled (broker.auth.disabled): anyone who reaches "+
+			s.Addr()+" can prepare, commit and roll back any group's messages; for development only")
 		select {
 		case <-ctx.Done():
 			return

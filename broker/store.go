@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -49,6 +51,9 @@ type Store struct {
 	maxChecks    int
 	metrics      hooks
 	onCommit     func(shard int)
+	log          *slog.Logger
+	policy       AddressPolicy
+	rules        *addressRules
 }
 
 // StoreOption configures a Store.
@@ -78,16 +83,38 @@ func WithStoreHooks(hs ...Hook) StoreOption {
 	return func(s *Store) { s.metrics = append(s.metrics, hs...) }
 }
 
+// WithStoreLogger sets the logger of the audit log: every change an Actor
+// makes (commit, rollback, resolve, group registration, rotation and
+// deletion) is logged at INFO with the actor, the id and the old and new
+// state (default: discarded).
+func WithStoreLogger(l *slog.Logger) StoreOption {
+	return func(s *Store) {
+		if l != nil {
+			s.log = l
+		}
+	}
+}
+
+// WithAddressPolicy sets which check-back URLs may be registered (default:
+// the zero AddressPolicy, which refuses loopback); the broker's Scanner must
+// dial through the same policy.
+func WithAddressPolicy(p AddressPolicy) StoreOption { return func(s *Store) { s.policy = p } }
+
 // NewStore returns a Store on db, which must hold the migrated schema.
 func NewStore(db *sql.DB, opts ...StoreOption) (*Store, error) {
 	if db == nil {
 		return nil, errors.New("broker: store: nil *sql.DB")
 	}
 	s := &Store{db: db, shards: DefaultShards, maxValue: txmsg.DefaultMaxValueBytes,
-		checkTimeout: DefaultCheckTimeout, maxChecks: DefaultMaxChecks}
+		checkTimeout: DefaultCheckTimeout, maxChecks: DefaultMaxChecks, log: slog.New(slog.DiscardHandler)}
 	for _, o := range opts {
 		o(s)
 	}
+	rules, err := s.policy.rules()
+	if err != nil {
+		return nil, err
+	}
+	s.rules = rules
 	switch {
 	case s.shards < 1 || s.shards > 4096:
 		return nil, fmt.Errorf("broker: shards %d: want 1 to 4096", s.shards)
@@ -112,16 +139,15 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, DATE_ADD(UTC_TIMESTAMP(6), INTERVAL ? M
 	transitionHalf = `UPDATE txmsg_half_messages
 SET state = ?, resolved_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6), reason = COALESCE(?, reason),
   shard = LAST_INSERT_ID(shard)
-WHERE id = ? AND state IN (?, ?)`
-	selectState = `SELECT state FROM txmsg_half_messages WHERE id = ?`
+WHERE id = ? AND state = ?`
+	// transitionOwnHalf is transitionHalf for a group's token: the group
+	// check costs nothing on the row the id already found.
+	transitionOwnHalf = transitionHalf + ` AND producer_group = ?`
+	selectState       = `SELECT state, producer_group FROM txmsg_half_messages WHERE id = ?`
 	infoColumns = `seq, id, producer_group, topic, msg_key, state, checkback_url, check_timeout_ms, max_checks,
   check_count, last_check_result, last_check_error, reason, attempts, last_error, created_at, updated_at,
   next_check_at, last_check_at, resolved_at, delivered_at`
 	selectInfo  = `SELECT ` + infoColumns + ` FROM txmsg_half_messages WHERE id = ?`
-	upsertGroup = `INSERT INTO txmsg_producer_groups (producer_group, checkback_url, updated_at)
-VALUES (?, ?, UTC_TIMESTAMP(6))
-ON DUPLICATE KEY UPDATE checkback_url = VALUES(checkback_url), updated_at = VALUES(updated_at)`
-	selectGroup     = `SELECT checkback_url FROM txmsg_producer_groups WHERE producer_group = ?`
 	preparedBacklog = `SELECT COUNT(*), MIN(created_at) FROM txmsg_half_messages WHERE state = ?`
 )
 
@@ -139,7 +165,7 @@ func (s *Store) Prepare(ctx context.Context, req halfmsg.PrepareRequest) (string
 		return "", fmt.Errorf("broker: prepare (topic %q): %w", m.Topic, err)
 	}
 	if req.CheckbackURL != "" {
-		if err := halfmsg.ValidateCheckbackURL(req.CheckbackURL); err != nil {
+		if err := s.rules.checkURL(req.CheckbackURL); err != nil {
 			return "", fmt.Errorf("broker: prepare: %w", err)
 		}
 	}
@@ -184,22 +210,46 @@ func (s *Store) Prepare(ctx context.Context, req halfmsg.PrepareRequest) (string
 // Commit makes a prepared message deliverable and returns its state. It is
 // idempotent: committing a committed, delivered or dead-lettered message
 // returns its state and changes nothing. A rolled back or discarded message
-// fails with txmsg.ErrConflict, an unknown id with txmsg.ErrNotFound.
+// fails with txmsg.ErrConflict, an unknown id with txmsg.ErrNotFound. It is
+// CommitAs by the operator.
 func (s *Store) Commit(ctx context.Context, id string) (halfmsg.State, error) {
-	return s.transition(ctx, id, halfmsg.StateCommitted, ByProducer, "", halfmsg.StatePrepared)
+	return s.CommitAs(ctx, Actor{}, id)
+}
+
+// CommitAs is Commit by a: a group's commit of another group's message
+// fails with txmsg.ErrForbidden and changes nothing.
+func (s *Store) CommitAs(ctx context.Context, a Actor, id string) (halfmsg.State, error) {
+	return s.transition(ctx, a, id, halfmsg.StateCommitted, ByProducer, "", halfmsg.StatePrepared)
 }
 
 // Rollback drops a prepared message for good and returns its state. It is
 // idempotent; a committed, delivered or discarded message fails with
-// txmsg.ErrConflict, an unknown id with txmsg.ErrNotFound.
+// txmsg.ErrConflict, an unknown id with txmsg.ErrNotFound. It is RollbackAs
+// by the operator.
 func (s *Store) Rollback(ctx context.Context, id string) (halfmsg.State, error) {
-	return s.transition(ctx, id, halfmsg.StateRolledBack, ByProducer, "", halfmsg.StatePrepared)
+	return s.RollbackAs(ctx, Actor{}, id)
+}
+
+// RollbackAs is Rollback by a: a group's rollback of another group's
+// message fails with txmsg.ErrForbidden and changes nothing.
+func (s *Store) RollbackAs(ctx context.Context, a Actor, id string) (halfmsg.State, error) {
+	return s.transition(ctx, a, id, halfmsg.StateRolledBack, ByProducer, "", halfmsg.StatePrepared)
 }
 
 // Resolve is the operator's decision on a discarded (or still prepared)
 // message: commit delivers it, rollback drops it. It is idempotent like
-// Commit and Rollback; reason is stored with the message.
+// Commit and Rollback; reason is stored with the message. It is ResolveAs by
+// the operator.
 func (s *Store) Resolve(ctx context.Context, id string, commit bool, reason string) (halfmsg.State, error) {
+	return s.ResolveAs(ctx, Actor{}, id, commit, reason)
+}
+
+// ResolveAs is Resolve by a, which must be an operator (a group fails with
+// txmsg.ErrForbidden): a is named in the audit log.
+func (s *Store) ResolveAs(ctx context.Context, a Actor, id string, commit bool, reason string) (halfmsg.State, error) {
+	if !a.isOperator() {
+		return 0, fmt.Errorf("broker: resolve %s: %w: only the operator resolves messages", id, txmsg.ErrForbidden)
+	}
 	to := halfmsg.StateRolledBack
 	if commit {
 		to = halfmsg.StateCommitted
@@ -207,7 +257,7 @@ func (s *Store) Resolve(ctx context.Context, id string, commit bool, reason stri
 	if reason == "" {
 		reason = "resolved " + to.String() + " by an operator"
 	}
-	return s.transition(ctx, id, to, ByOperator, truncate(reason, 1024), halfmsg.StatePrepared, halfmsg.StateDiscarded)
+	return s.transition(ctx, a, id, to, ByOperator, truncate(reason, 1024), halfmsg.StatePrepared, halfmsg.StateDiscarded)
 }
 
 // reached says whether a message in state cur has already done what a
@@ -219,36 +269,56 @@ func reached(cur, to halfmsg.State) bool {
 	return cur == to
 }
 
-// transition moves id from one of from to `to` with one conditional UPDATE.
-// When the UPDATE matches nothing, the current state tells why: already
-// there (idempotent success), not found, or illegal (ErrConflict). A message
-// that was in a from state at the UPDATE but left it before the SELECT can
-// only have moved forward, so one re-read suffices; the loop is a guard.
-func (s *Store) transition(ctx context.Context, id string, to halfmsg.State, by, reason string, from ...halfmsg.State) (halfmsg.State, error) {
-	f1, f2 := from[0], from[len(from)-1]
+// transition moves id from one of from to `to`, trying one conditional
+// UPDATE per from state, so that the state it changed is known for the
+// audit log. When none matches, the current state tells why: another
+// group's message (ErrForbidden, before anything about the message is
+// said), already there (idempotent success), not found, or illegal
+// (ErrConflict). A message that was in a from state at an UPDATE but left
+// it before the SELECT can only have moved forward, so one re-read
+// suffices; the loop is a guard.
+func (s *Store) transition(ctx context.Context, a Actor, id string, to halfmsg.State, by, reason string, from ...halfmsg.State) (halfmsg.State, error) {
 	for range 3 {
-		res, err := s.db.ExecContext(ctx, transitionHalf, to, nullString(reason), id, f1, f2)
-		if err != nil {
-			return 0, fmt.Errorf("broker: %s %s: %w", verb(to), id, err)
-		}
-		if n, err := res.RowsAffected(); err == nil && n == 1 {
-			s.metrics.Resolved(to, by)
-			if shard, err := res.LastInsertId(); err == nil && to == halfmsg.StateCommitted && s.onCommit != nil {
-				s.onCommit(int(shard))
+		for _, f := range from {
+			var (
+				res sql.Result
+				err error
+			)
+			if a.isOperator() {
+				res, err = s.db.ExecContext(ctx, transitionHalf, to, nullString(reason), id, f)
+			} else {
+				res, err = s.db.ExecContext(ctx, transitionOwnHalf, to, nullString(reason), id, f, a.Group)
 			}
-			return to, nil
+			if err != nil {
+				return 0, fmt.Errorf("broker: %s %s: %w", verb(to), id, err)
+			}
+			if n, err := res.RowsAffected(); err == nil && n == 1 {
+				s.metrics.Resolved(to, by)
+				s.log.InfoContext(ctx, "broker: audit: half message "+to.String(), slog.String("actor", a.String()),
+					slog.String("msg_id", id), slog.String("from", f.String()), slog.String("to", to.String()))
+				if shard, err := res.LastInsertId(); err == nil && to == halfmsg.StateCommitted && s.onCommit != nil {
+					s.onCommit(int(shard))
+				}
+				return to, nil
+			}
 		}
-		var cur halfmsg.State
-		if err := s.db.QueryRowContext(ctx, selectState, id).Scan(&cur); err != nil {
+		var (
+			cur   halfmsg.State
+			group string
+		)
+		if err := s.db.QueryRowContext(ctx, selectState, id).Scan(&cur, &group); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
 				return 0, fmt.Errorf("broker: %s %s: %w", verb(to), id, txmsg.ErrNotFound)
 			}
 			return 0, fmt.Errorf("broker: %s %s: read state: %w", verb(to), id, err)
 		}
+		if !a.isOperator() && group != a.Group {
+			return 0, fmt.Errorf("broker: %s %s: %w: the message belongs to another producer group", verb(to), id, txmsg.ErrForbidden)
+		}
 		if reached(cur, to) {
 			return cur, nil
 		}
-		if cur != f1 && cur != f2 {
+		if !slices.Contains(from, cur) {
 			return cur, fmt.Errorf("broker: %s %s: %w: message is %s", verb(to), id, txmsg.ErrConflict, cur)
 		}
 	}
@@ -319,34 +389,6 @@ func (s *Store) List(ctx context.Context, f halfmsg.Filter) ([]halfmsg.Info, int
 		next = out[len(out)-1].Seq
 	}
 	return out, next, nil
-}
-
-// SetGroup registers (or replaces) the check-back URL of a producer group.
-func (s *Store) SetGroup(ctx context.Context, group, checkbackURL string) error {
-	if err := halfmsg.ValidateGroup(group); err != nil {
-		return fmt.Errorf("broker: set group: %w", err)
-	}
-	if err := halfmsg.ValidateCheckbackURL(checkbackURL); err != nil {
-		return fmt.Errorf("broker: set group %s: %w", group, err)
-	}
-	if _, err := s.db.ExecContext(ctx, upsertGroup, group, checkbackURL); err != nil {
-		return fmt.Errorf("broker: set group %s: %w", group, err)
-	}
-	return nil
-}
-
-// GroupURL returns the check-back URL registered for group, or an error
-// wrapping txmsg.ErrNotFound.
-func (s *Store) GroupURL(ctx context.Context, group string) (string, error) {
-	var u string
-	err := s.db.QueryRowContext(ctx, selectGroup, group).Scan(&u)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", fmt.Errorf("broker: group %s: %w", group, txmsg.ErrNotFound)
-	}
-	if err != nil {
-		return "", fmt.Errorf("broker: group %s: %w", group, err)
-	}
-	return u, nil
 }
 
 // PreparedBacklog counts prepared messages and returns the creation time of
