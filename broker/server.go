@@ -2,12 +2,12 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"crypto/tls"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -224,8 +224,8 @@ func (s *Server) warnAuthDisabled(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		s.log.Warn("broker: API authentication is disabled (broker.auth.disabled): anyone who reaches "+
-			s.Addr()+" can prepare, commit and roll back any group's messages; for development only")
+		s.log.Warn("broker: API authentication is disabled (broker.auth.disabled): anyone who reaches " +
+			s.Addr() + " can prepare, commit and roll back any group's messages; for development only")
 		select {
 		case <-ctx.Done():
 			return

@@ -144,10 +144,10 @@ WHERE id = ? AND state = ?`
 	// check costs nothing on the row the id already found.
 	transitionOwnHalf = transitionHalf + ` AND producer_group = ?`
 	selectState       = `SELECT state, producer_group FROM txmsg_half_messages WHERE id = ?`
-	infoColumns = `seq, id, producer_group, topic, msg_key, state, checkback_url, check_timeout_ms, max_checks,
+	infoColumns       = `seq, id, producer_group, topic, msg_key, state, checkback_url, check_timeout_ms, max_checks,
   check_count, last_check_result, last_check_error, reason, attempts, last_error, created_at, updated_at,
   next_check_at, last_check_at, resolved_at, delivered_at`
-	selectInfo  = `SELECT ` + infoColumns + ` FROM txmsg_half_messages WHERE id = ?`
+	selectInfo      = `SELECT ` + infoColumns + ` FROM txmsg_half_messages WHERE id = ?`
 	preparedBacklog = `SELECT COUNT(*), MIN(created_at) FROM txmsg_half_messages WHERE state = ?`
 )
 
