@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"text/tabwriter"
 
@@ -65,17 +66,23 @@ func runHalf(ctx context.Context, e *env, args []string) error {
 	default:
 		return usagef("unknown action %q: want list or resolve", action)
 	}
-	db, err := openAdmin(ctx, loader)
+	cfg, err := loader.Load()
+	if err != nil {
+		return err
+	}
+	db, err := openDB(ctx, cfg.DB)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	store, err := broker.NewStore(db)
+	// The store's audit log of the resolution goes to stderr.
+	var level slog.LevelVar
+	store, err := broker.NewStore(db, broker.WithStoreLogger(newLogger(e.stderr, cfg.Log, &level)))
 	if err != nil {
 		return err
 	}
 	if action == "resolve" {
-		st, err := store.Resolve(ctx, id, commit, *reason)
+		st, err := store.ResolveAs(ctx, broker.Actor{Name: "operator (txmsg half)"}, id, commit, *reason)
 		if err != nil {
 			return err
 		}

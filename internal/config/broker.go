@@ -23,7 +23,7 @@ type Broker struct {
 
 func brokerKeys() []key {
 	return []key{
-		{"broker.listen", "listen", ":7070", "HOST:PORT of the half-message HTTP API"},
+		{"broker.listen", "listen", "127.0.0.1:7070", "HOST:PORT of the half-message HTTP API"},
 		{"broker.max_body_bytes", "broker.max_body_bytes", "2097152", "largest API request body"},
 		{"broker.max_value_bytes", "broker.max_value_bytes", "1048576", "largest message value"},
 		{"broker.backlog_interval", "broker.backlog_interval", "5s", "how often the prepared-backlog metric is refreshed"},
@@ -40,7 +40,7 @@ func brokerKeys() []key {
 // NewBroker registers the broker's flags on fs (--config, --dsn, --brokers,
 // --listen and one flag per key, named after it) and returns its Loader.
 func NewBroker(fs *pflag.FlagSet) *Loader[Broker] {
-	keys := concat(dbKeys(""), kafkaKeys(), brokerKeys(), relayKeys(), metricsKeys(DefaultBrokerMetricsListen), logKeys())
+	keys := concat(dbKeys(""), kafkaKeys(), brokerKeys(), brokerSecurityKeys(), relayKeys(), metricsKeys(DefaultBrokerMetricsListen), logKeys())
 	return newLoader(fs, keys, func(r *reader) Broker {
 		c := Broker{DB: r.db(), Kafka: r.kafka(), Broker: r.broker(), Metrics: r.metrics(), Log: r.log()}
 		c.Broker.Relay = r.relay()
@@ -82,5 +82,6 @@ func (r *reader) broker() broker.Config {
 		r.fail("checkback.timeout", c.CheckTimeout.String(), "want at most "+broker.MaxCheckTimeout.String())
 	}
 	r.cronSpec("checkback.scan", c.ScanSchedule)
+	r.brokerSecurity(&c)
 	return c
 }

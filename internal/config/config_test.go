@@ -18,6 +18,8 @@ import (
 const (
 	testDSN     = "root@tcp(127.0.0.1:3306)/txmsg"
 	testBrokers = "127.0.0.1:9092"
+	// testOperatorToken is a broker operator token.
+	testOperatorToken = "config-test-operator-token"
 )
 
 func loadRelay(t *testing.T, args ...string) (Relay, error) {
@@ -217,7 +219,14 @@ func TestConfigExampleFiles(t *testing.T) {
 		{"broker.yaml", func(fs *pflag.FlagSet) []key { return NewBroker(fs).keys },
 			func(fs *pflag.FlagSet) func() error {
 				l := NewBroker(fs)
-				return func() error { _, err := l.Load(); return err }
+				return func() error {
+					// The file ships without a token, as it must.
+					if err := fs.Set("broker.auth.operator_token", testOperatorToken); err != nil {
+						return err
+					}
+					_, err := l.Load()
+					return err
+				}
 			}},
 	}
 	for _, tc := range cases {
@@ -354,7 +363,8 @@ func TestConfigBroker(t *testing.T) {
 	load := func(args ...string) (Broker, error) {
 		fs := pflag.NewFlagSet("broker", pflag.ContinueOnError)
 		l := NewBroker(fs)
-		if err := fs.Parse(append([]string{"--dsn", testDSN, "--brokers", testBrokers}, args...)); err != nil {
+		if err := fs.Parse(append([]string{"--dsn", testDSN, "--brokers", testBrokers,
+			"--broker.auth.operator_token", testOperatorToken}, args...)); err != nil {
 			t.Fatal(err)
 		}
 		return l.Load()
