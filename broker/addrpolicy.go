@@ -273,7 +273,7 @@ func (d *dialer) DialContext(ctx context.Context, network, address string) (net.
 			errs = append(errs, err)
 			continue
 		}
-		conn, err := d.net.DialContext(ctx, network, net.JoinHostPort(ip.String(), port))
+		conn, err := d.net.DialContext(ctx, network, net.JoinHostPort(ip.Unmap().String(), port))
 		if err == nil {
 			return conn, nil
 		}

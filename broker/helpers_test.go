@@ -208,11 +208,18 @@ func (r *runningServer) stop(t *testing.T) error {
 
 func startServer(t *testing.T, db *sql.DB, cfg Config) *runningServer {
 	t.Helper()
+	return startServerWith(t, db, cfg, WithLogger(testLogger(t)))
+}
+
+// startServerWith is startServer with opts (a logger, say) in place of the
+// test logger.
+func startServerWith(t *testing.T, db *sql.DB, cfg Config, opts ...ServerOption) *runningServer {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := NewServer(db, cfg, WithLogger(testLogger(t)), WithListener(ln))
+	s, err := NewServer(db, cfg, append(opts, WithListener(ln))...)
 	if err != nil {
 		ln.Close()
 		t.Fatal(err)
