@@ -3,16 +3,13 @@ package broker
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"mime"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/broker/halfmsg"
@@ -200,52 +197,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.answerError(w, rec.status, code, msg)
 }
 
-func isJSON(contentType string) bool {
-	mt, _, err := mime.ParseMediaType(contentType)
-	return err == nil && mt == "application/json"
-}
-
-// actorKey is the request context key of the authenticated Actor.
-type actorKey struct{}
-
-// actorOf returns the Actor that ServeHTTP authenticated.
-func actorOf(r *http.Request) Actor {
-	a, _ := r.Context().Value(actorKey{}).(Actor)
-	return a
-}
-
-// authenticate returns who sent r, or an error wrapping
-// txmsg.ErrUnauthorized. The token appears in no error.
-func (h *Handler) authenticate(r *http.Request) (Actor, error) {
-	if h.authDisabled {
-		return Actor{Name: "anonymous (broker.auth.disabled)"}, nil
-	}
-	hs := r.Header.Values("Authorization")
-	if len(hs) != 1 {
-		return Actor{}, fmt.Errorf("%w: send one Authorization: Bearer <token> header", txmsg.ErrUnauthorized)
-	}
-	tok, ok := parseBearer(hs[0])
-	if !ok {
-		return Actor{}, fmt.Errorf("%w: want Authorization: Bearer <token>", txmsg.ErrUnauthorized)
-	}
-	sum := sha256.Sum256([]byte(tok))
-	if subtle.ConstantTimeCompare(sum[:], h.operator) == 1 {
-		return Actor{}, nil
-	}
-	if !strings.HasPrefix(tok, groupTokenPrefix) {
-		// Not a token the broker issued: no need to ask the database.
-		return Actor{}, fmt.Errorf("%w: invalid token", txmsg.ErrUnauthorized)
-	}
-	g, err := h.store.groupByToken(r.Context(), tok)
-	if err != nil {
-		if errors.Is(err, txmsg.ErrUnauthorized) {
-			return Actor{}, fmt.Errorf("%w: invalid token", txmsg.ErrUnauthorized)
-		}
-		return Actor{}, err
-	}
-	return Actor{Group: g}, nil
-}
-
 // errTooManyPrepared: the group is at broker.max_prepared_per_group.
 var errTooManyPrepared = errors.New("broker: too many prepared messages")
 
@@ -284,11 +235,6 @@ func (h *Handler) answerError(w http.ResponseWriter, status int, code, message s
 	var b halfmsg.ErrorBody
 	b.Error.Code, b.Error.Message = code, message
 	h.writeJSON(w, status, b)
-}
-
-// errForbidden says what a group's token may not do.
-func errForbidden(what string) error {
-	return fmt.Errorf("%w: a producer group's token %s", txmsg.ErrForbidden, what)
 }
 
 // decode reads one JSON value into v, refusing unknown fields, trailing
@@ -477,75 +423,6 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 		out.NextCursor = strconv.FormatInt(next, 10)
 	}
 	h.writeJSON(w, http.StatusOK, out)
-}
-
-func (h *Handler) putGroup(w http.ResponseWriter, r *http.Request) {
-	a := actorOf(r)
-	if !a.isOperator() {
-		h.fail(w, r, errForbidden("cannot register or change groups; the operator does"))
-		return
-	}
-	rotate := false
-	if s := r.URL.Query().Get("rotate"); s != "" {
-		var err error
-		if rotate, err = strconv.ParseBool(s); err != nil {
-			h.fail(w, r, fmt.Errorf("%w: rotate %q: want true or false", txmsg.ErrInvalidMessage, s))
-			return
-		}
-	}
-	var b halfmsg.GroupBody
-	if err := h.decode(w, r, &b); err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	g, err := h.store.PutGroup(r.Context(), a, r.PathValue("group"), b.CheckbackURL, rotate)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	// The answer may hold the group's credentials: no cache keeps it.
-	w.Header().Set("Cache-Control", "no-store")
-	h.writeJSON(w, http.StatusOK, g)
-}
-
-func (h *Handler) getGroup(w http.ResponseWriter, r *http.Request) {
-	group := r.PathValue("group")
-	if a := actorOf(r); !a.isOperator() && a.Group != group {
-		h.fail(w, r, errForbidden("reads only its own group's registration"))
-		return
-	}
-	u, err := h.store.GroupURL(r.Context(), group)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	h.writeJSON(w, http.StatusOK, halfmsg.Group{Name: group, CheckbackURL: u})
-}
-
-func (h *Handler) listGroups(w http.ResponseWriter, r *http.Request) {
-	if !actorOf(r).isOperator() {
-		h.fail(w, r, errForbidden("cannot list groups; the operator does"))
-		return
-	}
-	gs, err := h.store.Groups(r.Context())
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	h.writeJSON(w, http.StatusOK, halfmsg.GroupsBody{Groups: append([]halfmsg.Group{}, gs...)})
-}
-
-func (h *Handler) deleteGroup(w http.ResponseWriter, r *http.Request) {
-	a := actorOf(r)
-	if !a.isOperator() {
-		h.fail(w, r, errForbidden("cannot delete groups; the operator does"))
-		return
-	}
-	if err := h.store.DeleteGroup(r.Context(), a, r.PathValue("group")); err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
 }
 
 // apiErrorFor maps a store error to the API's status and code.

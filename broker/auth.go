@@ -3,9 +3,15 @@ package broker
 import (
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"mime"
+	"net/http"
 	"strings"
+
+	"github.com/txmsg/txmsg"
 )
 
 // Actor is who asks the Store for a change: the operator, or a producer
@@ -101,4 +107,55 @@ func checkOperatorToken(tok string) error {
 		return fmt.Errorf("broker: broker.auth.operator_token: want letters, digits and - . _ ~ + / only (openssl rand -hex 32)")
 	}
 	return nil
+}
+
+func isJSON(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == "application/json"
+}
+
+// actorKey is the request context key of the authenticated Actor.
+type actorKey struct{}
+
+// actorOf returns the Actor that ServeHTTP authenticated.
+func actorOf(r *http.Request) Actor {
+	a, _ := r.Context().Value(actorKey{}).(Actor)
+	return a
+}
+
+// authenticate returns who sent r, or an error wrapping
+// txmsg.ErrUnauthorized. The token appears in no error.
+func (h *Handler) authenticate(r *http.Request) (Actor, error) {
+	if h.authDisabled {
+		return Actor{Name: "anonymous (broker.auth.disabled)"}, nil
+	}
+	hs := r.Header.Values("Authorization")
+	if len(hs) != 1 {
+		return Actor{}, fmt.Errorf("%w: send one Authorization: Bearer <token> header", txmsg.ErrUnauthorized)
+	}
+	tok, ok := parseBearer(hs[0])
+	if !ok {
+		return Actor{}, fmt.Errorf("%w: want Authorization: Bearer <token>", txmsg.ErrUnauthorized)
+	}
+	sum := sha256.Sum256([]byte(tok))
+	if subtle.ConstantTimeCompare(sum[:], h.operator) == 1 {
+		return Actor{}, nil
+	}
+	if !strings.HasPrefix(tok, groupTokenPrefix) {
+		// Not a token the broker issued: no need to ask the database.
+		return Actor{}, fmt.Errorf("%w: invalid token", txmsg.ErrUnauthorized)
+	}
+	g, err := h.store.groupByToken(r.Context(), tok)
+	if err != nil {
+		if errors.Is(err, txmsg.ErrUnauthorized) {
+			return Actor{}, fmt.Errorf("%w: invalid token", txmsg.ErrUnauthorized)
+		}
+		return Actor{}, err
+	}
+	return Actor{Group: g}, nil
+}
+
+// errForbidden says what a group's token may not do.
+func errForbidden(what string) error {
+	return fmt.Errorf("%w: a producer group's token %s", txmsg.ErrForbidden, what)
 }
