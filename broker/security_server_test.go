@@ -229,17 +229,24 @@ func TestSecurityResourceBounds(t *testing.T) {
 	}
 
 	one := newAPIEnvWith(t, nil, []HandlerOption{WithOperatorToken(testOperatorToken), WithMaxConcurrentRequests(1)})
-	// A request whose body never comes holds the only slot while its
-	// handler waits for the body.
-	conn, err := net.Dial("tcp", strings.TrimPrefix(one.url, "http://"))
+	// A commit waiting for a row lock the test holds keeps the only slot.
+	id, err := one.client.Prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: "g", Message: txmsg.Message{Topic: "t", Value: []byte("v")}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close() })
-	if _, err := io.WriteString(conn, "POST /v1/half-messages HTTP/1.1\r\nHost: broker\r\nAuthorization: Bearer "+testOperatorToken+
-		"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"); err != nil {
+	tx, err := one.db.DB.BeginTx(ctx, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = tx.Rollback() })
+	if _, err := tx.ExecContext(ctx, `SELECT id FROM txmsg_half_messages WHERE id = ? FOR UPDATE`, id); err != nil {
+		t.Fatal(err)
+	}
+	committed := make(chan error, 1)
+	go func() {
+		_, err := one.client.Commit(ctx, id)
+		committed <- err
+	}()
 	list := rawCall{method: "GET", path: "/v1/half-messages", token: testOperatorToken}
 	testenv.Eventually(t, 10*time.Second, func() error {
 		if status, code := list.do(t, one.url); status != http.StatusServiceUnavailable || code != halfmsg.CodeOverloaded {
@@ -247,13 +254,20 @@ func TestSecurityResourceBounds(t *testing.T) {
 		}
 		return nil
 	})
-	conn.Close()
-	testenv.Eventually(t, 10*time.Second, func() error {
-		if status, _ := list.do(t, one.url); status != http.StatusOK {
-			return fmt.Errorf("%d after the slot freed, want 200", status)
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-committed:
+		if err != nil {
+			t.Fatalf("the commit that held the slot: %v", err)
 		}
-		return nil
-	})
+	case <-time.After(20 * time.Second):
+		t.Fatal("the commit did not return within 20s of the lock's release")
+	}
+	if status, _ := list.do(t, one.url); status != http.StatusOK {
+		t.Fatalf("after the slot freed: %d, want 200", status)
+	}
 }
 
 // TestSecurityMutualTLS: with broker.tls.* the API speaks only TLS, and with
