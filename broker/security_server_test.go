@@ -253,18 +253,28 @@ func TestSecurityResourceBounds(t *testing.T) {
 		_, err := one.client.Commit(ctx, id)
 		committed <- err
 	}()
-	list := rawCall{method: "GET", path: "/v1/half-messages", token: testOperatorToken}
+	// Once the commit waits for the lock, it holds the slot: the next
+	// request is refused.
 	testenv.Eventually(t, 10*time.Second, func() error {
 		select {
 		case err := <-committed:
 			t.Fatalf("the commit returned (%v) while the test held its row lock", err)
 		default:
 		}
-		if status, code := list.do(t, one.url); status != http.StatusServiceUnavailable || code != halfmsg.CodeOverloaded {
-			return fmt.Errorf("%d %s, want 503 overloaded", status, code)
+		var n int
+		if err := one.db.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.PROCESSLIST
+WHERE DB = ? AND INFO LIKE 'UPDATE txmsg_half_messages%'`, one.db.Name).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			return errors.New("the commit does not wait for the lock yet")
 		}
 		return nil
 	})
+	list := rawCall{method: "GET", path: "/v1/half-messages", token: testOperatorToken}
+	if status, code := list.do(t, one.url); status != http.StatusServiceUnavailable || code != halfmsg.CodeOverloaded {
+		t.Fatalf("a request while the only slot is held: %d %s, want 503 overloaded", status, code)
+	}
 	if err := tx.Rollback(); err != nil {
 		t.Fatal(err)
 	}
