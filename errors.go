@@ -14,4 +14,11 @@ var (
 	ErrConflict = errors.New("txmsg: illegal state transition")
 	// ErrClosed: the object was used after Close.
 	ErrClosed = errors.New("txmsg: closed")
+	// ErrUnauthorized: the request carried no valid token (the broker API
+	// answers 401 unauthorized).
+	ErrUnauthorized = errors.New("txmsg: unauthorized")
+	// ErrForbidden: the token is valid but may not do this, such as a
+	// producer group's token touching another group's messages (the broker
+	// API answers 403 forbidden).
+	ErrForbidden = errors.New("txmsg: forbidden")
 )

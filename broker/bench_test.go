@@ -65,7 +65,7 @@ func BenchmarkBrokerHalfVsPlain(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	h, err := NewHandler(store)
+	h, err := NewHandler(store, WithAuthDisabled())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -195,6 +195,14 @@ func benchStranded(b *testing.B, concurrency int) {
 		b.Fatal(err)
 	}
 	var inFlight, top atomic.Int64
+	cfg := testServerConfig(kafka.Addrs)
+	cfg.CheckTimeout = time.Second
+	cfg.ScanSchedule = "@every 1s"
+	cfg.Concurrency = concurrency
+	store, err := NewStore(db.DB, WithShards(cfg.Relay.Shards), WithCheckTimeout(cfg.CheckTimeout), WithAddressPolicy(loopback()))
+	if err != nil {
+		b.Fatal(err)
+	}
 	producer := httptest.NewServer(checkback.Handler(checkback.CheckerFunc(func(ctx context.Context, req checkback.Request) (checkback.Answer, error) {
 		n := inFlight.Add(1)
 		defer inFlight.Add(-1)
@@ -205,16 +213,8 @@ func benchStranded(b *testing.B, concurrency int) {
 			}
 		}
 		return ledger.Check(ctx, req)
-	})))
+	}), checkback.WithSecret(groupSecret(b, store, "bench"))))
 	defer producer.Close()
-	cfg := testServerConfig(kafka.Addrs)
-	cfg.CheckTimeout = time.Second
-	cfg.ScanSchedule = "@every 1s"
-	cfg.Concurrency = concurrency
-	store, err := NewStore(db.DB, WithShards(cfg.Relay.Shards), WithCheckTimeout(cfg.CheckTimeout))
-	if err != nil {
-		b.Fatal(err)
-	}
 	if err := store.SetGroup(ctx, "bench", producer.URL); err != nil {
 		b.Fatal(err)
 	}

@@ -45,7 +45,7 @@ func TestBrokerCheckbackLedgerResolvesCrashedProducer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	url := producerServer(t, ledger)
+	url := producerServer(t, env.store, "g", ledger)
 	if err := env.store.SetGroup(ctx, "g", url); err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +177,7 @@ func TestBrokerCheckbackUnknownBacksOffDiscardsAndResolves(t *testing.T) {
 	env := newAPIEnv(t, WithStoreHooks(metrics))
 	ctx := context.Background()
 	probe := newProbe()
-	url := producerServer(t, checkback.CheckerFunc(func(ctx context.Context, req checkback.Request) (checkback.Answer, error) {
+	url := producerServer(t, env.store, "g", checkback.CheckerFunc(func(ctx context.Context, req checkback.Request) (checkback.Answer, error) {
 		probe.enter(req.ID)
 		defer probe.leave(req.ID)
 		return checkback.AnswerUnknown, nil
@@ -318,7 +318,7 @@ func TestBrokerCheckbackProducerCallWinsOverCheckInFlight(t *testing.T) {
 	release := make(chan struct{})
 	answers := map[string]checkback.Answer{}
 	var mu sync.Mutex
-	url := producerServer(t, checkback.CheckerFunc(func(ctx context.Context, req checkback.Request) (checkback.Answer, error) {
+	url := producerServer(t, env.store, "g", checkback.CheckerFunc(func(ctx context.Context, req checkback.Request) (checkback.Answer, error) {
 		entered <- req.ID
 		<-release
 		mu.Lock()

@@ -36,7 +36,7 @@ WHERE id = ? AND topic = ? AND state = ? AND check_count = ?`
 	discardByCheck = `UPDATE txmsg_half_messages
 SET state = ?, updated_at = UTC_TIMESTAMP(6), reason = ?, last_check_result = ?, last_check_error = ?
 WHERE id = ? AND topic = ? AND state = ? AND check_count = ?`
-	selectGroupURLs = `SELECT producer_group, checkback_url FROM txmsg_producer_groups WHERE producer_group IN (`
+	selectGroupURLs = `SELECT producer_group, checkback_url, checkback_secret FROM txmsg_producer_groups WHERE producer_group IN (`
 	insertCheck     = `INSERT INTO txmsg_half_checks (msg_id, check_no, result, error, latency_us, checked_at)
 VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(6))`
 )
@@ -91,7 +91,7 @@ func (s *Store) ClaimDue(ctx context.Context, limit int, lease time.Duration) ([
 		if _, err := tx.ExecContext(ctx, q, append([]any{lease.Microseconds()}, seqs...)...); err != nil {
 			return fmt.Errorf("claim %d: %w", len(seqs), err)
 		}
-		return fillGroupURLs(ctx, tx, claims)
+		return fillGroups(ctx, tx, claims)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("broker: claim due checks: %w", err)
@@ -99,15 +99,16 @@ func (s *Store) ClaimDue(ctx context.Context, limit int, lease time.Duration) ([
 	return claims, nil
 }
 
-// fillGroupURLs sets the URL of claims that have none from their producer
-// group's registration. It reads without locking: a FOR UPDATE over a join
-// would lock the group rows too, and SKIP LOCKED would then pass over every
-// message of a group another instance is claiming.
-func fillGroupURLs(ctx context.Context, tx *sql.Tx, claims []Claim) error {
+// fillGroups sets the URL of claims that have none from their producer
+// group's registration, and the secret their check-back is signed with. It
+// reads without locking: a FOR UPDATE over a join would lock the group rows
+// too, and SKIP LOCKED would then pass over every message of a group another
+// instance is claiming.
+func fillGroups(ctx context.Context, tx *sql.Tx, claims []Claim) error {
 	var groups []any
 	seen := map[string]bool{}
 	for _, c := range claims {
-		if c.URL == "" && !seen[c.ProducerGroup] {
+		if !seen[c.ProducerGroup] {
 			seen[c.ProducerGroup] = true
 			groups = append(groups, c.ProducerGroup)
 		}
@@ -117,24 +118,30 @@ func fillGroupURLs(ctx context.Context, tx *sql.Tx, claims []Claim) error {
 	}
 	rows, err := tx.QueryContext(ctx, selectGroupURLs+strings.Repeat("?,", len(groups)-1)+"?)", groups...)
 	if err != nil {
-		return fmt.Errorf("read group URLs: %w", err)
+		return fmt.Errorf("read groups: %w", err)
 	}
 	defer rows.Close()
-	urls := map[string]string{}
+	type group struct{ url, secret string }
+	found := map[string]group{}
 	for rows.Next() {
-		var g, u string
-		if err := rows.Scan(&g, &u); err != nil {
-			return fmt.Errorf("read group URLs: %w", err)
+		var (
+			g, u   string
+			secret sql.NullString
+		)
+		if err := rows.Scan(&g, &u, &secret); err != nil {
+			return fmt.Errorf("read groups: %w", err)
 		}
-		urls[g] = u
+		found[g] = group{u, secret.String}
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read group URLs: %w", err)
+		return fmt.Errorf("read groups: %w", err)
 	}
 	for i := range claims {
+		g := found[claims[i].ProducerGroup]
 		if claims[i].URL == "" {
-			claims[i].URL = urls[claims[i].ProducerGroup]
+			claims[i].URL = g.url
 		}
+		claims[i].Secret = g.secret
 	}
 	return nil
 }
@@ -148,10 +155,15 @@ func fillGroupURLs(ctx context.Context, tx *sql.Tx, claims []Claim) error {
 // commit records what the row waits for, as Commit does.
 func (s *Store) RecordCheck(ctx context.Context, c Claim, r CheckResult) error {
 	result := r.Answer.String()
-	var errText sql.NullString
+	var (
+		errText sql.NullString
+		class   string
+	)
 	if r.Err != nil {
-		result = "error"
-		errText = nullString(truncate(r.Err.Error(), 1024))
+		// Only the classification is stored and shown, never the error's
+		// text, which may hold what the producer's host said.
+		result, class = "error", checkErrorClass(r.Err)
+		errText = nullString(class)
 	}
 	var (
 		to      halfmsg.State
@@ -187,7 +199,7 @@ func (s *Store) RecordCheck(ctx context.Context, c Claim, r CheckResult) error {
 			to = halfmsg.StateDiscarded
 			reason := fmt.Sprintf("no commit or rollback after %d check-backs (last: %s)", c.CheckCount, result)
 			if r.Err != nil {
-				reason += ": " + r.Err.Error()
+				reason += ": " + class
 			}
 			res, err = tx.ExecContext(ctx, discardByCheck, to, truncate(reason, 1024), result, errText,
 				c.ID, c.Topic, halfmsg.StatePrepared, c.CheckCount)

@@ -1,7 +1,12 @@
 package broker
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
 	"net"
+	"os"
 	"time"
 
 	"github.com/txmsg/txmsg"
@@ -14,8 +19,36 @@ import (
 // with them, and NewServer does so before it validates. The struct tags name
 // each field's configuration key and describe it.
 type Config struct {
-	// Listen is the API's address (default ":7070").
-	Listen string `key:"broker.listen" flag:"listen" help:"HOST:PORT of the half-message HTTP API"`
+	// Listen is the API's address (default "127.0.0.1:7070": this host
+	// only; name an interface, or ":7070" for all, to serve others).
+	Listen string `key:"broker.listen" flag:"listen" help:"HOST:PORT of the half-message HTTP API; ':7070' serves every interface"`
+	// OperatorToken is the operator's API token, which may do everything
+	// (broker.auth.operator_token, or the content of
+	// broker.auth.operator_token_file); at least MinOperatorTokenLen
+	// characters. Required unless AuthDisabled.
+	OperatorToken string `key:"broker.auth.operator_token" help:"operator API token; prefer broker.auth.operator_token_file or env TXMSG_BROKER_AUTH_OPERATOR_TOKEN (flags show in ps)"`
+	// AuthDisabled turns API authentication off (broker.auth.disabled):
+	// anyone who reaches the API acts as the operator. For development
+	// only; the broker warns at start and every minute.
+	AuthDisabled bool `key:"broker.auth.disabled" help:"true turns API authentication off: development only"`
+	// TLSCertFile and TLSKeyFile, PEM files, serve the API over TLS
+	// (broker.tls.cert_file, broker.tls.key_file; default: plain HTTP).
+	TLSCertFile string `key:"broker.tls.cert_file" help:"PEM certificate: serve the API over TLS"`
+	TLSKeyFile  string `key:"broker.tls.key_file" help:"PEM private key of broker.tls.cert_file"`
+	// TLSClientCAFile, a PEM file, also requires every client to present a
+	// certificate that CA signed (broker.tls.client_ca_file; mutual TLS).
+	TLSClientCAFile string `key:"broker.tls.client_ca_file" help:"PEM CA: require client certificates it signed (mutual TLS)"`
+	// MaxConcurrentRequests bounds the API requests served at once; more
+	// are answered 503 (broker.max_concurrent_requests, default 256).
+	MaxConcurrentRequests int `key:"broker.max_concurrent_requests" help:"API requests served at once; more get 503"`
+	// MaxPreparedPerGroup bounds one producer group's prepared messages; a
+	// prepare past it is answered 429 (broker.max_prepared_per_group,
+	// default 100000).
+	MaxPreparedPerGroup int `key:"broker.max_prepared_per_group" help:"prepared messages per producer group; more get 429"`
+	// CheckbackPolicy says which addresses check-backs may reach
+	// (checkback.allow_loopback, checkback.allow_hosts; default: anything
+	// but link-local, loopback, unspecified, multicast and broadcast).
+	CheckbackPolicy AddressPolicy
 	// MaxBodyBytes limits an API request body (default 2 MiB).
 	MaxBodyBytes int64 `key:"broker.max_body_bytes" help:"largest API request body"`
 	// MaxValueBytes limits a message value (default 1 MiB).
@@ -60,18 +93,20 @@ type Config struct {
 func DefaultConfig() Config {
 	sc := DefaultScannerConfig()
 	c := Config{
-		Listen:          ":7070",
-		MaxBodyBytes:    DefaultMaxBodyBytes,
-		MaxValueBytes:   txmsg.DefaultMaxValueBytes,
-		CheckTimeout:    DefaultCheckTimeout,
-		MaxChecks:       DefaultMaxChecks,
-		MaxInterval:     sc.MaxInterval,
-		ScanSchedule:    sc.Schedule,
-		Concurrency:     sc.Concurrency,
-		CallTimeout:     sc.CallTimeout,
-		BacklogInterval: 5 * time.Second,
-		ShutdownTimeout: 10 * time.Second,
-		Relay:           relay.DefaultConfig(),
+		Listen:                "127.0.0.1:7070",
+		MaxConcurrentRequests: DefaultMaxConcurrentRequests,
+		MaxPreparedPerGroup:   DefaultMaxPreparedPerGroup,
+		MaxBodyBytes:          DefaultMaxBodyBytes,
+		MaxValueBytes:         txmsg.DefaultMaxValueBytes,
+		CheckTimeout:          DefaultCheckTimeout,
+		MaxChecks:             DefaultMaxChecks,
+		MaxInterval:           sc.MaxInterval,
+		ScanSchedule:          sc.Schedule,
+		Concurrency:           sc.Concurrency,
+		CallTimeout:           sc.CallTimeout,
+		BacklogInterval:       5 * time.Second,
+		ShutdownTimeout:       10 * time.Second,
+		Relay:                 relay.DefaultConfig(),
 	}
 	c.Relay.Retention = 24 * time.Hour
 	// A producer's or operator's commit wakes its shard; one decided by
@@ -109,6 +144,7 @@ func (c Config) Validate() error {
 	p.Check(c.MaxChecks >= 1 && c.MaxChecks <= MaxMaxChecks, "checkback.max_checks", c.MaxChecks, "want 1 to "+setting.Show(MaxMaxChecks))
 	p.Check(c.BacklogInterval >= 10*time.Millisecond, "broker.backlog_interval", c.BacklogInterval, "want at least 10ms")
 	p.Check(c.ShutdownTimeout >= time.Millisecond, "broker.shutdown_timeout", c.ShutdownTimeout, "want at least 1ms")
+	c.validateSecurity(&p)
 	p.Join(c.scanner().Validate())
 	p.Join(c.Relay.Validate())
 	return p.Err()
@@ -116,5 +152,59 @@ func (c Config) Validate() error {
 
 func (c Config) scanner() ScannerConfig {
 	return ScannerConfig{Schedule: c.ScanSchedule, Concurrency: c.Concurrency,
-		CallTimeout: c.CallTimeout, MaxInterval: c.MaxInterval}
+		CallTimeout: c.CallTimeout, MaxInterval: c.MaxInterval, Policy: c.CheckbackPolicy}
+}
+
+// ErrNoOperatorToken is returned by Config.Validate when the API has neither
+// an operator token nor authentication disabled; its text says how to make
+// one.
+var ErrNoOperatorToken = errors.New("broker: no operator token: the API needs one. Create it with " +
+	"'openssl rand -hex 32 > /etc/txmsg/operator-token' and set broker.auth.operator_token_file to that file " +
+	"(or env TXMSG_BROKER_AUTH_OPERATOR_TOKEN), then register producer groups with 'txmsg group create'; " +
+	"for development only, broker.auth.disabled: true turns authentication off")
+
+func (c Config) validateSecurity(p *setting.Problems) {
+	switch {
+	case c.AuthDisabled && c.OperatorToken != "":
+		p.Add("broker.auth.disabled", true, "an operator token is set too: choose one")
+	case !c.AuthDisabled && c.OperatorToken == "":
+		p.Join(ErrNoOperatorToken)
+	case !c.AuthDisabled:
+		p.Join(checkOperatorToken(c.OperatorToken))
+	}
+	switch {
+	case (c.TLSCertFile == "") != (c.TLSKeyFile == ""):
+		p.Add("broker.tls.key_file", c.TLSKeyFile, "set broker.tls.cert_file and key_file both, or neither")
+	case c.TLSClientCAFile != "" && c.TLSCertFile == "":
+		p.Add("broker.tls.client_ca_file", c.TLSClientCAFile, "needs broker.tls.cert_file and key_file: mutual TLS is TLS first")
+	}
+	p.Check(c.MaxConcurrentRequests >= 1 && c.MaxConcurrentRequests <= 1<<20, "broker.max_concurrent_requests",
+		c.MaxConcurrentRequests, "want 1 to 1048576")
+	p.Check(c.MaxPreparedPerGroup >= 1 && c.MaxPreparedPerGroup <= 1<<30, "broker.max_prepared_per_group",
+		c.MaxPreparedPerGroup, "want 1 to 1073741824")
+}
+
+// tlsConfig loads the API's certificate (and client CA) when TLS is
+// configured; nil means plain HTTP.
+func (c Config) tlsConfig() (*tls.Config, error) {
+	if c.TLSCertFile == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("broker: broker.tls.cert_file %s, key_file %s: %w", c.TLSCertFile, c.TLSKeyFile, err)
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	if c.TLSClientCAFile != "" {
+		pem, err := os.ReadFile(c.TLSClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("broker: broker.tls.client_ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("broker: broker.tls.client_ca_file %s: no PEM certificate in it", c.TLSClientCAFile)
+		}
+		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
 }

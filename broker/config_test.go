@@ -10,7 +10,7 @@ import (
 
 func TestBrokerConfigValidate(t *testing.T) {
 	t.Parallel()
-	raw := Config{Relay: relay.Config{Brokers: []string{"127.0.0.1:9092"}}}
+	raw := Config{OperatorToken: testOperatorToken, Relay: relay.Config{Brokers: []string{"127.0.0.1:9092"}}}
 	if err := raw.Validate(); err == nil {
 		t.Fatal("Validate accepted a Config without defaults")
 	}
@@ -21,7 +21,8 @@ func TestBrokerConfigValidate(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.Listen != ":7070" || c.CheckTimeout != 6*time.Second || c.MaxChecks != 15 || c.ScanSchedule != "@every 1s" ||
+	if c.Listen != "127.0.0.1:7070" || c.MaxConcurrentRequests != DefaultMaxConcurrentRequests ||
+		c.MaxPreparedPerGroup != DefaultMaxPreparedPerGroup || c.CheckTimeout != 6*time.Second || c.MaxChecks != 15 || c.ScanSchedule != "@every 1s" ||
 		c.Concurrency != 16 || c.CallTimeout != 3*time.Second || c.MaxInterval != 5*time.Minute ||
 		c.MaxBodyBytes != DefaultMaxBodyBytes || c.Relay.Retention != 24*time.Hour || c.Relay.PollMax != 50*time.Millisecond ||
 		c.Relay.Shards != 16 || c.Relay.Owner == "" {
@@ -41,6 +42,12 @@ func TestBrokerConfigValidate(t *testing.T) {
 		{"listen", func(c *Config) { c.Listen = "7070" }, `broker.listen: "7070": want HOST:PORT`},
 		{"brokers", func(c *Config) { c.Relay.Brokers = nil }, "kafka.brokers"},
 		{"relay", func(c *Config) { c.Relay.Shards = 5000 }, "relay.shards: 5000"},
+		{"no token", func(c *Config) { c.OperatorToken = "" }, "openssl rand -hex 32"},
+		{"short token", func(c *Config) { c.OperatorToken = "secret" }, "want at least 16"},
+		{"token and disabled", func(c *Config) { c.AuthDisabled = true }, "choose one"},
+		{"key without cert", func(c *Config) { c.TLSKeyFile = "key.pem" }, "set broker.tls.cert_file and key_file both"},
+		{"client CA without TLS", func(c *Config) { c.TLSClientCAFile = "ca.pem" }, "mutual TLS"},
+		{"allow hosts", func(c *Config) { c.CheckbackPolicy.AllowHosts = []string{"bad host"} }, "allow_hosts"},
 	} {
 		c := raw.WithDefaults()
 		tc.mod(&c)

@@ -23,4 +23,13 @@
 //
 // Handler serves the HTTP/JSON API (halfmsg.Client speaks it), and Server
 // runs API, scanner and relay engine as one daemon.
+//
+// Security: every API request carries a bearer token, the operator's (which
+// may do everything) or a producer group's (issued by Store.PutGroup, kept
+// as a hash, and limited to the group's own messages); every change an Actor
+// makes goes to the audit log. Check-backs are signed with the group's
+// secret (checkback.SignatureHeader) and dialed through an AddressPolicy,
+// so that a check-back URL cannot reach link-local, metadata or (unless
+// allowed) loopback addresses, and no redirect is followed. SECURITY.md at
+// the module root states the threat model.
 package broker

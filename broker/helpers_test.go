@@ -16,6 +16,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/broker/halfmsg"
 	"github.com/txmsg/txmsg/checkback"
 	"github.com/txmsg/txmsg/internal/testenv"
@@ -29,7 +30,18 @@ func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
 }
 
-// apiEnv is a Store behind a real HTTP server on loopback, and a Client.
+// testOperatorToken is the operator token of the tests' brokers.
+const testOperatorToken = "test-operator-token-0123456789"
+
+// testSecret signs the check-backs of tests that call the Scanner with
+// claims of their own.
+const testSecret = "txcs_test-secret"
+
+// loopback lets check-backs reach the tests' producers on this host.
+func loopback() AddressPolicy { return AddressPolicy{AllowLoopback: true} }
+
+// apiEnv is a Store behind a real HTTP server on loopback, and a Client
+// with the operator's token.
 type apiEnv struct {
 	db     *testenv.Database
 	store  *Store
@@ -39,26 +51,37 @@ type apiEnv struct {
 
 func newAPIEnv(t *testing.T, opts ...StoreOption) *apiEnv {
 	t.Helper()
+	return newAPIEnvWith(t, opts, nil)
+}
+
+// newAPIEnvWith is newAPIEnv with handler options, which come after the
+// operator token.
+func newAPIEnvWith(t *testing.T, sopts []StoreOption, hopts []HandlerOption) *apiEnv {
+	t.Helper()
 	db := testenv.NewDB(t)
-	store, err := NewStore(db.DB, append([]StoreOption{WithShards(4)}, opts...)...)
+	store, err := NewStore(db.DB, append([]StoreOption{WithShards(4), WithAddressPolicy(loopback()),
+		WithStoreLogger(testLogger(t))}, sopts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := NewHandler(store, WithMaxBodyBytes(64<<10), WithHandlerLogger(testLogger(t)))
+	if hopts == nil {
+		hopts = []HandlerOption{WithOperatorToken(testOperatorToken)}
+	}
+	h, err := NewHandler(store, append([]HandlerOption{WithMaxBodyBytes(64 << 10), WithHandlerLogger(testLogger(t))}, hopts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	c, err := halfmsg.NewClient(srv.URL)
+	c, err := halfmsg.NewClient(srv.URL, halfmsg.WithToken(testOperatorToken))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &apiEnv{db: db, store: store, client: c, url: srv.URL}
 }
 
-// testScanner builds a scanner on store with fast timings; tests drive it
-// with Scan.
+// testScanner builds a scanner on store with fast timings that may call
+// producers on loopback; tests drive it with Scan.
 func testScanner(t *testing.T, store *Store, cfg ScannerConfig) *Scanner {
 	t.Helper()
 	if cfg.CallTimeout == 0 {
@@ -67,6 +90,7 @@ func testScanner(t *testing.T, store *Store, cfg ScannerConfig) *Scanner {
 	if cfg.MaxInterval == 0 {
 		cfg.MaxInterval = 400 * time.Millisecond
 	}
+	cfg.Policy.AllowLoopback = true
 	s, err := NewScanner(store, cfg, WithScannerLogger(testLogger(t)))
 	if err != nil {
 		t.Fatal(err)
@@ -74,12 +98,35 @@ func testScanner(t *testing.T, store *Store, cfg ScannerConfig) *Scanner {
 	return s
 }
 
-// producerServer serves checker at a loopback URL.
-func producerServer(t *testing.T, checker checkback.Checker) string {
+// producerServer serves checker at a loopback URL for producer group,
+// verifying the group's signature: it registers the group on store (at a
+// URL nobody serves) unless it is registered already, so that messages
+// naming the returned URL as theirs are signed.
+func producerServer(t testing.TB, store *Store, group string, checker checkback.Checker) string {
 	t.Helper()
-	srv := httptest.NewServer(checkback.Handler(checker))
+	srv := httptest.NewServer(checkback.Handler(checker, checkback.WithSecret(groupSecret(t, store, group))))
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+// groupSecret registers group on store unless it is registered, and reads
+// its secret from the database.
+func groupSecret(t testing.TB, store *Store, group string) string {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := store.GroupURL(ctx, group); errors.Is(err, txmsg.ErrNotFound) {
+		if err := store.SetGroup(ctx, group, "http://127.0.0.1:9/unused"); err != nil {
+			t.Fatal(err)
+		}
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	var secret string
+	if err := store.db.QueryRowContext(ctx, `SELECT checkback_secret FROM txmsg_producer_groups WHERE producer_group = ?`,
+		group).Scan(&secret); err != nil {
+		t.Fatal(err)
+	}
+	return secret
 }
 
 // waitState scans (when scanner is not nil) until id reaches want.
@@ -111,6 +158,8 @@ func waitState(t *testing.T, store *Store, scanner *Scanner, id string, want hal
 func testServerConfig(brokers []string) Config {
 	return Config{
 		Listen:          "127.0.0.1:0",
+		OperatorToken:   testOperatorToken,
+		CheckbackPolicy: loopback(),
 		CheckTimeout:    200 * time.Millisecond,
 		MaxChecks:       5,
 		MaxInterval:     500 * time.Millisecond,
@@ -159,11 +208,18 @@ func (r *runningServer) stop(t *testing.T) error {
 
 func startServer(t *testing.T, db *sql.DB, cfg Config) *runningServer {
 	t.Helper()
+	return startServerWith(t, db, cfg, WithLogger(testLogger(t)))
+}
+
+// startServerWith is startServer with opts (a logger, say) in place of the
+// test logger.
+func startServerWith(t *testing.T, db *sql.DB, cfg Config, opts ...ServerOption) *runningServer {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := NewServer(db, cfg, WithLogger(testLogger(t)), WithListener(ln))
+	s, err := NewServer(db, cfg, append(opts, WithListener(ln))...)
 	if err != nil {
 		ln.Close()
 		t.Fatal(err)
@@ -176,7 +232,7 @@ func startServer(t *testing.T, db *sql.DB, cfg Config) *runningServer {
 			t.Errorf("broker stopped with: %v", err)
 		}
 	})
-	c, err := halfmsg.NewClient("http://" + ln.Addr().String())
+	c, err := halfmsg.NewClient("http://"+ln.Addr().String(), halfmsg.WithToken(testOperatorToken))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -236,7 +236,12 @@ func TestBrokerAPIGroupDeliveryOrder(t *testing.T) {
 	ctx := context.Background()
 	get := func(group string) map[string]string {
 		t.Helper()
-		resp, err := http.Get(env.url + "/v1/producer-groups/" + group)
+		req, err := http.NewRequest(http.MethodGet, env.url+"/v1/producer-groups/"+group, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+testOperatorToken)
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -264,6 +269,8 @@ func TestBrokerAPIGroupDeliveryOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	req.Header.Set("Authorization", "Bearer "+testOperatorToken)
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -272,11 +279,11 @@ func TestBrokerAPIGroupDeliveryOrder(t *testing.T) {
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("PUT with delivery_order sideways: %d, want 400", resp.StatusCode)
 	}
-	// PUT replaces the registration: an order left out is the default.
+	// A PUT that leaves the order out keeps the group's.
 	if err := env.client.SetGroup(ctx, "shop", "http://127.0.0.1:2/check"); err != nil {
 		t.Fatal(err)
 	}
-	if g := get("shop"); g["delivery_order"] != "prepare" {
+	if g := get("shop"); g["delivery_order"] != "commit" || g["checkback_url"] != "http://127.0.0.1:2/check" {
 		t.Fatalf("GET after SetGroup without order: %v", g)
 	}
 }
@@ -289,7 +296,7 @@ func TestBrokerServerLostCommitKeepsPrepareOrder(t *testing.T) {
 	kafka := testenv.NewKafka(t, 3)
 	srv := startServer(t, db.DB, testServerConfig(kafka.Addrs))
 	ctx := context.Background()
-	url := producerServer(t, checkback.CheckerFunc(func(context.Context, checkback.Request) (checkback.Answer, error) {
+	url := producerServer(t, srv.Store(), "g", checkback.CheckerFunc(func(context.Context, checkback.Request) (checkback.Answer, error) {
 		return checkback.AnswerCommit, nil
 	}))
 	if err := srv.client.SetGroup(ctx, "g", url); err != nil {

@@ -37,7 +37,8 @@ func TestBrokerProducerSurfacesErrorsAndCheckbackRecovers(t *testing.T) {
 			return err
 		}
 	}
-	broken, err := halfmsg.NewClient(env.url, halfmsg.WithHTTPClient(&http.Client{Transport: failCommits{http.DefaultTransport}}))
+	broken, err := halfmsg.NewClient(env.url, halfmsg.WithToken(testOperatorToken),
+		halfmsg.WithHTTPClient(&http.Client{Transport: failCommits{http.DefaultTransport}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +46,7 @@ func TestBrokerProducerSurfacesErrorsAndCheckbackRecovers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	url := producerServer(t, p.Ledger())
+	url := producerServer(t, env.store, "shop", p.Ledger())
 	if err := env.client.SetGroup(ctx, "shop", url); err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,6 +25,10 @@ type Claim struct {
 	// URL is the producer's check-back URL; empty when neither the message
 	// nor its producer group has one (the check then fails as unknown).
 	URL string
+	// Secret is the producer group's secret, which signs the check-back;
+	// empty for a group not registered (the check goes unsigned). Never log
+	// it.
+	Secret string
 	// MaxChecks is how many checks the message gets before it is discarded.
 	MaxChecks int
 	// Interval is the message's check timeout: the delay before the first
@@ -79,6 +84,10 @@ type ScannerConfig struct {
 	// crash the message is checked again once it passes. Zero means
 	// CallTimeout + 5s (default 0).
 	Lease time.Duration
+	// Policy says which addresses check-backs may reach (default: the zero
+	// AddressPolicy, which refuses loopback); it is checked on every
+	// address dialed. Redirects are never followed.
+	Policy AddressPolicy
 }
 
 // DefaultScannerConfig returns the defaults of every field.
@@ -110,6 +119,9 @@ func (c ScannerConfig) Validate() error {
 	p.Check(c.MaxInterval >= time.Millisecond, "checkback.max_interval", c.MaxInterval, "want at least 1ms")
 	p.Check(c.Lease == 0 || c.Lease > c.CallTimeout, "checkback lease", c.Lease,
 		"want more than checkback.call_timeout ("+setting.FormatDuration(c.CallTimeout)+"), or 0 for call_timeout + 5s")
+	if _, err := c.Policy.rules(); err != nil {
+		p.Add("checkback.allow_hosts", strings.Join(c.Policy.AllowHosts, ","), err.Error())
+	}
 	return p.Err()
 }
 
@@ -125,17 +137,6 @@ type Scanner struct {
 
 // ScannerOption configures a Scanner.
 type ScannerOption func(*Scanner)
-
-// WithScannerHTTPClient sets the client that calls producers (default: a client
-// keeping up to Concurrency idle connections per host). ScannerConfig.CallTimeout
-// applies on top of the client's own timeout.
-func WithScannerHTTPClient(c *http.Client) ScannerOption {
-	return func(s *Scanner) {
-		if c != nil {
-			s.client = c
-		}
-	}
-}
 
 // WithScannerLogger sets the logger (default: discarded).
 func WithScannerLogger(l *slog.Logger) ScannerOption {
@@ -161,14 +162,13 @@ func NewScanner(store CheckStore, cfg ScannerConfig, opts ...ScannerOption) (*Sc
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("broker: checkback: %w", err)
 	}
-	s := &Scanner{store: store, cfg: cfg, log: slog.New(slog.DiscardHandler)}
+	rules, err := cfg.Policy.rules()
+	if err != nil {
+		return nil, err
+	}
+	s := &Scanner{store: store, cfg: cfg, log: slog.New(slog.DiscardHandler), client: newCheckbackClient(rules, cfg.Concurrency)}
 	for _, o := range opts {
 		o(s)
-	}
-	if s.client == nil {
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.MaxIdleConnsPerHost = cfg.Concurrency
-		s.client = &http.Client{Transport: tr}
 	}
 	return s, nil
 }
@@ -273,10 +273,10 @@ func (s *Scanner) check(ctx context.Context, c Claim) {
 		err error
 	)
 	if c.URL == "" {
-		err = fmt.Errorf("broker: checkback: producer group %q has no check-back URL", c.ProducerGroup)
+		err = fmt.Errorf("%w: producer group %q", errNoURL, c.ProducerGroup)
 	} else {
 		cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
-		a, err = checkback.Call(cctx, s.client, c.URL, c.Request)
+		a, err = checkback.Call(cctx, s.client, c.URL, c.Secret, c.Request)
 		cancel()
 	}
 	if ctx.Err() != nil {
@@ -320,8 +320,8 @@ func (s *Scanner) check(ctx context.Context, c Claim) {
 // discardUnasked records claim c, which is past its message's max checks,
 // as the discard it leads to, without calling the producer.
 func (s *Scanner) discardUnasked(ctx context.Context, c Claim) {
-	err := fmt.Errorf("broker: checkback: check %d not made: the message allows %d and the last one was claimed but never recorded",
-		c.CheckCount, c.MaxChecks)
+	err := fmt.Errorf("%w: check %d not made: the message allows %d and the last one was claimed but never recorded",
+		errNotAsked, c.CheckCount, c.MaxChecks)
 	if rerr := s.store.RecordCheck(ctx, c, CheckResult{Answer: checkback.AnswerUnknown, Err: err, Discard: true}); rerr != nil {
 		if ctx.Err() == nil {
 			s.metrics.CheckError("record")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,7 +51,7 @@ func TestCheckbackScannerBoundsConcurrency(t *testing.T) {
 		return checkback.AnswerCommit
 	})
 	store := dueStore(url, 200)
-	s, err := NewScanner(store, ScannerConfig{Concurrency: concurrency})
+	s, err := NewScanner(store, ScannerConfig{Concurrency: concurrency, Policy: loopback()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,14 +78,14 @@ func TestCheckbackScannerSchedulesUnknownAndDiscards(t *testing.T) {
 	t.Parallel()
 	srv := httptest.NewServer(checkback.Handler(checkback.CheckerFunc(func(context.Context, checkback.Request) (checkback.Answer, error) {
 		return 0, errors.New("database down")
-	})))
+	}), checkback.WithSecret(testSecret)))
 	defer srv.Close()
 	store := &memStore{results: map[string]CheckResult{}, due: []Claim{
-		{Request: checkback.Request{ID: "early", CheckCount: 2}, URL: srv.URL, MaxChecks: 5, Interval: 100 * time.Millisecond},
-		{Request: checkback.Request{ID: "last", CheckCount: 5}, URL: srv.URL, MaxChecks: 5, Interval: 100 * time.Millisecond},
-		{Request: checkback.Request{ID: "capped", CheckCount: 9}, URL: srv.URL, MaxChecks: 15, Interval: 100 * time.Millisecond},
+		{Request: checkback.Request{ID: "early", CheckCount: 2}, URL: srv.URL, Secret: testSecret, MaxChecks: 5, Interval: 100 * time.Millisecond},
+		{Request: checkback.Request{ID: "last", CheckCount: 5}, URL: srv.URL, Secret: testSecret, MaxChecks: 5, Interval: 100 * time.Millisecond},
+		{Request: checkback.Request{ID: "capped", CheckCount: 9}, URL: srv.URL, Secret: testSecret, MaxChecks: 15, Interval: 100 * time.Millisecond},
 	}}
-	s, err := NewScanner(store, ScannerConfig{MaxInterval: 300 * time.Millisecond})
+	s, err := NewScanner(store, ScannerConfig{MaxInterval: 300 * time.Millisecond, Policy: loopback()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,9 +133,12 @@ func TestCheckbackCallRejectsBadAnswers(t *testing.T) {
 			}))
 			defer srv.Close()
 			req := checkback.Request{ID: "m1", ProducerGroup: "g", Topic: "t", Key: "k", Headers: map[string]string{"a": "b"}, CheckCount: 3}
-			a, err := checkback.Call(context.Background(), srv.Client(), srv.URL, req)
+			a, err := checkback.Call(context.Background(), srv.Client(), srv.URL, "", req)
 			if tc.bad != errors.Is(err, checkback.ErrBadAnswer) || a != tc.want {
 				t.Fatalf("answer %v, error %v; want %v, bad=%v", a, err, tc.want, tc.bad)
+			}
+			if err != nil && (strings.Contains(err.Error(), "html") || strings.Contains(err.Error(), "maybe")) {
+				t.Fatalf("error %q repeats the answer", err)
 			}
 			if got.ID != "m1" || got.CheckCount != 3 || got.Headers["a"] != "b" || got.Key != "k" {
 				t.Fatalf("producer got %+v", got)
@@ -147,7 +151,7 @@ func TestCheckbackHandlerRejectsBadRequests(t *testing.T) {
 	t.Parallel()
 	h := checkback.Handler(checkback.CheckerFunc(func(context.Context, checkback.Request) (checkback.Answer, error) {
 		return checkback.AnswerCommit, nil
-	}))
+	}), checkback.WithSecret(testSecret))
 	for _, tc := range []struct {
 		method, body string
 		status       int
@@ -158,7 +162,9 @@ func TestCheckbackHandlerRejectsBadRequests(t *testing.T) {
 		{"POST", `{"id":"m"}`, 200},
 	} {
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest(tc.method, "/check", strings.NewReader(tc.body)))
+		req := httptest.NewRequest(tc.method, "/check", strings.NewReader(tc.body))
+		req.Header.Set(checkback.SignatureHeader, checkback.Sign(testSecret, time.Now(), []byte(tc.body)))
+		h.ServeHTTP(rec, req)
 		if rec.Code != tc.status {
 			t.Fatalf("%s %q: status %d, want %d", tc.method, tc.body, rec.Code, tc.status)
 		}
@@ -172,7 +178,7 @@ func TestCheckbackConfigValidate(t *testing.T) {
 		t.Fatal("Validate accepted a ScannerConfig without defaults")
 	}
 	c := raw.WithDefaults()
-	if raw != (ScannerConfig{}) {
+	if !reflect.DeepEqual(raw, ScannerConfig{}) {
 		t.Fatalf("WithDefaults changed its receiver: %+v", raw)
 	}
 	if err := c.Validate(); err != nil {
@@ -202,13 +208,13 @@ func TestCheckbackScannerNeverAsksPastMaxChecks(t *testing.T) {
 	srv := httptest.NewServer(checkback.Handler(checkback.CheckerFunc(func(context.Context, checkback.Request) (checkback.Answer, error) {
 		calls.Add(1)
 		return checkback.AnswerCommit, nil
-	})))
+	}), checkback.WithSecret(testSecret)))
 	defer srv.Close()
 	store := &memStore{results: map[string]CheckResult{}, due: []Claim{
-		{Request: checkback.Request{ID: "last", CheckCount: 5}, URL: srv.URL, MaxChecks: 5, Interval: time.Second},
-		{Request: checkback.Request{ID: "past", CheckCount: 6}, URL: srv.URL, MaxChecks: 5, Interval: time.Second},
+		{Request: checkback.Request{ID: "last", CheckCount: 5}, URL: srv.URL, Secret: testSecret, MaxChecks: 5, Interval: time.Second},
+		{Request: checkback.Request{ID: "past", CheckCount: 6}, URL: srv.URL, Secret: testSecret, MaxChecks: 5, Interval: time.Second},
 	}}
-	s, err := NewScanner(store, ScannerConfig{})
+	s, err := NewScanner(store, ScannerConfig{Policy: loopback()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +250,7 @@ func TestCheckbackScannerBoundsConcurrencyWithAGreedyStore(t *testing.T) {
 	gauge := &inFlightGauge{}
 	url := gauge.producer(t, 2*time.Millisecond, func(checkback.Request) checkback.Answer { return checkback.AnswerCommit })
 	store := dueStore(url, 40)
-	s, err := NewScanner(greedyStore{store}, ScannerConfig{Concurrency: concurrency})
+	s, err := NewScanner(greedyStore{store}, ScannerConfig{Concurrency: concurrency, Policy: loopback()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +307,7 @@ func (g *inFlightGauge) producer(t *testing.T, hold time.Duration, answer func(c
 		case <-ctx.Done():
 		}
 		return answer(req), nil
-	})))
+	}), checkback.WithSecret(testSecret)))
 	t.Cleanup(srv.Close)
 	return srv.URL
 }
@@ -317,7 +323,7 @@ func dueStore(url string, n int) *memStore {
 	store := &memStore{results: map[string]CheckResult{}}
 	for i := range n {
 		store.due = append(store.due, Claim{Request: checkback.Request{ID: fmt.Sprintf("m%d", i), CheckCount: 1},
-			URL: url, MaxChecks: 3, Interval: time.Second})
+			URL: url, Secret: testSecret, MaxChecks: 3, Interval: time.Second})
 	}
 	return store
 }

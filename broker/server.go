@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -30,6 +31,7 @@ type Server struct {
 	log      *slog.Logger
 	metrics  hooks
 	listener net.Listener
+	tls      *tls.Config
 	addr     atomic.Pointer[string]
 	running  atomic.Bool
 }
@@ -58,7 +60,7 @@ func WithRelayHooks(hs ...relay.Hook) ServerOption {
 }
 
 // WithListener serves the API on l instead of listening on Config.Listen;
-// Run closes it.
+// Run closes it. With TLS configured, Run serves TLS on it.
 func WithListener(l net.Listener) ServerOption { return func(o *serverOptions) { o.listener = l } }
 
 // NewServer fills the zero fields of cfg with their defaults
@@ -84,16 +86,27 @@ func NewServer(db *sql.DB, cfg Config, opts ...ServerOption) (*Server, error) {
 	var engine *relay.Engine
 	wake := func(shard int) { engine.Wake(txmsg.SourceHalf, shard) }
 	store, err := NewStore(db, WithShards(cfg.Relay.Shards), WithMaxValueBytes(cfg.MaxValueBytes),
-		WithCheckTimeout(cfg.CheckTimeout), WithMaxChecks(cfg.MaxChecks), WithStoreHooks(o.hooks...), WithOnCommit(wake))
+		WithCheckTimeout(cfg.CheckTimeout), WithMaxChecks(cfg.MaxChecks), WithStoreHooks(o.hooks...), WithOnCommit(wake),
+		WithStoreLogger(o.log), WithAddressPolicy(cfg.CheckbackPolicy))
 	if err != nil {
 		return nil, err
 	}
-	handler, err := NewHandler(store, WithMaxBodyBytes(cfg.MaxBodyBytes), WithHandlerLogger(o.log))
+	hopts := []HandlerOption{WithMaxBodyBytes(cfg.MaxBodyBytes), WithHandlerLogger(o.log),
+		WithMaxConcurrentRequests(cfg.MaxConcurrentRequests), WithMaxPreparedPerGroup(cfg.MaxPreparedPerGroup)}
+	if cfg.AuthDisabled {
+		hopts = append(hopts, WithAuthDisabled())
+	} else {
+		hopts = append(hopts, WithOperatorToken(cfg.OperatorToken))
+	}
+	handler, err := NewHandler(store, hopts...)
 	if err != nil {
 		return nil, err
 	}
-	scanner, err := NewScanner(store, cfg.scanner(), WithScannerLogger(o.log),
-		WithScannerHooks(o.hooks...))
+	tlsConfig, err := cfg.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	scanner, err := NewScanner(store, cfg.scanner(), WithScannerLogger(o.log), WithScannerHooks(o.hooks...))
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
@@ -103,7 +116,7 @@ func NewServer(db *sql.DB, cfg Config, opts ...ServerOption) (*Server, error) {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	return &Server{cfg: cfg, store: store, handler: handler, scanner: scanner, engine: engine,
-		log: o.log, metrics: o.hooks, listener: o.listener}, nil
+		log: o.log, metrics: o.hooks, listener: o.listener, tls: tlsConfig}, nil
 }
 
 // Store returns the server's store, for admin commands in the same process.
@@ -142,6 +155,9 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("broker: listen on %s: %w", s.cfg.Listen, err)
 		}
 	}
+	if s.tls != nil {
+		ln = tls.NewListener(ln, s.tls)
+	}
 	addr := ln.Addr().String()
 	s.addr.Store(&addr)
 	// Bodies are at most max_body_bytes: 30s to send one is generous, and
@@ -167,7 +183,11 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return s.scanner.Run(gctx) })
 	g.Go(func() error { return s.engine.Run(gctx) })
 	g.Go(func() error { s.backlogLoop(gctx); return nil })
-	s.log.Info("broker started", slog.String("listen", addr))
+	if s.cfg.AuthDisabled {
+		g.Go(func() error { s.warnAuthDisabled(gctx, authWarnInterval); return nil })
+	}
+	s.log.Info("broker started", slog.String("listen", addr), slog.Bool("tls", s.tls != nil),
+		slog.Bool("auth", !s.cfg.AuthDisabled))
 	err := g.Wait()
 	s.log.Info("broker stopped", slog.String("listen", addr))
 	return err
@@ -189,6 +209,25 @@ func (s *Server) backlogLoop(ctx context.Context) {
 			}
 			s.metrics.PreparedBacklog(n, age)
 		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// authWarnInterval is how often a broker without authentication says so.
+const authWarnInterval = time.Minute
+
+// warnAuthDisabled logs that the API is open, now and every interval until
+// ctx ends: it must not go unnoticed outside development.
+func (s *Server) warnAuthDisabled(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		s.log.Warn("broker: API authentication is disabled (broker.auth.disabled): anyone who reaches " +
+			s.Addr() + " can prepare, commit and roll back any group's messages; for development only")
 		select {
 		case <-ctx.Done():
 			return

@@ -43,8 +43,8 @@ func TestBrokerServerDeliversCommittedOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ledgerURL := producerServer(t, ledger)
-	unknownURL := producerServer(t, checkback.CheckerFunc(func(context.Context, checkback.Request) (checkback.Answer, error) {
+	ledgerURL := producerServer(t, srv.Store(), "g", ledger)
+	unknownURL := producerServer(t, srv.Store(), "g", checkback.CheckerFunc(func(context.Context, checkback.Request) (checkback.Answer, error) {
 		return checkback.AnswerUnknown, nil
 	}))
 	const topic = "half-e2e"
@@ -157,7 +157,7 @@ func TestBrokerServerTwoInstancesOneKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	probe := newProbe()
-	url := producerServer(t, checkback.CheckerFunc(func(ctx context.Context, req checkback.Request) (checkback.Answer, error) {
+	url := producerServer(t, a.Store(), "g", checkback.CheckerFunc(func(ctx context.Context, req checkback.Request) (checkback.Answer, error) {
 		probe.enter(req.ID)
 		defer probe.leave(req.ID)
 		return ledger.Check(ctx, req)

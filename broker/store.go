@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -50,6 +52,9 @@ type Store struct {
 	maxChecks    int
 	metrics      hooks
 	onCommit     func(shard int)
+	log          *slog.Logger
+	policy       AddressPolicy
+	rules        *addressRules
 }
 
 // StoreOption configures a Store.
@@ -79,16 +84,38 @@ func WithStoreHooks(hs ...Hook) StoreOption {
 	return func(s *Store) { s.metrics = append(s.metrics, hs...) }
 }
 
+// WithStoreLogger sets the logger of the audit log: every change an Actor
+// makes (commit, rollback, resolve, group registration, rotation and
+// deletion) is logged at INFO with the actor, the id and the old and new
+// state (default: discarded).
+func WithStoreLogger(l *slog.Logger) StoreOption {
+	return func(s *Store) {
+		if l != nil {
+			s.log = l
+		}
+	}
+}
+
+// WithAddressPolicy sets which check-back URLs may be registered (default:
+// the zero AddressPolicy, which refuses loopback); the broker's Scanner must
+// dial through the same policy.
+func WithAddressPolicy(p AddressPolicy) StoreOption { return func(s *Store) { s.policy = p } }
+
 // NewStore returns a Store on db, which must hold the migrated schema.
 func NewStore(db *sql.DB, opts ...StoreOption) (*Store, error) {
 	if db == nil {
 		return nil, errors.New("broker: store: nil *sql.DB")
 	}
 	s := &Store{db: db, shards: DefaultShards, maxValue: txmsg.DefaultMaxValueBytes,
-		checkTimeout: DefaultCheckTimeout, maxChecks: DefaultMaxChecks}
+		checkTimeout: DefaultCheckTimeout, maxChecks: DefaultMaxChecks, log: slog.New(slog.DiscardHandler)}
 	for _, o := range opts {
 		o(s)
 	}
+	rules, err := s.policy.rules()
+	if err != nil {
+		return nil, err
+	}
+	s.rules = rules
 	switch {
 	case s.shards < 1 || s.shards > 4096:
 		return nil, fmt.Errorf("broker: shards %d: want 1 to 4096", s.shards)
@@ -114,7 +141,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, DATE_ADD(UTC_TIMESTAMP(6), INTERVAL ? M
 	// (see HalfSource). It is a consistent read without locks; the
 	// conditional UPDATE then decides, and the relay re-checks a row whose
 	// message it waited for has left prepared.
-	selectTargets = `SELECT h.seq, h.state, h.shard,
+	selectTargets = `SELECT h.seq, h.state, h.shard, h.producer_group,
   CASE WHEN COALESCE(g.delivery_order, ?) = ? AND h.msg_key <> '' THEN
     (SELECT MAX(p.seq) FROM txmsg_half_messages p
      WHERE p.topic = h.topic AND p.msg_key = h.msg_key AND p.state = ? AND p.seq < h.seq)
@@ -128,12 +155,7 @@ SET state = ?, resolved_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6), re
 	infoColumns = `seq, id, producer_group, topic, msg_key, state, checkback_url, check_timeout_ms, max_checks,
   check_count, last_check_result, last_check_error, reason, attempts, last_error, created_at, updated_at,
   next_check_at, last_check_at, resolved_at, delivered_at`
-	selectInfo  = `SELECT ` + infoColumns + ` FROM txmsg_half_messages WHERE id = ? ORDER BY seq LIMIT 1`
-	upsertGroup = `INSERT INTO txmsg_producer_groups (producer_group, checkback_url, delivery_order, updated_at)
-VALUES (?, ?, ?, UTC_TIMESTAMP(6))
-ON DUPLICATE KEY UPDATE checkback_url = VALUES(checkback_url), delivery_order = VALUES(delivery_order),
-  updated_at = VALUES(updated_at)`
-	selectGroup     = `SELECT checkback_url, delivery_order FROM txmsg_producer_groups WHERE producer_group = ?`
+	selectInfo      = `SELECT ` + infoColumns + ` FROM txmsg_half_messages WHERE id = ? ORDER BY seq LIMIT 1`
 	preparedBacklog = `SELECT COUNT(*), MIN(created_at) FROM txmsg_half_messages WHERE state = ?`
 )
 
@@ -152,7 +174,7 @@ func (s *Store) Prepare(ctx context.Context, req halfmsg.PrepareRequest) (string
 		return "", fmt.Errorf("broker: prepare (topic %q): %w", m.Topic, err)
 	}
 	if req.CheckbackURL != "" {
-		if err := halfmsg.ValidateCheckbackURL(req.CheckbackURL); err != nil {
+		if err := s.rules.checkURL(req.CheckbackURL); err != nil {
 			return "", fmt.Errorf("broker: prepare: %w", err)
 		}
 	}
@@ -197,7 +219,8 @@ func (s *Store) Prepare(ctx context.Context, req halfmsg.PrepareRequest) (string
 // Commit makes a prepared message deliverable and returns its state. It is
 // idempotent: committing a committed, delivered or dead-lettered message
 // returns its state and changes nothing. A rolled back or discarded message
-// fails with txmsg.ErrConflict, an unknown id with txmsg.ErrNotFound.
+// fails with txmsg.ErrConflict, an unknown id with txmsg.ErrNotFound. It is
+// CommitAs by the operator.
 //
 // Commit, Rollback and Resolve act on every message prepared under id (one
 // per topic: the fan-out of one local transaction). Unless its producer
@@ -205,20 +228,43 @@ func (s *Store) Prepare(ctx context.Context, req halfmsg.PrepareRequest) (string
 // only after the earlier prepared messages of its topic and key have left
 // prepared (see Order).
 func (s *Store) Commit(ctx context.Context, id string) (halfmsg.State, error) {
-	return s.transition(ctx, id, halfmsg.StateCommitted, ByProducer, "", halfmsg.StatePrepared)
+	return s.CommitAs(ctx, Actor{}, id)
+}
+
+// CommitAs is Commit by a: a group's commit of another group's message
+// fails with txmsg.ErrForbidden and changes nothing.
+func (s *Store) CommitAs(ctx context.Context, a Actor, id string) (halfmsg.State, error) {
+	return s.transition(ctx, a, id, halfmsg.StateCommitted, ByProducer, "", halfmsg.StatePrepared)
 }
 
 // Rollback drops a prepared message for good and returns its state. It is
 // idempotent; a committed, delivered or discarded message fails with
-// txmsg.ErrConflict, an unknown id with txmsg.ErrNotFound.
+// txmsg.ErrConflict, an unknown id with txmsg.ErrNotFound. It is RollbackAs
+// by the operator.
 func (s *Store) Rollback(ctx context.Context, id string) (halfmsg.State, error) {
-	return s.transition(ctx, id, halfmsg.StateRolledBack, ByProducer, "", halfmsg.StatePrepared)
+	return s.RollbackAs(ctx, Actor{}, id)
+}
+
+// RollbackAs is Rollback by a: a group's rollback of another group's
+// message fails with txmsg.ErrForbidden and changes nothing.
+func (s *Store) RollbackAs(ctx context.Context, a Actor, id string) (halfmsg.State, error) {
+	return s.transition(ctx, a, id, halfmsg.StateRolledBack, ByProducer, "", halfmsg.StatePrepared)
 }
 
 // Resolve is the operator's decision on a discarded (or still prepared)
 // message: commit delivers it, rollback drops it. It is idempotent like
-// Commit and Rollback; reason is stored with the message.
+// Commit and Rollback; reason is stored with the message. It is ResolveAs by
+// the operator.
 func (s *Store) Resolve(ctx context.Context, id string, commit bool, reason string) (halfmsg.State, error) {
+	return s.ResolveAs(ctx, Actor{}, id, commit, reason)
+}
+
+// ResolveAs is Resolve by a, which must be an operator (a group fails with
+// txmsg.ErrForbidden): a is named in the audit log.
+func (s *Store) ResolveAs(ctx context.Context, a Actor, id string, commit bool, reason string) (halfmsg.State, error) {
+	if !a.isOperator() {
+		return 0, fmt.Errorf("broker: resolve %s: %w: only the operator resolves messages", id, txmsg.ErrForbidden)
+	}
 	to := halfmsg.StateRolledBack
 	if commit {
 		to = halfmsg.StateCommitted
@@ -226,7 +272,7 @@ func (s *Store) Resolve(ctx context.Context, id string, commit bool, reason stri
 	if reason == "" {
 		reason = "resolved " + to.String() + " by an operator"
 	}
-	return s.transition(ctx, id, to, ByOperator, truncate(reason, 1024), halfmsg.StatePrepared, halfmsg.StateDiscarded)
+	return s.transition(ctx, a, id, to, ByOperator, truncate(reason, 1024), halfmsg.StatePrepared, halfmsg.StateDiscarded)
 }
 
 // reached says whether a message in state cur has already done what a
@@ -243,6 +289,7 @@ type target struct {
 	seq   int64
 	state halfmsg.State
 	shard int
+	group string
 	// waitsFor is what the row waits for once committed (see selectTargets).
 	waitsFor sql.NullInt64
 }
@@ -262,7 +309,7 @@ func targets(ctx context.Context, q relay.Querier, id, topic string) ([]target, 
 	var out []target
 	for rows.Next() {
 		var t target
-		if err := rows.Scan(&t.seq, &t.state, &t.shard, &t.waitsFor); err != nil {
+		if err := rows.Scan(&t.seq, &t.state, &t.shard, &t.group, &t.waitsFor); err != nil {
 			return nil, err
 		}
 		out = append(out, t)
@@ -272,11 +319,13 @@ func targets(ctx context.Context, q relay.Querier, id, topic string) ([]target, 
 
 // transition moves every row of id (one per topic) that is in one of from
 // to `to`, with one conditional UPDATE; a commit records in each row the
-// message it waits for. When no row is in a from state, their states tell
-// why: already there (idempotent success) or illegal (ErrConflict). A row
-// that leaves a from state between the read and the UPDATE can only have
-// moved forward, so one more read suffices; the loop is a guard.
-func (s *Store) transition(ctx context.Context, id string, to halfmsg.State, by, reason string, from ...halfmsg.State) (halfmsg.State, error) {
+// message it waits for. A group moves only its own rows: another group's
+// message fails with ErrForbidden before anything about it is said. When no
+// row is in a from state, their states tell why: already there (idempotent
+// success) or illegal (ErrConflict). A row that leaves a from state between
+// the read and the UPDATE can only have moved forward, so one more read
+// suffices; the loop is a guard. Every change goes to the audit log.
+func (s *Store) transition(ctx context.Context, a Actor, id string, to halfmsg.State, by, reason string, from ...halfmsg.State) (halfmsg.State, error) {
 	f1, f2 := from[0], from[len(from)-1]
 	for range 3 {
 		ts, err := targets(ctx, s.db, id, "")
@@ -285,6 +334,12 @@ func (s *Store) transition(ctx context.Context, id string, to halfmsg.State, by,
 		}
 		if len(ts) == 0 {
 			return 0, fmt.Errorf("broker: %s %s: %w", verb(to), id, txmsg.ErrNotFound)
+		}
+		if !a.isOperator() {
+			ts = slices.DeleteFunc(ts, func(t target) bool { return t.group != a.Group })
+			if len(ts) == 0 {
+				return 0, fmt.Errorf("broker: %s %s: %w: the message belongs to another producer group", verb(to), id, txmsg.ErrForbidden)
+			}
 		}
 		var (
 			move  strings.Builder
@@ -325,6 +380,11 @@ func (s *Store) transition(ctx context.Context, id string, to halfmsg.State, by,
 		}
 		for range n {
 			s.metrics.Resolved(to, by)
+		}
+		if n > 0 {
+			s.log.InfoContext(ctx, "broker: audit: half message "+to.String(), slog.String("actor", a.String()),
+				slog.String("msg_id", id), slog.String("from", moved[0].state.String()), slog.String("to", to.String()),
+				slog.Int64("messages", n))
 		}
 		if n > 0 && to == halfmsg.StateCommitted && s.onCommit != nil {
 			for _, t := range moved {
@@ -403,50 +463,6 @@ func (s *Store) List(ctx context.Context, f halfmsg.Filter) ([]halfmsg.Info, int
 		next = out[len(out)-1].Seq
 	}
 	return out, next, nil
-}
-
-// SetGroup registers (or replaces) the check-back URL and the options of a
-// producer group; an option left out takes its default. Group names compare
-// byte for byte: "Shop2" and "shop2" are two groups.
-func (s *Store) SetGroup(ctx context.Context, group, checkbackURL string, opts ...halfmsg.GroupOption) error {
-	g := halfmsg.Group{CheckbackURL: checkbackURL, Order: halfmsg.OrderPrepare}
-	for _, o := range opts {
-		o(&g)
-	}
-	if err := halfmsg.ValidateGroup(group); err != nil {
-		return fmt.Errorf("broker: set group: %w", err)
-	}
-	if err := halfmsg.ValidateCheckbackURL(g.CheckbackURL); err != nil {
-		return fmt.Errorf("broker: set group %s: %w", group, err)
-	}
-	if !g.Order.Valid() {
-		return fmt.Errorf("broker: set group %s: %w: delivery order %d: want prepare or commit", group, txmsg.ErrInvalidMessage, uint8(g.Order))
-	}
-	if _, err := s.db.ExecContext(ctx, upsertGroup, group, g.CheckbackURL, g.Order); err != nil {
-		return fmt.Errorf("broker: set group %s: %w", group, err)
-	}
-	return nil
-}
-
-// Group returns the registration of group, or an error wrapping
-// txmsg.ErrNotFound.
-func (s *Store) Group(ctx context.Context, group string) (halfmsg.Group, error) {
-	var g halfmsg.Group
-	err := s.db.QueryRowContext(ctx, selectGroup, group).Scan(&g.CheckbackURL, &g.Order)
-	if errors.Is(err, sql.ErrNoRows) {
-		return halfmsg.Group{}, fmt.Errorf("broker: group %s: %w", group, txmsg.ErrNotFound)
-	}
-	if err != nil {
-		return halfmsg.Group{}, fmt.Errorf("broker: group %s: %w", group, err)
-	}
-	return g, nil
-}
-
-// GroupURL returns the check-back URL registered for group, or an error
-// wrapping txmsg.ErrNotFound.
-func (s *Store) GroupURL(ctx context.Context, group string) (string, error) {
-	g, err := s.Group(ctx, group)
-	return g.CheckbackURL, err
 }
 
 // PreparedBacklog counts prepared messages and returns the creation time of

@@ -20,5 +20,13 @@
 //
 //	{"id":"…","producer_group":"…","topic":"…","key":"…","headers":{"k":"v"},"check_count":1}
 //
-// and the producer answers 200 with {"state":"commit"|"rollback"|"unknown"}.
+// with the header
+//
+//	Txmsg-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>
+//
+// signed with the producer group's secret, and the producer answers 200 with
+// {"state":"commit"|"rollback"|"unknown"}. Handler refuses a request that is
+// unsigned, wrongly signed or signed more than MaxSignatureAge from now with
+// 401 and records nothing: otherwise anyone who reaches it could make the
+// ledger roll back a transaction that has not started yet.
 package checkback

@@ -6,22 +6,26 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/txmsg/txmsg/checkback"
 )
 
-// FuzzCheckbackHandler feeds arbitrary bodies to the producer-side decoder:
-// it must answer 200 with a valid answer or 400, never panic.
+// FuzzCheckbackHandler feeds arbitrary signed bodies to the producer-side
+// decoder: it must answer 200 with a valid answer or 400, never panic.
 func FuzzCheckbackHandler(f *testing.F) {
 	for _, s := range []string{`{"id":"m","check_count":1}`, `{}`, `[`, `{"id":1}`, `{"id":"m","headers":{"a":"b"}}`} {
 		f.Add(s)
 	}
+	const secret = "txcs_fuzz"
 	h := checkback.Handler(checkback.CheckerFunc(func(context.Context, checkback.Request) (checkback.Answer, error) {
 		return checkback.AnswerUnknown, nil
-	}))
+	}), checkback.WithSecret(secret))
 	f.Fuzz(func(t *testing.T, body string) {
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/", strings.NewReader(body)))
+		req := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(body))
+		req.Header.Set(checkback.SignatureHeader, checkback.Sign(secret, time.Now(), []byte(body)))
+		h.ServeHTTP(rec, req)
 		if rec.Code != 200 && rec.Code != 400 {
 			t.Fatalf("status %d", rec.Code)
 		}

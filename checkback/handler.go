@@ -2,8 +2,11 @@ package checkback
 
 import (
 	"encoding/json"
+	"errors"
+	"io"
 	"log/slog"
 	"net/http"
+	"time"
 )
 
 // maxRequestBytes bounds a check-back request body.
@@ -12,7 +15,8 @@ const maxRequestBytes = 1 << 20
 // HandlerOption configures Handler.
 type HandlerOption func(*handler)
 
-// WithHandlerLogger logs checks that failed (default: discarded).
+// WithHandlerLogger logs checks that failed and requests refused (default:
+// discarded).
 func WithHandlerLogger(l *slog.Logger) HandlerOption {
 	return func(h *handler) {
 		if l != nil {
@@ -21,16 +25,41 @@ func WithHandlerLogger(l *slog.Logger) HandlerOption {
 	}
 }
 
+// WithSecret sets the producer group's secret, which the broker signs every
+// check-back with (the "secret" of the group's registration). Give the new
+// and the old secret while a rotation rolls out: a request signed with
+// either is accepted. Empty strings are ignored. Without a secret (or
+// WithInsecureSkipVerify) the handler refuses every request.
+func WithSecret(secrets ...string) HandlerOption {
+	return func(h *handler) {
+		for _, s := range secrets {
+			if s != "" {
+				h.secrets = append(h.secrets, s)
+			}
+		}
+	}
+}
+
+// WithInsecureSkipVerify accepts unsigned requests: anyone who reaches the
+// handler can then make it record a rollback for a transaction that has not
+// started yet. For tests only.
+func WithInsecureSkipVerify() HandlerOption { return func(h *handler) { h.insecure = true } }
+
 type handler struct {
-	checker Checker
-	log     *slog.Logger
+	checker  Checker
+	log      *slog.Logger
+	secrets  []string
+	insecure bool
 }
 
 // Handler returns the http.Handler a producer mounts at its check-back URL.
-// It accepts POST with a JSON Request, asks checker with the request's
-// context (canceled when the broker gives up), and answers 200 with
-// {"state":…}. A checker error answers 200 {"state":"unknown"} and is logged;
-// a malformed request answers 400. It is safe for concurrent use.
+// It accepts POST with a JSON Request signed as SignatureHeader describes
+// with a secret given by WithSecret, asks checker with the request's context
+// (canceled when the broker gives up), and answers 200 with {"state":…}. A
+// request that is unsigned, wrongly signed or signed more than
+// MaxSignatureAge away from now answers 401 and never reaches checker, so
+// it records nothing. A checker error answers 200 {"state":"unknown"} and
+// is logged; a malformed request answers 400. It is safe for concurrent use.
 func Handler(checker Checker, opts ...HandlerOption) http.Handler {
 	h := &handler{checker: checker, log: slog.New(slog.DiscardHandler)}
 	for _, o := range opts {
@@ -45,9 +74,31 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "checkback: POST only", http.StatusMethodNotAllowed)
 		return
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			http.Error(w, "checkback: body too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		http.Error(w, "checkback: read body", http.StatusBadRequest)
+		return
+	}
+	if !h.insecure {
+		if len(h.secrets) == 0 {
+			h.log.ErrorContext(r.Context(), "checkback: refused a check-back: the handler has no secret; pass checkback.WithSecret")
+			http.Error(w, "checkback: unauthorized", http.StatusUnauthorized)
+			return
+		}
+		if err := VerifySignature(r.Header.Get(SignatureHeader), body, time.Now(), h.secrets...); err != nil {
+			h.log.WarnContext(r.Context(), "checkback: refused a check-back", slog.String("remote", r.RemoteAddr),
+				slog.Any("error", err))
+			http.Error(w, "checkback: unauthorized", http.StatusUnauthorized)
+			return
+		}
+	}
 	var req Request
-	if err := dec.Decode(&req); err != nil || req.ID == "" {
+	if err := json.Unmarshal(body, &req); err != nil || req.ID == "" {
 		http.Error(w, "checkback: want a JSON body with an id", http.StatusBadRequest)
 		return
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 )
 
 // Answer is a producer's verdict on a half message.
@@ -83,15 +84,37 @@ type answerBody struct {
 const maxAnswerBytes = 64 << 10
 
 // ErrBadAnswer is returned by Call when the producer answered with a status
-// other than 200 or a body that is not a valid answer.
+// other than 200 (a *StatusError, which matches it) or a body that is not a
+// valid answer.
 var ErrBadAnswer = errors.New("checkback: bad answer")
 
+// StatusError is returned by Call when the producer answered an HTTP status
+// other than 200, a redirect included: Call follows none. It matches
+// ErrBadAnswer with errors.Is.
+type StatusError struct {
+	// URL is the check-back URL called.
+	URL string
+	// Status is the HTTP status of the answer.
+	Status int
+}
+
+// Error implements error.
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("checkback: %s answered HTTP status %d", e.URL, e.Status)
+}
+
+// Is reports whether target is ErrBadAnswer.
+func (e *StatusError) Is(target error) bool { return target == ErrBadAnswer }
+
 // Call asks the producer at url about req with an HTTP POST through client
-// and returns its answer. Transport errors, statuses other than 200 and
-// bodies that are not {"state":"commit"|"rollback"|"unknown"} are errors
-// (ErrBadAnswer for the last two); the caller counts them as unknown.
-// The deadline comes from ctx.
-func Call(ctx context.Context, client *http.Client, url string, req Request) (Answer, error) {
+// and returns its answer. With a secret (the producer group's), the request
+// carries a SignatureHeader; with none it goes unsigned, and a Handler
+// refuses it. Transport errors, statuses other than 200 and bodies that are
+// not {"state":"commit"|"rollback"|"unknown"} are errors (*StatusError and
+// ErrBadAnswer for the last two); the caller counts them as unknown. No
+// error repeats bytes of the answer. The deadline comes from ctx; client
+// decides about redirects (the broker's follows none).
+func Call(ctx context.Context, client *http.Client, url, secret string, req Request) (Answer, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return 0, fmt.Errorf("checkback: encode request for %s: %w", req.ID, err)
@@ -101,6 +124,9 @@ func Call(ctx context.Context, client *http.Client, url string, req Request) (An
 		return 0, fmt.Errorf("checkback: request to %s: %w", url, err)
 	}
 	hr.Header.Set("Content-Type", "application/json")
+	if secret != "" {
+		hr.Header.Set(SignatureHeader, Sign(secret, time.Now(), body))
+	}
 	resp, err := client.Do(hr)
 	if err != nil {
 		return 0, fmt.Errorf("checkback: call %s: %w", url, err)
@@ -111,14 +137,12 @@ func Call(ctx context.Context, client *http.Client, url string, req Request) (An
 		return 0, fmt.Errorf("checkback: read answer of %s: %w", url, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("%w: %s answered status %d", ErrBadAnswer, url, resp.StatusCode)
+		return 0, &StatusError{URL: url, Status: resp.StatusCode}
 	}
 	var ab answerBody
-	if err := json.Unmarshal(data, &ab); err != nil {
-		return 0, fmt.Errorf("%w: %s answered %.64q: %v", ErrBadAnswer, url, data, err)
-	}
-	if ab.State == 0 {
-		return 0, fmt.Errorf("%w: %s answered without a state", ErrBadAnswer, url)
+	// The decoding error is dropped: it would quote the answer.
+	if json.Unmarshal(data, &ab) != nil || ab.State == 0 {
+		return 0, fmt.Errorf(`%w: %s answered a body that is not {"state":"commit"|"rollback"|"unknown"}`, ErrBadAnswer, url)
 	}
 	return ab.State, nil
 }

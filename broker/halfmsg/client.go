@@ -15,11 +15,13 @@ import (
 )
 
 // Client speaks the broker's HTTP API. Errors the broker answered are
-// *APIError and match txmsg.ErrInvalidMessage, txmsg.ErrNotFound and
-// txmsg.ErrConflict with errors.Is. It is safe for concurrent use.
+// *APIError and match txmsg.ErrInvalidMessage, txmsg.ErrNotFound,
+// txmsg.ErrConflict, txmsg.ErrUnauthorized and txmsg.ErrForbidden with
+// errors.Is. It is safe for concurrent use.
 type Client struct {
-	base string
-	hc   *http.Client
+	base  string
+	hc    *http.Client
+	token string
 }
 
 // ClientOption configures a Client.
@@ -35,7 +37,14 @@ func WithHTTPClient(hc *http.Client) ClientOption {
 	}
 }
 
-// NewClient returns a Client for the broker at baseURL ("http://host:port").
+// WithToken sends token with every request (Authorization: Bearer): the
+// producer group's token that the operator's registration of the group
+// returned, or the operator's token (default: none, which a broker with
+// authentication answers with txmsg.ErrUnauthorized).
+func WithToken(token string) ClientOption { return func(c *Client) { c.token = token } }
+
+// NewClient returns a Client for the broker at baseURL ("http://host:port",
+// or https:// when the broker serves TLS).
 func NewClient(baseURL string, opts ...ClientOption) (*Client, error) {
 	u, err := url.Parse(baseURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -44,6 +53,9 @@ func NewClient(baseURL string, opts ...ClientOption) (*Client, error) {
 	c := &Client{base: strings.TrimRight(baseURL, "/")}
 	for _, o := range opts {
 		o(c)
+	}
+	if strings.ContainsAny(c.token, " \t\r\n") {
+		return nil, errors.New("halfmsg: client token contains white space")
 	}
 	if c.hc == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
@@ -69,6 +81,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -194,9 +209,16 @@ func (c *Client) List(ctx context.Context, f Filter) ([]Info, int64, error) {
 	return infos, next, nil
 }
 
-// SetGroup registers the check-back URL and the options of a producer group
-// (WithDeliveryOrder); see the broker's Store.SetGroup.
-func (c *Client) SetGroup(ctx context.Context, group, checkbackURL string, opts ...GroupOption) error {
+// PutGroup registers producer group (or changes its check-back URL, and its
+// options: WithDeliveryOrder) and needs the operator's token. When the group
+// is new, has no credentials yet, or rotate is set, the answer carries the
+// group's new token and secret; this is the only time they are shown, and a
+// rotation stops the old ones at once.
+func (c *Client) PutGroup(ctx context.Context, group, checkbackURL string, rotate bool, opts ...GroupOption) (Group, error) {
+	path := "/v1/producer-groups/" + url.PathEscape(group)
+	if rotate {
+		path += "?rotate=true"
+	}
 	var g Group
 	for _, o := range opts {
 		o(&g)
@@ -205,5 +227,15 @@ func (c *Client) SetGroup(ctx context.Context, group, checkbackURL string, opts 
 	if g.Order != 0 {
 		b.DeliveryOrder = &g.Order
 	}
-	return c.do(ctx, http.MethodPut, "/v1/producer-groups/"+url.PathEscape(group), b, nil)
+	var out Group
+	err := c.do(ctx, http.MethodPut, path, b, &out)
+	return out, err
+}
+
+// SetGroup registers the check-back URL and the options of a producer group,
+// like PutGroup without rotation, and drops the credentials of a new group:
+// for brokers whose groups never use their own token.
+func (c *Client) SetGroup(ctx context.Context, group, checkbackURL string, opts ...GroupOption) error {
+	_, err := c.PutGroup(ctx, group, checkbackURL, false, opts...)
+	return err
 }

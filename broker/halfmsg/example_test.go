@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"log"
 	"net/http"
+	"os"
 
 	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/broker/halfmsg"
-	"github.com/txmsg/txmsg/checkback"
 )
 
 // Errors answered by the broker match txmsg's sentinels over HTTP.
@@ -34,19 +34,20 @@ func ExampleProducer_SendInTransaction() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	client, err := halfmsg.NewClient("http://127.0.0.1:7070")
+	// The operator registered the group (txmsg group create shop --url
+	// http://shop.internal:8080/txmsg/checkback), which printed its token and
+	// secret; the service reads them from its environment.
+	client, err := halfmsg.NewClient("http://127.0.0.1:7070", halfmsg.WithToken(os.Getenv("SHOP_TXMSG_TOKEN")))
 	if err != nil {
 		log.Fatal(err)
 	}
-	producer, err := halfmsg.NewProducer(client, "shop", db)
+	producer, err := halfmsg.NewProducer(client, "shop", db, halfmsg.WithProducerSecret(os.Getenv("SHOP_TXMSG_SECRET")))
 	if err != nil {
 		log.Fatal(err)
 	}
-	// The broker asks here about messages whose commit call was lost.
-	http.Handle("/txmsg/checkback", checkback.Handler(producer.Ledger()))
-	if err := client.SetGroup(ctx, "shop", "http://shop.internal:8080/txmsg/checkback"); err != nil {
-		log.Fatal(err)
-	}
+	// The broker asks here about messages whose commit call was lost; the
+	// handler refuses requests the group's secret did not sign.
+	http.Handle("/txmsg/checkback", producer.CheckbackHandler())
 	msg := txmsg.Message{Topic: "orders", Key: []byte("order-17"), Value: []byte(`{"id":17}`)}
 	err = producer.SendInTransaction(ctx, msg, func(ctx context.Context, tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO orders (id, total) VALUES (?, ?)`, 17, 4200)

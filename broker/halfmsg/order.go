@@ -68,14 +68,6 @@ func ParseOrder(name string) (Order, error) {
 	return 0, fmt.Errorf("halfmsg: unknown delivery order %q: want prepare or commit", name)
 }
 
-// Group is what the broker knows about a producer group.
-type Group struct {
-	// CheckbackURL is asked about the group's prepared messages.
-	CheckbackURL string
-	// Order is the delivery order of the group's messages of one key.
-	Order Order
-}
-
 // GroupOption sets an optional field of a producer group's registration.
 type GroupOption func(*Group)
 

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/txmsg/txmsg"
@@ -13,15 +14,16 @@ import (
 
 // Producer sends half messages whose fate follows a local transaction: it
 // prepares the message, runs the transaction with a check-back ledger row,
-// then commits or rolls the message back. Mount checkback.Handler(p.Ledger())
-// at the group's check-back URL so the broker can ask about messages whose
-// commit call was lost. It is safe for concurrent use.
+// then commits or rolls the message back. Mount p.CheckbackHandler() at the
+// group's check-back URL so the broker can ask about messages whose commit
+// call was lost. It is safe for concurrent use.
 type Producer struct {
 	client    *Client
 	group     string
 	db        *sql.DB
 	ledger    *checkback.Ledger
 	url       string
+	secrets   []string
 	timeout   time.Duration
 	maxChecks int
 }
@@ -31,8 +33,18 @@ type ProducerOption func(*producerOptions)
 
 type producerOptions struct {
 	url       string
+	secrets   []string
 	timeout   time.Duration
 	maxChecks int
+}
+
+// WithProducerSecret sets the group's secret, which the broker signs its
+// check-backs with (the "secret" of the group's registration);
+// CheckbackHandler verifies them with it. Give the new and the old secret
+// while a rotation rolls out. Default: none, and CheckbackHandler refuses
+// every check-back.
+func WithProducerSecret(secrets ...string) ProducerOption {
+	return func(o *producerOptions) { o.secrets = append(o.secrets, secrets...) }
 }
 
 // WithProducerCheckbackURL sends url as every message's check-back URL
@@ -79,13 +91,20 @@ func NewProducer(client *Client, group string, db *sql.DB, opts ...ProducerOptio
 	if err != nil {
 		return nil, fmt.Errorf("halfmsg: producer: %w", err)
 	}
-	return &Producer{client: client, group: group, db: db, ledger: ledger, url: o.url,
+	return &Producer{client: client, group: group, db: db, ledger: ledger, url: o.url, secrets: o.secrets,
 		timeout: o.timeout, maxChecks: o.maxChecks}, nil
 }
 
-// Ledger returns the producer's ledger, the checkback.Checker to serve with
-// checkback.Handler.
+// Ledger returns the producer's ledger, the checkback.Checker that
+// CheckbackHandler serves.
 func (p *Producer) Ledger() *checkback.Ledger { return p.ledger }
+
+// CheckbackHandler returns the handler to mount at the group's check-back
+// URL: checkback.Handler on the ledger, verifying signatures with the
+// secret of WithProducerSecret. opts add to (or override) those.
+func (p *Producer) CheckbackHandler(opts ...checkback.HandlerOption) http.Handler {
+	return checkback.Handler(p.ledger, append([]checkback.HandlerOption{checkback.WithSecret(p.secrets...)}, opts...)...)
+}
 
 // rollbackTimeout bounds the rollback call after a failed local transaction,
 // made even when ctx has ended so the broker need not wait for check-back.

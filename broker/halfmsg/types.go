@@ -73,7 +73,9 @@ func ValidateGroup(g string) error {
 	return nil
 }
 
-// ValidateCheckbackURL checks a check-back URL: absolute http or https.
+// ValidateCheckbackURL checks a check-back URL: absolute http or https,
+// without credentials (the broker signs its requests instead). The broker
+// also checks where the URL leads: see broker.AddressPolicy.
 func ValidateCheckbackURL(raw string) error {
 	if len(raw) > MaxURLLen {
 		return fmt.Errorf("%w: checkback_url is longer than %d bytes", txmsg.ErrInvalidMessage, MaxURLLen)
@@ -81,6 +83,11 @@ func ValidateCheckbackURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("%w: checkback_url %q: want an absolute http or https URL", txmsg.ErrInvalidMessage, raw)
+	}
+	if u.User != nil {
+		// Not quoted back: the URL holds a password.
+		return fmt.Errorf("%w: checkback_url: credentials in the URL are refused; check-backs are signed with the group's secret instead",
+			txmsg.ErrInvalidMessage)
 	}
 	return nil
 }

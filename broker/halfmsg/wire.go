@@ -25,13 +25,30 @@ const (
 	CodeConflict = "conflict"
 	// CodeMethodNotAllowed (405): the path exists, the method does not.
 	CodeMethodNotAllowed = "method_not_allowed"
+	// CodeUnauthorized (401): no token, or not a valid one; mapped to
+	// txmsg.ErrUnauthorized.
+	CodeUnauthorized = "unauthorized"
+	// CodeForbidden (403): the token may not do this (another group's
+	// message, an operator's action) or a browser sent the request from
+	// another origin; mapped to txmsg.ErrForbidden.
+	CodeForbidden = "forbidden"
+	// CodeUnsupportedMediaType (415): a request with a body that is not
+	// Content-Type: application/json.
+	CodeUnsupportedMediaType = "unsupported_media_type"
+	// CodeTooManyPrepared (429): the producer group has
+	// broker.max_prepared_per_group prepared messages already; commit or
+	// roll some back first.
+	CodeTooManyPrepared = "too_many_prepared"
+	// CodeOverloaded (503): the broker serves broker.max_concurrent_requests
+	// requests already; retry shortly.
+	CodeOverloaded = "overloaded"
 	// CodeInternal (500): the broker failed; retry later.
 	CodeInternal = "internal"
 )
 
 // APIError is an error the broker's HTTP API answered. errors.Is matches it
-// against txmsg.ErrInvalidMessage, txmsg.ErrNotFound or txmsg.ErrConflict
-// according to its Code.
+// against txmsg.ErrInvalidMessage, txmsg.ErrNotFound, txmsg.ErrConflict,
+// txmsg.ErrUnauthorized or txmsg.ErrForbidden according to its Code.
 type APIError struct {
 	// Status is the HTTP status.
 	Status int
@@ -55,6 +72,10 @@ func (e *APIError) Unwrap() error {
 		return txmsg.ErrNotFound
 	case CodeConflict:
 		return txmsg.ErrConflict
+	case CodeUnauthorized:
+		return txmsg.ErrUnauthorized
+	case CodeForbidden:
+		return txmsg.ErrForbidden
 	}
 	return nil
 }
@@ -214,11 +235,30 @@ type GroupBody struct {
 	DeliveryOrder *Order `json:"delivery_order,omitempty"`
 }
 
-// GroupAnswer answers PUT and GET /v1/producer-groups/{group}.
-type GroupAnswer struct {
-	ProducerGroup string `json:"producer_group"`
-	CheckbackURL  string `json:"checkback_url"`
-	DeliveryOrder Order  `json:"delivery_order"`
+// Group is a registered producer group: where the broker asks it about its
+// messages and, in the one answer that issued them, its credentials.
+type Group struct {
+	// Name is the producer group.
+	Name string `json:"group"`
+	// CheckbackURL is where the broker asks about the group's messages.
+	CheckbackURL string `json:"checkback_url"`
+	// Order is the delivery order of the group's messages of one topic and
+	// key (see Order).
+	Order Order `json:"delivery_order,omitzero"`
+	// Token authenticates the group at the broker API
+	// (Authorization: Bearer); set only when it was just issued.
+	Token string `json:"token,omitempty"`
+	// Secret signs the check-backs the broker sends the group
+	// (checkback.WithSecret); set only when it was just issued.
+	Secret string `json:"secret,omitempty"`
+	// UpdatedAt is when the group was last registered or changed; zero
+	// (and left out) in the answer of GET /v1/producer-groups/{group}.
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
+}
+
+// GroupsBody answers GET /v1/producer-groups.
+type GroupsBody struct {
+	Groups []Group `json:"groups"`
 }
 
 // MessageBody is the JSON of one message in GET answers.

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -60,8 +61,13 @@ func TestCmdBadInput(t *testing.T) {
 			[]string{"txmsg relay: database at 127.0.0.1:1 unreachable", "connection refused"}},
 		{"unreachable dsn migrate", []string{"migrate", "up", "--dsn", "root@tcp(127.0.0.1:1)/txmsg"}, 1,
 			[]string{"txmsg migrate: database at 127.0.0.1:1 unreachable"}},
-		{"unreachable dsn broker", []string{"broker", "--dsn", "root@tcp(127.0.0.1:1)/txmsg", "--brokers", "127.0.0.1:9092"}, 1,
+		{"unreachable dsn broker", []string{"broker", "--dsn", "root@tcp(127.0.0.1:1)/txmsg", "--brokers", "127.0.0.1:9092",
+			"--broker.auth.disabled=true"}, 1,
 			[]string{"txmsg broker: database at 127.0.0.1:1 unreachable"}},
+		{"broker without a token", []string{"broker", "--dsn", "root@tcp(127.0.0.1:1)/txmsg", "--brokers", "127.0.0.1:9092"}, 1,
+			[]string{"no operator token: the API needs one", "openssl rand -hex 32", "broker.auth.operator_token_file"}},
+		{"group without action", []string{"group"}, 2, []string{"missing action"}},
+		{"group create without url", []string{"group", "create", "shop"}, 2, []string{"--url is required"}},
 		{"unreachable dsn dev", []string{"dev", "--dsn", "root@tcp(127.0.0.1:1)/txmsg_dev"}, 1,
 			[]string{"txmsg dev: database at 127.0.0.1:1 unreachable"}},
 	}
@@ -116,7 +122,8 @@ func TestCmdUnreachableBrokers(t *testing.T) {
 	t.Parallel()
 	db := testenv.NewDB(t)
 	for _, cmd := range []string{"relay", "broker"} {
-		r := txmsgRun(t, cmd, "--dsn", db.DSN, "--brokers", "127.0.0.1:1", "--metrics.listen", "")
+		r := txmsgRunEnv(t, []string{"TXMSG_BROKER_AUTH_OPERATOR_TOKEN=" + cmdOperatorToken}, cmd,
+			"--dsn", db.DSN, "--brokers", "127.0.0.1:1", "--metrics.listen", "")
 		if r.code != 1 || !strings.Contains(r.stderr, "txmsg "+cmd+": Kafka brokers 127.0.0.1:1 unreachable") ||
 			strings.Contains(strings.TrimSpace(r.stderr), "\n") {
 			t.Errorf("%s: exit status %d, stderr %q", cmd, r.code, r.stderr)
@@ -130,7 +137,8 @@ func TestCmdUnmigrated(t *testing.T) {
 	t.Parallel()
 	db := testenv.NewEmptyDB(t)
 	for _, cmd := range []string{"relay", "broker"} {
-		r := txmsgRun(t, cmd, "--dsn", db.DSN, "--brokers", "127.0.0.1:1", "--metrics.listen", "")
+		r := txmsgRunEnv(t, []string{"TXMSG_BROKER_AUTH_OPERATOR_TOKEN=" + cmdOperatorToken}, cmd,
+			"--dsn", db.DSN, "--brokers", "127.0.0.1:1", "--metrics.listen", "")
 		if r.code != 1 || !strings.Contains(r.stderr, "has no txmsg schema: run 'txmsg migrate up' first") {
 			t.Errorf("%s: exit status %d, stderr %q", cmd, r.code, r.stderr)
 		}
@@ -371,15 +379,21 @@ VALUES (?, 'outbox', 0, 'orders', 'k', 'v', NULL, UTC_TIMESTAMP(6), 3, 'message 
 	}
 }
 
-// TestCmdBroker runs the broker daemon, prepares and commits a half message
-// through its API, sees it in Kafka, and administers half messages with
-// `txmsg half`.
+// cmdOperatorToken is the operator token of the brokers the tests start.
+const cmdOperatorToken = "cmd-test-operator-token-0123456789"
+
+// TestCmdBroker runs the broker daemon with an operator token from a file,
+// registers a producer group with `txmsg group`, prepares and commits a half
+// message through the API with the group's token, sees it in Kafka, and
+// administers half messages with `txmsg half`.
 func TestCmdBroker(t *testing.T) {
 	t.Parallel()
 	db := testenv.NewDB(t)
 	k := testenv.NewKafka(t, 3)
+	tokenFile := writeFile(t, "operator-token", cmdOperatorToken+"\n")
 	p := txmsgStart(t, "broker", "--dsn", db.DSN, "--brokers", k.Addrs[0], "--listen", "127.0.0.1:0",
-		"--metrics.listen", "127.0.0.1:0", "--log.level", "info")
+		"--metrics.listen", "127.0.0.1:0", "--log.level", "info", "--broker.auth.operator_token_file", tokenFile,
+		"--checkback.allow_loopback=true")
 	metricsBase := "http://" + p.waitLine(true, regexp.MustCompile(`serving /healthz.* addr=(\S+)`), 20*time.Second)[1]
 	api := "http://" + p.waitLine(true, regexp.MustCompile(`serving the half-message API.* addr=(\S+)`), 20*time.Second)[1]
 	testenv.Eventually(t, 20*time.Second, func() error {
@@ -388,16 +402,39 @@ func TestCmdBroker(t *testing.T) {
 		}
 		return nil
 	})
-	client, err := halfmsg.NewClient(api)
+	ctx := context.Background()
+	anonymous, err := halfmsg.NewClient(api)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
+	if _, _, err := anonymous.List(ctx, halfmsg.Filter{}); !errors.Is(err, txmsg.ErrUnauthorized) {
+		t.Fatalf("list without a token: %v, want ErrUnauthorized", err)
+	}
+
+	r := txmsgRun(t, "group", "create", "cmd-test", "--url", "http://127.0.0.1:1/check", "--dsn", db.DSN)
+	if r.code != 1 || !strings.Contains(r.stderr, "loopback") {
+		t.Fatalf("group create with a loopback URL and no allow_loopback: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = txmsgRun(t, "group", "create", "cmd-test", "--url", "http://127.0.0.1:1/check", "--dsn", db.DSN,
+		"--checkback.allow_loopback=true")
+	token := regexp.MustCompile(`(?m)^token: +(txgt_[0-9a-f]{64})$`).FindStringSubmatch(r.stdout)
+	secret := regexp.MustCompile(`(?m)^secret: +(txcs_[0-9a-f]{64})$`).FindStringSubmatch(r.stdout)
+	if r.code != 0 || token == nil || secret == nil || strings.Contains(r.stderr, token[1]) || strings.Contains(r.stderr, secret[1]) {
+		t.Fatalf("group create: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = txmsgRun(t, "group", "list", "--dsn", db.DSN)
+	if r.code != 0 || !strings.Contains(r.stdout, "cmd-test") || !strings.Contains(r.stdout, "http://127.0.0.1:1/check") ||
+		strings.Contains(r.stdout, token[1]) || strings.Contains(r.stdout, secret[1]) {
+		t.Fatalf("group list: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	client, err := halfmsg.NewClient(api, halfmsg.WithToken(token[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
 	prepare := func(value string) string {
 		t.Helper()
 		id, err := client.Prepare(ctx, halfmsg.PrepareRequest{
 			ProducerGroup: "cmd-test",
-			CheckbackURL:  "http://127.0.0.1:1/check",
 			CheckTimeout:  time.Hour,
 			Message:       txmsg.Message{Topic: "cmd-half", Key: []byte("k"), Value: []byte(value)},
 		})
@@ -410,6 +447,7 @@ func TestCmdBroker(t *testing.T) {
 	if _, err := client.Commit(ctx, committed); err != nil {
 		t.Fatal(err)
 	}
+	p.waitLine(true, regexp.MustCompile(`broker: audit: half message committed.* actor="group cmd-test" msg_id=`+committed), 20*time.Second)
 	testenv.Eventually(t, 30*time.Second, func() error {
 		recs, err := testenv.Records(ctx, k.Addrs, "cmd-half")
 		if err != nil || len(recs) != 1 {
@@ -421,20 +459,48 @@ func TestCmdBroker(t *testing.T) {
 		return nil
 	})
 
-	r := txmsgRun(t, "half", "list", "--state", "prepared", "--dsn", db.DSN)
+	r = txmsgRun(t, "half", "list", "--state", "prepared", "--dsn", db.DSN)
 	if r.code != 0 || !strings.Contains(r.stdout, pending) || strings.Contains(r.stdout, committed) {
 		t.Fatalf("half list: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	r = txmsgRun(t, "half", "resolve", pending, "rollback", "--reason", "test", "--dsn", db.DSN)
-	if r.code != 0 || strings.TrimSpace(r.stdout) != pending+" is rolled_back" {
+	if r.code != 0 || strings.TrimSpace(r.stdout) != pending+" is rolled_back" || !strings.Contains(r.stderr, "broker: audit") {
 		t.Fatalf("half resolve: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	r = txmsgRun(t, "half", "resolve", committed, "rollback", "--dsn", db.DSN)
 	if r.code != 1 || !strings.Contains(r.stderr, "illegal state transition") {
 		t.Fatalf("half resolve of a delivered message: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+
+	// A rotation stops the old token at once; a deletion stops the new one.
+	r = txmsgRun(t, "group", "rotate", "cmd-test", "--dsn", db.DSN)
+	newToken := regexp.MustCompile(`(?m)^token: +(txgt_[0-9a-f]{64})$`).FindStringSubmatch(r.stdout)
+	if r.code != 0 || newToken == nil || newToken[1] == token[1] || !strings.Contains(r.stdout, "http://127.0.0.1:1/check") {
+		t.Fatalf("group rotate: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if _, _, err := client.List(ctx, halfmsg.Filter{}); !errors.Is(err, txmsg.ErrUnauthorized) {
+		t.Fatalf("list with the rotated token: %v, want ErrUnauthorized", err)
+	}
+	rotated, err := halfmsg.NewClient(api, halfmsg.WithToken(newToken[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := rotated.List(ctx, halfmsg.Filter{}); err != nil {
+		t.Fatalf("list with the new token: %v", err)
+	}
+	if r = txmsgRun(t, "group", "delete", "cmd-test", "--dsn", db.DSN); r.code != 0 {
+		t.Fatalf("group delete: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if _, _, err := rotated.List(ctx, halfmsg.Filter{}); !errors.Is(err, txmsg.ErrUnauthorized) {
+		t.Fatalf("list with a deleted group's token: %v, want ErrUnauthorized", err)
+	}
 	if code := p.stop(30 * time.Second); code != 0 {
 		t.Errorf("exit status %d after SIGTERM", code)
+	}
+	for _, secretText := range []string{cmdOperatorToken, token[1], newToken[1], secret[1]} {
+		if strings.Contains(p.errText(), secretText) {
+			t.Errorf("the broker's log shows a token or secret")
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"text/tabwriter"
 
@@ -36,12 +37,18 @@ func runHalf(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	db, err := openAdmin(ctx, loader)
+	cfg, err := loader.Load()
+	if err != nil {
+		return err
+	}
+	db, err := openDB(ctx, cfg.DB)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	store, err := broker.NewStore(db)
+	// The store's audit log of the resolution goes to stderr.
+	var level slog.LevelVar
+	store, err := broker.NewStore(db, broker.WithStoreLogger(newLogger(e.stderr, cfg.Log, &level)))
 	if err != nil {
 		return err
 	}
@@ -75,7 +82,7 @@ func halfAction(args []string, f halfFlags) (halfFunc, error) {
 			return nil, usagef("resolve: decision %q: want commit or rollback", decision)
 		}
 		return func(ctx context.Context, store *broker.Store, w io.Writer) error {
-			st, err := store.Resolve(ctx, id, decision == "commit", f.reason)
+			st, err := store.ResolveAs(ctx, broker.Actor{Name: "operator (txmsg half)"}, id, decision == "commit", f.reason)
 			if err != nil {
 				return err
 			}

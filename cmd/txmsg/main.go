@@ -37,6 +37,7 @@ func commands() []command {
 		{"broker", "serve the half-message broker API with check-back", runBroker},
 		{"outbox", "dead-letter administration: outbox dead list|retry ID...|--all", runOutbox},
 		{"half", "half-message administration: half list|resolve ID commit|rollback", runHalf},
+		{"group", "producer groups of the broker: group create|rotate|list|delete", runGroup},
 		{"devkafka", "run an in-memory Kafka-protocol broker (kfake) for development", runDevKafka},
 		{"dev", "one-process demo: devkafka, migrations, relay, producer and consumer", runDev},
 		{"version", "print the version", runVersion},

@@ -14,7 +14,9 @@ type Broker struct {
 	DB    DB
 	Kafka kafkax.Config
 	// Broker holds broker.* and checkback.*; Broker.Relay holds relay.*.
-	Broker  broker.Config
+	Broker broker.Config
+	// Auth holds what the loader reads into Broker's authentication.
+	Auth    BrokerAuth
 	Metrics Metrics
 	Log     Log
 }
@@ -32,6 +34,7 @@ func NewBroker(fs *pflag.FlagSet) *Loader[Broker] {
 	return newLoader(fs, DefaultBroker(), func(c *Broker) error {
 		var p setting.Problems
 		p.Join(c.DB.resolve())
+		p.Join(c.Auth.resolve(&c.Broker))
 		c.Broker.Relay = withKafka(c.Broker.Relay, c.Kafka, &p)
 		p.Join(c.Broker.Validate())
 		p.Join(c.Metrics.Validate())

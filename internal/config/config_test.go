@@ -17,6 +17,8 @@ import (
 const (
 	testDSN     = "root@tcp(127.0.0.1:3306)/txmsg"
 	testBrokers = "127.0.0.1:9092"
+	// testOperatorToken is a broker operator token.
+	testOperatorToken = "config-test-operator-token"
 )
 
 func loadRelay(t *testing.T, args ...string) (Relay, error) {
@@ -302,7 +304,8 @@ func TestConfigBroker(t *testing.T) {
 	load := func(args ...string) (Broker, error) {
 		fs := pflag.NewFlagSet("broker", pflag.ContinueOnError)
 		l := NewBroker(fs)
-		if err := fs.Parse(append([]string{"--dsn", testDSN, "--brokers", testBrokers}, args...)); err != nil {
+		if err := fs.Parse(append([]string{"--dsn", testDSN, "--brokers", testBrokers,
+			"--broker.auth.operator_token", testOperatorToken}, args...)); err != nil {
 			t.Fatal(err)
 		}
 		return l.Load()
