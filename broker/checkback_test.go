@@ -320,17 +320,30 @@ func TestBrokerCheckbackProducerCallWinsOverCheckInFlight(t *testing.T) {
 	var mu sync.Mutex
 	url := producerServer(t, checkback.CheckerFunc(func(ctx context.Context, req checkback.Request) (checkback.Answer, error) {
 		entered <- req.ID
-		<-release
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return checkback.AnswerUnknown, ctx.Err()
+		}
 		mu.Lock()
 		defer mu.Unlock()
 		return answers[req.ID], nil
 	}))
+	// Registered after the producer server, so it runs first: a test that
+	// failed before releasing the checks does not leave Close waiting on them.
+	releaseChecks := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(releaseChecks)
 	scanner := testScanner(t, env.store, checkback.Config{CallTimeout: 10 * time.Second})
 	// The check answers rollback while the producer's commit arrives, and
 	// the reverse.
 	commitID := prepareOne(t, env.store, PrepareRequest{CheckbackURL: url, CheckTimeout: time.Millisecond})
 	rollbackID := prepareOne(t, env.store, PrepareRequest{CheckbackURL: url, CheckTimeout: time.Millisecond})
+	mu.Lock()
 	answers[commitID], answers[rollbackID] = checkback.AnswerRollback, checkback.AnswerCommit
+	mu.Unlock()
+	// One scan must claim both: wait until both are due by the database's
+	// clock, not only by ours.
+	waitDue(t, env.db, commitID, rollbackID)
 	done := make(chan error, 1)
 	go func() { _, err := scanner.Scan(ctx); done <- err }()
 	for range 2 {
@@ -346,9 +359,14 @@ func TestBrokerCheckbackProducerCallWinsOverCheckInFlight(t *testing.T) {
 	if st, err := env.client.Rollback(ctx, rollbackID); err != nil || st != StateRolledBack {
 		t.Fatalf("rollback during check: %v, %v", st, err)
 	}
-	close(release)
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	releaseChecks()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("scan did not return within 20s of the checks' release")
 	}
 	for id, want := range map[string]State{commitID: StateCommitted, rollbackID: StateRolledBack} {
 		info, err := env.store.Get(ctx, id)
