@@ -8,11 +8,13 @@ export TXMSG_TEST_MYSQL_DSN
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 # DEMO_ARGS are passed to `txmsg dev`, e.g. DEMO_ARGS="--rate 500 --duration 30s".
 DEMO_ARGS ?=
+# CHAOS_ARGS are passed to `txmsg-chaos`, e.g. CHAOS_ARGS="--duration 60s".
+CHAOS_ARGS ?=
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-.PHONY: build test demo bench vet mariadb
+.PHONY: build test demo bench vet mariadb chaos
 
 ## build: compile bin/txmsg
 build:
@@ -25,6 +27,13 @@ test: mariadb
 ## demo: the one-process demo (Ctrl-C stops it)
 demo: mariadb
 	$(GO) run ./cmd/txmsg dev $(DEMO_ARGS)
+
+## chaos: the chaos soak (see RELIABILITY.md), 5 minutes unless CHAOS_ARGS says
+## otherwise; one line of figures, exit status 0 only if nothing was lost,
+## phantom, reordered, applied twice or stalled
+chaos: mariadb build
+	$(GO) build -o bin/txmsg-chaos ./cmd/txmsg-chaos
+	bin/txmsg-chaos --txmsg bin/txmsg $(CHAOS_ARGS)
 
 ## bench: every benchmark, output in bench.out (see BENCHMARKS.md). Relay and
 ## consumer benchmarks size themselves (1x); the broker's count messages (Nx).
