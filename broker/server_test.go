@@ -234,10 +234,13 @@ func TestBrokerServerTwoInstancesOneKilled(t *testing.T) {
 	waitStates(t, b.client, committed, StateDelivered, 30*time.Second)
 	waitStates(t, b.client, rolledBack, StateRolledBack, 30*time.Second)
 
+	// At least once: on a loaded machine a round can give up on a produce
+	// Kafka took after all (a lost acknowledgement), and the message is
+	// sent again. Duplicates are the inbox's business; losses are not.
 	got := recordsByID(t, kafka.Addrs, topic)
 	for _, id := range committed {
-		if n := len(got[id]); n != 1 {
-			t.Fatalf("%s: %d records, want 1", id, n)
+		if n := len(got[id]); n == 0 {
+			t.Fatalf("%s: not in Kafka", id)
 		}
 	}
 	if len(got) != len(committed) {
