@@ -166,6 +166,7 @@ func TestBrokerServerTwoInstancesOneKilled(t *testing.T) {
 	}
 	const topic = "half-ha"
 	var committed, rolledBack []string
+	ledgerOnly := 0 // committed without a business row
 	errFail := errors.New("business rule says no")
 	send := func(i int, c *Client) {
 		t.Helper()
@@ -179,6 +180,10 @@ func TestBrokerServerTwoInstancesOneKilled(t *testing.T) {
 			_, err := tx.ExecContext(ctx, `INSERT INTO biz (id) VALUES (?)`, id)
 			return err
 		}
+		// On a loaded machine the first check-back, 300ms after prepare, may
+		// come before the local transaction wrote its ledger row: it answers
+		// rollback, and the late transaction is refused, as it must be.
+		lateTx := func(err error) bool { return errors.Is(err, checkback.ErrAlreadyDecided) }
 		switch i % 4 {
 		case 0: // the local transaction fails
 			err := p.SendInTransaction(ctx, msg, func(ctx context.Context, tx *sql.Tx) error {
@@ -187,7 +192,7 @@ func TestBrokerServerTwoInstancesOneKilled(t *testing.T) {
 				}
 				return errFail
 			})
-			if !errors.Is(err, errFail) {
+			if !errors.Is(err, errFail) && !lateTx(err) {
 				t.Fatalf("%s: %v, want the business error", id, err)
 			}
 			rolledBack = append(rolledBack, id)
@@ -195,20 +200,29 @@ func TestBrokerServerTwoInstancesOneKilled(t *testing.T) {
 			if _, err := c.Prepare(ctx, PrepareRequest{ProducerGroup: "g", Message: msg, CheckTimeout: 300 * time.Millisecond}); err != nil {
 				t.Fatal(err)
 			}
-			if err := recordInTx(ctx, db.DB, ledger, id, true); err != nil {
+			switch err := recordInTx(ctx, db.DB, ledger, id, true); {
+			case err == nil:
+				committed = append(committed, id)
+				ledgerOnly++
+			case lateTx(err):
+				rolledBack = append(rolledBack, id)
+			default:
 				t.Fatal(err)
 			}
-			committed = append(committed, id)
 		case 2: // the producer dies before its local transaction
 			if _, err := c.Prepare(ctx, PrepareRequest{ProducerGroup: "g", Message: msg, CheckTimeout: 300 * time.Millisecond}); err != nil {
 				t.Fatal(err)
 			}
 			rolledBack = append(rolledBack, id)
 		default:
-			if err := p.SendInTransaction(ctx, msg, insert); err != nil {
+			switch err := p.SendInTransaction(ctx, msg, insert); {
+			case err == nil:
+				committed = append(committed, id)
+			case lateTx(err):
+				rolledBack = append(rolledBack, id)
+			default:
 				t.Fatalf("%s: %v", id, err)
 			}
-			committed = append(committed, id)
 		}
 	}
 	for i := range 40 {
@@ -250,8 +264,8 @@ func TestBrokerServerTwoInstancesOneKilled(t *testing.T) {
 		t.Fatalf("%d check-backs overlapped another of the same message", overlaps)
 	}
 	var n int
-	if err := db.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM biz`).Scan(&n); err != nil || n != len(committed)-20 {
-		t.Fatalf("biz rows %d (%v), want %d", n, err, len(committed)-20)
+	if err := db.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM biz`).Scan(&n); err != nil || n != len(committed)-ledgerOnly {
+		t.Fatalf("biz rows %d (%v), want %d", n, err, len(committed)-ledgerOnly)
 	}
 }
 
