@@ -24,8 +24,10 @@ type Figures struct {
 	// Reorders counts messages whose first copy in Kafka came after the
 	// first copy of a later message of their key.
 	Reorders int
-	// Duplicates counts copies in Kafka beyond the first.
-	Duplicates int
+	// Duplicates counts copies in Kafka beyond the first; StaleDuplicates
+	// those of them that came after the first copy of a later message of
+	// their key (a consumer without the inbox sees the key go back).
+	Duplicates, StaleDuplicates int
 	// EffectsTwice counts messages whose effect a consumer applied twice.
 	EffectsTwice int
 	// Stalled counts shards still holding undelivered rows after the drain,
@@ -60,7 +62,8 @@ func (f Figures) String() string {
 		v any
 	}{
 		{"committed", f.Committed}, {"delivered", f.Delivered}, {"lost", f.Lost}, {"phantom", f.Phantom},
-		{"reorders", f.Reorders}, {"duplicates", f.Duplicates}, {"effects_twice", f.EffectsTwice},
+		{"reorders", f.Reorders}, {"duplicates", f.Duplicates}, {"stale_duplicates", f.StaleDuplicates},
+		{"effects_twice", f.EffectsTwice},
 		{"stalled", f.Stalled}, {"max_delay", f.MaxDelay.Round(time.Millisecond)},
 		{"dead_lettered", f.DeadLettered}, {"discarded", f.Discarded}, {"unapplied", f.Unapplied},
 		{"consumer_dlq", f.ConsumerDLQ}, {"commits_dropped", f.CommitsDropped}, {"faults", f.Faults},
@@ -146,6 +149,11 @@ func (ev *evidence) scanLog(f *Figures, recs []record, first map[string]record, 
 			f.Duplicates++
 			ex.add("duplicate", r.topic, "id", r.id, "partition", r.partition, "offset", r.offset,
 				"first_offset", prev.offset)
+			if o.n < top[r.key] {
+				f.StaleDuplicates++
+				ex.add("stale duplicate", r.topic, "id", r.id, "partition", r.partition, "offset", r.offset,
+					"first_offset", prev.offset, "n", o.n, "after_n", top[r.key])
+			}
 			continue
 		}
 		first[r.id] = r

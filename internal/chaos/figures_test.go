@@ -21,7 +21,7 @@ func TestChaosFiguresCountEveryViolation(t *testing.T) {
 			"lost": {topicOutbox, "a", 4, t0}, "dead": {topicOutbox, "c", 1, t0},
 		},
 		logs: map[string][]record{
-			// a2 again after a3 is a duplicate, not a reorder.
+			// a2 again after a3 is a (stale) duplicate, not a reorder.
 			topicOutbox: {rec(topicOutbox, 0, 0, "a", "a1"), rec(topicOutbox, 0, 1, "a", "a2"),
 				rec(topicOutbox, 0, 2, "a", "a3"), rec(topicOutbox, 0, 3, "a", "a2"), rec(topicOutbox, 1, 0, "x", "rolled-back")},
 			// b2 first: b1 is a reorder.
@@ -40,7 +40,7 @@ func TestChaosFiguresCountEveryViolation(t *testing.T) {
 		pendingShards: 2,
 	}
 	f := ev.figures(slog.New(slog.DiscardHandler))
-	want := Figures{Committed: 9, Delivered: 7, Lost: 2, Phantom: 1, Reorders: 1, Duplicates: 1, EffectsTwice: 1,
+	want := Figures{Committed: 9, Delivered: 7, Lost: 2, Phantom: 1, Reorders: 1, Duplicates: 1, StaleDuplicates: 1, EffectsTwice: 1,
 		Stalled: 2, MaxDelay: 9 * time.Second, DeadLettered: 1, ConsumerDLQ: 1}
 	if f != want {
 		t.Fatalf("figures\n got %v\nwant %v", f, want)
