@@ -11,11 +11,13 @@ DEMO_ARGS ?=
 # GOLANGCI_LINT is the pinned linter, installed into bin/ by `make lint`.
 GOLANGCI_LINT_VERSION ?= v2.15.0
 GOLANGCI_LINT := bin/golangci-lint-$(GOLANGCI_LINT_VERSION)
+# CHAOS_ARGS are passed to `txmsg-chaos`, e.g. CHAOS_ARGS="--duration 60s".
+CHAOS_ARGS ?=
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-.PHONY: build test demo bench vet lint mariadb
+.PHONY: build test demo bench vet lint mariadb chaos
 
 ## build: compile bin/txmsg
 build:
@@ -28,6 +30,13 @@ test: mariadb
 ## demo: the one-process demo (Ctrl-C stops it)
 demo: mariadb
 	$(GO) run ./cmd/txmsg dev $(DEMO_ARGS)
+
+## chaos: the chaos soak (see RELIABILITY.md), 5 minutes unless CHAOS_ARGS says
+## otherwise; one line of figures, exit status 0 only if nothing was lost,
+## phantom, reordered, applied twice or stalled
+chaos: mariadb build
+	$(GO) build -o bin/txmsg-chaos ./cmd/txmsg-chaos
+	bin/txmsg-chaos --txmsg bin/txmsg $(CHAOS_ARGS)
 
 ## bench: every benchmark, output in bench.out (see BENCHMARKS.md). Relay and
 ## consumer benchmarks size themselves (1x); the broker's count messages (Nx).

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -152,6 +153,29 @@ func waitState(t *testing.T, store *Store, scanner *Scanner, id string, want hal
 		return nil
 	})
 	return info
+}
+
+// waitDue waits until every message of ids is prepared and due a check by
+// the database's clock, so that one claim finds them all.
+func waitDue(t *testing.T, db *testenv.Database, ids ...string) {
+	t.Helper()
+	args := make([]any, 0, len(ids)+1)
+	args = append(args, halfmsg.StatePrepared)
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	q := `SELECT COUNT(*) FROM txmsg_half_messages WHERE state = ? AND next_check_at <= UTC_TIMESTAMP(6) AND id IN (?` +
+		strings.Repeat(",?", len(ids)-1) + `)`
+	testenv.Eventually(t, 10*time.Second, func() error {
+		var n int
+		if err := db.DB.QueryRowContext(context.Background(), q, args...).Scan(&n); err != nil {
+			return err
+		}
+		if n != len(ids) {
+			return fmt.Errorf("%d of %d messages due", n, len(ids))
+		}
+		return nil
+	})
 }
 
 // testServerConfig is a broker Config with fast timings for tests.

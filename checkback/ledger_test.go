@@ -40,6 +40,10 @@ func TestCheckbackLedgerWaitsForOpenTransaction(t *testing.T) {
 		}
 		got := make(chan result, 1)
 		go func() {
+			// Bounded, so that a check that never ends fails the test below
+			// instead of hanging it.
+			ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			defer cancel()
 			a, err := l.Check(ctx, checkback.Request{ID: id})
 			got <- result{a, err}
 		}()
@@ -68,7 +72,12 @@ func TestCheckbackLedgerWaitsForOpenTransaction(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := <-got
+		var r result
+		select {
+		case r = <-got:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("commit=%v: check did not return within 30s of the transaction's end", commit)
+		}
 		if r.err != nil || r.a != want {
 			t.Fatalf("commit=%v: check answered %v, %v; want %v", commit, r.a, r.err, want)
 		}
@@ -160,8 +169,13 @@ func TestCheckbackLedgerCleanupJob(t *testing.T) {
 		return nil
 	})
 	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("RunCleanup did not return within 20s of its context's end")
 	}
 }
 

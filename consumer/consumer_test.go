@@ -334,6 +334,7 @@ func TestConsumerGracefulShutdown(t *testing.T) {
 			produce(t, k.Addrs, msgs...)
 			started := make(chan struct{})
 			release := make(chan struct{})
+			releaseHandler := sync.OnceFunc(func() { close(release) })
 			var handled atomic.Int64
 			c, err := New(k.Addrs, "workers", []string{"jobs"}, fastGroup(), WithDrainTimeout(500*time.Millisecond))
 			if err != nil {
@@ -353,13 +354,16 @@ func TestConsumerGracefulShutdown(t *testing.T) {
 				handled.Add(1)
 				return nil
 			}))
+			// Registered after start's, so it runs before the consumer is
+			// stopped: a test that failed early leaves no handler blocked.
+			t.Cleanup(releaseHandler)
 			select {
 			case <-started:
 			case <-time.After(20 * time.Second):
 				t.Fatal("handler of offset 3 never started")
 			}
 			r.cancel()
-			close(release)
+			releaseHandler()
 			r.stop(t)
 			if got := committed(t, k.Addrs, "workers", "jobs", 0); got != tc.wantOffset {
 				t.Fatalf("committed offset %d, want %d", got, tc.wantOffset)

@@ -75,7 +75,11 @@ func startEngine(t *testing.T, db *sql.DB, cfg Config, opts ...Option) *running 
 	}()
 	t.Cleanup(func() {
 		cancel()
-		<-r.done
+		select {
+		case <-r.done:
+		case <-time.After(20 * time.Second):
+			t.Error("engine did not stop within 20s of the test's end")
+		}
 	})
 	return r
 }

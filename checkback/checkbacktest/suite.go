@@ -112,8 +112,13 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 			if commit {
 				want = checkback.AnswerCommit
 			}
-			if a := <-got; a != want {
-				t.Fatalf("check during an open transaction: answer %v, want %v", a, want)
+			select {
+			case a := <-got:
+				if a != want {
+					t.Fatalf("check during an open transaction: answer %v, want %v", a, want)
+				}
+			case <-time.After(40 * time.Second):
+				t.Fatal("check during an open transaction: no answer within 40s, although its context ended after 30s")
 			}
 			if a := check(t, h, id); a != want {
 				t.Fatalf("check after: answer %v, want %v", a, want)

@@ -12,6 +12,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -86,17 +87,7 @@ func NewEmptyDB(t testing.TB) *Database {
 	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
 		t.Fatalf("testenv: create database %s: %v", name, err)
 	}
-	t.Cleanup(func() {
-		admin, err := sql.Open("mysql", base)
-		if err != nil {
-			t.Errorf("testenv: open for cleanup: %v", err)
-			return
-		}
-		defer admin.Close()
-		if _, err := admin.Exec("DROP DATABASE IF EXISTS " + name); err != nil {
-			t.Errorf("testenv: drop database %s: %v", name, err)
-		}
-	})
+	t.Cleanup(func() { dropDB(t, base, name) })
 	cfg.DBName = name
 	cfg.ParseTime = true
 	cfg.Loc = time.UTC
@@ -109,6 +100,41 @@ func NewEmptyDB(t testing.TB) *Database {
 	db.SetMaxIdleConns(32)
 	t.Cleanup(func() { db.Close() })
 	return &Database{DB: db, DSN: dsn, Name: name}
+}
+
+// dropDB drops database name. It first kills every other connection using
+// it: a test that failed with a transaction open (or a goroutine still
+// querying) would otherwise hold a metadata lock the DROP waits on forever.
+func dropDB(t testing.TB, base, name string) {
+	admin, err := sql.Open("mysql", base)
+	if err != nil {
+		t.Errorf("testenv: open for cleanup: %v", err)
+		return
+	}
+	defer admin.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rows, err := admin.QueryContext(ctx,
+		`SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()`, name)
+	if err != nil {
+		t.Errorf("testenv: list connections of %s: %v", name, err)
+		return
+	}
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err == nil {
+			ids = append(ids, id)
+		}
+	}
+	rows.Close()
+	for _, id := range ids {
+		// The connection may have ended meanwhile (error 1094): nothing to do.
+		_, _ = admin.ExecContext(ctx, "KILL "+strconv.FormatInt(id, 10))
+	}
+	if _, err := admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+name); err != nil {
+		t.Errorf("testenv: drop database %s: %v", name, err)
+	}
 }
 
 // Kafka is an in-process kfake cluster listening on a loopback port.
