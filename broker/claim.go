@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/txmsg/txmsg/broker/halfmsg"
@@ -87,7 +86,7 @@ func (s *Store) ClaimDue(ctx context.Context, limit int, lease time.Duration) ([
 		if len(seqs) == 0 {
 			return nil
 		}
-		q := claimDue + strings.Repeat("?,", len(seqs)-1) + "?)"
+		q := claimDue + sqlx.Placeholders(len(seqs)) + ")"
 		if _, err := tx.ExecContext(ctx, q, append([]any{lease.Microseconds()}, seqs...)...); err != nil {
 			return fmt.Errorf("claim %d: %w", len(seqs), err)
 		}
@@ -116,7 +115,7 @@ func fillGroups(ctx context.Context, tx *sql.Tx, claims []Claim) error {
 	if len(groups) == 0 {
 		return nil
 	}
-	rows, err := tx.QueryContext(ctx, selectGroupURLs+strings.Repeat("?,", len(groups)-1)+"?)", groups...)
+	rows, err := tx.QueryContext(ctx, selectGroupURLs+sqlx.Placeholders(len(groups))+")", groups...)
 	if err != nil {
 		return fmt.Errorf("read groups: %w", err)
 	}
@@ -201,7 +200,7 @@ func (s *Store) RecordCheck(ctx context.Context, c Claim, r CheckResult) error {
 			if r.Err != nil {
 				reason += ": " + class
 			}
-			res, err = tx.ExecContext(ctx, discardByCheck, to, truncate(reason, 1024), result, errText,
+			res, err = tx.ExecContext(ctx, discardByCheck, to, sqlx.Truncate(reason, 1024), result, errText,
 				c.ID, c.Topic, halfmsg.StatePrepared, c.CheckCount)
 		default:
 			res, err = tx.ExecContext(ctx, rescheduleCheck, r.NextCheck.Microseconds(), result, errText,

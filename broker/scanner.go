@@ -14,6 +14,7 @@ import (
 
 	"github.com/txmsg/txmsg/checkback"
 	"github.com/txmsg/txmsg/internal/backoff"
+	"github.com/txmsg/txmsg/internal/schedule"
 	"github.com/txmsg/txmsg/internal/setting"
 )
 
@@ -179,18 +180,16 @@ func NewScanner(store CheckStore, cfg ScannerConfig, opts ...ScannerOption) (*Sc
 // once the lease passes. Scans never overlap; a panic is recovered and
 // logged. Run returns nil after a clean shutdown.
 func (s *Scanner) Run(ctx context.Context) error {
-	logger := cron.PrintfLogger(slog.NewLogLogger(s.log.Handler(), slog.LevelError))
-	c := cron.New(cron.WithChain(cron.Recover(logger), cron.SkipIfStillRunning(logger)))
-	if _, err := c.AddFunc(s.cfg.Schedule, func() {
+	stop, err := schedule.Cron(s.cfg.Schedule, s.log, func() {
 		if _, err := s.Scan(ctx); err != nil && ctx.Err() == nil {
 			s.log.ErrorContext(ctx, "broker: checkback: scan failed", slog.Any("error", err))
 		}
-	}); err != nil {
-		return fmt.Errorf("broker: checkback: scan schedule %q: %w", s.cfg.Schedule, err)
+	})
+	if err != nil {
+		return fmt.Errorf("broker: checkback: scan: %w", err)
 	}
-	c.Start()
 	<-ctx.Done()
-	<-c.Stop().Done()
+	stop()
 	return nil
 }
 

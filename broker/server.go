@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/txmsg/txmsg"
+	"github.com/txmsg/txmsg/internal/schedule"
 	"github.com/txmsg/txmsg/relay"
 )
 
@@ -195,26 +196,15 @@ func (s *Server) Run(ctx context.Context) error {
 
 // backlogLoop refreshes the prepared-backlog metric until ctx ends.
 func (s *Server) backlogLoop(ctx context.Context) {
-	t := time.NewTicker(s.cfg.BacklogInterval)
-	defer t.Stop()
-	for {
+	schedule.Every(ctx, s.cfg.BacklogInterval, func(ctx context.Context) {
 		n, oldest, err := s.store.PreparedBacklog(ctx)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			s.log.Warn("broker: prepared backlog", slog.Any("error", err))
 		case err == nil:
-			var age time.Duration
-			if !oldest.IsZero() {
-				age = max(time.Since(oldest), 0)
-			}
-			s.metrics.PreparedBacklog(n, age)
+			s.metrics.PreparedBacklog(n, schedule.Age(oldest))
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	})
 }
 
 // authWarnInterval is how often a broker without authentication says so.
@@ -223,15 +213,8 @@ const authWarnInterval = time.Minute
 // warnAuthDisabled logs that the API is open, now and every interval until
 // ctx ends: it must not go unnoticed outside development.
 func (s *Server) warnAuthDisabled(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
+	schedule.Every(ctx, interval, func(context.Context) {
 		s.log.Warn("broker: API authentication is disabled (broker.auth.disabled): anyone who reaches " +
 			s.Addr() + " can prepare, commit and roll back any group's messages; for development only")
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	})
 }

@@ -5,11 +5,11 @@ import (
 	"database/sql"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/broker/halfmsg"
+	"github.com/txmsg/txmsg/internal/sqlx"
 	"github.com/txmsg/txmsg/relay"
 )
 
@@ -144,7 +144,7 @@ func pending(ctx context.Context, q relay.Querier, shard int, limit relay.Limit)
 	for len(released) > 0 {
 		chunk := released[:min(len(released), chunkLen)]
 		released = released[len(chunk):]
-		rows, err := q.QueryContext(ctx, releasedHalf+strings.Repeat("?,", len(chunk)-1)+"?) ORDER BY seq LIMIT ?",
+		rows, err := q.QueryContext(ctx, releasedHalf+sqlx.Placeholders(len(chunk))+") ORDER BY seq LIMIT ?",
 			append(append([]any{halfmsg.StateCommitted, shard, halfmsg.StatePrepared}, chunk...), limit.Rows)...)
 		if err != nil {
 			return nil, fmt.Errorf("released rows: %w", err)
@@ -241,7 +241,7 @@ func seqArgs(rows []relay.Row, lead ...any) (string, []any) {
 	for _, r := range rows {
 		args = append(args, r.Seq)
 	}
-	return strings.Repeat("?,", len(rows)-1) + "?)", args
+	return sqlx.Placeholders(len(rows)) + ")", args
 }
 
 // Delivered implements relay.Source: the rows become delivered.
@@ -261,7 +261,7 @@ func (*HalfSource) Failed(ctx context.Context, e relay.Execer, rows []relay.Row,
 	if len(rows) == 0 {
 		return nil
 	}
-	in, args := seqArgs(rows, truncate(reason, 1024))
+	in, args := seqArgs(rows, sqlx.Truncate(reason, 1024))
 	if _, err := e.ExecContext(ctx, failedHalf+in, args...); err != nil {
 		return fmt.Errorf("broker: mark %d failed: %w", len(rows), err)
 	}

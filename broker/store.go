@@ -9,13 +9,13 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 
 	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/broker/halfmsg"
 	"github.com/txmsg/txmsg/internal/codec"
+	"github.com/txmsg/txmsg/internal/sqlx"
 	"github.com/txmsg/txmsg/internal/sqlx/mysqlx"
 	"github.com/txmsg/txmsg/relay"
 )
@@ -272,7 +272,7 @@ func (s *Store) ResolveAs(ctx context.Context, a Actor, id string, commit bool, 
 	if reason == "" {
 		reason = "resolved " + to.String() + " by an operator"
 	}
-	return s.transition(ctx, a, id, to, ByOperator, truncate(reason, 1024), halfmsg.StatePrepared, halfmsg.StateDiscarded)
+	return s.transition(ctx, a, id, to, ByOperator, sqlx.Truncate(reason, 1024), halfmsg.StatePrepared, halfmsg.StateDiscarded)
 }
 
 // reached says whether a message in state cur has already done what a
@@ -369,7 +369,7 @@ func (s *Store) transition(ctx context.Context, a Actor, id string, to halfmsg.S
 			return ts[0].state, nil
 		}
 		q := transitionHalf + move.String() + " END WHERE state IN (?, ?) AND seq IN (" +
-			strings.Repeat("?,", len(in)-1) + "?)"
+			sqlx.Placeholders(len(in)) + ")"
 		res, err := s.db.ExecContext(ctx, q, append(append(args, f1, f2), in...)...)
 		if err != nil {
 			return 0, fmt.Errorf("broker: %s %s: %w", verb(to), id, err)
@@ -506,14 +506,3 @@ func scanInfo(r rowScanner) (halfmsg.Info, error) {
 }
 
 func nullString(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
-
-// truncate cuts s to at most n bytes on a rune boundary.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
-}

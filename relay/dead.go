@@ -78,7 +78,7 @@ func moveToDead(ctx context.Context, db *sql.DB, src Source, rows []dying) error
 		for i, d := range rows {
 			r := d.row
 			if _, err := tx.ExecContext(ctx, insertDead, r.ID, src.Name(), r.Shard, r.Topic, r.Key, r.Value, hdrs[i],
-				r.CreatedAt, r.Attempts, truncate(d.reason, 1024)); err != nil {
+				r.CreatedAt, r.Attempts, sqlx.Truncate(d.reason, 1024)); err != nil {
 				return fmt.Errorf("insert %s: %w", r.ID, err)
 			}
 			removed[i] = r

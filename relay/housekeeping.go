@@ -6,15 +6,13 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/robfig/cron/v3"
+	"github.com/txmsg/txmsg/internal/schedule"
 )
 
 // backlogLoop refreshes the pending-row metrics every BacklogInterval.
 func (c *coordinator) backlogLoop(ctx context.Context) {
 	e := c.e
-	t := time.NewTicker(e.cfg.BacklogInterval)
-	defer t.Stop()
-	for {
+	schedule.Every(ctx, e.cfg.BacklogInterval, func(ctx context.Context) {
 		for _, s := range e.sources {
 			n, oldest, err := s.Backlog(ctx, e.db)
 			if err != nil {
@@ -23,18 +21,9 @@ func (c *coordinator) backlogLoop(ctx context.Context) {
 				}
 				continue
 			}
-			var age time.Duration
-			if !oldest.IsZero() {
-				age = max(time.Since(oldest), 0)
-			}
-			e.metrics.Backlog(s.Name(), n, age)
+			e.metrics.Backlog(s.Name(), n, schedule.Age(oldest))
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	})
 }
 
 // watchChanges wakes the workers of shards that got new rows, looking every
@@ -44,9 +33,7 @@ func (c *coordinator) backlogLoop(ctx context.Context) {
 func (c *coordinator) watchChanges(ctx context.Context) {
 	e := c.e
 	after := map[string]int64{}
-	t := time.NewTicker(max(e.cfg.PollMin, time.Millisecond))
-	defer t.Stop()
-	for {
+	schedule.Every(ctx, max(e.cfg.PollMin, time.Millisecond), func(ctx context.Context) {
 		for _, s := range e.sources {
 			ch, ok := s.(Changes)
 			if !ok {
@@ -72,12 +59,7 @@ func (c *coordinator) watchChanges(ctx context.Context) {
 				e.Wake(s.Name(), shard)
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	})
 }
 
 // startPurge schedules the retention purge when Config.Retention is set, and
@@ -87,13 +69,11 @@ func (c *coordinator) startPurge(ctx context.Context) (stop func(), err error) {
 	if e.cfg.Retention <= 0 {
 		return func() {}, nil
 	}
-	logger := cron.PrintfLogger(slog.NewLogLogger(e.log.Handler(), slog.LevelWarn))
-	cr := cron.New(cron.WithChain(cron.Recover(logger), cron.SkipIfStillRunning(logger)))
-	if _, err := cr.AddFunc(e.cfg.PurgeSchedule, func() { c.purge(ctx) }); err != nil {
-		return nil, fmt.Errorf("relay: purge_schedule %q: %w", e.cfg.PurgeSchedule, err)
+	stop, err = schedule.Cron(e.cfg.PurgeSchedule, e.log, func() { c.purge(ctx) })
+	if err != nil {
+		return nil, fmt.Errorf("relay: purge_schedule: %w", err)
 	}
-	cr.Start()
-	return func() { <-cr.Stop().Done() }, nil
+	return stop, nil
 }
 
 // purge deletes delivered rows past the retention, PurgeBatch rows per

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/txmsg/txmsg/internal/sqlx"
 )
 
 // Lease SQL. Expiry is computed with the database's clock, so relays on hosts
@@ -201,7 +203,7 @@ func (c *coordinator) renew(ctx context.Context, s Source, deadline int64) error
 	for shard := range ws {
 		args = append(args, shard)
 	}
-	q := renewLeases + strings.TrimSuffix(strings.Repeat("?,", len(ws)), ",") + ")"
+	q := renewLeases + sqlx.Placeholders(len(ws)) + ")"
 	if _, err := e.db.ExecContext(ctx, q, args...); err != nil {
 		return fmt.Errorf("relay: renew leases of %s: %w", name, err)
 	}

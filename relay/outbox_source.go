@@ -4,11 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/internal/codec"
+	"github.com/txmsg/txmsg/internal/sqlx"
 )
 
 // The outbox tables, created by migration 0001.
@@ -100,7 +100,7 @@ func (s *OutboxSource) Delivered(ctx context.Context, e Execer, rows []Row) erro
 
 // Failed implements Source.
 func (s *OutboxSource) Failed(ctx context.Context, e Execer, rows []Row, reason string) error {
-	return s.exec(ctx, e, outboxFailed, []any{truncate(reason, 1024)}, rows)
+	return s.exec(ctx, e, outboxFailed, []any{sqlx.Truncate(reason, 1024)}, rows)
 }
 
 // Remove implements Source.
@@ -121,7 +121,7 @@ func (s *OutboxSource) exec(ctx context.Context, e Execer, prefix string, args [
 	}
 	for _, shard := range order {
 		seqs := byShard[shard]
-		q := prefix + strings.TrimSuffix(strings.Repeat("?,", len(seqs)), ",") + ")"
+		q := prefix + sqlx.Placeholders(len(seqs)) + ")"
 		all := append(append(append(make([]any, 0, len(args)+1+len(seqs)), args...), shard), seqs...)
 		if _, err := e.ExecContext(ctx, q, all...); err != nil {
 			return err
@@ -176,11 +176,4 @@ func (s *OutboxSource) Purge(ctx context.Context, e Execer, t time.Time, limit i
 		return 0, err
 	}
 	return res.RowsAffected()
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }

@@ -85,6 +85,9 @@ SQL
 
 ensure_server
 mariadb --protocol=TCP -h"$HOST" -P"$PORT" -uroot -e 'CREATE DATABASE IF NOT EXISTS test'
+# Parallel test packages, each test with its own pools, plus the chaos soak's
+# processes pass the default 151 connections on a loaded machine.
+mariadb --protocol=TCP -h"$HOST" -P"$PORT" -uroot -e 'SET GLOBAL max_connections = GREATEST(@@max_connections, 1000)'
 log "MariaDB is up on $HOST:$PORT (root, empty password)"
 
 if ! command -v kcat >/dev/null 2>&1; then

@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
+	"unicode/utf8"
 )
 
 // RunInTx runs fn in a transaction: commit when fn returns nil, roll back
@@ -36,3 +38,19 @@ var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
 // ValidIdent reports whether name is safe to put into SQL as a table name:
 // letters, digits and underscores, not starting with a digit, at most 64.
 func ValidIdent(name string) bool { return identRE.MatchString(name) }
+
+// Placeholders returns n query placeholders for an IN list, "?,?,…,?";
+// n must be at least 1.
+func Placeholders(n int) string { return strings.Repeat("?,", n-1) + "?" }
+
+// Truncate cuts s to at most n bytes on a rune boundary, for a text column
+// of n bytes: a cut UTF-8 character would make a strict server refuse it.
+func Truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}

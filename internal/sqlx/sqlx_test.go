@@ -14,3 +14,19 @@ func TestSqlxValidIdent(t *testing.T) {
 		}
 	}
 }
+
+func TestSqlxPlaceholdersAndTruncate(t *testing.T) {
+	if got := Placeholders(3); got != "?,?,?" {
+		t.Errorf("Placeholders(3) = %q", got)
+	}
+	if got := Placeholders(1); got != "?" {
+		t.Errorf("Placeholders(1) = %q", got)
+	}
+	// "é" is two bytes: a cut at 2 would split it.
+	if got := Truncate("aé", 2); got != "a" {
+		t.Errorf("Truncate(aé, 2) = %q, want a", got)
+	}
+	if got := Truncate("abc", 5); got != "abc" {
+		t.Errorf("Truncate(abc, 5) = %q", got)
+	}
+}
