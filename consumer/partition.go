@@ -10,6 +10,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/txmsg/txmsg/internal/backoff"
 	"github.com/txmsg/txmsg/internal/kafkax"
 )
 
@@ -125,7 +126,7 @@ func (pt *partition) fetch() {
 			failures++
 			r.log.Warn("consumer: fetch", slog.String("topic", pt.tp.topic), slog.Int("partition", pt.tp.partition),
 				slog.Int("attempt", failures), slog.Any("error", err))
-			if !wait(pt.ctx, r.c.o.backoff.Delay(failures)) {
+			if !backoff.Sleep(pt.ctx, r.c.o.backoff.Delay(failures)) {
 				return
 			}
 			continue

@@ -11,6 +11,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/txmsg/txmsg"
+	"github.com/txmsg/txmsg/internal/backoff"
 	"github.com/txmsg/txmsg/internal/sqlx/mysqlx"
 )
 
@@ -25,7 +26,7 @@ func (r *run) process(pt *partition, d delivery) bool {
 	prior, tier := 0, 0
 	if d.retry != nil {
 		prior, tier = d.retry.attempts, d.retry.tier
-		if delay := time.Until(d.retry.due); delay > 0 && !wait(pt.ctx, delay) {
+		if delay := time.Until(d.retry.due); delay > 0 && !backoff.Sleep(pt.ctx, delay) {
 			return false
 		}
 	}
@@ -61,13 +62,13 @@ func (r *run) process(pt *partition, d delivery) bool {
 			}
 			log.Info("consumer: transaction conflict; retrying", slog.Any("error", err))
 			r.metrics.Retried(group, topic)
-			if !wait(pt.ctx, r.c.o.backoff.Delay(conflicts)) {
+			if !backoff.Sleep(pt.ctx, r.c.o.backoff.Delay(conflicts)) {
 				return false
 			}
 		case i < r.c.o.maxAttempts:
 			log.Info("consumer: handler failed; retrying", slog.Any("error", err))
 			r.metrics.Retried(group, topic)
-			if !wait(pt.ctx, r.c.o.backoff.Delay(i)) {
+			if !backoff.Sleep(pt.ctx, r.c.o.backoff.Delay(i)) {
 				return false
 			}
 		case tier < len(r.c.o.retryTiers):
@@ -184,7 +185,7 @@ func (r *run) write(pt *partition, m Message, km kafka.Message) bool {
 		}
 		r.log.Warn("consumer: write to "+km.Topic, slog.String("msg_id", m.ID), slog.String("topic", km.Topic),
 			slog.Int("attempt", attempt), slog.Any("error", err))
-		if !wait(pt.ctx, r.c.o.backoff.Delay(attempt)) {
+		if !backoff.Sleep(pt.ctx, r.c.o.backoff.Delay(attempt)) {
 			return false
 		}
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"time"
 
 	"github.com/segmentio/kafka-go"
 
@@ -164,16 +163,4 @@ func (r *run) close() error {
 		errs = append(errs, r.closers[i]())
 	}
 	return errors.Join(errs...)
-}
-
-// wait sleeps d unless ctx is done first; it reports whether d passed.
-func wait(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

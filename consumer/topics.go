@@ -10,6 +10,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/txmsg/txmsg/internal/backoff"
 	"github.com/txmsg/txmsg/internal/kafkax"
 )
 
@@ -47,7 +48,7 @@ func (c *Consumer) ensureTopics(ctx context.Context, log *slog.Logger, t *kafka.
 			return err
 		}
 		log.Warn("consumer: create dead-letter and retry topics", slog.Int("attempt", attempt), slog.Any("error", err))
-		if !wait(ctx, c.o.backoff.Delay(attempt)) {
+		if !backoff.Sleep(ctx, c.o.backoff.Delay(attempt)) {
 			return errors.Join(err, ctx.Err())
 		}
 	}

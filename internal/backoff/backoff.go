@@ -3,6 +3,7 @@
 package backoff
 
 import (
+	"context"
 	"math"
 	"math/rand/v2"
 	"time"
@@ -54,4 +55,16 @@ func (p Policy) Delay(n int) time.Duration {
 	}
 	half := c / 2
 	return half + rand.N(c-half+1)
+}
+
+// Sleep waits d unless ctx ends first, and reports whether d passed.
+func Sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/txmsg/txmsg/internal/backoff"
 )
 
 // progressQuery counts what is still on its way: pending outbox rows, half
@@ -53,7 +55,7 @@ func (s *soak) drain(ctx context.Context) time.Duration {
 		if err := s.fleet.heal(); err != nil {
 			s.log.Warn("restart processes", slog.Any("err", err))
 		}
-		if !sleepCtx(ctx, 500*time.Millisecond) {
+		if !backoff.Sleep(ctx, 500*time.Millisecond) {
 			return time.Since(start)
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/txmsg/txmsg/internal/backoff"
 )
 
 // fault is one kind of trouble the soak makes.
@@ -34,7 +36,7 @@ func (s *soak) strikeFaults(ctx context.Context) {
 	for {
 		for _, i := range s.rng.Perm(len(faults)) {
 			gap := time.Duration(float64(s.cfg.FaultEvery) * (0.5 + s.rng.Float64()))
-			if !sleepCtx(ctx, gap) {
+			if !backoff.Sleep(ctx, gap) {
 				return
 			}
 			if err := s.fleet.heal(); err != nil {
@@ -62,7 +64,7 @@ func (s *soak) killRestart(kind string) func(context.Context) (string, error) {
 			return "", err
 		}
 		down := time.Duration(s.rng.Int64N(int64(2 * time.Second)))
-		if !sleepCtx(ctx, down) {
+		if !backoff.Sleep(ctx, down) {
 			return p.name + " killed", nil // heal starts it again
 		}
 		return fmt.Sprintf("%s killed, restarted after %v", p.name, down.Round(time.Millisecond)), s.fleet.start(p)
@@ -80,7 +82,7 @@ func (s *soak) pauseRelay(ctx context.Context) (string, error) {
 		return "", err
 	}
 	d := s.cfg.LeaseTTL + 2*time.Second
-	sleepCtx(ctx, d)
+	backoff.Sleep(ctx, d)
 	return fmt.Sprintf("%s stopped for %v", p.name, d), p.pause(false)
 }
 
@@ -114,16 +116,4 @@ func (s *soak) slowProduces(context.Context) (string, error) {
 func (s *soak) killConnections(ctx context.Context) (string, error) {
 	n, err := s.db.killConnections(ctx)
 	return fmt.Sprintf("%d connections killed", n), err
-}
-
-// sleepCtx sleeps d and reports whether ctx is still live.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

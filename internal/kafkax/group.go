@@ -58,26 +58,8 @@ func NewPartitionReader(brokers []string, topic string, partition int, offset in
 		return nil, errors.New("kafka: empty topic name")
 	}
 	c = c.withDefaults()
-	rc := kafka.ReaderConfig{
-		Brokers:         append([]string(nil), brokers...),
-		Topic:           topic,
-		Partition:       partition,
-		MaxWait:         c.MaxWait,
-		QueueCapacity:   c.QueueCapacity,
-		MinBytes:        1,
-		MaxBytes:        c.MaxBytes,
-		ReadLagInterval: -1,
-		ReadBackoffMin:  20 * time.Millisecond,
-		ReadBackoffMax:  500 * time.Millisecond,
-		IsolationLevel:  kafka.ReadCommitted,
-		MaxAttempts:     3,
-	}
-	if c.Logger != nil {
-		rc.ErrorLogger = errorLogger(c.Logger, "kafka reader")
-	}
-	if !c.Security.IsZero() {
-		rc.Dialer = c.Security.dialer(10 * time.Second)
-	}
+	rc := c.fetchConfig(brokers)
+	rc.Topic, rc.Partition = topic, partition
 	if err := rc.Validate(); err != nil {
 		return nil, fmt.Errorf("kafka: reader of %s/%d: %w", topic, partition, err)
 	}

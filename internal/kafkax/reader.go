@@ -52,26 +52,32 @@ func NewGroupReader(brokers []string, c ReaderConfig) (*kafka.Reader, error) {
 		return nil, err
 	}
 	c = c.withDefaults()
+	rc := c.fetchConfig(brokers)
+	rc.GroupID, rc.GroupTopics, rc.GroupBalancers = c.Group, append([]string(nil), c.Topics...), c.Balancers
+	rc.HeartbeatInterval, rc.SessionTimeout = c.HeartbeatInterval, c.SessionTimeout
+	rc.RebalanceTimeout, rc.JoinGroupBackoff = c.RebalanceTimeout, c.JoinGroupBackoff
+	rc.CommitInterval, rc.StartOffset = 0, kafka.FirstOffset
+	if err := rc.Validate(); err != nil {
+		return nil, fmt.Errorf("kafka: reader for group %s: %w", c.Group, err)
+	}
+	return kafka.NewReader(rc), nil
+}
+
+// fetchConfig is what every reader shares: c's fetch fields, committed
+// records only (read_committed), short read backoffs, the logger and the
+// TLS and SASL dialer. c must have its defaults.
+func (c ReaderConfig) fetchConfig(brokers []string) kafka.ReaderConfig {
 	rc := kafka.ReaderConfig{
-		Brokers:           brokers,
-		GroupID:           c.Group,
-		GroupTopics:       append([]string(nil), c.Topics...),
-		GroupBalancers:    c.Balancers,
-		HeartbeatInterval: c.HeartbeatInterval,
-		SessionTimeout:    c.SessionTimeout,
-		RebalanceTimeout:  c.RebalanceTimeout,
-		JoinGroupBackoff:  c.JoinGroupBackoff,
-		CommitInterval:    0,
-		StartOffset:       kafka.FirstOffset,
-		MaxWait:           c.MaxWait,
-		QueueCapacity:     c.QueueCapacity,
-		MinBytes:          1,
-		MaxBytes:          c.MaxBytes,
-		ReadLagInterval:   -1,
-		ReadBackoffMin:    20 * time.Millisecond,
-		ReadBackoffMax:    500 * time.Millisecond,
-		IsolationLevel:    kafka.ReadCommitted,
-		MaxAttempts:       3,
+		Brokers:         append([]string(nil), brokers...),
+		MaxWait:         c.MaxWait,
+		QueueCapacity:   c.QueueCapacity,
+		MinBytes:        1,
+		MaxBytes:        c.MaxBytes,
+		ReadLagInterval: -1,
+		ReadBackoffMin:  20 * time.Millisecond,
+		ReadBackoffMax:  500 * time.Millisecond,
+		IsolationLevel:  kafka.ReadCommitted,
+		MaxAttempts:     3,
 	}
 	if c.Logger != nil {
 		rc.ErrorLogger = errorLogger(c.Logger, "kafka reader")
@@ -79,10 +85,7 @@ func NewGroupReader(brokers []string, c ReaderConfig) (*kafka.Reader, error) {
 	if !c.Security.IsZero() {
 		rc.Dialer = c.Security.dialer(10 * time.Second)
 	}
-	if err := rc.Validate(); err != nil {
-		return nil, fmt.Errorf("kafka: reader for group %s: %w", c.Group, err)
-	}
-	return kafka.NewReader(rc), nil
+	return rc
 }
 
 // withDefaults returns c with every zero field set to its default.
