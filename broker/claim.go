@@ -154,15 +154,12 @@ func fillGroups(ctx context.Context, tx *sql.Tx, claims []Claim) error {
 // commit records what the row waits for, as Commit does.
 func (s *Store) RecordCheck(ctx context.Context, c Claim, r CheckResult) error {
 	result := r.Answer.String()
-	var (
-		errText sql.NullString
-		class   string
-	)
+	var errText sql.NullString
 	if r.Err != nil {
 		// Only the classification is stored and shown, never the error's
 		// text, which may hold what the producer's host said.
-		result, class = "error", checkErrorClass(r.Err)
-		errText = nullString(class)
+		result = "error"
+		errText = nullString(checkErrorClass(r.Err))
 	}
 	var (
 		to      halfmsg.State
@@ -175,46 +172,9 @@ func (s *Store) RecordCheck(ctx context.Context, c Claim, r CheckResult) error {
 		if _, err := tx.ExecContext(ctx, insertCheck, c.ID, c.CheckCount, result, errText, r.Latency.Microseconds()); err != nil {
 			return fmt.Errorf("history: %w", err)
 		}
-		var (
-			res sql.Result
-			err error
-		)
-		switch {
-		case r.Err == nil && r.Answer == checkback.AnswerCommit:
-			to = halfmsg.StateCommitted
-			ts, terr := targets(ctx, tx, c.ID, c.Topic)
-			if terr != nil {
-				return fmt.Errorf("read state: %w", terr)
-			}
-			var waits sql.NullInt64
-			if len(ts) == 1 {
-				waits = ts[0].waitsFor
-			}
-			res, err = tx.ExecContext(ctx, resolveByCheck, to, result, waits, c.ID, c.Topic, halfmsg.StatePrepared, c.CheckCount)
-		case r.Err == nil && r.Answer == checkback.AnswerRollback:
-			to = halfmsg.StateRolledBack
-			res, err = tx.ExecContext(ctx, resolveByCheck, to, result, nil, c.ID, c.Topic, halfmsg.StatePrepared, c.CheckCount)
-		case r.Discard:
-			to = halfmsg.StateDiscarded
-			reason := fmt.Sprintf("no commit or rollback after %d check-backs (last: %s)", c.CheckCount, result)
-			if r.Err != nil {
-				reason += ": " + class
-			}
-			res, err = tx.ExecContext(ctx, discardByCheck, to, sqlx.Truncate(reason, 1024), result, errText,
-				c.ID, c.Topic, halfmsg.StatePrepared, c.CheckCount)
-		default:
-			res, err = tx.ExecContext(ctx, rescheduleCheck, r.NextCheck.Microseconds(), result, errText,
-				c.ID, c.Topic, halfmsg.StatePrepared, c.CheckCount)
-		}
-		if err != nil {
-			return err
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return err
-		}
-		changed = n == 1
-		return nil
+		var err error
+		to, changed, err = applyCheck(ctx, tx, c, r, result, errText)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("broker: record check %d of %s: %w", c.CheckCount, c.ID, err)
@@ -223,6 +183,49 @@ func (s *Store) RecordCheck(ctx context.Context, c Claim, r CheckResult) error {
 		s.metrics.Resolved(to, ByCheckback)
 	}
 	return nil
+}
+
+// applyCheck applies check result r of claim c to its message in tx:
+// resolved, discarded, or scheduled for another check. It returns the state
+// the message moved to (0 for a reschedule) and whether its row changed.
+func applyCheck(ctx context.Context, tx *sql.Tx, c Claim, r CheckResult, result string, errText sql.NullString) (halfmsg.State, bool, error) {
+	var (
+		to  halfmsg.State
+		res sql.Result
+		err error
+	)
+	switch {
+	case r.Err == nil && r.Answer == checkback.AnswerCommit:
+		to = halfmsg.StateCommitted
+		ts, terr := targets(ctx, tx, c.ID, c.Topic)
+		if terr != nil {
+			return 0, false, fmt.Errorf("read state: %w", terr)
+		}
+		var waits sql.NullInt64
+		if len(ts) == 1 {
+			waits = ts[0].waitsFor
+		}
+		res, err = tx.ExecContext(ctx, resolveByCheck, to, result, waits, c.ID, c.Topic, halfmsg.StatePrepared, c.CheckCount)
+	case r.Err == nil && r.Answer == checkback.AnswerRollback:
+		to = halfmsg.StateRolledBack
+		res, err = tx.ExecContext(ctx, resolveByCheck, to, result, nil, c.ID, c.Topic, halfmsg.StatePrepared, c.CheckCount)
+	case r.Discard:
+		to = halfmsg.StateDiscarded
+		reason := fmt.Sprintf("no commit or rollback after %d check-backs (last: %s)", c.CheckCount, result)
+		if errText.Valid {
+			reason += ": " + errText.String
+		}
+		res, err = tx.ExecContext(ctx, discardByCheck, to, sqlx.Truncate(reason, 1024), result, errText,
+			c.ID, c.Topic, halfmsg.StatePrepared, c.CheckCount)
+	default:
+		res, err = tx.ExecContext(ctx, rescheduleCheck, r.NextCheck.Microseconds(), result, errText,
+			c.ID, c.Topic, halfmsg.StatePrepared, c.CheckCount)
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	n, err := res.RowsAffected()
+	return to, n == 1, err
 }
 
 // Check is one check-back of a message, from the history table.

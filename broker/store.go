@@ -341,25 +341,7 @@ func (s *Store) transition(ctx context.Context, a Actor, id string, to halfmsg.S
 				return 0, fmt.Errorf("broker: %s %s: %w: the message belongs to another producer group", verb(to), id, txmsg.ErrForbidden)
 			}
 		}
-		var (
-			move  strings.Builder
-			in    []any
-			args  = []any{to, nullString(reason)}
-			moved []target
-		)
-		for _, t := range ts {
-			if t.state != f1 && t.state != f2 {
-				continue
-			}
-			waits := t.waitsFor
-			if to != halfmsg.StateCommitted {
-				waits = sql.NullInt64{}
-			}
-			move.WriteString(" WHEN ? THEN ?")
-			args = append(args, t.seq, waits)
-			in = append(in, t.seq)
-			moved = append(moved, t)
-		}
+		moved := slices.DeleteFunc(slices.Clone(ts), func(t target) bool { return t.state != f1 && t.state != f2 })
 		if len(moved) == 0 {
 			for _, t := range ts {
 				if !reached(t.state, to) {
@@ -368,34 +350,59 @@ func (s *Store) transition(ctx context.Context, a Actor, id string, to halfmsg.S
 			}
 			return ts[0].state, nil
 		}
-		q := transitionHalf + move.String() + " END WHERE state IN (?, ?) AND seq IN (" +
-			sqlx.Placeholders(len(in)) + ")"
-		res, err := s.db.ExecContext(ctx, q, append(append(args, f1, f2), in...)...)
+		n, err := s.move(ctx, to, reason, f1, f2, moved)
 		if err != nil {
 			return 0, fmt.Errorf("broker: %s %s: %w", verb(to), id, err)
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return 0, fmt.Errorf("broker: %s %s: %w", verb(to), id, err)
-		}
-		for range n {
-			s.metrics.Resolved(to, by)
 		}
 		if n > 0 {
-			s.log.InfoContext(ctx, "broker: audit: half message "+to.String(), slog.String("actor", a.String()),
-				slog.String("msg_id", id), slog.String("from", moved[0].state.String()), slog.String("to", to.String()),
-				slog.Int64("messages", n))
-		}
-		if n > 0 && to == halfmsg.StateCommitted && s.onCommit != nil {
-			for _, t := range moved {
-				s.onCommit(t.shard)
-			}
+			s.moved(ctx, a, id, to, by, moved, n)
 		}
 		if int(n) == len(moved) {
 			return to, nil
 		}
 	}
 	return 0, fmt.Errorf("broker: %s %s: state keeps changing", verb(to), id)
+}
+
+// move sets the rows of ts still in f1 or f2 to `to` with one UPDATE, a
+// commit recording what each row waits for, and returns how many changed.
+func (s *Store) move(ctx context.Context, to halfmsg.State, reason string, f1, f2 halfmsg.State, ts []target) (int64, error) {
+	var (
+		when strings.Builder
+		in   []any
+		args = []any{to, nullString(reason)}
+	)
+	for _, t := range ts {
+		waits := t.waitsFor
+		if to != halfmsg.StateCommitted {
+			waits = sql.NullInt64{}
+		}
+		when.WriteString(" WHEN ? THEN ?")
+		args = append(args, t.seq, waits)
+		in = append(in, t.seq)
+	}
+	q := transitionHalf + when.String() + " END WHERE state IN (?, ?) AND seq IN (" + sqlx.Placeholders(len(in)) + ")"
+	res, err := s.db.ExecContext(ctx, q, append(append(args, f1, f2), in...)...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+// moved reports n rows of id moved to `to` by a: hooks, the audit log, and
+// the relay's wake-up for committed rows.
+func (s *Store) moved(ctx context.Context, a Actor, id string, to halfmsg.State, by string, ts []target, n int64) {
+	for range n {
+		s.metrics.Resolved(to, by)
+	}
+	s.log.InfoContext(ctx, "broker: audit: half message "+to.String(), slog.String("actor", a.String()),
+		slog.String("msg_id", id), slog.String("from", ts[0].state.String()), slog.String("to", to.String()),
+		slog.Int64("messages", n))
+	if to == halfmsg.StateCommitted && s.onCommit != nil {
+		for _, t := range ts {
+			s.onCommit(t.shard)
+		}
+	}
 }
 
 func verb(to halfmsg.State) string {

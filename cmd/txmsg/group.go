@@ -33,24 +33,9 @@ func runGroup(ctx context.Context, e *env, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() == 0 {
-		return usagef("missing action: create, rotate, list or delete")
-	}
-	action, rest := fs.Arg(0), fs.Args()[1:]
-	want := 1
-	if action == "list" {
-		want = 0
-	}
-	switch action {
-	case "create", "rotate", "list", "delete":
-		if len(rest) != want {
-			return usagef("%s: want %d argument(s), got %d", action, want, len(rest))
-		}
-	default:
-		return usagef("unknown action %q: want create, rotate, list or delete", action)
-	}
-	if action == "create" && *url == "" {
-		return usagef("create: --url is required")
+	action, rest, err := groupArgs(fs.Args(), *url)
+	if err != nil {
+		return err
 	}
 	cfg, err := loader.Load()
 	if err != nil {
@@ -70,16 +55,7 @@ func runGroup(ctx context.Context, e *env, args []string) error {
 	operator := broker.Actor{Name: "operator (txmsg group)"}
 	switch action {
 	case "list":
-		gs, err := store.Groups(ctx)
-		if err != nil {
-			return err
-		}
-		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "GROUP\tCHECKBACK_URL\tUPDATED_AT")
-		for _, g := range gs {
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", g.Name, g.CheckbackURL, g.UpdatedAt.UTC().Format("2006-01-02 15:04:05"))
-		}
-		return tw.Flush()
+		return listGroups(ctx, store, e.stdout)
 	case "delete":
 		if err := store.DeleteGroup(ctx, operator, rest[0]); err != nil {
 			return err
@@ -87,8 +63,49 @@ func runGroup(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "group %s deleted\n", rest[0])
 		return nil
 	}
-	name := rest[0]
-	_, err = store.GroupURL(ctx, name)
+	return putGroup(ctx, store, operator, e.stdout, action, rest[0], *url)
+}
+
+// groupArgs checks the action and its arguments before anything connects.
+func groupArgs(args []string, url string) (action string, rest []string, err error) {
+	if len(args) == 0 {
+		return "", nil, usagef("missing action: create, rotate, list or delete")
+	}
+	action, rest = args[0], args[1:]
+	want := 1
+	if action == "list" {
+		want = 0
+	}
+	switch action {
+	case "create", "rotate", "list", "delete":
+		if len(rest) != want {
+			return "", nil, usagef("%s: want %d argument(s), got %d", action, want, len(rest))
+		}
+	default:
+		return "", nil, usagef("unknown action %q: want create, rotate, list or delete", action)
+	}
+	if action == "create" && url == "" {
+		return "", nil, usagef("create: --url is required")
+	}
+	return action, rest, nil
+}
+
+func listGroups(ctx context.Context, store *broker.Store, w io.Writer) error {
+	gs, err := store.Groups(ctx)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "GROUP\tCHECKBACK_URL\tDELIVERY_ORDER\tUPDATED_AT")
+	for _, g := range gs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", g.Name, g.CheckbackURL, g.Order, g.UpdatedAt.UTC().Format("2006-01-02 15:04:05"))
+	}
+	return tw.Flush()
+}
+
+// putGroup creates a group or rotates its credentials, and prints them.
+func putGroup(ctx context.Context, store *broker.Store, operator broker.Actor, w io.Writer, action, name, url string) error {
+	_, err := store.GroupURL(ctx, name)
 	switch {
 	case action == "create" && err == nil:
 		return fmt.Errorf("group %s exists: 'txmsg group rotate %s' issues new credentials", name, name)
@@ -97,11 +114,11 @@ func runGroup(ctx context.Context, e *env, args []string) error {
 	case err != nil && !errors.Is(err, txmsg.ErrNotFound):
 		return err
 	}
-	g, err := store.PutGroup(ctx, operator, name, *url, action == "rotate")
+	g, err := store.PutGroup(ctx, operator, name, url, action == "rotate")
 	if err != nil {
 		return err
 	}
-	printCredentials(e.stdout, g)
+	printCredentials(w, g)
 	return nil
 }
 
