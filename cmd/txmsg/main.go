@@ -39,6 +39,7 @@ func commands() []command {
 		{"half", "half-message administration: half list|resolve ID commit|rollback", runHalf},
 		{"devkafka", "run an in-memory Kafka-protocol broker (kfake) for development", runDevKafka},
 		{"dev", "one-process demo: devkafka, migrations, relay, producer and consumer", runDev},
+		{"bench", "measure latency and drain throughput on your MySQL and Kafka: bench latency|drain", runBench},
 		{"version", "print the version", runVersion},
 	}
 }
