@@ -18,6 +18,8 @@ type OutboxSource struct {
 	archive  string
 	keep     bool
 	pending  string
+	from     string
+	head     string
 	backlog  string
 	changed  string
 	deliver  string
@@ -43,6 +45,11 @@ func NewOutboxSource(table string, keep bool) (*OutboxSource, error) {
 		// A range scan of the clustered (shard, seq) key: no lookups, no sort.
 		pending: `SELECT seq, id, shard, topic, msg_key, value, headers, created_at, attempts FROM ` + table +
 			` WHERE shard = ? ORDER BY seq LIMIT ?`,
+		// The same from a seq on: the rows below it are behind the worker.
+		from: `SELECT seq, id, shard, topic, msg_key, value, headers, created_at, attempts FROM ` + table +
+			` WHERE shard = ? AND seq >= ? ORDER BY seq LIMIT ?`,
+		// One dive to the right end of the seq index.
+		head:    `SELECT MAX(seq) FROM ` + table,
 		backlog: `SELECT COUNT(*), MIN(created_at) FROM ` + table,
 		// A range of the seq index over the rows inserted since the last look.
 		changed: `SELECT shard, MAX(seq) FROM ` + table + ` WHERE seq > ? GROUP BY shard`,
@@ -69,6 +76,54 @@ func (s *OutboxSource) Pending(ctx context.Context, q Querier, shard int, limit 
 		return nil, err
 	}
 	return ScanRows(rows, limit.Bytes)
+}
+
+// PendingFrom implements Seeker.
+func (s *OutboxSource) PendingFrom(ctx context.Context, q Querier, shard int, from int64, limit Limit) ([]Row, error) {
+	rows, err := q.QueryContext(ctx, s.from, shard, from, limit.Rows)
+	if err != nil {
+		return nil, err
+	}
+	return ScanRows(rows, limit.Bytes)
+}
+
+// oldestTx reads the database's clock and when its oldest running
+// transaction started (NULL when none runs). trx_started has whole
+// seconds, rounded down: earlier than the truth, which is the safe side.
+// It needs the PROCESS privilege (MySQL and MariaDB alike).
+const oldestTx = `SELECT NOW(6), MIN(trx_started) FROM information_schema.innodb_trx`
+
+// Head implements Seeker.
+func (s *OutboxSource) Head(ctx context.Context, q Querier) (int64, time.Time, time.Time, error) {
+	var head sql.NullInt64
+	if err := queryRow(ctx, q, s.head, nil, &head); err != nil {
+		return 0, time.Time{}, time.Time{}, err
+	}
+	var at time.Time
+	var oldest sql.NullTime
+	if err := queryRow(ctx, q, oldestTx, nil, &at, &oldest); err != nil {
+		return 0, time.Time{}, time.Time{}, err
+	}
+	return head.Int64, at, oldest.Time, nil
+}
+
+// queryRow runs query with args and scans its one row into dest.
+func queryRow(ctx context.Context, q Querier, query string, args []any, dest ...any) error {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		return sql.ErrNoRows
+	}
+	if err := rows.Scan(dest...); err != nil {
+		return err
+	}
+	return rows.Close()
 }
 
 // ScanRows reads rows of the columns seq, id, shard, topic, msg_key, value,

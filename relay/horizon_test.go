@@ -1,0 +1,100 @@
+package relay
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/txmsg/txmsg/internal/testenv"
+)
+
+func TestRelayHorizonSettlesOnlySeqsOfEndedTransactions(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	var h horizon
+	steps := []struct {
+		head       int64
+		at, oldest time.Time
+		want       int64
+	}{
+		// Nothing runs: every seq up to the head is final.
+		{10, at(0), time.Time{}, 11},
+		// A transaction that started before the reading may still commit a
+		// seq up to 20.
+		{20, at(100), at(50), 11},
+		{25, at(200), at(50), 11},
+		// It ended; the oldest running one started after the reading of
+		// 20 but before that of 25.
+		{30, at(300), at(150), 21},
+		// An empty table tells nothing new, and the horizon never goes down.
+		{0, at(400), at(350), 31},
+		{5, at(500), time.Time{}, 31},
+	}
+	for i, s := range steps {
+		if got := h.observe(s.head, s.at, s.oldest); got != s.want {
+			t.Fatalf("step %d: observe(%d) = %d, want %d", i, s.head, got, s.want)
+		}
+	}
+}
+
+func TestRelayHorizonKeepsBoundedSamples(t *testing.T) {
+	t.Parallel()
+	var h horizon
+	t0 := time.Now()
+	for i := range 3 * horizonSamples {
+		h.observe(int64(i+1), t0.Add(time.Duration(i)*time.Millisecond), t0.Add(-time.Hour))
+	}
+	if len(h.samples) > horizonSamples {
+		t.Fatalf("%d samples kept, want at most %d", len(h.samples), horizonSamples)
+	}
+	if h.settled != 0 {
+		t.Fatalf("settled %d while a transaction older than every reading runs, want 0", h.settled)
+	}
+}
+
+// seekRecorder records the lowest and highest seq polls started from.
+type seekRecorder struct {
+	*OutboxSource
+	maxFrom atomic.Int64
+}
+
+func (s *seekRecorder) PendingFrom(ctx context.Context, q Querier, shard int, from int64, limit Limit) ([]Row, error) {
+	for {
+		m := s.maxFrom.Load()
+		if from <= m || s.maxFrom.CompareAndSwap(m, from) {
+			break
+		}
+	}
+	return s.OutboxSource.PendingFrom(ctx, q, shard, from, limit)
+}
+
+// Once rows are delivered, a shard's polls start above them: they do not
+// step again over deleted rows that InnoDB has not purged yet.
+func TestRelayPollsStartAboveDeliveredRows(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewDB(t)
+	k := testenv.NewKafka(t, 3)
+	ctx := context.Background()
+	for i := range 40 {
+		if err := publishTx(ctx, d.DB, true, msg("floor", fmt.Sprintf("k%d", i%4), i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := int64(countRows(t, d.DB, "SELECT MAX(seq) FROM txmsg_outbox"))
+	src, err := NewOutboxSource("txmsg_outbox", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &seekRecorder{OutboxSource: src}
+	startEngine(t, d.DB, testConfig(k.Addrs), WithSources(rec))
+	waitDelivered(t, k.Addrs, "floor", 40, 10*time.Second)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if m := rec.maxFrom.Load(); m <= last {
+			return fmt.Errorf("polls start at most from seq %d, want above the last delivered %d", m, last)
+		}
+		return nil
+	})
+}
