@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -14,19 +15,22 @@ import (
 
 // OutboxSource drains an outbox table written by package outbox.
 type OutboxSource struct {
-	table    string
-	archive  string
-	keep     bool
-	pending  string
-	from     string
-	head     string
-	backlog  string
-	changed  string
-	deliver  string
-	failed   string
-	remove   string
-	copyRows string
-	purge    string
+	table   string
+	archive string
+	keep    bool
+	pending string
+	from    string
+	head    string
+	backlog string
+	// backlogAt and backlogCount finish the backlog reading.
+	backlogAt    string
+	backlogCount string
+	changed      string
+	deliver      string
+	failed       string
+	remove       string
+	copyRows     string
+	purge        string
 }
 
 // NewOutboxSource returns the Source for an outbox table (normally
@@ -49,8 +53,13 @@ func NewOutboxSource(table string, keep bool) (*OutboxSource, error) {
 		from: `SELECT seq, id, shard, topic, msg_key, value, headers, created_at, attempts FROM ` + table +
 			` WHERE shard = ? AND seq >= ? ORDER BY seq LIMIT ?`,
 		// One dive to the right end of the seq index.
-		head:    `SELECT MAX(seq) FROM ` + table,
-		backlog: `SELECT COUNT(*), MIN(created_at) FROM ` + table,
+		head: `SELECT MAX(seq) FROM ` + table,
+		// Index dives to both ends of the seq index, then a point read: the
+		// cost does not grow with the backlog (the first dive steps over the
+		// delete-marked entries purge has not removed yet).
+		backlog:      `SELECT MIN(seq), MAX(seq) FROM ` + table,
+		backlogAt:    `SELECT created_at FROM ` + table + ` WHERE seq = ?`,
+		backlogCount: `SELECT COUNT(*) FROM ` + table + ` WHERE seq BETWEEN ? AND ?`,
 		// A range of the seq index over the rows inserted since the last look.
 		changed: `SELECT shard, MAX(seq) FROM ` + table + ` WHERE seq > ? GROUP BY shard`,
 		deliver: `DELETE FROM ` + table + ` WHERE shard = ? AND seq IN (`,
@@ -195,21 +204,31 @@ func (s *OutboxSource) exec(ctx context.Context, e Execer, prefix string, args [
 	return nil
 }
 
-// Backlog implements Source.
+// exactBacklog is the most pending rows Backlog counts one by one (a range
+// of the seq index); above it, the span of pending seqs stands for the count.
+const exactBacklog = 10000
+
+// Backlog implements Source. The count is exact up to exactBacklog rows;
+// above, it is the span from the lowest to the highest pending seq, an
+// upper bound (delivered rows in between count too), so that the query's
+// cost does not grow with the backlog. The oldest row is the lowest seq's.
 func (s *OutboxSource) Backlog(ctx context.Context, q Querier) (int64, time.Time, error) {
-	rows, err := q.QueryContext(ctx, s.backlog)
-	if err != nil {
+	var lo, hi sql.NullInt64
+	if err := queryRow(ctx, q, s.backlog, nil, &lo, &hi); err != nil || !lo.Valid {
 		return 0, time.Time{}, err
 	}
-	defer rows.Close()
-	var n int64
-	var oldest sql.NullTime
-	if rows.Next() {
-		if err := rows.Scan(&n, &oldest); err != nil {
+	var oldest time.Time
+	if err := queryRow(ctx, q, s.backlogAt, []any{lo.Int64}, &oldest); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		// ErrNoRows: delivered meanwhile; the next reading will tell.
+		return 0, time.Time{}, err
+	}
+	n := hi.Int64 - lo.Int64 + 1
+	if n <= exactBacklog {
+		if err := queryRow(ctx, q, s.backlogCount, []any{lo.Int64, hi.Int64}, &n); err != nil {
 			return 0, time.Time{}, err
 		}
 	}
-	return n, oldest.Time, rows.Err()
+	return n, oldest, nil
 }
 
 // Changed implements Changes.
