@@ -16,6 +16,10 @@ const (
 	// horizonSamples bounds the head readings kept while a long transaction
 	// runs; dropping the oldest only delays the horizon.
 	horizonSamples = 600
+	// trxStaleness bounds how old information_schema.innodb_trx may be:
+	// InnoDB serves it from a cache refreshed at most every 100 ms, so a
+	// transaction that started just before a reading may not be listed yet.
+	trxStaleness = time.Second
 )
 
 // headSample is one Head reading: every seq up to seq was taken before at.
@@ -38,14 +42,16 @@ func (h *horizon) observe(head int64, at, oldest time.Time) int64 {
 	if head > 0 {
 		h.samples = append(h.samples, headSample{seq: head, at: at})
 	}
-	// The samples taken before the oldest running transaction started (all
-	// of them when none runs) are final.
-	n := len(h.samples)
-	if !oldest.IsZero() {
-		n = 0
-		for n < len(h.samples) && h.samples[n].at.Before(oldest) {
-			n++
+	// The samples taken before the oldest running transaction started (or
+	// before now, when none runs) are final, provided the list of running
+	// transactions, which may be trxStaleness old, is younger than them.
+	n := 0
+	for n < len(h.samples) {
+		s := h.samples[n].at
+		if !s.Before(at.Add(-trxStaleness)) || (!oldest.IsZero() && !s.Before(oldest)) {
+			break
 		}
+		n++
 	}
 	for _, s := range h.samples[:n] {
 		h.settled = max(h.settled, s.seq+1)

@@ -20,18 +20,21 @@ func TestRelayHorizonSettlesOnlySeqsOfEndedTransactions(t *testing.T) {
 		at, oldest time.Time
 		want       int64
 	}{
-		// Nothing runs: every seq up to the head is final.
-		{10, at(0), time.Time{}, 11},
-		// A transaction that started before the reading may still commit a
-		// seq up to 20.
-		{20, at(100), at(50), 11},
-		{25, at(200), at(50), 11},
+		// Nothing runs, but the list of transactions may be a little
+		// stale: a reading is final only once it is older than that.
+		{10, at(0), time.Time{}, 0},
+		{12, at(500), time.Time{}, 0},
+		{14, at(1100), time.Time{}, 11},
+		// A transaction that started before the reading of 12 may still
+		// commit a seq up to 12.
+		{20, at(1600), at(400), 11},
+		{25, at(2700), at(400), 11},
 		// It ended; the oldest running one started after the reading of
-		// 20 but before that of 25.
-		{30, at(300), at(150), 21},
+		// 20, before that of 25.
+		{30, at(3000), at(2000), 21},
 		// An empty table tells nothing new, and the horizon never goes down.
-		{0, at(400), at(350), 31},
-		{5, at(500), time.Time{}, 31},
+		{0, at(5000), at(4500), 31},
+		{5, at(7000), time.Time{}, 31},
 	}
 	for i, s := range steps {
 		if got := h.observe(s.head, s.at, s.oldest); got != s.want {

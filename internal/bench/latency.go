@@ -326,9 +326,9 @@ func (l *latencyRun) phase(ctx context.Context, name, letter string) (LatencyPha
 	_ = g.Wait()
 	took := time.Since(start)
 	// Wait for the stragglers: until all are read, or nothing more came
-	// for 10 s.
+	// for 30 s (longer than the relay's longest retry backoff by default).
 	last, lastAt := counter.Load(), time.Now()
-	for counter.Load() < sent.Load() && time.Since(lastAt) < 10*time.Second && ctx.Err() == nil {
+	for counter.Load() < sent.Load() && time.Since(lastAt) < 30*time.Second && ctx.Err() == nil {
 		sleepUntil(ctx, time.Now().Add(20*time.Millisecond))
 		if n := counter.Load(); n != last {
 			last, lastAt = n, time.Now()
