@@ -58,10 +58,17 @@ func TestRelayHorizonKeepsBoundedSamples(t *testing.T) {
 	}
 }
 
-// seekRecorder records the lowest and highest seq polls started from.
+// seekRecorder records the highest seq polls started from. Its Head says
+// no transaction runs: other tests' transactions on the same server would
+// hold the horizon back (safely, but for longer than a test waits).
 type seekRecorder struct {
 	*OutboxSource
 	maxFrom atomic.Int64
+}
+
+func (s *seekRecorder) Head(ctx context.Context, q Querier) (int64, time.Time, time.Time, error) {
+	head, at, _, err := s.OutboxSource.Head(ctx, q)
+	return head, at, time.Time{}, err
 }
 
 func (s *seekRecorder) PendingFrom(ctx context.Context, q Querier, shard int, from int64, limit Limit) ([]Row, error) {
@@ -97,6 +104,56 @@ func TestRelayPollsStartAboveDeliveredRows(t *testing.T) {
 	testenv.Eventually(t, 10*time.Second, func() error {
 		if m := rec.maxFrom.Load(); m <= last {
 			return fmt.Errorf("polls start at most from seq %d, want above the last delivered %d", m, last)
+		}
+		return nil
+	})
+}
+
+// Head reports the highest seq and a running transaction's start.
+func TestRelayOutboxHeadSeesRunningTransactions(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewDB(t)
+	ctx := context.Background()
+	src, err := NewOutboxSource("txmsg_outbox", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if head, _, _, err := src.Head(ctx, d.DB); err != nil || head != 0 {
+		t.Fatalf("empty outbox: Head = %d, %v; want 0, nil", head, err)
+	}
+	for i := range 3 {
+		if err := publishTx(ctx, d.DB, true, msg("head", "k", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := int64(countRows(t, d.DB, "SELECT MAX(seq) FROM txmsg_outbox"))
+	tx, err := d.DB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if err := publishTx(ctx, d.DB, false, msg("head", "k", 9)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(ctx, "INSERT INTO txmsg_outbox (id, shard, topic, value, created_at) VALUES ('open', 0, 'head', '', UTC_TIMESTAMP(6))"); err != nil {
+		t.Fatal(err)
+	}
+	var started time.Time
+	if err := tx.QueryRowContext(ctx, "SELECT NOW(6)").Scan(&started); err != nil {
+		t.Fatal(err)
+	}
+	// InnoDB lists running transactions from a cache refreshed every 100 ms.
+	testenv.Eventually(t, 5*time.Second, func() error {
+		head, at, oldest, err := src.Head(ctx, d.DB)
+		switch {
+		case err != nil:
+			return err
+		case head != last:
+			return fmt.Errorf("head %d, want %d: the open transaction's row is not committed", head, last)
+		case oldest.IsZero() || oldest.After(started):
+			return fmt.Errorf("oldest transaction started %v, want at or before %v", oldest, started)
+		case at.Before(started):
+			return fmt.Errorf("clock %v before the transaction's %v", at, started)
 		}
 		return nil
 	})

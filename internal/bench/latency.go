@@ -72,6 +72,9 @@ type LatencyPhase struct {
 	CommitToRead Percentiles
 	// Tx is the producer's transaction, BEGIN to COMMIT returned.
 	Tx Percentiles
+	// Counters are the server's over the phase (server-wide: other
+	// clients of the server count too).
+	Counters Counters
 }
 
 // LatencyResult is the outbox beside its baseline, the dual write (the
@@ -92,6 +95,10 @@ func (r LatencyResult) Print(w io.Writer) {
 	for _, p := range []LatencyPhase{r.Outbox, r.DualWrite} {
 		fmt.Fprintf(w, "%-11s %9.0f %9d %13s %13s %10s %10s\n", p.Name, p.Rate, p.Read,
 			ms(p.CommitToRead.P50), ms(p.CommitToRead.P99), ms(p.Tx.P50), ms(p.Tx.P99))
+		if p.Sent > 0 {
+			fmt.Fprintf(w, "%-11s per message: %.1f statements, %.1f commits (server-wide)\n", "",
+				float64(p.Counters.Statements)/float64(p.Sent), float64(p.Counters.Commits)/float64(p.Sent))
+		}
 		if p.Errors > 0 || p.Read < p.Sent {
 			fmt.Fprintf(w, "%-11s %d failed, %d of %d committed not read\n", "", p.Errors, p.Sent-p.Read, p.Sent)
 		}
@@ -291,6 +298,10 @@ func (l *latencyRun) phase(ctx context.Context, name, letter string) (LatencyPha
 	var sent, failed atomic.Int64
 	var firstErr atomic.Value
 	interval := time.Duration(int64(time.Second) * int64(cfg.Producers) / int64(cfg.Rate))
+	before, err := readStatus(ctx, l.env.DB)
+	if err != nil {
+		return p, err
+	}
 	start := time.Now()
 	end := start.Add(cfg.Duration)
 	pctx, stopProgress := context.WithCancel(ctx)
@@ -299,6 +310,10 @@ func (l *latencyRun) phase(ctx context.Context, name, letter string) (LatencyPha
 		l.progress(pctx, name, start, &sent, counter)
 		return nil
 	})
+	defer func() {
+		stopProgress()
+		_ = pg.Wait()
+	}()
 	var g errgroup.Group
 	for i := range cfg.Producers {
 		g.Go(func() error {
@@ -325,6 +340,11 @@ func (l *latencyRun) phase(ctx context.Context, name, letter string) (LatencyPha
 	}
 	_ = g.Wait()
 	took := time.Since(start)
+	after, err := readStatus(ctx, l.env.DB)
+	if err != nil {
+		return p, err
+	}
+	p.Counters = after.since(before)
 	// Wait for the stragglers: until all are read, or nothing more came
 	// for 30 s (longer than the relay's longest retry backoff by default).
 	last, lastAt := counter.Load(), time.Now()
@@ -334,8 +354,6 @@ func (l *latencyRun) phase(ctx context.Context, name, letter string) (LatencyPha
 			last, lastAt = n, time.Now()
 		}
 	}
-	stopProgress()
-	_ = pg.Wait()
 	if err := ctx.Err(); err != nil {
 		return p, err
 	}

@@ -40,8 +40,10 @@ type Counters struct {
 	HandlerReadKey  int64
 	HandlerReadNext int64
 	HandlerDelete   int64
-	// Commits counts the handler's commits (Handler_commit).
-	Commits int64
+	// Commits counts the handler's commits (Handler_commit), Statements
+	// the statements the server ran (Questions).
+	Commits    int64
+	Statements int64
 }
 
 // field returns the counter that the global status variable name feeds,
@@ -60,6 +62,8 @@ func (c *Counters) field(name string) *int64 {
 		return &c.HandlerDelete
 	case "Handler_commit":
 		return &c.Commits
+	case "Questions":
+		return &c.Statements
 	}
 	return nil
 }
@@ -69,7 +73,7 @@ func readStatus(ctx context.Context, db *sql.DB) (Counters, error) {
 	var c Counters
 	rows, err := db.QueryContext(ctx, `SHOW GLOBAL STATUS WHERE Variable_name IN
 ('Innodb_buffer_pool_reads', 'Innodb_buffer_pool_read_requests', 'Handler_read_key', 'Handler_read_next',
- 'Handler_delete', 'Handler_commit')`)
+ 'Handler_delete', 'Handler_commit', 'Questions')`)
 	if err != nil {
 		return c, fmt.Errorf("bench: read server status: %w", err)
 	}
@@ -97,6 +101,7 @@ func (c Counters) since(before Counters) Counters {
 		HandlerReadNext:        c.HandlerReadNext - before.HandlerReadNext,
 		HandlerDelete:          c.HandlerDelete - before.HandlerDelete,
 		Commits:                c.Commits - before.Commits,
+		Statements:             c.Statements - before.Statements,
 	}
 }
 
@@ -119,6 +124,6 @@ func historyLength(ctx context.Context, db *sql.DB) int64 {
 
 // String shows the counters on one line.
 func (c Counters) String() string {
-	return fmt.Sprintf("history list max %d, buffer pool reads %d of %d, handler read_key %d read_next %d delete %d, commits %d",
-		c.HistoryListMax, c.BufferPoolReads, c.BufferPoolReadRequests, c.HandlerReadKey, c.HandlerReadNext, c.HandlerDelete, c.Commits)
+	return fmt.Sprintf("history list max %d, buffer pool reads %d of %d, handler read_key %d read_next %d delete %d, commits %d, statements %d",
+		c.HistoryListMax, c.BufferPoolReads, c.BufferPoolReadRequests, c.HandlerReadKey, c.HandlerReadNext, c.HandlerDelete, c.Commits, c.Statements)
 }
