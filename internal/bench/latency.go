@@ -318,10 +318,11 @@ func (l *latencyRun) phase(ctx context.Context, name, letter string) (LatencyPha
 	for i := range cfg.Producers {
 		g.Go(func() error {
 			// Producers start spread over one interval, then keep their
-			// schedule: one that falls behind sends back to back.
+			// schedule: one that falls behind sends back to back, and all
+			// stop at the end, so Rate says what the database sustained.
 			next := start.Add(interval * time.Duration(i) / time.Duration(cfg.Producers))
 			for n := 0; ; n++ {
-				if !sleepUntil(ctx, next) || !next.Before(end) {
+				if !sleepUntil(ctx, next) || !next.Before(end) || !time.Now().Before(end) {
 					return nil
 				}
 				next = next.Add(interval)
