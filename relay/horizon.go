@@ -7,11 +7,13 @@ import (
 )
 
 // horizonInterval is how often the engine asks each Seeker source which
-// seqs are final; sweepInterval is how often a worker of one still reads
+// seqs are final: more than the 100 ms for which InnoDB keeps serving its
+// list of running transactions from a cache while it is being read, so
+// that one relay's readings find it fresh. sweepInterval is how often a worker of one still reads
 // its shard from the start, in case seqs started over (a truncated table):
 // no row can stay behind a floor longer than that.
 const (
-	horizonInterval = 100 * time.Millisecond
+	horizonInterval = 250 * time.Millisecond
 	sweepInterval   = 30 * time.Second
 	// horizonSamples bounds the head readings kept while a long transaction
 	// runs; dropping the oldest only delays the horizon.

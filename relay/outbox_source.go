@@ -96,22 +96,39 @@ func (s *OutboxSource) PendingFrom(ctx context.Context, q Querier, shard int, fr
 	return ScanRows(rows, limit.Bytes)
 }
 
-// oldestTx reads the database's clock and when its oldest running
-// transaction started (NULL when none runs). trx_started has whole
-// seconds, rounded down: earlier than the truth, which is the safe side.
-// It needs the PROCESS privilege (MySQL and MariaDB alike).
-const oldestTx = `SELECT NOW(6), MIN(trx_started) FROM information_schema.innodb_trx`
+// oldestTx reads the database's clock, whether the list of running
+// transactions shows the caller's own, and when the oldest listed one
+// started. InnoDB serves information_schema.innodb_trx from a cache it
+// refreshes only when nobody read it for 100 ms, so with frequent readers
+// (several relays) the list can be old: it is trusted only when it shows
+// the caller's transaction, which started before the head was read.
+// trx_started has whole seconds, rounded down: earlier than the truth, the
+// safe side. It needs the PROCESS privilege (MySQL and MariaDB alike).
+const oldestTx = `SELECT NOW(6), COALESCE(SUM(trx_mysql_thread_id = CONNECTION_ID()), 0), MIN(trx_started)
+FROM information_schema.innodb_trx`
 
-// Head implements Seeker.
-func (s *OutboxSource) Head(ctx context.Context, q Querier) (int64, time.Time, time.Time, error) {
+// Head implements Seeker. It reads in a transaction of its own, which the
+// list of running transactions must show (see oldestTx); when it does not,
+// oldest is the Unix epoch, before any reading: nothing settles.
+func (s *OutboxSource) Head(ctx context.Context, db *sql.DB) (int64, time.Time, time.Time, error) {
+	tx, err := db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return 0, time.Time{}, time.Time{}, err
+	}
+	defer tx.Rollback()
+	// The first read starts the transaction inside InnoDB.
 	var head sql.NullInt64
-	if err := queryRow(ctx, q, s.head, nil, &head); err != nil {
+	if err := queryRow(ctx, tx, s.head, nil, &head); err != nil {
 		return 0, time.Time{}, time.Time{}, err
 	}
 	var at time.Time
+	var self int
 	var oldest sql.NullTime
-	if err := queryRow(ctx, q, oldestTx, nil, &at, &oldest); err != nil {
+	if err := queryRow(ctx, tx, oldestTx, nil, &at, &self, &oldest); err != nil {
 		return 0, time.Time{}, time.Time{}, err
+	}
+	if self == 0 || !oldest.Valid {
+		return head.Int64, at, time.Unix(0, 0).UTC(), nil
 	}
 	return head.Int64, at, oldest.Time, nil
 }

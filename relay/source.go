@@ -96,10 +96,11 @@ type Seeker interface {
 	PendingFrom(ctx context.Context, q Querier, shard int, from int64, limit Limit) ([]Row, error)
 	// Head returns the highest seq the source holds (0 when it holds none)
 	// and the database's clock, read after it; and when the oldest
-	// transaction running on the database at that clock reading started
-	// (zero when none ran). Every seq up to a head was taken before its
-	// clock reading; once the oldest running transaction started after that
-	// reading (or none runs), no transaction that could still commit a row
-	// with such a seq is left, and the seqs up to the head are final.
-	Head(ctx context.Context, q Querier) (seq int64, at, oldestTx time.Time, err error)
+	// transaction running at that clock reading started (zero when none
+	// ran). Every seq up to a head was taken before its clock reading; once
+	// the oldest running transaction started after that reading (or none
+	// runs), no transaction that could still commit a row with such a seq
+	// is left, and the seqs up to the head are final. When it cannot tell,
+	// it returns an oldest before any reading.
+	Head(ctx context.Context, db *sql.DB) (seq int64, at, oldestTx time.Time, err error)
 }
