@@ -17,7 +17,7 @@ CHAOS_ARGS ?=
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-.PHONY: build test demo bench vet lint mariadb chaos
+.PHONY: build test demo bench bench-live vet lint mariadb chaos
 
 ## build: compile bin/txmsg
 build:
@@ -38,13 +38,25 @@ chaos: mariadb build
 	$(GO) build -o bin/txmsg-chaos ./cmd/txmsg-chaos
 	bin/txmsg-chaos --txmsg bin/txmsg $(CHAOS_ARGS)
 
-## bench: every benchmark, output in bench.out (see BENCHMARKS.md). Relay and
-## consumer benchmarks size themselves (1x); the broker's count messages (Nx).
+## bench: every benchmark, output in bench.out (see BENCHMARKS.md). Relay,
+## consumer and internal/bench benchmarks size themselves (1x); the broker's
+## count messages (Nx). internal/bench drives the txmsg relay binary:
+## TXMSG_BENCH_RATES (1000,3000), TXMSG_BENCH_SECONDS (30) and
+## TXMSG_BENCH_ROWS (100000,400000,1000000) size it.
 bench: mariadb
-	{ $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./relay ./consumer && \
+	{ $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 90m ./internal/bench && \
+	  $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./relay ./consumer && \
 	  $(GO) test -run '^$$' -bench HalfVsPlain -benchtime 2000x -timeout 30m ./broker && \
 	  $(GO) test -run '^$$' -bench CommitToKafka -benchtime 3000x -timeout 30m ./broker && \
 	  $(GO) test -run '^$$' -bench StrandedCheckback -benchtime 10000x -timeout 30m ./broker; } | tee bench.out
+
+## bench-live: `txmsg bench latency` and `drain` against your own MySQL and
+## Kafka (TXMSG_DB_DSN, TXMSG_KAFKA_BROKERS or TXMSG_CONFIG), driving the
+## relay binary; BENCH_ARGS adds flags, e.g. BENCH_ARGS="--rate 3000".
+BENCH_ARGS ?=
+bench-live: build
+	bin/txmsg bench latency --relay-bin bin/txmsg $(BENCH_ARGS)
+	bin/txmsg bench drain --relay-bin bin/txmsg --rows 100000,400000,1000000 $(BENCH_ARGS)
 
 ## vet: go vet and gofmt
 vet:

@@ -34,7 +34,10 @@ type Engine struct {
 	epoch time.Time
 	// wakes[source][shard] nudges an idle shard worker; made once in New,
 	// then only sent to and received from.
-	wakes   map[string][]chan struct{}
+	wakes map[string][]chan struct{}
+	// settled[source] is the seq below which every row of a Seeker source
+	// is final (see watchHorizon); made once in New.
+	settled map[string]*atomic.Int64
 	ready   atomic.Bool
 	running atomic.Bool
 }
@@ -74,6 +77,7 @@ func New(db *sql.DB, cfg Config, opts ...Option) (*Engine, error) {
 		e.sources = []Source{NewOutboxSource(cfg.Retention > 0)}
 	}
 	e.wakes = map[string][]chan struct{}{}
+	e.settled = map[string]*atomic.Int64{}
 	for _, s := range e.sources {
 		if s == nil {
 			return nil, errors.New("relay: sources: nil source")
@@ -86,6 +90,7 @@ func New(db *sql.DB, cfg Config, opts ...Option) (*Engine, error) {
 			ws[i] = make(chan struct{}, 1)
 		}
 		e.wakes[s.Name()] = ws
+		e.settled[s.Name()] = &atomic.Int64{}
 	}
 	wc := cfg.Writer
 	if wc.Transport == nil {

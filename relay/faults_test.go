@@ -255,7 +255,9 @@ func TestRelayRetentionKeepsThenPurges(t *testing.T) {
 	d := testenv.NewDB(t)
 	k := testenv.NewKafka(t, 3)
 	cfg := testConfig(k.Addrs)
-	cfg.Retention = time.Second
+	// Long enough that the rows are still kept when the test looks, on a
+	// loaded machine.
+	cfg.Retention = 3 * time.Second
 	cfg.PurgeSchedule = "@every 1s"
 	cfg.PurgeBatch = 7
 	startEngine(t, d.DB, cfg)
@@ -265,7 +267,7 @@ func TestRelayRetentionKeepsThenPurges(t *testing.T) {
 	if n := countRows(t, d.DB, "SELECT COUNT(*) FROM txmsg_outbox_delivered"); n == 0 {
 		t.Fatal("no delivered rows kept despite the retention")
 	}
-	testenv.Eventually(t, 10*time.Second, func() error {
+	testenv.Eventually(t, 15*time.Second, func() error {
 		if n := countRows(t, d.DB, "SELECT COUNT(*) FROM txmsg_outbox_delivered"); n != 0 {
 			return fmt.Errorf("%d archived rows not purged yet", n)
 		}

@@ -39,6 +39,9 @@ type LeasesHeldHook interface {
 }
 
 // BacklogHook reports pending rows of source and the age of the oldest.
+// For the outbox, pending is exact up to 10,000 rows and above that the span
+// of pending seqs (an upper bound), so that reading it costs the same
+// whatever the backlog.
 type BacklogHook interface {
 	Backlog(source string, pending int64, oldestAge time.Duration)
 }

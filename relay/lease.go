@@ -43,7 +43,12 @@ type shardWorker struct {
 	// lease may have run out: the worker publishes nothing after it.
 	deadline atomic.Int64
 	// holds are the worker's backoffs; only its goroutine uses them.
-	holds     *holds
+	holds *holds
+	// floor is the seq below which the shard holds nothing more to deliver
+	// (Seeker sources), and swept when the worker last read the shard from
+	// its start; only its goroutine uses them.
+	floor     int64
+	swept     time.Duration
 	stop      context.CancelFunc
 	releasing bool
 	done      chan struct{}
@@ -75,10 +80,14 @@ func (c *coordinator) run(ctx context.Context) error {
 			return err
 		}
 	}
-	c.wg.Add(2)
+	c.wg.Add(3)
 	go func() {
 		defer c.wg.Done()
 		c.backlogLoop(ctx)
+	}()
+	go func() {
+		defer c.wg.Done()
+		c.watchHorizon(ctx)
 	}()
 	go func() {
 		defer c.wg.Done()

@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
@@ -24,7 +25,17 @@ const (
 	// A range scan of the clustered (shard, seq) key: no lookups, no sort.
 	outboxPending = `SELECT seq, id, shard, topic, msg_key, value, headers, created_at, attempts FROM ` + outboxTable +
 		` WHERE shard = ? ORDER BY seq LIMIT ?`
-	outboxBacklog = `SELECT COUNT(*), MIN(created_at) FROM ` + outboxTable
+	// The same from a seq on: the rows below it are behind the worker.
+	outboxFrom = `SELECT seq, id, shard, topic, msg_key, value, headers, created_at, attempts FROM ` + outboxTable +
+		` WHERE shard = ? AND seq >= ? ORDER BY seq LIMIT ?`
+	// One dive to the right end of the seq index.
+	outboxHead = `SELECT MAX(seq) FROM ` + outboxTable
+	// Index dives to both ends of the seq index, then a point read: the cost
+	// does not grow with the backlog (the first dive steps over the
+	// delete-marked entries purge has not removed yet).
+	outboxBacklog      = `SELECT MIN(seq), MAX(seq) FROM ` + outboxTable
+	outboxBacklogAt    = `SELECT created_at FROM ` + outboxTable + ` WHERE seq = ?`
+	outboxBacklogCount = `SELECT COUNT(*) FROM ` + outboxTable + ` WHERE seq BETWEEN ? AND ?`
 	// A range of the seq index over the rows inserted since the last look.
 	outboxChanged = `SELECT shard, MAX(seq) FROM ` + outboxTable + ` WHERE seq > ? GROUP BY shard`
 	outboxDeliver = `DELETE FROM ` + outboxTable + ` WHERE shard = ? AND seq IN (`
@@ -59,6 +70,71 @@ func (s *OutboxSource) Pending(ctx context.Context, q Querier, shard int, limit 
 		return nil, err
 	}
 	return ScanRows(rows, limit.Bytes)
+}
+
+// PendingFrom implements Seeker.
+func (s *OutboxSource) PendingFrom(ctx context.Context, q Querier, shard int, from int64, limit Limit) ([]Row, error) {
+	rows, err := q.QueryContext(ctx, outboxFrom, shard, from, limit.Rows)
+	if err != nil {
+		return nil, err
+	}
+	return ScanRows(rows, limit.Bytes)
+}
+
+// oldestTx reads the database's clock, whether the list of running
+// transactions shows the caller's own, and when the oldest listed one
+// started. InnoDB serves information_schema.innodb_trx from a cache it
+// refreshes only when nobody read it for 100 ms, so with frequent readers
+// (several relays) the list can be old: it is trusted only when it shows
+// the caller's transaction, which started before the head was read.
+// trx_started has whole seconds, rounded down: earlier than the truth, the
+// safe side. It needs the PROCESS privilege (MySQL and MariaDB alike).
+const oldestTx = `SELECT NOW(6), COALESCE(SUM(trx_mysql_thread_id = CONNECTION_ID()), 0), MIN(trx_started)
+FROM information_schema.innodb_trx`
+
+// Head implements Seeker. It reads in a transaction of its own, which the
+// list of running transactions must show (see oldestTx); when it does not,
+// oldest is the Unix epoch, before any reading: nothing settles.
+func (s *OutboxSource) Head(ctx context.Context, db *sql.DB) (int64, time.Time, time.Time, error) {
+	tx, err := db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return 0, time.Time{}, time.Time{}, err
+	}
+	defer tx.Rollback()
+	// The first read starts the transaction inside InnoDB.
+	var head sql.NullInt64
+	if err := queryRow(ctx, tx, outboxHead, nil, &head); err != nil {
+		return 0, time.Time{}, time.Time{}, err
+	}
+	var at time.Time
+	var self int
+	var oldest sql.NullTime
+	if err := queryRow(ctx, tx, oldestTx, nil, &at, &self, &oldest); err != nil {
+		return 0, time.Time{}, time.Time{}, err
+	}
+	if self == 0 || !oldest.Valid {
+		return head.Int64, at, time.Unix(0, 0).UTC(), nil
+	}
+	return head.Int64, at, oldest.Time, nil
+}
+
+// queryRow runs query with args and scans its one row into dest.
+func queryRow(ctx context.Context, q Querier, query string, args []any, dest ...any) error {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		return sql.ErrNoRows
+	}
+	if err := rows.Scan(dest...); err != nil {
+		return err
+	}
+	return rows.Close()
 }
 
 // ScanRows reads rows of the columns seq, id, shard, topic, msg_key, value,
@@ -130,21 +206,31 @@ func (s *OutboxSource) exec(ctx context.Context, e Execer, prefix string, args [
 	return nil
 }
 
-// Backlog implements Source.
+// exactBacklog is the most pending rows Backlog counts one by one (a range
+// of the seq index); above it, the span of pending seqs stands for the count.
+const exactBacklog = 10000
+
+// Backlog implements Source. The count is exact up to exactBacklog rows;
+// above, it is the span from the lowest to the highest pending seq, an
+// upper bound (delivered rows in between count too), so that the query's
+// cost does not grow with the backlog. The oldest row is the lowest seq's.
 func (s *OutboxSource) Backlog(ctx context.Context, q Querier) (int64, time.Time, error) {
-	rows, err := q.QueryContext(ctx, outboxBacklog)
-	if err != nil {
+	var lo, hi sql.NullInt64
+	if err := queryRow(ctx, q, outboxBacklog, nil, &lo, &hi); err != nil || !lo.Valid {
 		return 0, time.Time{}, err
 	}
-	defer rows.Close()
-	var n int64
-	var oldest sql.NullTime
-	if rows.Next() {
-		if err := rows.Scan(&n, &oldest); err != nil {
+	var oldest time.Time
+	if err := queryRow(ctx, q, outboxBacklogAt, []any{lo.Int64}, &oldest); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		// ErrNoRows: delivered meanwhile; the next reading will tell.
+		return 0, time.Time{}, err
+	}
+	n := hi.Int64 - lo.Int64 + 1
+	if n <= exactBacklog {
+		if err := queryRow(ctx, q, outboxBacklogCount, []any{lo.Int64, hi.Int64}, &n); err != nil {
 			return 0, time.Time{}, err
 		}
 	}
-	return n, oldest.Time, rows.Err()
+	return n, oldest, nil
 }
 
 // Changed implements Changes.

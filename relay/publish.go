@@ -27,7 +27,8 @@ const partitionsInFlight = 8
 // partition, and those refused before any request.
 type plan struct {
 	src Source
-	// read counts the rows the round read.
+	// rows are those the round read, in seq order; read counts them.
+	rows    []Row
 	read    int
 	batches []*batch
 	// refused are rows that will not be sent this round for a reason that
@@ -109,7 +110,7 @@ func classify(err error) kind {
 // Kafka keeps it: a key's rows in another topic do not wait.
 func (e *Engine) plan(ctx context.Context, w *shardWorker, rows []Row) (*plan, error) {
 	now := e.since()
-	p := &plan{src: w.src, read: len(rows), refusedTopics: map[string]bool{}, waitTopics: map[string]bool{}}
+	p := &plan{src: w.src, rows: rows, read: len(rows), refusedTopics: map[string]bool{}, waitTopics: map[string]bool{}}
 	var topics []string
 	for _, r := range rows {
 		if !slices.Contains(topics, r.Topic) && txmsg.ValidateTopic(r.Topic) == nil && !w.holds.active(topicHold(r.Topic), now) {

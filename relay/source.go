@@ -83,3 +83,24 @@ type Changes interface {
 	// highest such seq (after itself when there are none).
 	Changed(ctx context.Context, q Querier, after int64) (shards []int, last int64, err error)
 }
+
+// Seeker is a Source whose shards can be read from a seq on. A delivered
+// row that is deleted stays in InnoDB's indexes, delete-marked, until purge
+// removes it, and purge falls behind a fast drain: a poll from the start of
+// the shard then steps over every row delivered since, so each poll costs
+// more the bigger the backlog was. The Engine reads a Seeker's shard from
+// below the first row it may still have to deliver (its floor), which it
+// advances only past seqs that are final (see Head).
+type Seeker interface {
+	// PendingFrom is Pending restricted to rows with seq >= from.
+	PendingFrom(ctx context.Context, q Querier, shard int, from int64, limit Limit) ([]Row, error)
+	// Head returns the highest seq the source holds (0 when it holds none)
+	// and the database's clock, read after it; and when the oldest
+	// transaction running at that clock reading started (zero when none
+	// ran). Every seq up to a head was taken before its clock reading; once
+	// the oldest running transaction started after that reading (or none
+	// runs), no transaction that could still commit a row with such a seq
+	// is left, and the seqs up to the head are final. When it cannot tell,
+	// it returns an oldest before any reading.
+	Head(ctx context.Context, db *sql.DB) (seq int64, at, oldestTx time.Time, err error)
+}

@@ -122,6 +122,8 @@ type roundResult struct {
 	held int
 	// retryIn is when the first backoff ends (0 when none is running).
 	retryIn time.Duration
+	// firstPending is the lowest seq read that stays pending (0: none).
+	firstPending int64
 }
 
 // round publishes the oldest pending rows of w's shard. Rows are sent in seq
@@ -137,10 +139,18 @@ func (e *Engine) round(ctx, settleCtx context.Context, w *shardWorker) (roundRes
 		return roundResult{}, ctx.Err()
 	}
 	defer func() { <-e.slots }()
+	// Read before the poll: the rows below it were final when it began.
+	settled := e.settled[src.Name()].Load()
+	from := e.from(w)
+	limit := Limit{Rows: e.cfg.BatchSize, Bytes: e.cfg.BatchBytes}
 	var rows []Row
 	err := sqlx.RunInTx(ctx, e.db, readPending(), func(tx *sql.Tx) error {
 		var err error
-		rows, err = src.Pending(ctx, tx, w.shard, Limit{Rows: e.cfg.BatchSize, Bytes: e.cfg.BatchBytes})
+		if sk, ok := src.(Seeker); ok && from > 0 {
+			rows, err = sk.PendingFrom(ctx, tx, w.shard, from, limit)
+		} else {
+			rows, err = src.Pending(ctx, tx, w.shard, limit)
+		}
 		return err
 	})
 	if err != nil {
@@ -148,6 +158,7 @@ func (e *Engine) round(ctx, settleCtx context.Context, w *shardWorker) (roundRes
 		return roundResult{}, fmt.Errorf("relay: poll shard %d of %s: %w", w.shard, src.Name(), err)
 	}
 	if len(rows) == 0 {
+		e.advance(w, settled, nil, false, 0)
 		return roundResult{}, nil
 	}
 	p, err := e.plan(ctx, w, rows)
@@ -155,7 +166,16 @@ func (e *Engine) round(ctx, settleCtx context.Context, w *shardWorker) (roundRes
 		return roundResult{}, fmt.Errorf("relay: publish shard %d of %s: %w", w.shard, src.Name(), err)
 	}
 	e.send(ctx, w, p)
-	return e.settle(settleCtx, w, p)
+	res, err := e.settle(settleCtx, w, p)
+	if err != nil {
+		return res, err
+	}
+	var size int64
+	for _, r := range rows {
+		size += int64(len(r.Key) + len(r.Value))
+	}
+	e.advance(w, settled, rows, len(rows) >= limit.Rows || size >= limit.Bytes, res.firstPending)
+	return res, nil
 }
 
 // settle updates the worker's backoffs from what Kafka answered, then marks
@@ -211,6 +231,19 @@ func (e *Engine) settle(ctx context.Context, w *shardWorker, p *plan) (roundResu
 		}
 	}
 	res.retryIn = w.holds.next(now)
+	done := make(map[int64]bool, len(delivered)+len(dead))
+	for _, r := range delivered {
+		done[r.Seq] = true
+	}
+	for seq := range dead {
+		done[seq] = true
+	}
+	for _, r := range p.rows {
+		if !done[r.Seq] {
+			res.firstPending = r.Seq
+			break
+		}
+	}
 	return res, nil
 }
 

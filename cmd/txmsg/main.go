@@ -40,6 +40,7 @@ func commands() []command {
 		{"group", "producer groups of the broker: group create|rotate|list|delete", runGroup},
 		{"devkafka", "run an in-memory Kafka-protocol broker (kfake) for development", runDevKafka},
 		{"dev", "one-process demo: devkafka, migrations, relay, producer and consumer", runDev},
+		{"bench", "measure latency and drain throughput on your MySQL and Kafka: bench latency|drain", runBench},
 		{"version", "print the version", runVersion},
 	}
 }

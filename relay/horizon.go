@@ -1,0 +1,142 @@
+package relay
+
+import (
+	"context"
+	"log/slog"
+	"time"
+)
+
+// horizonInterval is how often the engine asks each Seeker source which
+// seqs are final: more than the 100 ms for which InnoDB keeps serving its
+// list of running transactions from a cache while it is being read, so
+// that one relay's readings find it fresh. sweepInterval is how often a worker of one still reads
+// its shard from the start, in case seqs started over (a truncated table):
+// no row can stay behind a floor longer than that.
+const (
+	horizonInterval = 250 * time.Millisecond
+	sweepInterval   = 30 * time.Second
+	// horizonSamples bounds the head readings kept while a long transaction
+	// runs; dropping the oldest only delays the horizon.
+	horizonSamples = 600
+	// trxStaleness bounds how old information_schema.innodb_trx may be:
+	// InnoDB serves it from a cache refreshed at most every 100 ms, so a
+	// transaction that started just before a reading may not be listed yet.
+	trxStaleness = time.Second
+)
+
+// headSample is one Head reading: every seq up to seq was taken before at.
+type headSample struct {
+	seq int64
+	at  time.Time
+}
+
+// horizon works out, for one Seeker source, the seq below which every row
+// is final: no transaction that could still commit one runs. Only the
+// coordinator's watchHorizon goroutine uses it.
+type horizon struct {
+	samples []headSample
+	settled int64
+}
+
+// observe adds a Head reading and returns the settled seq, which never
+// goes down.
+func (h *horizon) observe(head int64, at, oldest time.Time) int64 {
+	if head > 0 {
+		h.samples = append(h.samples, headSample{seq: head, at: at})
+	}
+	// The samples taken before the oldest running transaction started (or
+	// before now, when none runs) are final, provided the list of running
+	// transactions, which may be trxStaleness old, is younger than them.
+	n := 0
+	for n < len(h.samples) {
+		s := h.samples[n].at
+		if !s.Before(at.Add(-trxStaleness)) || (!oldest.IsZero() && !s.Before(oldest)) {
+			break
+		}
+		n++
+	}
+	for _, s := range h.samples[:n] {
+		h.settled = max(h.settled, s.seq+1)
+	}
+	h.samples = h.samples[n:]
+	if len(h.samples) > horizonSamples {
+		h.samples = h.samples[len(h.samples)-horizonSamples:]
+	}
+	return h.settled
+}
+
+// watchHorizon keeps the settled seq of every Seeker source up to date,
+// every horizonInterval, until ctx ends.
+func (c *coordinator) watchHorizon(ctx context.Context) {
+	e := c.e
+	hs := map[string]*horizon{}
+	warned := map[string]bool{}
+	t := time.NewTicker(horizonInterval)
+	defer t.Stop()
+	for {
+		for _, s := range e.sources {
+			sk, ok := s.(Seeker)
+			if !ok {
+				continue
+			}
+			head, at, oldest, err := sk.Head(ctx, e.db)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				// Workers keep reading their shards from the start meanwhile:
+				// correct, only slower under a backlog.
+				level := slog.LevelDebug
+				if !warned[s.Name()] {
+					level, warned[s.Name()] = slog.LevelWarn, true
+				}
+				e.log.Log(ctx, level, "relay cannot tell which rows are final (the relay's database user needs the PROCESS privilege to read information_schema.innodb_trx); each poll reads its shard from the start",
+					slog.String("source", s.Name()), slog.Any("error", err))
+				continue
+			}
+			h := hs[s.Name()]
+			if h == nil {
+				h = &horizon{}
+				hs[s.Name()] = h
+			}
+			e.settled[s.Name()].Store(h.observe(head, at, oldest))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// from is where w's next poll starts: its floor, or the start of the shard
+// when a sweep is due (or the source cannot seek).
+func (e *Engine) from(w *shardWorker) int64 {
+	if _, ok := w.src.(Seeker); !ok {
+		return 0
+	}
+	if now := e.since(); now-w.swept >= sweepInterval {
+		w.swept = now
+		return 0
+	}
+	return w.floor
+}
+
+// advance moves w's floor after a round that read rows from a poll begun
+// when the source's settled seq was settled: below the new floor every row
+// is final and none is pending. rows are those read, in seq order;
+// truncated says more may follow the last; firstPending is the lowest seq
+// read and not delivered nor dead-lettered (0: none).
+func (e *Engine) advance(w *shardWorker, settled int64, rows []Row, truncated bool, firstPending int64) {
+	if _, ok := w.src.(Seeker); !ok {
+		return
+	}
+	f := settled
+	if truncated && len(rows) > 0 {
+		f = min(f, rows[len(rows)-1].Seq+1)
+	}
+	if firstPending > 0 {
+		f = min(f, firstPending)
+	}
+	w.floor = f
+}
