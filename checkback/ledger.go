@@ -80,6 +80,11 @@ func LedgerChecker(db *sql.DB, opts ...LedgerOption) (*Ledger, error) {
 // If a check-back got there first (and answered rollback), it returns
 // ErrAlreadyDecided and the caller must roll tx back.
 func (l *Ledger) Record(ctx context.Context, tx Execer, id string) error {
+	// INSERT IGNORE would store a longer id cut to the column, and a check
+	// for the whole id would then find no row and answer rollback.
+	if id == "" || len(id) > txmsg.MaxIDLen {
+		return fmt.Errorf("checkback: ledger row for %q: %w: id must be 1 to %d bytes", id, txmsg.ErrInvalidMessage, txmsg.MaxIDLen)
+	}
 	res, err := tx.ExecContext(ctx, insertCommit, id)
 	if err != nil {
 		return fmt.Errorf("checkback: insert ledger row for %s: %w", id, err)

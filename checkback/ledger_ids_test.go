@@ -2,8 +2,11 @@ package checkback_test
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 
+	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/checkback"
 	"github.com/txmsg/txmsg/internal/testenv"
 )
@@ -46,5 +49,33 @@ func TestCheckbackLedgerIDsAreCaseSensitive(t *testing.T) {
 		if err := tx.Commit(); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// An id the ledger column cannot hold whole is refused, not stored cut: a
+// check for the whole id would otherwise find no row and answer rollback for
+// a committed transaction.
+func TestCheckbackLedgerRefusesIDsTooLongToStore(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDB(t)
+	ctx := context.Background()
+	l, err := checkback.LedgerChecker(db.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := db.DB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	long := strings.Repeat("x", txmsg.MaxIDLen+1)
+	for _, id := range []string{"", long} {
+		if err := l.Record(ctx, tx, id); !errors.Is(err, txmsg.ErrInvalidMessage) {
+			t.Fatalf("Record(%d bytes): %v, want ErrInvalidMessage", len(id), err)
+		}
+	}
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM txmsg_checkback_ledger`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d ledger rows (%v), want none", n, err)
 	}
 }
