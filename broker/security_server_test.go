@@ -43,7 +43,7 @@ func TestSecuritySecretsAbsentFromLogs(t *testing.T) {
 	if _, err := db.DB.ExecContext(ctx, `CREATE TABLE biz (id VARCHAR(64) PRIMARY KEY)`); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv := startServerWith(t, db.DB, testServerConfig(kafka.Addrs), WithLogger(log))
 	base := "http://" + srv.Addr()
@@ -172,7 +172,7 @@ func TestSecurityAuthDisabledWarns(t *testing.T) {
 	kafka := testenv.NewKafka(t, 1)
 	cfg := testServerConfig(kafka.Addrs)
 	cfg.OperatorToken, cfg.AuthDisabled = "", true
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	srv := startServerWith(t, db.DB, cfg, WithLogger(log))
 	testenv.Eventually(t, 10*time.Second, func() error {
@@ -188,7 +188,7 @@ func TestSecurityAuthDisabledWarns(t *testing.T) {
 	if _, _, err := anonymous.List(context.Background(), halfmsg.Filter{}); err != nil {
 		t.Fatalf("list without a token, auth disabled: %v", err)
 	}
-	repeats := &syncBuffer{}
+	repeats := &testenv.LogBuffer{}
 	s := &Server{log: slog.New(slog.NewTextHandler(repeats, nil))}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

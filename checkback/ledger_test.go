@@ -1,13 +1,11 @@
 package checkback_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -141,7 +139,7 @@ func TestCheckbackLedgerCleanupJob(t *testing.T) {
 	db := testenv.NewDB(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	l, err := checkback.LedgerChecker(db.DB, checkback.WithLedgerLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	if err != nil {
 		t.Fatal(err)
@@ -177,22 +175,4 @@ func TestCheckbackLedgerCleanupJob(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("RunCleanup did not return within 20s of its context's end")
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a reader at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
