@@ -23,6 +23,8 @@ type Engine struct {
 	sources []Source
 	// producer sends every produce request; it never retries on its own.
 	producer *kafkax.Producer
+	// marker marks delivered rows, several rounds per transaction.
+	marker *marker
 	// slots holds a token per round under way: at most Config.Concurrency.
 	slots chan struct{}
 	// maxMessage is the largest message (key, value, headers) sent, and
@@ -66,7 +68,7 @@ func New(db *sql.DB, cfg Config, opts ...Option) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
-	e := &Engine{db: db, cfg: cfg, epoch: time.Now(), slots: make(chan struct{}, cfg.Concurrency)}
+	e := &Engine{db: db, cfg: cfg, epoch: time.Now(), slots: make(chan struct{}, cfg.Concurrency), marker: newMarker(db)}
 	for _, o := range opts {
 		o(e)
 	}
@@ -163,10 +165,18 @@ func (e *Engine) Run(ctx context.Context) error {
 	})
 	defer stopHard()
 
+	markStop := make(chan struct{})
+	markDone := make(chan struct{})
+	go func() {
+		defer close(markDone)
+		e.marker.run(hard, markStop)
+	}()
 	var wg sync.WaitGroup
 	c := newCoordinator(e, hard, &wg)
 	err := c.run(ctx)
 	wg.Wait()
+	close(markStop)
+	<-markDone
 	c.leave()
 	e.log.Info("relay stopped", slog.String("owner", e.cfg.Owner))
 	return err

@@ -250,9 +250,7 @@ func (e *Engine) settle(ctx context.Context, w *shardWorker, p *plan) (roundResu
 // delivered marks rows Kafka acknowledged. If marking fails the rows stay
 // pending and are published again: a duplicate, never a loss.
 func (e *Engine) delivered(ctx context.Context, src Source, rows []Row) error {
-	if err := sqlx.RunInTx(ctx, e.db, readCommitted(), func(tx *sql.Tx) error {
-		return src.Delivered(ctx, tx, rows)
-	}); err != nil {
+	if err := e.marker.mark(ctx, src, rows); err != nil {
 		e.metrics.Error(src.Name(), "mark")
 		return fmt.Errorf("relay: mark %d rows of %s delivered: %w", len(rows), src.Name(), err)
 	}
