@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,7 +41,11 @@ type Engine struct {
 	// settled[source] is the seq below which every row of a Seeker source
 	// is final (see watchHorizon); made once in New.
 	settled map[string]*atomic.Int64
-	ready   atomic.Bool
+	// dirtyReads is set when the database's connections run at READ
+	// UNCOMMITTED: then even single-statement polls run in a transaction of
+	// their own (see readPending). Set by Run before any round.
+	dirtyReads bool
+	ready      atomic.Bool
 	running atomic.Bool
 }
 
@@ -191,7 +196,26 @@ func (e *Engine) preflight(ctx context.Context) error {
 	if err := kafkax.Ping(pctx, e.cfg.Brokers, e.security(), connectTimeout); err != nil {
 		return fmt.Errorf("relay: connect to Kafka: %w", err)
 	}
+	iso, err := isolation(pctx, e.db)
+	if err != nil {
+		return fmt.Errorf("relay: read the database's isolation level: %w", err)
+	}
+	e.dirtyReads = strings.EqualFold(iso, "READ-UNCOMMITTED")
 	return nil
+}
+
+// isolation returns a connection's isolation level as the server names it
+// ("REPEATABLE-READ"): the variable is transaction_isolation on MySQL 8 and
+// MariaDB 11.1+, tx_isolation before.
+func isolation(ctx context.Context, db *sql.DB) (string, error) {
+	var iso string
+	err := db.QueryRowContext(ctx, "SELECT @@SESSION.transaction_isolation").Scan(&iso)
+	if err != nil {
+		if err2 := db.QueryRowContext(ctx, "SELECT @@SESSION.tx_isolation").Scan(&iso); err2 != nil {
+			return "", errors.Join(err, err2)
+		}
+	}
+	return iso, nil
 }
 
 // security is how the engine's Kafka connections are protected.

@@ -72,6 +72,9 @@ func (s *OutboxSource) Pending(ctx context.Context, q Querier, shard int, limit 
 	return ScanRows(rows, limit.Bytes)
 }
 
+// SingleRead implements SingleRead: each poll is one SELECT.
+func (s *OutboxSource) SingleRead() bool { return true }
+
 // PendingFrom implements Seeker.
 func (s *OutboxSource) PendingFrom(ctx context.Context, q Querier, shard int, from int64, limit Limit) ([]Row, error) {
 	rows, err := q.QueryContext(ctx, outboxFrom, shard, from, limit.Rows)

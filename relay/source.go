@@ -84,6 +84,15 @@ type Changes interface {
 	Changed(ctx context.Context, q Querier, after int64) (shards []int, last int64, err error)
 }
 
+// SingleRead is a Source whose Pending and PendingFrom each read with one
+// statement. One statement sees one consistent snapshot by itself, so the
+// Engine polls such a source without a transaction of its own (one round
+// trip instead of four), unless the connections run at READ UNCOMMITTED.
+type SingleRead interface {
+	// SingleRead reports whether every poll is one statement.
+	SingleRead() bool
+}
+
 // Seeker is a Source whose shards can be read from a seq on. A delivered
 // row that is deleted stays in InnoDB's indexes, delete-marked, until purge
 // removes it, and purge falls behind a fast drain: a poll from the start of

@@ -143,16 +143,7 @@ func (e *Engine) round(ctx, settleCtx context.Context, w *shardWorker) (roundRes
 	settled := e.settled[src.Name()].Load()
 	from := e.from(w)
 	limit := Limit{Rows: e.cfg.BatchSize, Bytes: e.cfg.BatchBytes}
-	var rows []Row
-	err := sqlx.RunInTx(ctx, e.db, readPending(), func(tx *sql.Tx) error {
-		var err error
-		if sk, ok := src.(Seeker); ok && from > 0 {
-			rows, err = sk.PendingFrom(ctx, tx, w.shard, from, limit)
-		} else {
-			rows, err = src.Pending(ctx, tx, w.shard, limit)
-		}
-		return err
-	})
+	rows, err := e.poll(ctx, src, w.shard, from, limit)
 	if err != nil {
 		e.metrics.Error(src.Name(), "poll")
 		return roundResult{}, fmt.Errorf("relay: poll shard %d of %s: %w", w.shard, src.Name(), err)
@@ -176,6 +167,26 @@ func (e *Engine) round(ctx, settleCtx context.Context, w *shardWorker) (roundRes
 	}
 	e.advance(w, settled, rows, len(rows) >= limit.Rows || size >= limit.Bytes, res.firstPending)
 	return res, nil
+}
+
+// poll reads the pending rows of shard from seq from on (0: from its start).
+func (e *Engine) poll(ctx context.Context, src Source, shard int, from int64, limit Limit) ([]Row, error) {
+	read := func(q Querier) ([]Row, error) {
+		if sk, ok := src.(Seeker); ok && from > 0 {
+			return sk.PendingFrom(ctx, q, shard, from, limit)
+		}
+		return src.Pending(ctx, q, shard, limit)
+	}
+	if sr, ok := src.(SingleRead); ok && sr.SingleRead() && !e.dirtyReads {
+		return read(e.db)
+	}
+	var rows []Row
+	err := sqlx.RunInTx(ctx, e.db, readPending(), func(tx *sql.Tx) error {
+		var err error
+		rows, err = read(tx)
+		return err
+	})
+	return rows, err
 }
 
 // settle updates the worker's backoffs from what Kafka answered, then marks
