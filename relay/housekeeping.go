@@ -9,7 +9,8 @@ import (
 	"github.com/txmsg/txmsg/internal/schedule"
 )
 
-// backlogLoop refreshes the pending-row metrics every BacklogInterval.
+// backlogLoop refreshes the pending-row metrics every BacklogInterval, and
+// reports rows no lease covers (see Strays).
 func (c *coordinator) backlogLoop(ctx context.Context) {
 	e := c.e
 	schedule.Every(ctx, e.cfg.BacklogInterval, func(ctx context.Context) {
@@ -22,44 +23,23 @@ func (c *coordinator) backlogLoop(ctx context.Context) {
 				continue
 			}
 			e.metrics.Backlog(s.Name(), n, schedule.Age(oldest))
+			c.checkStrays(ctx, s)
 		}
 	})
 }
 
-// watchChanges wakes the workers of shards that got new rows, looking every
-// PollMin, for each source that implements Changes. It also warns about rows
-// whose shard is beyond Config.Shards: no lease covers them, so they would
-// never be delivered.
-func (c *coordinator) watchChanges(ctx context.Context) {
+// checkStrays reports rows of s that no lease covers (see Strays).
+func (c *coordinator) checkStrays(ctx context.Context, s Source) {
 	e := c.e
-	after := map[string]int64{}
-	schedule.Every(ctx, max(e.cfg.PollMin, time.Millisecond), func(ctx context.Context) {
-		for _, s := range e.sources {
-			ch, ok := s.(Changes)
-			if !ok {
-				continue
-			}
-			shards, last, err := ch.Changed(ctx, e.db, after[s.Name()])
-			if err != nil {
-				// The shards' own polling carries on meanwhile.
-				if ctx.Err() == nil {
-					e.metrics.Error(s.Name(), "poll")
-					e.log.Debug("relay change probe failed", slog.String("source", s.Name()), slog.Any("error", err))
-				}
-				continue
-			}
-			after[s.Name()] = last
-			for _, shard := range shards {
-				if shard >= e.cfg.Shards {
-					e.metrics.Error(s.Name(), "shard_mismatch")
-					e.log.Error("relay found rows of a shard no lease covers: relay.shards must equal the producers' shard count",
-						slog.String("source", s.Name()), slog.Int("shard", shard), slog.Int("shards", e.cfg.Shards))
-					continue
-				}
-				e.Wake(s.Name(), shard)
-			}
-		}
-	})
+	st, ok := s.(Strays)
+	if !ok {
+		return
+	}
+	shard, err := st.StrayShard(ctx, e.db, e.cfg.Shards)
+	if err != nil || shard < 0 {
+		return
+	}
+	c.strayShard(s, shard)
 }
 
 // startPurge schedules the retention purge when Config.Retention is set, and

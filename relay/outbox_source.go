@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/txmsg/txmsg"
@@ -28,6 +29,8 @@ const (
 	// The same from a seq on: the rows below it are behind the worker.
 	outboxFrom = `SELECT seq, id, shard, topic, msg_key, value, headers, created_at, attempts FROM ` + outboxTable +
 		` WHERE shard = ? AND seq >= ? ORDER BY seq LIMIT ?`
+	// One dive into the clustered (shard, seq) key.
+	outboxStray = `SELECT shard FROM ` + outboxTable + ` WHERE shard >= ? ORDER BY shard LIMIT 1`
 	// One dive to the right end of the seq index.
 	outboxHead = `SELECT MAX(seq) FROM ` + outboxTable
 	// Index dives to both ends of the seq index, then a point read: the cost
@@ -36,8 +39,11 @@ const (
 	outboxBacklog      = `SELECT MIN(seq), MAX(seq) FROM ` + outboxTable
 	outboxBacklogAt    = `SELECT created_at FROM ` + outboxTable + ` WHERE seq = ?`
 	outboxBacklogCount = `SELECT COUNT(*) FROM ` + outboxTable + ` WHERE seq BETWEEN ? AND ?`
-	// A range of the seq index over the rows inserted since the last look.
-	outboxChanged = `SELECT shard, MAX(seq) FROM ` + outboxTable + ` WHERE seq > ? GROUP BY shard`
+	// Ranges of the seq index (it holds the shard too): the rows inserted
+	// since the last look, and those that may commit late below them. Gap
+	// ranges " OR seq BETWEEN ? AND ?" go before the ORDER BY.
+	outboxArrivals      = `SELECT seq, shard FROM ` + outboxTable + ` WHERE seq > ?`
+	outboxArrivalsOrder = ` ORDER BY seq LIMIT ?`
 	outboxDeliver = `DELETE FROM ` + outboxTable + ` WHERE shard = ? AND seq IN (`
 	outboxFailed  = `UPDATE ` + outboxTable + ` SET attempts = attempts + 1, last_error = ? WHERE shard = ? AND seq IN (`
 	outboxRemove  = `DELETE FROM ` + outboxTable + ` WHERE shard = ? AND seq IN (`
@@ -236,25 +242,48 @@ func (s *OutboxSource) Backlog(ctx context.Context, q Querier) (int64, time.Time
 	return n, oldest, nil
 }
 
-// Changed implements Changes.
-func (s *OutboxSource) Changed(ctx context.Context, q Querier, after int64) ([]int, int64, error) {
-	rows, err := q.QueryContext(ctx, outboxChanged, after)
+// StrayShard implements Strays.
+func (s *OutboxSource) StrayShard(ctx context.Context, q Querier, shards int) (int, error) {
+	shard := -1
+	err := queryRow(ctx, q, outboxStray, []any{shards}, &shard)
+	if errors.Is(err, sql.ErrNoRows) {
+		return -1, nil
+	}
+	return shard, err
+}
+
+// Newest implements Changes.
+func (s *OutboxSource) Newest(ctx context.Context, q Querier) (int64, error) {
+	var head sql.NullInt64
+	err := queryRow(ctx, q, outboxHead, nil, &head)
+	return head.Int64, err
+}
+
+// Arrivals implements Changes.
+func (s *OutboxSource) Arrivals(ctx context.Context, q Querier, after int64, gaps []SeqRange, limit int) ([]Arrival, error) {
+	var b strings.Builder
+	b.WriteString(outboxArrivals)
+	args := make([]any, 0, 2+2*len(gaps))
+	args = append(args, after)
+	for _, g := range gaps {
+		b.WriteString(" OR seq BETWEEN ? AND ?")
+		args = append(args, g.From, g.To)
+	}
+	b.WriteString(outboxArrivalsOrder)
+	rows, err := q.QueryContext(ctx, b.String(), append(args, limit)...)
 	if err != nil {
-		return nil, after, err
+		return nil, err
 	}
 	defer rows.Close()
-	var shards []int
-	last := after
+	var out []Arrival
 	for rows.Next() {
-		var shard int
-		var seq int64
-		if err := rows.Scan(&shard, &seq); err != nil {
-			return nil, after, err
+		var a Arrival
+		if err := rows.Scan(&a.Seq, &a.Shard); err != nil {
+			return nil, err
 		}
-		shards = append(shards, shard)
-		last = max(last, seq)
+		out = append(out, a)
 	}
-	return shards, last, rows.Err()
+	return out, rows.Err()
 }
 
 // Purge implements Purger: delete up to limit archived rows delivered

@@ -74,14 +74,37 @@ type Purger interface {
 	Purge(ctx context.Context, e Execer, deliveredBefore time.Time, limit int) (int64, error)
 }
 
-// Changes is a Source that can say cheaply which shards got new rows, so
-// the Engine wakes an idle shard at once instead of when its poll interval
-// ends. Rows committed late with a lower seq are not reported; the shard's
-// own polling (at most Config.PollMax apart) finds them.
+// Changes is a Source that can list cheaply the rows that arrived, so the
+// Engine wakes an idle shard as soon as a row of it commits instead of when
+// its poll interval ends. Seqs are taken when a row is inserted but become
+// visible when its transaction commits, so a row can arrive below seqs
+// already seen: the Engine asks again about the seqs it has not seen below
+// the highest (gaps) for a while (see watchChanges).
 type Changes interface {
-	// Changed returns the shards holding rows with seq > after and the
-	// highest such seq (after itself when there are none).
-	Changed(ctx context.Context, q Querier, after int64) (shards []int, last int64, err error)
+	Source
+	// Arrivals returns, in ascending seq, at most limit rows whose seq is
+	// above after or within one of gaps (bounds included).
+	Arrivals(ctx context.Context, q Querier, after int64, gaps []SeqRange, limit int) ([]Arrival, error)
+	// Newest returns the highest seq the source holds (0 when none).
+	Newest(ctx context.Context, q Querier) (int64, error)
+}
+
+// Strays is a Source that can tell cheaply whether it holds rows of a
+// shard no lease covers (producers configured with more shards than the
+// relay): such rows would never be delivered.
+type Strays interface {
+	// StrayShard returns a shard at or above shards that holds rows, or -1
+	// when none does.
+	StrayShard(ctx context.Context, q Querier, shards int) (int, error)
+}
+
+// SeqRange is the seqs from From to To, both included.
+type SeqRange struct{ From, To int64 }
+
+// Arrival is a row a Changes source listed: its seq and shard.
+type Arrival struct {
+	Seq   int64
+	Shard int
 }
 
 // SingleRead is a Source whose Pending and PendingFrom each read with one

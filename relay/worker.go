@@ -36,6 +36,7 @@ func (e *Engine) work(soft, hard context.Context, w *shardWorker) {
 	wake := e.wakes[w.src.Name()][w.shard]
 	idle := e.cfg.PollMin
 	failures := 0
+	_, watched := w.src.(Changes)
 	for soft.Err() == nil {
 		if int64(e.since()) > w.deadline.Load() {
 			// The lease may have lapsed: publish nothing until it is renewed.
@@ -79,6 +80,12 @@ func (e *Engine) work(soft, hard context.Context, w *shardWorker) {
 		case res.done == e.cfg.BatchSize:
 			failures, idle = 0, e.cfg.PollMin
 			continue
+		case watched:
+			// The change probe wakes the worker when rows of its shard
+			// arrive, late commits included: polling again at once would
+			// cost a statement per shard for nothing.
+			failures, idle = 0, e.cfg.PollMin
+			wait = e.cfg.PollMax
 		case res.done > 0:
 			failures, idle = 0, e.cfg.PollMin
 			wait = e.cfg.PollMin
