@@ -46,7 +46,7 @@ type Engine struct {
 	// their own (see readPending). Set by Run before any round.
 	dirtyReads bool
 	ready      atomic.Bool
-	running atomic.Bool
+	running    atomic.Bool
 }
 
 // Option configures an Engine.

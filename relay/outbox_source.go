@@ -44,9 +44,9 @@ const (
 	// ranges " OR seq BETWEEN ? AND ?" go before the ORDER BY.
 	outboxArrivals      = `SELECT seq, shard FROM ` + outboxTable + ` WHERE seq > ?`
 	outboxArrivalsOrder = ` ORDER BY seq LIMIT ?`
-	outboxDeliver = `DELETE FROM ` + outboxTable + ` WHERE shard = ? AND seq IN (`
-	outboxFailed  = `UPDATE ` + outboxTable + ` SET attempts = attempts + 1, last_error = ? WHERE shard = ? AND seq IN (`
-	outboxRemove  = `DELETE FROM ` + outboxTable + ` WHERE shard = ? AND seq IN (`
+	outboxDeliver       = `DELETE FROM ` + outboxTable + ` WHERE shard = ? AND seq IN (`
+	outboxFailed        = `UPDATE ` + outboxTable + ` SET attempts = attempts + 1, last_error = ? WHERE shard = ? AND seq IN (`
+	outboxRemove        = `DELETE FROM ` + outboxTable + ` WHERE shard = ? AND seq IN (`
 	// IGNORE: after a crash between copy and delete the row is sent again,
 	// and its second copy is dropped.
 	outboxArchive = `INSERT IGNORE INTO ` + archiveTable +
