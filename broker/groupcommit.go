@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/broker/halfmsg"
@@ -92,7 +93,7 @@ func (s *Store) runBatch(ctx context.Context, calls int, fn func(dbtx) error) er
 // committed.
 func (s *Store) prepareBatch(ctx context.Context, calls []*prepareCall) []error {
 	errs := make([]error, len(calls))
-	if err := admit(ctx, s.db, calls, errs); err != nil {
+	if err := s.admit(ctx, calls, errs); err != nil {
 		for i := range errs {
 			errs[i] = fmt.Errorf("broker: prepare: %w", err)
 		}
@@ -130,31 +131,79 @@ func (s *Store) prepareBatch(ctx context.Context, calls []*prepareCall) []error 
 	return errs
 }
 
-// admit fails the calls whose group would pass its bound: it counts each
-// bounded group's prepared messages once (up to the bound, so a group far
-// over it costs no more than one at it) and admits the group's calls in
-// queue order while they fit.
-func admit(ctx context.Context, tx dbtx, calls []*prepareCall, errs []error) error {
+// countMaxAge is how long a group's count of prepared messages may stand in
+// for a new one while the group is far from its bound.
+const countMaxAge = time.Second
+
+// preparedCount is what the prepare writer last counted of a group.
+type preparedCount struct {
+	n     int       // prepared messages counted
+	since int       // admitted by this store since
+	at    time.Time // when counted
+}
+
+// admit fails the calls whose group would pass its bound, admitting a
+// group's calls in queue order while they fit. It counts a group's
+// prepared messages (up to the bound, so a group far over it costs no more
+// than one at it) only when the group may be near its bound: a count under
+// a second old, plus what this store admitted since, that stays below half
+// the bound is trusted instead (other broker instances may have prepared
+// some since, hence the margin). The counts belong to the prepare batcher's
+// one writer.
+func (s *Store) admit(ctx context.Context, calls []*prepareCall, errs []error) error {
+	asked := map[string]int{}
+	for _, c := range calls {
+		if c.limit > 0 {
+			asked[c.group]++
+		}
+	}
 	room := map[string]int{}
+	for g, k := range asked {
+		pc, ok := s.counts[g]
+		if !ok || time.Since(pc.at) >= countMaxAge || 2*(pc.n+pc.since+k) >= limitOf(calls, g) {
+			var n int
+			at := time.Now()
+			if err := s.db.QueryRowContext(ctx, countPrepared, halfmsg.StatePrepared, g, limitOf(calls, g)).Scan(&n); err != nil {
+				return fmt.Errorf("count prepared messages of group %s: %w", g, err)
+			}
+			pc = preparedCount{n: n, at: at}
+		}
+		room[g] = limitOf(calls, g) - pc.n - pc.since
+		s.counts[g] = pc
+	}
 	for i, c := range calls {
 		if c.limit <= 0 {
 			continue
 		}
-		left, ok := room[c.group]
-		if !ok {
-			var n int
-			if err := tx.QueryRowContext(ctx, countPrepared, halfmsg.StatePrepared, c.group, c.limit).Scan(&n); err != nil {
-				return fmt.Errorf("count prepared messages of group %s: %w", c.group, err)
-			}
-			left = c.limit - n
-		}
-		if left <= 0 {
+		if room[c.group] <= 0 {
 			errs[i] = fmt.Errorf("%w: producer group %q has %d prepared messages (broker.max_prepared_per_group): commit or roll some back first",
 				errTooManyPrepared, c.group, c.limit)
+			continue
 		}
-		room[c.group] = left - 1
+		room[c.group]--
+		pc := s.counts[c.group]
+		pc.since++
+		s.counts[c.group] = pc
+	}
+	if len(s.counts) > maxCountedGroups {
+		clear(s.counts)
 	}
 	return nil
+}
+
+// maxCountedGroups bounds the groups whose counts admit keeps; past it they
+// are all dropped and counted afresh.
+const maxCountedGroups = 10000
+
+// limitOf is the bound the calls of group g ask for (one handler gives all
+// the same bound).
+func limitOf(calls []*prepareCall, g string) int {
+	for _, c := range calls {
+		if c.group == g && c.limit > 0 {
+			return c.limit
+		}
+	}
+	return 0
 }
 
 // insertRows inserts the rows of calls[idx] with one statement, or one by

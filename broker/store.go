@@ -54,6 +54,7 @@ type Store struct {
 	policy       AddressPolicy
 	rules        *addressRules
 	prepares     batcher[*prepareCall]
+	counts       map[string]preparedCount // see admit
 	moves        batcher[*moveCall]
 }
 
@@ -116,6 +117,7 @@ func NewStore(db *sql.DB, opts ...StoreOption) (*Store, error) {
 		return nil, err
 	}
 	s.rules = rules
+	s.counts = map[string]preparedCount{}
 	s.prepares = batcher[*prepareCall]{run: s.prepareBatch, max: maxBatchCalls, writers: 1}
 	s.moves = batcher[*moveCall]{run: s.moveBatch, max: maxBatchCalls, writers: 1}
 	switch {
