@@ -53,71 +53,124 @@ func runConcurrent(b *testing.B, n, p int, op func(i int) error) time.Duration {
 // BenchmarkBrokerHalfVsPlain compares, in one run on one database, plain
 // local transactions (one business insert) with the same transaction sent
 // as a half message (prepare over HTTP, local transaction with the ledger
-// row, commit over HTTP), at 8 and 32 concurrent producers. It reports both
-// rates and their ratio (the target is >= 0.40 at 32 producers).
+// row, commit over HTTP), at 8 and 32 concurrent producers, with
+// authentication off and with the producer group's token (a token lookup
+// per request). It reports both rates, their ratio (the target is >= 0.40
+// at 32 producers) and the server's statements and commits per half message
+// (server-wide counters: other work on the server counts too).
 func BenchmarkBrokerHalfVsPlain(b *testing.B) {
 	db := benchDB(b)
 	ctx := context.Background()
 	if _, err := db.DB.ExecContext(ctx, `CREATE TABLE bench_biz (id VARCHAR(64) PRIMARY KEY, payload VARCHAR(255) NOT NULL)`); err != nil {
 		b.Fatal(err)
 	}
-	store, err := NewStore(db.DB)
+	store, err := NewStore(db.DB, WithAddressPolicy(loopback()))
 	if err != nil {
 		b.Fatal(err)
 	}
-	h, err := NewHandler(store, WithAuthDisabled())
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := httptest.NewServer(h)
-	defer srv.Close()
-	client, err := halfmsg.NewClient(srv.URL)
-	if err != nil {
-		b.Fatal(err)
-	}
-	producer, err := halfmsg.NewProducer(client, "bench", db.DB)
+	g, err := store.PutGroup(ctx, Actor{}, "bench", "http://127.0.0.1:1/checkback", false)
 	if err != nil {
 		b.Fatal(err)
 	}
 	var round atomic.Int64
-	for _, p := range []int{8, 32} {
-		b.Run(fmt.Sprintf("producers=%d", p), func(b *testing.B) {
-			r := round.Add(1)
-			plainOp := func(i int) error {
-				tx, err := db.DB.BeginTx(ctx, nil)
-				if err != nil {
-					return err
-				}
-				if _, err := tx.ExecContext(ctx, `INSERT INTO bench_biz (id, payload) VALUES (?, ?)`,
-					fmt.Sprintf("plain-%d-%d", r, i), "order created"); err != nil {
-					return fmt.Errorf("%w (rollback: %v)", err, tx.Rollback())
-				}
-				return tx.Commit()
+	for _, auth := range []bool{false, true} {
+		hopt, copts := WithAuthDisabled(), []halfmsg.ClientOption(nil)
+		if auth {
+			hopt, copts = WithOperatorToken("bench-operator-token-0123456789"), []halfmsg.ClientOption{halfmsg.WithToken(g.Token)}
+		}
+		h, err := NewHandler(store, hopt)
+		if err != nil {
+			b.Fatal(err)
+		}
+		srv := httptest.NewServer(h)
+		defer srv.Close()
+		client, err := halfmsg.NewClient(srv.URL, copts...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		producer, err := halfmsg.NewProducer(client, "bench", db.DB)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, p := range []int{8, 32} {
+			if auth && p != 32 {
+				continue
 			}
-			halfOp := func(i int) error {
-				id := fmt.Sprintf("half-%d-%d", r, i)
-				return producer.SendInTransaction(ctx, txmsg.Message{ID: id, Topic: "bench", Key: []byte(id), Value: []byte("order created")},
-					func(ctx context.Context, tx *sql.Tx) error {
-						_, err := tx.ExecContext(ctx, `INSERT INTO bench_biz (id, payload) VALUES (?, ?)`, id, "order created")
+			b.Run(fmt.Sprintf("auth=%t/producers=%d", auth, p), func(b *testing.B) {
+				r := round.Add(1)
+				plainOp := func(i int) error {
+					tx, err := db.DB.BeginTx(ctx, nil)
+					if err != nil {
 						return err
-					})
-			}
-			// Alternate short rounds of each, so that load from elsewhere on
-			// the machine falls on both alike.
-			var plain, half time.Duration
-			const rounds = 4
-			for k := range rounds {
-				lo, hi := b.N*k/rounds, b.N*(k+1)/rounds
-				plain += runConcurrent(b, hi-lo, p, func(i int) error { return plainOp(lo + i) })
-				half += runConcurrent(b, hi-lo, p, func(i int) error { return halfOp(lo + i) })
-			}
-			plainRate := float64(b.N) / plain.Seconds()
-			halfRate := float64(b.N) / half.Seconds()
-			b.ReportMetric(plainRate, "plain_tx/s")
-			b.ReportMetric(halfRate, "half_tx/s")
-			b.ReportMetric(halfRate/plainRate, "half/plain")
-		})
+					}
+					if _, err := tx.ExecContext(ctx, `INSERT INTO bench_biz (id, payload) VALUES (?, ?)`,
+						fmt.Sprintf("plain-%d-%d", r, i), "order created"); err != nil {
+						return fmt.Errorf("%w (rollback: %v)", err, tx.Rollback())
+					}
+					return tx.Commit()
+				}
+				halfOp := func(i int) error {
+					id := fmt.Sprintf("half-%d-%d", r, i)
+					return producer.SendInTransaction(ctx, txmsg.Message{ID: id, Topic: "bench", Key: []byte(id), Value: []byte("order created")},
+						func(ctx context.Context, tx *sql.Tx) error {
+							_, err := tx.ExecContext(ctx, `INSERT INTO bench_biz (id, payload) VALUES (?, ?)`, id, "order created")
+							return err
+						})
+				}
+				// Alternate short rounds of each, so that load from elsewhere on
+				// the machine falls on both alike.
+				var plain, half time.Duration
+				var stmts, commits int64
+				const rounds = 4
+				for k := range rounds {
+					lo, hi := b.N*k/rounds, b.N*(k+1)/rounds
+					plain += runConcurrent(b, hi-lo, p, func(i int) error { return plainOp(lo + i) })
+					q0, c0 := serverCounters(b, db.DB)
+					half += runConcurrent(b, hi-lo, p, func(i int) error { return halfOp(lo + i) })
+					q1, c1 := serverCounters(b, db.DB)
+					stmts, commits = stmts+q1-q0, commits+c1-c0
+				}
+				plainRate := float64(b.N) / plain.Seconds()
+				halfRate := float64(b.N) / half.Seconds()
+				b.ReportMetric(plainRate, "plain_tx/s")
+				b.ReportMetric(halfRate, "half_tx/s")
+				b.ReportMetric(halfRate/plainRate, "half/plain")
+				b.ReportMetric(float64(stmts)/float64(b.N), "half_stmts/msg")
+				b.ReportMetric(float64(commits)/float64(b.N), "half_handler_commits/msg")
+			})
+		}
 	}
+}
+
+// serverCounters returns the server's statement count (Questions, less the
+// one asking) and its storage engine commits (Handler_commit: one per
+// transaction, autocommitted statements included, reads too).
+func serverCounters(b *testing.B, db *sql.DB) (stmts, commits int64) {
+	b.Helper()
+	rows, err := db.Query(`SHOW GLOBAL STATUS WHERE Variable_name IN ('Questions', 'Handler_commit')`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			name string
+			n    int64
+		)
+		if err := rows.Scan(&name, &n); err != nil {
+			b.Fatal(err)
+		}
+		switch name {
+		case "Questions":
+			stmts = n - 1
+		case "Handler_commit":
+			commits = n
+		}
+	}
+	if err := rows.Err(); err != nil {
+		b.Fatal(err)
+	}
+	return stmts, commits
 }
 
 // BenchmarkBrokerCommitToKafka measures committed → in Kafka latency at a
