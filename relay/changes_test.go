@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -84,4 +85,38 @@ func TestRelayChangeProbeFindsLateCommits(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitDelivered(t, k.Addrs, "probe", 4, 10*time.Second)
+}
+
+// Marking delivered rows never waits for a producer's open transaction,
+// however few rows the table holds: the DELETE must not scan the table,
+// which at READ COMMITTED would wait on the uncommitted row's lock.
+func TestRelayMarkingDoesNotWaitForOpenTransactions(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewDB(t)
+	k := testenv.NewKafka(t, 3)
+	ctx := context.Background()
+	open, err := d.DB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = open.Rollback() })
+	if err := outbox.Publish(ctx, open, msg("open", "k", 1)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if err := publishTx(ctx, d.DB, true, msg("marked", "k", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	startEngine(t, d.DB, testConfig(k.Addrs))
+	testenv.Eventually(t, 10*time.Second, func() error {
+		var n int
+		if err := d.DB.QueryRow("SELECT COUNT(*) FROM txmsg_outbox").Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return fmt.Errorf("%d delivered rows not marked yet", n)
+		}
+		return nil
+	})
 }

@@ -1,10 +1,13 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -44,15 +47,22 @@ const (
 	// ranges " OR seq BETWEEN ? AND ?" go before the ORDER BY.
 	outboxArrivals      = `SELECT seq, shard FROM ` + outboxTable + ` WHERE seq > ?`
 	outboxArrivalsOrder = ` ORDER BY seq LIMIT ?`
-	outboxDeliver       = `DELETE FROM ` + outboxTable + ` WHERE shard = ? AND seq IN (`
 	outboxFailed        = `UPDATE ` + outboxTable + ` SET attempts = attempts + 1, last_error = ? WHERE shard = ? AND seq IN (`
 	outboxRemove        = `DELETE FROM ` + outboxTable + ` WHERE shard = ? AND seq IN (`
+	// Marking reads the rows to mark from a JSON array of [shard, seq] pairs
+	// and joins each to the clustered key (eq_ref, forced): one statement for
+	// the rows of every shard, and never a scan of the table, which the
+	// optimizer picks for an IN list covering most of a small table (the
+	// usual state of a trickle), and which at READ COMMITTED would wait for
+	// every producer transaction with an uncommitted row.
+	outboxMarked = ` JSON_TABLE(?, '$[*]' COLUMNS (d_shard SMALLINT UNSIGNED PATH '$[0]', d_seq BIGINT UNSIGNED PATH '$[1]')) d
+STRAIGHT_JOIN ` + outboxTable + ` o FORCE INDEX (PRIMARY) ON o.shard = d.d_shard AND o.seq = d.d_seq`
+	outboxDeliver = `DELETE o FROM` + outboxMarked
 	// IGNORE: after a crash between copy and delete the row is sent again,
 	// and its second copy is dropped.
 	outboxArchive = `INSERT IGNORE INTO ` + archiveTable +
 		` (seq, shard, id, topic, msg_key, value, headers, created_at, delivered_at)
-SELECT seq, shard, id, topic, msg_key, value, headers, created_at, UTC_TIMESTAMP(6) FROM ` + outboxTable +
-		` WHERE shard = ? AND seq IN (`
+SELECT o.seq, o.shard, o.id, o.topic, o.msg_key, o.value, o.headers, o.created_at, UTC_TIMESTAMP(6) FROM` + outboxMarked
 	outboxPurge = `DELETE FROM ` + archiveTable + ` WHERE delivered_at < ? ORDER BY delivered_at LIMIT ?`
 )
 
@@ -175,12 +185,52 @@ func ScanRows(rows *sql.Rows, maxBytes int64) ([]Row, error) {
 
 // Delivered implements Source: archive the rows when kept, then delete them.
 func (s *OutboxSource) Delivered(ctx context.Context, e Execer, rows []Row) error {
-	if s.keep {
-		if err := s.exec(ctx, e, outboxArchive, nil, rows); err != nil {
+	for _, pairs := range markPairs(rows) {
+		if s.keep {
+			if _, err := e.ExecContext(ctx, outboxArchive, pairs); err != nil {
+				return err
+			}
+		}
+		if _, err := e.ExecContext(ctx, outboxDeliver, pairs); err != nil {
 			return err
 		}
 	}
-	return s.exec(ctx, e, outboxDeliver, nil, rows)
+	return nil
+}
+
+// markChunk bounds the rows of one marking statement (about 20 bytes of
+// JSON each, far below max_allowed_packet).
+const markChunk = 8192
+
+// markPairs returns rows as JSON arrays of [shard, seq] pairs in key order
+// (so the join walks each shard's range forward), markChunk pairs each.
+func markPairs(rows []Row) []string {
+	keys := make([][2]int64, len(rows))
+	for i, r := range rows {
+		keys[i] = [2]int64{int64(r.Shard), r.Seq}
+	}
+	slices.SortFunc(keys, func(a, b [2]int64) int {
+		return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1]))
+	})
+	var out []string
+	for len(keys) > 0 {
+		n := min(len(keys), markChunk)
+		b := make([]byte, 0, 24*n)
+		b = append(b, '[')
+		for i, k := range keys[:n] {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, '[')
+			b = strconv.AppendInt(b, k[0], 10)
+			b = append(b, ',')
+			b = strconv.AppendInt(b, k[1], 10)
+			b = append(b, ']')
+		}
+		out = append(out, string(append(b, ']')))
+		keys = keys[n:]
+	}
+	return out
 }
 
 // Failed implements Source.
