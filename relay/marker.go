@@ -3,9 +3,10 @@ package relay
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
 	"time"
-
-	"github.com/txmsg/txmsg/internal/sqlx"
 )
 
 // markRows bounds the rows one marking transaction covers, so that its
@@ -36,6 +37,11 @@ type markRequest struct {
 type marker struct {
 	db   *sql.DB
 	reqs chan *markRequest
+	// conn is the marker's own connection, READ COMMITTED for its session
+	// (see readCommitted), so a transaction needs no SET TRANSACTION first
+	// and never queues for the pool; only the run goroutine uses it, and it
+	// is discarded, never pooled, since its session differs.
+	conn *sql.Conn
 }
 
 func newMarker(db *sql.DB) *marker {
@@ -66,6 +72,7 @@ func (m *marker) mark(ctx context.Context, src Source, rows []Row) error {
 // ended), on ctx, which ends a transaction under way only at a hard
 // shutdown.
 func (m *marker) run(ctx context.Context, stop <-chan struct{}) {
+	defer m.discard()
 	for {
 		var first *markRequest
 		select {
@@ -113,7 +120,7 @@ func (m *marker) write(ctx context.Context, batch []*markRequest) error {
 		ctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
 	}
-	return sqlx.RunInTx(ctx, m.db, readCommitted(), func(tx *sql.Tx) error {
+	err := m.inTx(ctx, func(tx *sql.Tx) error {
 		var order []Source
 		bySrc := map[Source][]Row{}
 		for _, r := range batch {
@@ -129,4 +136,49 @@ func (m *marker) write(ctx context.Context, batch []*markRequest) error {
 		}
 		return nil
 	})
+	if err != nil {
+		// The connection may be broken or mid-transaction: start afresh.
+		m.discard()
+	}
+	return err
+}
+
+// inTx runs fn in a transaction on the marker's connection, opening it
+// first when needed.
+func (m *marker) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	if m.conn == nil {
+		c, err := m.db.Conn(ctx)
+		if err != nil {
+			return fmt.Errorf("connect: %w", err)
+		}
+		m.conn = c
+		if _, err := c.ExecContext(ctx, "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"); err != nil {
+			return fmt.Errorf("set isolation: %w", err)
+		}
+	}
+	tx, err := m.conn.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		if rerr := tx.Rollback(); rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {
+			return errors.Join(err, fmt.Errorf("rollback: %w", rerr))
+		}
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// discard closes the marker's connection for good: returning it to the pool
+// would hand its session's isolation to other work.
+func (m *marker) discard() {
+	if m.conn == nil {
+		return
+	}
+	_ = m.conn.Raw(func(any) error { return driver.ErrBadConn })
+	_ = m.conn.Close()
+	m.conn = nil
 }
