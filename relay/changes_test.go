@@ -120,3 +120,24 @@ func TestRelayMarkingDoesNotWaitForOpenTransactions(t *testing.T) {
 		return nil
 	})
 }
+
+// A batch cut short by relay.batch_bytes is followed by the next round at
+// once: the change probe does not wake a shard for rows it already listed.
+func TestRelayBatchFullByBytesPollsAgainAtOnce(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewDB(t)
+	k := testenv.NewKafka(t, 3)
+	ctx := context.Background()
+	cfg := testConfig(k.Addrs)
+	cfg.PollMax = time.Minute
+	cfg.BatchBytes = 1000
+	for i := range 40 {
+		m := msg("bytes", "k", i)
+		m.Value = append(m.Value, make([]byte, 400)...)
+		if err := publishTx(ctx, d.DB, true, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	startEngine(t, d.DB, cfg)
+	waitDelivered(t, k.Addrs, "bytes", 40, 10*time.Second)
+}

@@ -65,7 +65,7 @@ func (e *Engine) work(soft, hard context.Context, w *shardWorker) {
 			e.log.Warn("relay round failed", slog.String("source", w.src.Name()), slog.Int("shard", w.shard),
 				slog.Int("attempt", failures), slog.Any("error", err))
 			continue
-		case res.held > 0 && res.done == 0 && res.read == e.cfg.BatchSize:
+		case res.held > 0 && res.done == 0 && res.full:
 			// Every row within reach waits for a backoff, and new rows lie
 			// beyond the batch: nothing can go before the first one ends.
 			failures, idle = 0, e.cfg.PollMin
@@ -77,7 +77,7 @@ func (e *Engine) work(soft, hard context.Context, w *shardWorker) {
 			// apart, since each look reads the waiting rows again.
 			failures, idle = 0, e.cfg.PollMin
 			wait = min(max(res.retryIn, e.cfg.PollMin), e.cfg.PollMax)
-		case res.done == e.cfg.BatchSize:
+		case res.full && res.done == res.read:
 			failures, idle = 0, e.cfg.PollMin
 			continue
 		case watched:
@@ -131,6 +131,9 @@ type roundResult struct {
 	retryIn time.Duration
 	// firstPending is the lowest seq read that stays pending (0: none).
 	firstPending int64
+	// full is set when the read stopped at the batch's rows or bytes: more
+	// rows may wait right behind.
+	full bool
 }
 
 // round publishes the oldest pending rows of w's shard. Rows are sent in seq
@@ -172,7 +175,8 @@ func (e *Engine) round(ctx, settleCtx context.Context, w *shardWorker) (roundRes
 	for _, r := range rows {
 		size += int64(len(r.Key) + len(r.Value))
 	}
-	e.advance(w, settled, rows, len(rows) >= limit.Rows || size >= limit.Bytes, res.firstPending)
+	res.full = len(rows) >= limit.Rows || size >= limit.Bytes
+	e.advance(w, settled, rows, res.full, res.firstPending)
 	return res, nil
 }
 
