@@ -13,9 +13,17 @@ import (
 // reports rows no lease covers (see Strays).
 func (c *coordinator) backlogLoop(ctx context.Context) {
 	e := c.e
+	from := map[string][]int64{}
 	schedule.Every(ctx, e.cfg.BacklogInterval, func(ctx context.Context) {
 		for _, s := range e.sources {
-			n, oldest, err := s.Backlog(ctx, e.db)
+			var n int64
+			var oldest time.Time
+			var err error
+			if sb, ok := s.(ShardBacklog); ok {
+				n, oldest, err = e.shardBacklog(ctx, sb, s.Name(), from)
+			} else {
+				n, oldest, err = s.Backlog(ctx, e.db)
+			}
 			if err != nil {
 				if ctx.Err() == nil {
 					e.metrics.Error(s.Name(), "backlog")
@@ -26,6 +34,35 @@ func (c *coordinator) backlogLoop(ctx context.Context) {
 			c.checkStrays(ctx, s)
 		}
 	})
+}
+
+// shardBacklog reads the backlog of src shard by shard from from[name], and
+// moves each shard's start up to its first pending row, but not past the
+// settled seq read before the reading: a row below it that was not pending
+// then never will be, while above it a row may still commit. Without a
+// horizon (settled stays 0) every reading starts from the shards' start.
+func (e *Engine) shardBacklog(ctx context.Context, sb ShardBacklog, name string, from map[string][]int64) (int64, time.Time, error) {
+	f := from[name]
+	if f == nil {
+		f = make([]int64, e.cfg.Shards)
+		from[name] = f
+	}
+	var settled int64
+	if a := e.settled[name]; a != nil {
+		settled = a.Load()
+	}
+	n, oldest, lows, err := sb.BacklogFrom(ctx, e.db, f)
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	for shard, low := range lows {
+		next := settled
+		if low >= 0 {
+			next = min(low, settled)
+		}
+		f[shard] = max(f[shard], next)
+	}
+	return n, oldest, nil
 }
 
 // checkStrays reports rows of s that no lease covers (see Strays).

@@ -36,11 +36,14 @@ const (
 	outboxStray = `SELECT shard FROM ` + outboxTable + ` WHERE shard >= ? ORDER BY shard LIMIT 1`
 	// One dive to the right end of the seq index.
 	outboxHead = `SELECT MAX(seq) FROM ` + outboxTable
-	// Index dives to both ends of the seq index, then a point read: the cost
-	// does not grow with the backlog (the first dive steps over the
-	// delete-marked entries purge has not removed yet).
-	outboxBacklog      = `SELECT MIN(seq), MAX(seq) FROM ` + outboxTable
-	outboxBacklogAt    = `SELECT created_at FROM ` + outboxTable + ` WHERE seq = ?`
+	// A shard's lowest and highest pending rows from a seq on: ranges of the
+	// clustered key, forced, since on the seq index every delete-marked entry
+	// (a delivered row purge has not removed yet) costs a clustered lookup.
+	// Read from where the last reading found the shard's first pending row,
+	// they step over only the rows delivered since.
+	outboxBacklogLow = `SELECT seq, created_at FROM ` + outboxTable +
+		` FORCE INDEX (PRIMARY) WHERE shard = ? AND seq >= ? ORDER BY seq LIMIT 1`
+	outboxBacklogHigh  = `SELECT MAX(seq) FROM ` + outboxTable + ` FORCE INDEX (PRIMARY) WHERE shard = ? AND seq >= ?`
 	outboxBacklogCount = `SELECT COUNT(*) FROM ` + outboxTable + ` WHERE seq BETWEEN ? AND ?`
 	// Ranges of the seq index (it holds the shard too): the rows inserted
 	// since the last look, and those that may commit late below them. Gap
@@ -269,27 +272,55 @@ func (s *OutboxSource) exec(ctx context.Context, e Execer, prefix string, args [
 // of the seq index); above it, the span of pending seqs stands for the count.
 const exactBacklog = 10000
 
-// Backlog implements Source. The count is exact up to exactBacklog rows;
-// above, it is the span from the lowest to the highest pending seq, an
-// upper bound (delivered rows in between count too), so that the query's
-// cost does not grow with the backlog. The oldest row is the lowest seq's.
+// Backlog implements Source: BacklogFrom over the default shard count,
+// each shard read from its start. The Engine calls BacklogFrom instead.
 func (s *OutboxSource) Backlog(ctx context.Context, q Querier) (int64, time.Time, error) {
-	var lo, hi sql.NullInt64
-	if err := queryRow(ctx, q, outboxBacklog, nil, &lo, &hi); err != nil || !lo.Valid {
-		return 0, time.Time{}, err
-	}
+	n, oldest, _, err := s.BacklogFrom(ctx, q, make([]int64, DefaultConfig().Shards))
+	return n, oldest, err
+}
+
+// BacklogFrom implements ShardBacklog. The count is exact up to
+// exactBacklog rows; above, it is the span from the lowest to the highest
+// pending seq, an upper bound (delivered rows in between count too). The
+// oldest row is the earliest created among the shards' first pending rows.
+func (s *OutboxSource) BacklogFrom(ctx context.Context, q Querier, from []int64) (int64, time.Time, []int64, error) {
+	lows := make([]int64, len(from))
+	var lo, hi int64
 	var oldest time.Time
-	if err := queryRow(ctx, q, outboxBacklogAt, []any{lo.Int64}, &oldest); err != nil && !errors.Is(err, sql.ErrNoRows) {
-		// ErrNoRows: delivered meanwhile; the next reading will tell.
-		return 0, time.Time{}, err
+	for shard, f := range from {
+		var seq int64
+		var at time.Time
+		err := queryRow(ctx, q, outboxBacklogLow, []any{shard, f}, &seq, &at)
+		if errors.Is(err, sql.ErrNoRows) {
+			lows[shard] = -1
+			continue
+		}
+		if err != nil {
+			return 0, time.Time{}, nil, err
+		}
+		lows[shard] = seq
+		var top sql.NullInt64
+		if err := queryRow(ctx, q, outboxBacklogHigh, []any{shard, seq}, &top); err != nil {
+			return 0, time.Time{}, nil, err
+		}
+		if lo == 0 || seq < lo {
+			lo = seq
+		}
+		if oldest.IsZero() || at.Before(oldest) {
+			oldest = at
+		}
+		hi = max(hi, top.Int64, seq)
 	}
-	n := hi.Int64 - lo.Int64 + 1
+	if lo == 0 {
+		return 0, time.Time{}, lows, nil
+	}
+	n := hi - lo + 1
 	if n <= exactBacklog {
-		if err := queryRow(ctx, q, outboxBacklogCount, []any{lo.Int64, hi.Int64}, &n); err != nil {
-			return 0, time.Time{}, err
+		if err := queryRow(ctx, q, outboxBacklogCount, []any{lo, hi}, &n); err != nil {
+			return 0, time.Time{}, nil, err
 		}
 	}
-	return n, oldest, nil
+	return n, oldest, lows, nil
 }
 
 // StrayShard implements Strays.

@@ -136,3 +136,16 @@ type Seeker interface {
 	// it returns an oldest before any reading.
 	Head(ctx context.Context, db *sql.DB) (seq int64, at, oldestTx time.Time, err error)
 }
+
+// ShardBacklog is a Source that counts its backlog shard by shard, each from
+// a seq on, so that a reading steps over only the rows delivered since the
+// last one (on MySQL, delivered rows stay in the indexes until purge removes
+// them, and purge falls far behind a drain). The Engine calls it instead of
+// Backlog, with from[shard] below every row of the shard still pending or
+// yet to commit.
+type ShardBacklog interface {
+	// BacklogFrom is Backlog over the shards 0 to len(from)-1, each from its
+	// seq in from. lows[shard] is the shard's lowest pending seq read, or -1
+	// when it had none.
+	BacklogFrom(ctx context.Context, q Querier, from []int64) (n int64, oldest time.Time, lows []int64, err error)
+}
