@@ -143,6 +143,7 @@ func (c *coordinator) probe(ctx context.Context, ch Changes, t *tail) error {
 		return err
 	}
 	t.observe(as, e.since(), e.settled[ch.Name()].Load())
+	e.saw(ch.Name(), t.after)
 	c.wakeArrivals(ch, as)
 	if len(as) == arrivalsLimit {
 		t.started = false

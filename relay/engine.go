@@ -41,6 +41,9 @@ type Engine struct {
 	// settled[source] is the seq below which every row of a Seeker source
 	// is final (see watchHorizon); made once in New.
 	settled map[string]*atomic.Int64
+	// seen[source] is the highest seq the engine has read (a poll or the
+	// change probe): taken before any later reading; made once in New.
+	seen map[string]*atomic.Int64
 	// dirtyReads is set when the database's connections run at READ
 	// UNCOMMITTED: then even single-statement polls run in a transaction of
 	// their own (see readPending). Set by Run before any round.
@@ -85,6 +88,7 @@ func New(db *sql.DB, cfg Config, opts ...Option) (*Engine, error) {
 	}
 	e.wakes = map[string][]chan struct{}{}
 	e.settled = map[string]*atomic.Int64{}
+	e.seen = map[string]*atomic.Int64{}
 	for _, s := range e.sources {
 		if s == nil {
 			return nil, errors.New("relay: sources: nil source")
@@ -98,6 +102,7 @@ func New(db *sql.DB, cfg Config, opts ...Option) (*Engine, error) {
 		}
 		e.wakes[s.Name()] = ws
 		e.settled[s.Name()] = &atomic.Int64{}
+		e.seen[s.Name()] = &atomic.Int64{}
 	}
 	wc := cfg.Writer
 	if wc.Transport == nil {
@@ -225,3 +230,14 @@ func (e *Engine) security() kafkax.Security {
 
 // since is the monotonic time since the engine was built.
 func (e *Engine) since() time.Duration { return time.Since(e.epoch) }
+
+// saw records that seq of source was read.
+func (e *Engine) saw(source string, seq int64) {
+	a := e.seen[source]
+	for {
+		old := a.Load()
+		if seq <= old || a.CompareAndSwap(old, seq) {
+			return
+		}
+	}
+}

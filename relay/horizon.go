@@ -36,6 +36,8 @@ type headSample struct {
 type horizon struct {
 	samples []headSample
 	settled int64
+	// head is the highest head read.
+	head int64
 }
 
 // observe adds a Head reading and returns the settled seq, which never
@@ -44,6 +46,7 @@ func (h *horizon) observe(head int64, at, oldest time.Time) int64 {
 	if head > 0 {
 		h.samples = append(h.samples, headSample{seq: head, at: at})
 	}
+	h.head = max(h.head, head)
 	// The samples taken before the oldest running transaction started (or
 	// before now, when none runs) are final, provided the list of running
 	// transactions, which may be trxStaleness old, is younger than them.
@@ -79,7 +82,12 @@ func (c *coordinator) watchHorizon(ctx context.Context) {
 			if !ok {
 				continue
 			}
-			head, at, oldest, err := sk.Head(ctx, e.db)
+			h := hs[s.Name()]
+			if h == nil {
+				h = &horizon{}
+				hs[s.Name()] = h
+			}
+			head, at, oldest, err := sk.Head(ctx, e.db, max(h.head, e.seen[s.Name()].Load()))
 			if err != nil {
 				if ctx.Err() != nil {
 					return
@@ -94,11 +102,6 @@ func (c *coordinator) watchHorizon(ctx context.Context) {
 					slog.String("source", s.Name()), slog.Any("error", err))
 				continue
 			}
-			h := hs[s.Name()]
-			if h == nil {
-				h = &horizon{}
-				hs[s.Name()] = h
-			}
 			e.settled[s.Name()].Store(h.observe(head, at, oldest))
 		}
 		select {
@@ -110,12 +113,17 @@ func (c *coordinator) watchHorizon(ctx context.Context) {
 }
 
 // from is where w's next poll starts: its floor, or the start of the shard
-// when a sweep is due (or the source cannot seek).
+// when a sweep is due (or the source cannot seek). A shard draining a
+// backlog (its last read was full) puts the sweep off: the rows it delivered
+// stay in the index, delete-marked, until purge removes them, and purge lags
+// a fast drain, so a read from the start would step over all of them (1.5 s
+// for a drained shard of 60k rows); a shard whose floor skipped its rows
+// finds nothing, is not backlogged, and sweeps.
 func (e *Engine) from(w *shardWorker) int64 {
 	if _, ok := w.src.(Seeker); !ok {
 		return 0
 	}
-	if now := e.since(); now-w.swept >= sweepInterval {
+	if now := e.since(); now-w.swept >= sweepInterval && !w.backlogged {
 		w.swept = now
 		return 0
 	}
@@ -131,6 +139,7 @@ func (e *Engine) advance(w *shardWorker, settled int64, rows []Row, truncated bo
 	if _, ok := w.src.(Seeker); !ok {
 		return
 	}
+	w.backlogged = truncated
 	f := settled
 	if truncated && len(rows) > 0 {
 		f = min(f, rows[len(rows)-1].Seq+1)

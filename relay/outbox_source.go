@@ -34,8 +34,9 @@ const (
 		` WHERE shard = ? AND seq >= ? ORDER BY seq LIMIT ?`
 	// One dive into the clustered (shard, seq) key.
 	outboxStray = `SELECT shard FROM ` + outboxTable + ` WHERE shard >= ? ORDER BY shard LIMIT 1`
-	// One dive to the right end of the seq index.
-	outboxHead = `SELECT MAX(seq) FROM ` + outboxTable
+	// One dive to the right end of the seq index, which steps over the
+	// delete-marked entries purge has not removed yet: bounded below.
+	outboxHead = `SELECT MAX(seq) FROM ` + outboxTable + ` WHERE seq >= ?`
 	// A shard's lowest and highest pending rows from a seq on: ranges of the
 	// clustered key, forced, since on the seq index every delete-marked entry
 	// (a delivered row purge has not removed yet) costs a clustered lookup.
@@ -117,17 +118,18 @@ FROM information_schema.innodb_trx`
 // Head implements Seeker. It reads in a transaction of its own, which the
 // list of running transactions must show (see oldestTx); when it does not,
 // oldest is the Unix epoch, before any reading: nothing settles.
-func (s *OutboxSource) Head(ctx context.Context, db *sql.DB) (int64, time.Time, time.Time, error) {
+func (s *OutboxSource) Head(ctx context.Context, db *sql.DB, after int64) (int64, time.Time, time.Time, error) {
 	tx, err := db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return 0, time.Time{}, time.Time{}, err
 	}
 	defer tx.Rollback()
 	// The first read starts the transaction inside InnoDB.
-	var head sql.NullInt64
-	if err := queryRow(ctx, tx, outboxHead, nil, &head); err != nil {
+	var found sql.NullInt64
+	if err := queryRow(ctx, tx, outboxHead, []any{after}, &found); err != nil {
 		return 0, time.Time{}, time.Time{}, err
 	}
+	head := max(found.Int64, after)
 	var at time.Time
 	var self int
 	var oldest sql.NullTime
@@ -135,9 +137,9 @@ func (s *OutboxSource) Head(ctx context.Context, db *sql.DB) (int64, time.Time, 
 		return 0, time.Time{}, time.Time{}, err
 	}
 	if self == 0 || !oldest.Valid {
-		return head.Int64, at, time.Unix(0, 0).UTC(), nil
+		return head, at, time.Unix(0, 0).UTC(), nil
 	}
-	return head.Int64, at, oldest.Time, nil
+	return head, at, oldest.Time, nil
 }
 
 // queryRow runs query with args and scans its one row into dest.
@@ -336,7 +338,7 @@ func (s *OutboxSource) StrayShard(ctx context.Context, q Querier, shards int) (i
 // Newest implements Changes.
 func (s *OutboxSource) Newest(ctx context.Context, q Querier) (int64, error) {
 	var head sql.NullInt64
-	err := queryRow(ctx, q, outboxHead, nil, &head)
+	err := queryRow(ctx, q, outboxHead, []any{0}, &head)
 	return head.Int64, err
 }
 

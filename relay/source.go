@@ -134,7 +134,12 @@ type Seeker interface {
 	// runs), no transaction that could still commit a row with such a seq
 	// is left, and the seqs up to the head are final. When it cannot tell,
 	// it returns an oldest before any reading.
-	Head(ctx context.Context, db *sql.DB) (seq int64, at, oldestTx time.Time, err error)
+	// after is a seq the Engine knows was taken before the call: Head may
+	// return it when the source holds nothing above it, and looks only
+	// above it (rows delivered and deleted stay in the index until purge
+	// removes them, so a look from the top of an emptied table steps over
+	// every one).
+	Head(ctx context.Context, db *sql.DB, after int64) (seq int64, at, oldestTx time.Time, err error)
 }
 
 // ShardBacklog is a Source that counts its backlog shard by shard, each from

@@ -158,6 +158,9 @@ func (e *Engine) round(ctx, settleCtx context.Context, w *shardWorker) (roundRes
 		e.metrics.Error(src.Name(), "poll")
 		return roundResult{}, fmt.Errorf("relay: poll shard %d of %s: %w", w.shard, src.Name(), err)
 	}
+	if len(rows) > 0 {
+		e.saw(src.Name(), rows[len(rows)-1].Seq)
+	}
 	if len(rows) == 0 {
 		e.advance(w, settled, nil, false, 0)
 		return roundResult{}, nil
