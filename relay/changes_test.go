@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"slices"
 	"testing"
@@ -140,4 +141,41 @@ func TestRelayBatchFullByBytesPollsAgainAtOnce(t *testing.T) {
 	}
 	startEngine(t, d.DB, cfg)
 	waitDelivered(t, k.Addrs, "bytes", 40, 10*time.Second)
+}
+
+// A shard draining a backlog waits when it runs more than a window of seqs
+// ahead of the slowest draining shard, and only then.
+func TestRelayShardsDrainWithinAWindow(t *testing.T) {
+	e, err := New(&sql.DB{}, Config{Brokers: []string{"127.0.0.1:9092"}, Shards: 4, BatchSize: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := e.sources[0]
+	ws := make([]*shardWorker, 4)
+	for i := range ws {
+		ws[i] = &shardWorker{src: src, shard: i}
+	}
+	window := int64(2 * 10 * 4)
+	if e.ahead(ws[0]) {
+		t.Fatal("a shard not draining waits")
+	}
+	e.setFront(ws[0], 100)
+	e.setFront(ws[1], 100+window)
+	e.setFront(ws[2], 100+window+1)
+	switch {
+	case e.ahead(ws[0]):
+		t.Fatal("the slowest shard waits")
+	case e.ahead(ws[1]):
+		t.Fatal("a shard a window ahead waits")
+	case !e.ahead(ws[2]):
+		t.Fatal("a shard more than a window ahead does not wait")
+	case e.ahead(ws[3]):
+		t.Fatal("a shard not draining waits")
+	}
+	// The slowest stops draining (caught up, failing, held): it holds no
+	// one back.
+	e.setFront(ws[0], noFront)
+	if e.ahead(ws[2]) {
+		t.Fatal("a shard waits for one that stopped draining")
+	}
 }

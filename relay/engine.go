@@ -41,6 +41,9 @@ type Engine struct {
 	// settled[source] is the seq below which every row of a Seeker source
 	// is final (see watchHorizon); made once in New.
 	settled map[string]*atomic.Int64
+	// fronts[source][shard] is where the shard's worker reads next while it
+	// drains a backlog (noFront otherwise); see ahead. Made once in New.
+	fronts map[string][]atomic.Int64
 	// seen[source] is the highest seq the engine has read (a poll or the
 	// change probe): taken before any later reading; made once in New.
 	seen map[string]*atomic.Int64
@@ -89,6 +92,7 @@ func New(db *sql.DB, cfg Config, opts ...Option) (*Engine, error) {
 	e.wakes = map[string][]chan struct{}{}
 	e.settled = map[string]*atomic.Int64{}
 	e.seen = map[string]*atomic.Int64{}
+	e.fronts = map[string][]atomic.Int64{}
 	for _, s := range e.sources {
 		if s == nil {
 			return nil, errors.New("relay: sources: nil source")
@@ -103,6 +107,11 @@ func New(db *sql.DB, cfg Config, opts ...Option) (*Engine, error) {
 		e.wakes[s.Name()] = ws
 		e.settled[s.Name()] = &atomic.Int64{}
 		e.seen[s.Name()] = &atomic.Int64{}
+		fs := make([]atomic.Int64, cfg.Shards)
+		for i := range fs {
+			fs[i].Store(noFront)
+		}
+		e.fronts[s.Name()] = fs
 	}
 	wc := cfg.Writer
 	if wc.Transport == nil {

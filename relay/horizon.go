@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"math"
 	"log/slog"
 	"time"
 )
@@ -148,4 +149,35 @@ func (e *Engine) advance(w *shardWorker, settled int64, rows []Row, truncated bo
 		f = min(f, firstPending)
 	}
 	w.floor = f
+}
+
+// noFront marks a shard that is not draining a backlog.
+const noFront = math.MaxInt64
+
+// setFront records where w reads next while it drains a backlog (noFront:
+// it does not).
+func (e *Engine) setFront(w *shardWorker, seq int64) {
+	e.fronts[w.src.Name()][w.shard].Store(seq)
+}
+
+// ahead reports whether w, draining a backlog, is more than a window of
+// seqs ahead of the slowest shard of its source that drains one too: it
+// then waits for the others. Rows are inserted in seq order whatever their
+// shard, so shards that keep together delete, and leave to purge, the same
+// pages of the seq and id indexes, as one loop in seq order does; shards
+// drifting apart across a large backlog spread over the whole of both, more
+// than the buffer pool holds, and purge falls behind (the drain's misses per
+// row grew tenfold). The slowest shard never waits, and a shard that stops
+// draining (caught up, failing, held) stops holding the others back.
+func (e *Engine) ahead(w *shardWorker) bool {
+	fs := e.fronts[w.src.Name()]
+	front := fs[w.shard].Load()
+	if front == noFront {
+		return false
+	}
+	low := front
+	for i := range fs {
+		low = min(low, fs[i].Load())
+	}
+	return front-low > int64(2*e.cfg.BatchSize*e.cfg.Shards)
 }

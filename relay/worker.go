@@ -37,10 +37,15 @@ func (e *Engine) work(soft, hard context.Context, w *shardWorker) {
 	idle := e.cfg.PollMin
 	failures := 0
 	_, watched := w.src.(Changes)
+	defer e.setFront(w, noFront)
 	for soft.Err() == nil {
 		if int64(e.since()) > w.deadline.Load() {
 			// The lease may have lapsed: publish nothing until it is renewed.
 			sleep(soft, nil, e.cfg.Heartbeat/4)
+			continue
+		}
+		if e.ahead(w) {
+			sleep(soft, nil, max(e.cfg.PollMin, time.Millisecond))
 			continue
 		}
 		// The round may not outlive the lease as the worker knows it: a
@@ -55,6 +60,11 @@ func (e *Engine) work(soft, hard context.Context, w *shardWorker) {
 		res, err := e.round(rctx, sctx, w)
 		scancel()
 		cancel()
+		if err == nil && res.full && res.done == res.read {
+			e.setFront(w, res.next)
+		} else {
+			e.setFront(w, noFront)
+		}
 		var wait time.Duration
 		switch {
 		case err != nil:
@@ -132,8 +142,9 @@ type roundResult struct {
 	// firstPending is the lowest seq read that stays pending (0: none).
 	firstPending int64
 	// full is set when the read stopped at the batch's rows or bytes: more
-	// rows may wait right behind.
+	// rows may wait right behind, from seq next on.
 	full bool
+	next int64
 }
 
 // round publishes the oldest pending rows of w's shard. Rows are sent in seq
@@ -179,6 +190,7 @@ func (e *Engine) round(ctx, settleCtx context.Context, w *shardWorker) (roundRes
 		size += int64(len(r.Key) + len(r.Value))
 	}
 	res.full = len(rows) >= limit.Rows || size >= limit.Bytes
+	res.next = rows[len(rows)-1].Seq + 1
 	e.advance(w, settled, rows, res.full, res.firstPending)
 	return res, nil
 }
