@@ -35,6 +35,8 @@ const (
 //	POST   /v1/half-messages                   prepare → 201 {"id","state"}
 //	POST   /v1/half-messages/{id}/commit       → 200 {"id","state"}
 //	POST   /v1/half-messages/{id}/rollback     → 200 {"id","state"}
+//	POST   /v1/half-messages:prepare-batch     {"messages":[prepare bodies]} → 200 {"results":[{"id","state","status","error"}]}
+//	POST   /v1/half-messages:end-batch         {"messages":[{"id","action":"commit"|"rollback"}]} → 200 {"results":[…]}
 //	POST   /v1/half-messages/{id}/resolve      {"action":"commit"|"rollback","reason"} → 200 (operator)
 //	GET    /v1/half-messages/{id}              one message
 //	GET    /v1/half-messages/{id}/checks       its check-back history
@@ -58,7 +60,11 @@ const (
 // Errors are {"error":{"code","message"}} with the Code constants: 400 for
 // malformed bodies (unknown fields too) and invalid messages, 413 for bodies
 // over the limit, 404 for unknown ids and paths, 405 for wrong methods, 409
-// for illegal transitions. It is safe for concurrent use.
+// for illegal transitions. A batch request (at most halfmsg.MaxBatchItems
+// messages) that is itself valid answers 200 with one result per message,
+// in order, each with the status and error code its single call would have
+// answered; a group's token acts on its own group's messages only, item by
+// item. It is safe for concurrent use.
 type Handler struct {
 	store        *Store
 	maxBody      int64
@@ -138,6 +144,8 @@ func NewHandler(store *Store, opts ...HandlerOption) (*Handler, error) {
 	}
 	h.slots = make(chan struct{}, h.maxRequests)
 	h.mux.HandleFunc("POST /v1/half-messages", h.prepare)
+	h.mux.HandleFunc("POST /v1/half-messages:prepare-batch", h.prepareBatch)
+	h.mux.HandleFunc("POST /v1/half-messages:end-batch", h.endBatch)
 	h.mux.HandleFunc("GET /v1/half-messages", h.list)
 	h.mux.HandleFunc("GET /v1/half-messages/{id}", h.get)
 	h.mux.HandleFunc("GET /v1/half-messages/{id}/checks", h.checks)
@@ -199,6 +207,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // errTooManyPrepared: the group is at broker.max_prepared_per_group.
 var errTooManyPrepared = errors.New("broker: too many prepared messages")
+
+// errTooLarge: a request body is over broker.max_body_bytes.
+var errTooLarge = errors.New("broker: request too large")
 
 // statusRecorder keeps the status and headers the mux's own 404/405
 // handlers write, and drops their plain-text body.
@@ -422,6 +433,8 @@ func apiErrorFor(err error) *halfmsg.APIError {
 	case errors.As(err, &mbe):
 		return &halfmsg.APIError{Status: http.StatusRequestEntityTooLarge, Code: halfmsg.CodeTooLarge,
 			Message: fmt.Sprintf("request body is over the limit of %d bytes", mbe.Limit)}
+	case errors.Is(err, errTooLarge):
+		return &halfmsg.APIError{Status: http.StatusRequestEntityTooLarge, Code: halfmsg.CodeTooLarge, Message: err.Error()}
 	case errors.Is(err, txmsg.ErrInvalidMessage):
 		return &halfmsg.APIError{Status: http.StatusBadRequest, Code: halfmsg.CodeInvalidRequest, Message: err.Error()}
 	case errors.Is(err, txmsg.ErrNotFound):

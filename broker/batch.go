@@ -44,34 +44,65 @@ type batcher[T interface{ base() *call }] struct {
 // starts, c is taken out of the queue and nothing is done; when it ends
 // while c's batch runs, do returns ctx's error and c's work may or may not
 // have been done, as with any statement cancelled in flight.
-func (b *batcher[T]) do(ctx context.Context, c T) error {
-	cl := c.base()
-	cl.done = make(chan struct{})
+func (b *batcher[T]) do(ctx context.Context, c T) error { return b.doAll(ctx, []T{c})[0] }
+
+// doAll queues cs together, so that they go in the same batch when they fit
+// (a batch request's messages cost one batch, as concurrent calls do), and
+// returns each one's outcome, as do.
+func (b *batcher[T]) doAll(ctx context.Context, cs []T) []error {
 	b.mu.Lock()
-	b.queue = append(b.queue, c)
+	for _, c := range cs {
+		c.base().done = make(chan struct{})
+	}
+	b.queue = append(b.queue, cs...)
 	if b.running < b.writers {
 		b.running++
 		b.wg.Go(b.loop)
 	}
 	b.mu.Unlock()
-	select {
-	case <-cl.done:
-		return cl.err
-	case <-ctx.Done():
-	}
-	b.mu.Lock()
-	queued := false
-	b.queue = slices.DeleteFunc(b.queue, func(q T) bool {
-		if q.base() == cl {
-			queued = true
+	errs := make([]error, len(cs))
+	for i, c := range cs {
+		select {
+		case <-c.base().done:
+			errs[i] = c.base().err
+			continue
+		case <-ctx.Done():
 		}
-		return q.base() == cl
+		b.withdraw(ctx, cs[i:], errs[i:])
+		break
+	}
+	return errs
+}
+
+// withdraw takes the calls of cs that are still queued out of the queue
+// after ctx ended, and sets each call's error in errs: its outcome if its
+// batch is over, else ctx's error.
+func (b *batcher[T]) withdraw(ctx context.Context, cs []T, errs []error) {
+	mine := make(map[*call]bool, len(cs))
+	for _, c := range cs {
+		mine[c.base()] = true
+	}
+	queued := map[*call]bool{}
+	b.mu.Lock()
+	b.queue = slices.DeleteFunc(b.queue, func(q T) bool {
+		queued[q.base()] = mine[q.base()]
+		return mine[q.base()]
 	})
 	b.mu.Unlock()
-	if queued {
-		return ctx.Err()
+	for i, c := range cs {
+		cl := c.base()
+		select {
+		case <-cl.done:
+			errs[i] = cl.err
+			continue
+		default:
+		}
+		if queued[cl] {
+			errs[i] = ctx.Err()
+		} else {
+			errs[i] = fmt.Errorf("%w (the batch holding the call was running)", ctx.Err())
+		}
 	}
-	return fmt.Errorf("%w (the batch holding the call was running)", ctx.Err())
 }
 
 // loop runs batches until the queue is empty.

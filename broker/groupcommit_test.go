@@ -287,3 +287,65 @@ func TestBrokerTransitionBatchAnswersEachCallAndAuditsEachMoveOnce(t *testing.T)
 		}
 	}
 }
+
+// TestBrokerBatcherDoAllQueuesItsCallsTogether: a batch request's calls go
+// into one batch; when its ctx ends while they are queued, they are all
+// withdrawn and none runs.
+func TestBrokerBatcherDoAllQueuesItsCallsTogether(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	var (
+		mu      sync.Mutex
+		batches [][]int
+	)
+	b := &batcher[*testCall]{max: 100, writers: 1, run: func(_ context.Context, calls []*testCall) []error {
+		var ns []int
+		for _, c := range calls {
+			ns = append(ns, c.n)
+		}
+		mu.Lock()
+		batches = append(batches, ns)
+		first := len(batches) == 1
+		mu.Unlock()
+		if first {
+			<-release
+		}
+		return make([]error, len(calls))
+	}}
+	done := make(chan error, 1)
+	go func() { done <- b.do(context.Background(), &testCall{n: 0}) }()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(batches) != 1 {
+			return errors.New("first batch not running")
+		}
+		return nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	dropped := make(chan []error, 1)
+	go func() { dropped <- b.doAll(ctx, []*testCall{{n: 10}, {n: 11}, {n: 12}}) }()
+	waitQueued(t, &b.mu, func() int { return len(b.queue) }, 3)
+	cancel()
+	for i, err := range <-dropped {
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("withdrawn call %d: %v, want context.Canceled", i, err)
+		}
+	}
+	kept := make(chan []error, 1)
+	go func() { kept <- b.doAll(context.Background(), []*testCall{{n: 1}, {n: 2}, {n: 3}, {n: 4}}) }()
+	waitQueued(t, &b.mu, func() int { return len(b.queue) }, 4)
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for i, err := range <-kept {
+		if err != nil {
+			t.Errorf("call %d: %v", i, err)
+		}
+	}
+	b.wg.Wait()
+	if fmt.Sprint(batches) != "[[0] [1 2 3 4]]" {
+		t.Fatalf("batches %v, want [[0] [1 2 3 4]]: the withdrawn calls never run, the others in one batch", batches)
+	}
+}

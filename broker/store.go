@@ -180,16 +180,55 @@ func (s *Store) Prepare(ctx context.Context, req halfmsg.PrepareRequest) (string
 // Concurrent prepares share one transaction (see prepareBatch): the
 // prepare's durable commit is what a busy broker spends most time on.
 func (s *Store) prepare(ctx context.Context, req halfmsg.PrepareRequest, limit int) (string, error) {
+	c, err := s.prepareCall(req, limit)
+	if err != nil {
+		return "", err
+	}
+	if err := s.prepares.do(ctx, c); err != nil {
+		return "", err
+	}
+	return c.id, nil
+}
+
+// prepareMany is prepare of each of reqs, queued together so that they share
+// one batch when they fit; it returns each one's id or error, in order.
+func (s *Store) prepareMany(ctx context.Context, reqs []halfmsg.PrepareRequest, limit int) ([]string, []error) {
+	ids, errs := make([]string, len(reqs)), make([]error, len(reqs))
+	var (
+		calls []*prepareCall
+		at    []int
+	)
+	for i, req := range reqs {
+		c, err := s.prepareCall(req, limit)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		calls, at = append(calls, c), append(at, i)
+	}
+	if len(calls) == 0 {
+		return ids, errs
+	}
+	for k, err := range s.prepares.doAll(ctx, calls) {
+		if errs[at[k]] = err; err == nil {
+			ids[at[k]] = calls[k].id
+		}
+	}
+	return ids, errs
+}
+
+// prepareCall checks req and returns its call for the prepare batcher.
+func (s *Store) prepareCall(req halfmsg.PrepareRequest, limit int) (*prepareCall, error) {
 	m := &req.Message
 	if err := halfmsg.ValidateGroup(req.ProducerGroup); err != nil {
-		return "", fmt.Errorf("broker: prepare: %w", err)
+		return nil, fmt.Errorf("broker: prepare: %w", err)
 	}
 	if err := m.Validate(s.maxValue); err != nil {
-		return "", fmt.Errorf("broker: prepare (topic %q): %w", m.Topic, err)
+		return nil, fmt.Errorf("broker: prepare (topic %q): %w", m.Topic, err)
 	}
 	if req.CheckbackURL != "" {
 		if err := s.rules.checkURL(req.CheckbackURL); err != nil {
-			return "", fmt.Errorf("broker: prepare: %w", err)
+			return nil, fmt.Errorf("broker: prepare: %w", err)
 		}
 	}
 	timeout, maxChecks := req.CheckTimeout, req.MaxChecks
@@ -200,32 +239,29 @@ func (s *Store) prepare(ctx context.Context, req halfmsg.PrepareRequest, limit i
 		maxChecks = s.maxChecks
 	}
 	if timeout < time.Millisecond || timeout > MaxCheckTimeout {
-		return "", fmt.Errorf("broker: prepare: %w: check_timeout %v: want 1ms to %v", txmsg.ErrInvalidMessage, timeout, MaxCheckTimeout)
+		return nil, fmt.Errorf("broker: prepare: %w: check_timeout %v: want 1ms to %v", txmsg.ErrInvalidMessage, timeout, MaxCheckTimeout)
 	}
 	if maxChecks < 1 || maxChecks > MaxMaxChecks {
-		return "", fmt.Errorf("broker: prepare: %w: max_checks %d: want 1 to %d", txmsg.ErrInvalidMessage, maxChecks, MaxMaxChecks)
+		return nil, fmt.Errorf("broker: prepare: %w: max_checks %d: want 1 to %d", txmsg.ErrInvalidMessage, maxChecks, MaxMaxChecks)
 	}
 	id := m.ID
 	if id == "" {
 		u, err := uuid.NewV7()
 		if err != nil {
-			return "", fmt.Errorf("broker: prepare: generate id: %w", err)
+			return nil, fmt.Errorf("broker: prepare: generate id: %w", err)
 		}
 		id = u.String()
 	}
 	hdr, err := codec.EncodeHeaders(m.Headers)
 	if err != nil {
-		return "", fmt.Errorf("broker: prepare %s: %w", id, err)
+		return nil, fmt.Errorf("broker: prepare %s: %w", id, err)
 	}
 	c := &prepareCall{id: id, topic: m.Topic, group: req.ProducerGroup, limit: limit,
 		size: len(m.Value) + len(m.Key) + len(hdr),
 		args: []any{id, txmsg.Shard(m.Key, id, s.shards), halfmsg.StatePrepared,
 			req.ProducerGroup, m.Topic, m.Key, m.Value, hdr, nullString(req.CheckbackURL),
 			timeout.Milliseconds(), maxChecks, timeout.Microseconds()}}
-	if err := s.prepares.do(ctx, c); err != nil {
-		return "", err
-	}
-	return id, nil
+	return c, nil
 }
 
 // Commit makes a prepared message deliverable and returns its state. It is
@@ -340,34 +376,78 @@ func targets(ctx context.Context, q relay.Querier, id, topic string) ([]target, 
 // the read and the UPDATE can only have moved forward, so one more read
 // suffices; the loop is a guard. Every change goes to the audit log.
 func (s *Store) transition(ctx context.Context, a Actor, id string, to halfmsg.State, by, reason string, from ...halfmsg.State) (halfmsg.State, error) {
-	f1, f2 := from[0], from[len(from)-1]
 	for range 3 {
-		c := &moveCall{id: id, group: a.Group, to: to, reason: reason, f1: f1, f2: f2}
+		c := newMoveCall(a, id, to, reason, from...)
 		if err := s.moves.do(ctx, c); err != nil {
 			return 0, fmt.Errorf("broker: %s %s: %w", verb(to), id, err)
 		}
-		if !c.found {
-			return 0, fmt.Errorf("broker: %s %s: %w", verb(to), id, txmsg.ErrNotFound)
-		}
-		if len(c.ts) == 0 {
-			return 0, fmt.Errorf("broker: %s %s: %w: the message belongs to another producer group", verb(to), id, txmsg.ErrForbidden)
-		}
-		if len(c.moved) == 0 {
-			for _, t := range c.ts {
-				if !reached(t.state, to) {
-					return t.state, fmt.Errorf("broker: %s %s: %w: message is %s", verb(to), id, txmsg.ErrConflict, t.state)
-				}
-			}
-			return c.ts[0].state, nil
-		}
-		if c.n > 0 {
-			s.moved(ctx, a, id, to, by, c.moved, c.n)
-		}
-		if int(c.n) == len(c.moved) {
-			return to, nil
+		if st, done, err := s.settle(ctx, a, c, by); done {
+			return st, err
 		}
 	}
 	return 0, fmt.Errorf("broker: %s %s: state keeps changing", verb(to), id)
+}
+
+func newMoveCall(a Actor, id string, to halfmsg.State, reason string, from ...halfmsg.State) *moveCall {
+	return &moveCall{id: id, group: a.Group, to: to, reason: reason, f1: from[0], f2: from[len(from)-1]}
+}
+
+// settle reports what c's batch did (see transition): the state and error
+// to answer, or done false when a row left its from state meanwhile and the
+// transition must read again.
+func (s *Store) settle(ctx context.Context, a Actor, c *moveCall, by string) (halfmsg.State, bool, error) {
+	id, to := c.id, c.to
+	if !c.found {
+		return 0, true, fmt.Errorf("broker: %s %s: %w", verb(to), id, txmsg.ErrNotFound)
+	}
+	if len(c.ts) == 0 {
+		return 0, true, fmt.Errorf("broker: %s %s: %w: the message belongs to another producer group", verb(to), id, txmsg.ErrForbidden)
+	}
+	if len(c.moved) == 0 {
+		for _, t := range c.ts {
+			if !reached(t.state, to) {
+				return t.state, true, fmt.Errorf("broker: %s %s: %w: message is %s", verb(to), id, txmsg.ErrConflict, t.state)
+			}
+		}
+		return c.ts[0].state, true, nil
+	}
+	if c.n > 0 {
+		s.moved(ctx, a, id, to, by, c.moved, c.n)
+	}
+	if int(c.n) == len(c.moved) {
+		return to, true, nil
+	}
+	return 0, false, nil
+}
+
+// endMany commits (commit[i]) or rolls back message ids[i] for a, as
+// CommitAs and RollbackAs, with the calls queued together so that they
+// share one batch when they fit; it returns each one's state or error, in
+// order.
+func (s *Store) endMany(ctx context.Context, a Actor, ids []string, commit []bool) ([]halfmsg.State, []error) {
+	sts, errs := make([]halfmsg.State, len(ids)), make([]error, len(ids))
+	calls := make([]*moveCall, len(ids))
+	for i, id := range ids {
+		to := halfmsg.StateRolledBack
+		if commit[i] {
+			to = halfmsg.StateCommitted
+		}
+		calls[i] = newMoveCall(a, id, to, "", halfmsg.StatePrepared)
+	}
+	for i, err := range s.moves.doAll(ctx, calls) {
+		c := calls[i]
+		if err != nil {
+			errs[i] = fmt.Errorf("broker: %s %s: %w", verb(c.to), c.id, err)
+			continue
+		}
+		st, done, err := s.settle(ctx, a, c, ByProducer)
+		if !done {
+			// A row moved meanwhile: read again alone, as transition does.
+			st, err = s.transition(ctx, a, c.id, c.to, ByProducer, "", halfmsg.StatePrepared)
+		}
+		sts[i], errs[i] = st, err
+	}
+	return sts, errs
 }
 
 // moved reports n rows of id moved to `to` by a: hooks, the audit log, and

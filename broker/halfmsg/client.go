@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -18,10 +19,22 @@ import (
 // *APIError and match txmsg.ErrInvalidMessage, txmsg.ErrNotFound,
 // txmsg.ErrConflict, txmsg.ErrUnauthorized and txmsg.ErrForbidden with
 // errors.Is. It is safe for concurrent use.
+//
+// Concurrent Prepare calls share requests, and so do concurrent Commit and
+// Rollback calls: while WithMaxBatchRequests requests of a kind are in
+// flight, later calls queue and the next request carries them all (the
+// broker's prepare-batch and end-batch endpoints), each caller getting its
+// own message's result or error. A lone call goes at once, alone. A broker
+// without the batch endpoints is detected on the first batch, whose calls
+// then go alone, as every later call does. WithoutBatching turns it off.
 type Client struct {
-	base  string
-	hc    *http.Client
-	token string
+	base     string
+	hc       *http.Client
+	token    string
+	maxBatch int
+	noBatch  atomic.Bool
+	prepares *coalescer
+	ends     *coalescer
 }
 
 // ClientOption configures a Client.
@@ -43,6 +56,16 @@ func WithHTTPClient(hc *http.Client) ClientOption {
 // authentication answers with txmsg.ErrUnauthorized).
 func WithToken(token string) ClientOption { return func(c *Client) { c.token = token } }
 
+// WithoutBatching makes every Prepare, Commit and Rollback call its own
+// request on the single endpoints (default: concurrent calls share batch
+// requests; see Client).
+func WithoutBatching() ClientOption { return func(c *Client) { c.noBatch.Store(true) } }
+
+// WithMaxBatchRequests sets how many requests of one kind (prepares; commits
+// and rollbacks) are in flight at once before later calls queue for the next
+// batch request (default DefaultMaxBatchRequests, 2; at least 1).
+func WithMaxBatchRequests(n int) ClientOption { return func(c *Client) { c.maxBatch = n } }
+
 // NewClient returns a Client for the broker at baseURL ("http://host:port",
 // or https:// when the broker serves TLS).
 func NewClient(baseURL string, opts ...ClientOption) (*Client, error) {
@@ -50,13 +73,18 @@ func NewClient(baseURL string, opts ...ClientOption) (*Client, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("halfmsg: client base URL %q: want http://host:port", baseURL)
 	}
-	c := &Client{base: strings.TrimRight(baseURL, "/")}
+	c := &Client{base: strings.TrimRight(baseURL, "/"), maxBatch: DefaultMaxBatchRequests}
 	for _, o := range opts {
 		o(c)
 	}
 	if strings.ContainsAny(c.token, " \t\r\n") {
 		return nil, errors.New("halfmsg: client token contains white space")
 	}
+	if c.maxBatch < 1 {
+		return nil, fmt.Errorf("halfmsg: client max batch requests %d: want at least 1 (WithoutBatching turns batching off)", c.maxBatch)
+	}
+	c.prepares = newCoalescer(c, "/v1/half-messages:prepare-batch", c.maxBatch)
+	c.ends = newCoalescer(c, "/v1/half-messages:end-batch", c.maxBatch)
 	if c.hc == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConnsPerHost = 64
@@ -67,13 +95,22 @@ func NewClient(baseURL string, opts ...ClientOption) (*Client, error) {
 
 // do sends one request and decodes a 2xx answer into out.
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
+	var body []byte
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return fmt.Errorf("halfmsg: encode %s %s: %w", method, path, err)
 		}
-		body = bytes.NewReader(b)
+		body = b
+	}
+	return c.doRaw(ctx, method, path, body, out)
+}
+
+// doRaw is do with the body's JSON already encoded (nil: no body).
+func (c *Client) doRaw(ctx context.Context, method, path string, in []byte, out any) error {
+	var body io.Reader
+	if in != nil {
+		body = bytes.NewReader(in)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
@@ -118,30 +155,48 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 // headers as a JSON object of strings: a message whose header names or
 // values are not UTF-8 text, or that repeats a header name, fails with
 // txmsg.ErrInvalidMessage before anything is sent, instead of reaching Kafka
-// altered.
+// altered. Concurrent calls share requests (see Client).
 func (c *Client) Prepare(ctx context.Context, req PrepareRequest) (string, error) {
 	if err := checkWireHeaders(req.Message.Headers); err != nil {
 		return "", fmt.Errorf("halfmsg: prepare: %w", err)
 	}
-	var out StateBody
-	if err := c.do(ctx, http.MethodPost, "/v1/half-messages", NewPrepareBody(req), &out); err != nil {
+	body := NewPrepareBody(req)
+	raw, err := encodeItem(body)
+	if err != nil {
 		return "", err
 	}
-	return out.ID, nil
+	res, err := c.prepares.do(ctx, &batchCall{raw: raw, single: func(ctx context.Context) (ItemResult, error) {
+		var out StateBody
+		err := c.doRaw(ctx, http.MethodPost, "/v1/half-messages", raw, &out)
+		return ItemResult{ID: out.ID, State: out.State}, err
+	}})
+	return res.ID, err
 }
 
 // Commit makes a prepared message deliverable; idempotent. See Store.Commit.
+// Concurrent calls share requests (see Client).
 func (c *Client) Commit(ctx context.Context, id string) (State, error) {
-	var out StateBody
-	err := c.do(ctx, http.MethodPost, "/v1/half-messages/"+url.PathEscape(id)+"/commit", nil, &out)
-	return out.State, err
+	return c.end(ctx, id, ActionCommit)
 }
 
 // Rollback drops a prepared message; idempotent. See Store.Rollback.
+// Concurrent calls share requests (see Client).
 func (c *Client) Rollback(ctx context.Context, id string) (State, error) {
-	var out StateBody
-	err := c.do(ctx, http.MethodPost, "/v1/half-messages/"+url.PathEscape(id)+"/rollback", nil, &out)
-	return out.State, err
+	return c.end(ctx, id, ActionRollback)
+}
+
+// end commits or rolls back id (action), alone or in a batch request.
+func (c *Client) end(ctx context.Context, id, action string) (State, error) {
+	raw, err := encodeItem(EndItem{ID: id, Action: action})
+	if err != nil {
+		return 0, err
+	}
+	res, err := c.ends.do(ctx, &batchCall{raw: raw, single: func(ctx context.Context) (ItemResult, error) {
+		var out StateBody
+		err := c.doRaw(ctx, http.MethodPost, "/v1/half-messages/"+url.PathEscape(id)+"/"+action, nil, &out)
+		return ItemResult{ID: out.ID, State: out.State}, err
+	}})
+	return res.State, err
 }
 
 // Resolve decides a discarded (or prepared) message as an operator. See

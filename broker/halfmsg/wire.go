@@ -82,10 +82,14 @@ func (e *APIError) Unwrap() error {
 
 // ErrorBody is the JSON of every error answer.
 type ErrorBody struct {
-	Error struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail is one error: of a whole answer (ErrorBody) or of one message
+// of a batch (ItemResult).
+type ErrorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
 }
 
 // PrepareBody is the JSON of POST /v1/half-messages. Key and value come as
