@@ -177,11 +177,18 @@ func BenchmarkBrokerCommitToKafka(b *testing.B) {
 
 // BenchmarkBrokerStrandedCheckback prepares b.N messages nobody commits and
 // measures how long check-back takes to resolve them all through the ledger
-// (half committed, half rolled back), with the most calls in flight at once.
-// resolve_s runs from the last prepare until none is left prepared; compare
-// it with bound_s = 2 × (check timeout + scan interval).
+// (half committed, half rolled back), with the most calls in flight at once,
+// at the default checkback.concurrency and at 64. resolve_s runs from the
+// last prepare until none is left prepared; compare it with bound_s = 2 ×
+// (check timeout + scan interval). commits/check and stmts/check are the
+// server's Com_commit and Questions over the resolution divided by b.N
+// (global counters: other clients of the server count too).
 func BenchmarkBrokerStrandedCheckback(b *testing.B) {
-	for _, c := range []int{16, 64} {
+	cs := []int{DefaultConfig().Concurrency}
+	if cs[0] != 64 {
+		cs = append(cs, 64)
+	}
+	for _, c := range cs {
 		b.Run(fmt.Sprintf("concurrency=%d", c), func(b *testing.B) { benchStranded(b, c) })
 	}
 }
@@ -230,6 +237,7 @@ func benchStranded(b *testing.B, concurrency int) {
 			}
 		}
 	}
+	before := serverCounters(b, db.DB)
 	start := time.Now()
 	b.ResetTimer()
 	srv := startBenchServer(b, db.DB, cfg)
@@ -241,10 +249,39 @@ func benchStranded(b *testing.B, concurrency int) {
 		return err
 	})
 	b.StopTimer()
-	b.ReportMetric(time.Since(start).Seconds(), "resolve_s")
+	elapsed := time.Since(start)
+	after := serverCounters(b, db.DB)
+	b.ReportMetric(elapsed.Seconds(), "resolve_s")
+	b.ReportMetric(float64(after["Com_commit"]-before["Com_commit"])/float64(b.N), "commits/check")
+	b.ReportMetric(float64(after["Questions"]-before["Questions"])/float64(b.N), "stmts/check")
 	b.ReportMetric(float64(top.Load()), "max_inflight")
 	b.ReportMetric(float64(cfg.Concurrency), "concurrency")
 	b.ReportMetric((2 * (cfg.CheckTimeout + time.Second)).Seconds(), "bound_s")
+}
+
+// serverCounters reads the server's global Com_commit and Questions.
+func serverCounters(b *testing.B, db *sql.DB) map[string]int64 {
+	b.Helper()
+	rows, err := db.Query(`SHOW GLOBAL STATUS WHERE Variable_name IN ('Com_commit', 'Questions')`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var (
+			name string
+			v    int64
+		)
+		if err := rows.Scan(&name, &v); err != nil {
+			b.Fatal(err)
+		}
+		out[name] = v
+	}
+	if err := rows.Err(); err != nil {
+		b.Fatal(err)
+	}
+	return out
 }
 
 // benchDB is a fresh database whose pool interpolates parameters client

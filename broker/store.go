@@ -141,14 +141,15 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, DATE_ADD(UTC_TIMESTAMP(6), INTERVAL ? M
 	// (see HalfSource). It is a consistent read without locks; the
 	// conditional UPDATE then decides, and the relay re-checks a row whose
 	// message it waited for has left prepared.
-	selectTargets = `SELECT h.seq, h.state, h.shard, h.producer_group,
+	selectTargetRows = `SELECT h.seq, h.state, h.shard, h.producer_group,
   CASE WHEN COALESCE(g.delivery_order, ?) = ? AND h.msg_key <> '' THEN
     (SELECT MAX(p.seq) FROM txmsg_half_messages p
      WHERE p.topic = h.topic AND p.msg_key = h.msg_key AND p.state = ? AND p.seq < h.seq)
   END
 FROM txmsg_half_messages h
 LEFT JOIN txmsg_producer_groups g ON g.producer_group = h.producer_group
-WHERE h.id = ?`
+`
+	selectTargets = selectTargetRows + `WHERE h.id = ?`
 	transitionHalf = `UPDATE txmsg_half_messages
 SET state = ?, resolved_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6), reason = COALESCE(?, reason),
   waits_for = CASE seq`
