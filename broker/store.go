@@ -149,7 +149,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, DATE_ADD(UTC_TIMESTAMP(6), INTERVAL ? M
 FROM txmsg_half_messages h
 LEFT JOIN txmsg_producer_groups g ON g.producer_group = h.producer_group
 `
-	selectTargets = selectTargetRows + `WHERE h.id = ?`
+	selectTargets  = selectTargetRows + `WHERE h.id = ?`
 	transitionHalf = `UPDATE txmsg_half_messages
 SET state = ?, resolved_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6), reason = COALESCE(?, reason),
   waits_for = CASE seq`
