@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -179,17 +180,30 @@ func NewScanner(store CheckStore, cfg ScannerConfig, opts ...ScannerOption) (*Sc
 	return s, nil
 }
 
-// Run scans on the configured schedule until ctx ends, then stops the cron
-// and waits for the running scan. In-flight calls are canceled with ctx and
-// not recorded: their claims stay counted and the messages are checked again
-// once the lease passes. Scans never overlap; a panic is recovered and
-// logged. Run returns nil after a clean shutdown.
+// Run scans once at start, then on the configured schedule until ctx ends;
+// it then stops the cron and waits for the running scan. In-flight calls are
+// canceled with ctx and not recorded: their claims stay counted and the
+// messages are checked again once the lease passes. Scans never overlap; a
+// panic is recovered and logged. Run returns nil after a clean shutdown.
 func (s *Scanner) Run(ctx context.Context) error {
-	stop, err := schedule.Cron(s.cfg.Schedule, s.log, func() {
+	scan := func() {
 		if _, err := s.Scan(ctx); err != nil && ctx.Err() == nil {
 			s.log.ErrorContext(ctx, "broker: checkback: scan failed", slog.Any("error", err))
 		}
-	})
+	}
+	// The scan at start checks what came due while no broker ran (a
+	// restart) without waiting for the schedule's first tick, which a cron
+	// spec may put minutes away.
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				s.log.ErrorContext(ctx, "broker: checkback: scan panicked", slog.Any("panic", r),
+					slog.String("stack", string(debug.Stack())))
+			}
+		}()
+		scan()
+	}()
+	stop, err := schedule.Cron(s.cfg.Schedule, s.log, scan)
 	if err != nil {
 		return fmt.Errorf("broker: checkback: scan: %w", err)
 	}

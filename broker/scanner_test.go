@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/txmsg/txmsg/checkback"
+	"github.com/txmsg/txmsg/internal/testenv"
 )
 
 // memStore is an in-memory Store: every message is due once.
@@ -418,4 +419,34 @@ func TestCheckbackScannerRecordsInBatches(t *testing.T) {
 	if errCount.counts["record"] != 1 {
 		t.Fatalf("record errors %v, want 1", errCount.counts)
 	}
+}
+
+// TestCheckbackScannerRunScansAtStart: Run checks the messages already due
+// when it starts, without waiting for the schedule's first tick.
+func TestCheckbackScannerRunScansAtStart(t *testing.T) {
+	t.Parallel()
+	gauge := &inFlightGauge{}
+	url := gauge.producer(t, 0, func(checkback.Request) checkback.Answer { return checkback.AnswerCommit })
+	store := dueStore(url, 3)
+	s, err := NewScanner(store, ScannerConfig{Schedule: "@every 1h", Policy: loopback()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	testenv.Eventually(t, 10*time.Second, func() error {
+		store.mu.Lock()
+		defer store.mu.Unlock()
+		if len(store.results) != 3 {
+			return fmt.Errorf("%d of 3 checks recorded", len(store.results))
+		}
+		return nil
+	})
 }
