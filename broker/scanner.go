@@ -80,7 +80,8 @@ type ScannerConfig struct {
 	// Schedule is the cron spec of the scan (default "@every 1s").
 	Schedule string
 	// Concurrency is the most check-back calls in flight at once, per
-	// scanner (default 16).
+	// scanner, and the size of a claim batch: up to as many claims again
+	// wait queued for a worker (default 16).
 	Concurrency int
 	// CallTimeout bounds one check-back call (default 3s).
 	CallTimeout time.Duration

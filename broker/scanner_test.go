@@ -450,3 +450,22 @@ func TestCheckbackScannerRunScansAtStart(t *testing.T) {
 		return nil
 	})
 }
+
+// TestCheckbackClientKeepsAnIdleConnectionPerCall: the check-back client
+// may keep a connection idle for every call in flight, to one producer and
+// in total, also above net/http's default total of 100: one closed for want
+// of an idle slot is a new dial (and TLS handshake) for a later check.
+func TestCheckbackClientKeepsAnIdleConnectionPerCall(t *testing.T) {
+	t.Parallel()
+	rules, err := loopback().rules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []int{16, 400} {
+		tr := newCheckbackClient(rules, c).Transport.(*http.Transport)
+		if tr.MaxIdleConnsPerHost != c || tr.MaxIdleConns < c {
+			t.Fatalf("concurrency %d: %d idle connections per host, %d in all; want %d and at least %d",
+				c, tr.MaxIdleConnsPerHost, tr.MaxIdleConns, c, c)
+		}
+	}
+}
