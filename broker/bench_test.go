@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"slices"
 	"sync"
@@ -181,8 +183,10 @@ func BenchmarkBrokerCommitToKafka(b *testing.B) {
 // at the default checkback.concurrency and at 64. resolve_s runs from the
 // last prepare until none is left prepared; compare it with bound_s = 2 ×
 // (check timeout + scan interval). commits/check and stmts/check are the
-// server's Com_commit and Questions over the resolution divided by b.N
-// (global counters: other clients of the server count too).
+// server's Com_commit (explicit COMMITs: the ledger's autocommit inserts
+// are not among them) and Questions over the resolution divided by b.N
+// (global counters: other clients of the server count too); producer_conns
+// counts the connections the producer accepted.
 func BenchmarkBrokerStrandedCheckback(b *testing.B) {
 	cs := []int{DefaultConfig().Concurrency}
 	if cs[0] != 64 {
@@ -210,7 +214,8 @@ func benchStranded(b *testing.B, concurrency int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	producer := httptest.NewServer(checkback.Handler(checkback.CheckerFunc(func(ctx context.Context, req checkback.Request) (checkback.Answer, error) {
+	var conns atomic.Int64
+	producer := httptest.NewUnstartedServer(checkback.Handler(checkback.CheckerFunc(func(ctx context.Context, req checkback.Request) (checkback.Answer, error) {
 		n := inFlight.Add(1)
 		defer inFlight.Add(-1)
 		for {
@@ -221,6 +226,12 @@ func benchStranded(b *testing.B, concurrency int) {
 		}
 		return ledger.Check(ctx, req)
 	}), checkback.WithSecret(groupSecret(b, store, "bench"))))
+	producer.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	producer.Start()
 	defer producer.Close()
 	if err := store.SetGroup(ctx, "bench", producer.URL); err != nil {
 		b.Fatal(err)
@@ -255,6 +266,7 @@ func benchStranded(b *testing.B, concurrency int) {
 	b.ReportMetric(float64(after["Com_commit"]-before["Com_commit"])/float64(b.N), "commits/check")
 	b.ReportMetric(float64(after["Questions"]-before["Questions"])/float64(b.N), "stmts/check")
 	b.ReportMetric(float64(top.Load()), "max_inflight")
+	b.ReportMetric(float64(conns.Load()), "producer_conns")
 	b.ReportMetric(float64(cfg.Concurrency), "concurrency")
 	b.ReportMetric((2 * (cfg.CheckTimeout + time.Second)).Seconds(), "bound_s")
 }
