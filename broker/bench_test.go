@@ -186,7 +186,8 @@ func BenchmarkBrokerCommitToKafka(b *testing.B) {
 // server's Com_commit (explicit COMMITs: the ledger's autocommit inserts
 // are not among them) and Questions over the resolution divided by b.N
 // (global counters: other clients of the server count too); producer_conns
-// counts the connections the producer accepted.
+// counts the connections the producer accepted; claim_tx/check and
+// record_tx/check count the broker's own claim and record transactions.
 func BenchmarkBrokerStrandedCheckback(b *testing.B) {
 	cs := []int{DefaultConfig().Concurrency}
 	if cs[0] != 64 {
@@ -265,6 +266,16 @@ func benchStranded(b *testing.B, concurrency int) {
 	b.ReportMetric(elapsed.Seconds(), "resolve_s")
 	b.ReportMetric(float64(after["Com_commit"]-before["Com_commit"])/float64(b.N), "commits/check")
 	b.ReportMetric(float64(after["Questions"]-before["Questions"])/float64(b.N), "stmts/check")
+	// A claim transaction stamps its rows' last_check_at, and a record
+	// transaction its history rows' checked_at, with one UTC_TIMESTAMP(6):
+	// distinct stamps count this run's own transactions.
+	var claimTx, recordTx int64
+	if err := db.DB.QueryRowContext(ctx, `SELECT (SELECT COUNT(DISTINCT last_check_at) FROM txmsg_half_messages),
+  (SELECT COUNT(DISTINCT checked_at) FROM txmsg_half_checks)`).Scan(&claimTx, &recordTx); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(claimTx)/float64(b.N), "claim_tx/check")
+	b.ReportMetric(float64(recordTx)/float64(b.N), "record_tx/check")
 	b.ReportMetric(float64(top.Load()), "max_inflight")
 	b.ReportMetric(float64(conns.Load()), "producer_conns")
 	b.ReportMetric(float64(cfg.Concurrency), "concurrency")
