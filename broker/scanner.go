@@ -223,10 +223,10 @@ func (s *Scanner) Run(ctx context.Context) error {
 // interrupted by ctx stays counted.
 func (s *Scanner) Scan(ctx context.Context) (int, error) {
 	n := s.cfg.Concurrency
-	// At most n claims wait in the queue: each waits for one call of a
-	// worker at most (CallTimeout), well inside its lease, so a queued claim
-	// is never claimed again by another scanner meanwhile, which would
-	// spend one of the message's max_checks for nothing.
+	// At most n claims wait in the queue: each waits for about one call of
+	// a worker (at most CallTimeout while the writer keeps up), well inside
+	// its lease, so another scanner does not claim it again meanwhile,
+	// which would spend one of the message's max_checks for nothing.
 	queue := make(chan Claim, n)
 	done := make(chan CheckRecord, MaxRecordBatch)
 	// A token per claim not yet called: queued or in a call.
