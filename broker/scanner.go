@@ -81,7 +81,7 @@ type ScannerConfig struct {
 	Schedule string
 	// Concurrency is the most check-back calls in flight at once, per
 	// scanner, and the size of a claim batch: up to as many claims again
-	// wait queued for a worker (default 16).
+	// wait queued for a worker (default 64).
 	Concurrency int
 	// CallTimeout bounds one check-back call (default 3s).
 	CallTimeout time.Duration
@@ -100,7 +100,7 @@ type ScannerConfig struct {
 
 // DefaultScannerConfig returns the defaults of every field.
 func DefaultScannerConfig() ScannerConfig {
-	return ScannerConfig{Schedule: "@every 1s", Concurrency: 16, CallTimeout: 3 * time.Second, MaxInterval: 5 * time.Minute}
+	return ScannerConfig{Schedule: "@every 1s", Concurrency: 64, CallTimeout: 3 * time.Second, MaxInterval: 5 * time.Minute}
 }
 
 // WithDefaults returns a copy of c whose zero fields hold

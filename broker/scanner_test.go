@@ -188,7 +188,7 @@ func TestCheckbackConfigValidate(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.Schedule != "@every 1s" || c.Concurrency != 16 || c.CallTimeout != 3*time.Second || c.MaxInterval != 5*time.Minute || c.Lease != 8*time.Second {
+	if c.Schedule != "@every 1s" || c.Concurrency != 64 || c.CallTimeout != 3*time.Second || c.MaxInterval != 5*time.Minute || c.Lease != 8*time.Second {
 		t.Fatalf("defaults: %+v", c)
 	}
 	for _, bad := range []ScannerConfig{
