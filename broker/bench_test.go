@@ -179,15 +179,16 @@ func BenchmarkBrokerCommitToKafka(b *testing.B) {
 
 // BenchmarkBrokerStrandedCheckback prepares b.N messages nobody commits and
 // measures how long check-back takes to resolve them all through the ledger
-// (half committed, half rolled back), with the most calls in flight at once,
-// at the default checkback.concurrency, then at 16 and 64, with the default
-// call timeout. resolve_s runs from the last prepare until none is left
-// prepared; compare it with bound_s = 2 × (check timeout + scan interval). commits/check and stmts/check are the
-// server's Com_commit (explicit COMMITs: the ledger's autocommit inserts
-// are not among them) and Questions over the resolution divided by b.N
-// (global counters: other clients of the server count too); producer_conns
-// counts the connections the producer accepted; claim_tx/check and
-// record_tx/check count the broker's own claim and record transactions.
+// (half committed, half rolled back), at the default checkback.concurrency,
+// then at 16 and 64, with the default call timeout. resolve_s runs from the
+// last prepare until none is left prepared; compare it with bound_s = 2 ×
+// (check timeout + scan interval). max_inflight is the most calls the
+// producer served at once, producer_conns the connections it accepted, and
+// failed_calls the calls that failed (timeouts included). claim_tx/check and
+// record_tx/check count the broker's own claim and record transactions;
+// commits/check and stmts/check are the server's Com_commit (explicit
+// COMMITs: the ledger's autocommit inserts are not among them) and Questions
+// over the resolution divided by b.N (server-wide: other clients count too).
 func BenchmarkBrokerStrandedCheckback(b *testing.B) {
 	cs := []int{DefaultConfig().Concurrency}
 	for _, c := range []int{16, 64} {
@@ -257,7 +258,8 @@ func benchStranded(b *testing.B, concurrency int) {
 	before := serverCounters(b, db.DB)
 	start := time.Now()
 	b.ResetTimer()
-	srv := startBenchServer(b, db.DB, cfg)
+	calls := &callOutcomes{}
+	srv := startBenchServer(b, db.DB, cfg, WithHooks(calls))
 	benchPoll(b, 5*time.Minute, func() error {
 		n, _, err := srv.Store().PreparedBacklog(ctx)
 		if err == nil && n > 0 {
@@ -283,8 +285,19 @@ func benchStranded(b *testing.B, concurrency int) {
 	b.ReportMetric(float64(recordTx)/float64(b.N), "record_tx/check")
 	b.ReportMetric(float64(top.Load()), "max_inflight")
 	b.ReportMetric(float64(conns.Load()), "producer_conns")
+	b.ReportMetric(float64(calls.failed.Load()), "failed_calls")
 	b.ReportMetric(float64(cfg.Concurrency), "concurrency")
 	b.ReportMetric((2 * (cfg.CheckTimeout + time.Second)).Seconds(), "bound_s")
+}
+
+// callOutcomes counts the check-back calls that failed (a timeout, a
+// connection error), which the broker counts as unknown answers.
+type callOutcomes struct{ failed atomic.Int64 }
+
+func (c *callOutcomes) Checked(outcome string, _ time.Duration) {
+	if outcome == "error" {
+		c.failed.Add(1)
+	}
 }
 
 // serverCounters reads the server's global Com_commit and Questions.
@@ -334,9 +347,9 @@ func benchDB(b *testing.B) *testenv.Database {
 }
 
 // startBenchServer runs a Server until the benchmark ends.
-func startBenchServer(b *testing.B, db *sql.DB, cfg Config) *Server {
+func startBenchServer(b *testing.B, db *sql.DB, cfg Config, opts ...ServerOption) *Server {
 	b.Helper()
-	s, err := NewServer(db, cfg)
+	s, err := NewServer(db, cfg, opts...)
 	if err != nil {
 		b.Fatal(err)
 	}
