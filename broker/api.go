@@ -273,17 +273,7 @@ func (h *Handler) prepare(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, errForbidden("prepares only its own group's messages"))
 		return
 	}
-	full, err := h.store.preparedAtLeast(r.Context(), req.ProducerGroup, h.maxPrepared)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	if full {
-		h.fail(w, r, fmt.Errorf("%w: producer group %q has %d prepared messages (broker.max_prepared_per_group): commit or roll some back first",
-			errTooManyPrepared, req.ProducerGroup, h.maxPrepared))
-		return
-	}
-	id, err := h.store.Prepare(r.Context(), req)
+	id, err := h.store.prepare(r.Context(), req, h.maxPrepared)
 	if err != nil {
 		h.fail(w, r, err)
 		return

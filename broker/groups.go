@@ -239,13 +239,3 @@ func (s *Store) groupByToken(ctx context.Context, token string) (string, error) 
 	}
 	return g, nil
 }
-
-// preparedAtLeast reports whether group has limit or more prepared
-// messages.
-func (s *Store) preparedAtLeast(ctx context.Context, group string, limit int) (bool, error) {
-	var n int
-	if err := s.db.QueryRowContext(ctx, countPrepared, halfmsg.StatePrepared, group, limit).Scan(&n); err != nil {
-		return false, fmt.Errorf("broker: count prepared messages of group %s: %w", group, err)
-	}
-	return n >= limit, nil
-}

@@ -42,23 +42,47 @@ func TestBrokerProducerSurfacesErrorsAndCheckbackRecovers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := halfmsg.NewProducer(broken, "shop", env.db.DB, halfmsg.WithProducerCheckTimeout(20*time.Millisecond))
+	p, err := halfmsg.NewProducer(broken, "shop", env.db.DB, halfmsg.WithProducerCheckTimeout(20*time.Millisecond),
+		halfmsg.WithProducerSyncEnd())
 	if err != nil {
 		t.Fatal(err)
 	}
+	endErrs := make(chan *halfmsg.EndError, 1)
+	async, err := halfmsg.NewProducer(broken, "shop", env.db.DB, halfmsg.WithProducerCheckTimeout(20*time.Millisecond),
+		halfmsg.WithProducerOnEndError(func(e *halfmsg.EndError) { endErrs <- e }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = async.Close(context.Background()) })
 	url := producerServer(t, env.store, "shop", p.Ledger())
 	if err := env.client.SetGroup(ctx, "shop", url); err != nil {
 		t.Fatal(err)
 	}
 
-	// The commit call fails after the local commit: the error is returned,
-	// and check-back delivers the message from the ledger row.
+	// The commit call fails after the local commit: the error is returned
+	// (synchronous end) or reported to the hook (the default, asynchronous
+	// end), and check-back delivers the message from the ledger row.
 	err = p.SendInTransaction(ctx, txmsg.Message{ID: "lost-commit", Topic: "orders", Value: []byte("v")}, insert("lost-commit"))
 	if err == nil || !strings.Contains(err.Error(), "network down") {
 		t.Fatalf("failed commit call: %v, want it returned", err)
 	}
+	if err := async.SendInTransaction(ctx, txmsg.Message{ID: "lost-async", Topic: "orders", Value: []byte("v")}, insert("lost-async")); err != nil {
+		t.Fatalf("asynchronous end: %v, want the failed commit call reported to the hook, not returned", err)
+	}
+	if err := async.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-endErrs:
+		if e.ID != "lost-async" || !e.Commit || e.Attempts < 2 || !strings.Contains(e.Error(), "network down") {
+			t.Fatalf("reported %+v (%v), want the commit of lost-async, retried, failing with network down", e, e)
+		}
+	default:
+		t.Fatal("failed background commit call not reported")
+	}
 	scanner := testScanner(t, env.store, ScannerConfig{})
 	waitState(t, env.store, scanner, "lost-commit", halfmsg.StateCommitted, 10*time.Second)
+	waitState(t, env.store, scanner, "lost-async", halfmsg.StateCommitted, 10*time.Second)
 
 	// An invalid message fails at prepare, over HTTP, with the sentinel;
 	// nothing runs.
@@ -80,11 +104,17 @@ func TestBrokerProducerSurfacesErrorsAndCheckbackRecovers(t *testing.T) {
 	if err == nil {
 		t.Fatal("duplicate business row: want the transaction's error")
 	}
+	if err := good.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if info, _ := env.store.Get(ctx, "dup"); info.State != halfmsg.StateRolledBack {
 		t.Fatalf("after a failed local transaction: %s, want rolled_back", info.State)
 	}
 	// A clean send commits.
 	if err := good.SendInTransaction(ctx, txmsg.Message{ID: "ok", Topic: "orders", Value: []byte("v")}, insert("ok")); err != nil {
+		t.Fatal(err)
+	}
+	if err := good.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if info, _ := env.store.Get(ctx, "ok"); info.State != halfmsg.StateCommitted {

@@ -216,7 +216,7 @@ func waitsFor(ctx context.Context, tx *sql.Tx, rows []batchRow) (map[int64]sql.N
 	for _, b := range rows {
 		args = append(args, b.Claim.seq)
 	}
-	rs, err := tx.QueryContext(ctx, selectTargetRows+"WHERE h.seq IN ("+sqlx.Placeholders(len(rows))+")", args...)
+	rs, err := tx.QueryContext(ctx, selectTargetsOf+"WHERE h.seq IN ("+sqlx.Placeholders(len(rows))+")", args...)
 	if err != nil {
 		return nil, fmt.Errorf("read state: %w", err)
 	}

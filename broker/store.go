@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"time"
 
@@ -16,7 +15,6 @@ import (
 	"github.com/txmsg/txmsg/broker/halfmsg"
 	"github.com/txmsg/txmsg/internal/codec"
 	"github.com/txmsg/txmsg/internal/sqlx"
-	"github.com/txmsg/txmsg/internal/sqlx/mysqlx"
 	"github.com/txmsg/txmsg/relay"
 )
 
@@ -55,6 +53,9 @@ type Store struct {
 	log          *slog.Logger
 	policy       AddressPolicy
 	rules        *addressRules
+	prepares     batcher[*prepareCall]
+	counts       map[string]preparedCount // see admit
+	moves        batcher[*moveCall]
 }
 
 // StoreOption configures a Store.
@@ -116,6 +117,9 @@ func NewStore(db *sql.DB, opts ...StoreOption) (*Store, error) {
 		return nil, err
 	}
 	s.rules = rules
+	s.counts = map[string]preparedCount{}
+	s.prepares = batcher[*prepareCall]{run: s.prepareBatch, max: maxBatchCalls, writers: 1}
+	s.moves = batcher[*moveCall]{run: s.moveBatch, max: maxBatchCalls, writers: 1}
 	switch {
 	case s.shards < 1 || s.shards > 4096:
 		return nil, fmt.Errorf("broker: shards %d: want 1 to 4096", s.shards)
@@ -141,15 +145,16 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, DATE_ADD(UTC_TIMESTAMP(6), INTERVAL ? M
 	// (see HalfSource). It is a consistent read without locks; the
 	// conditional UPDATE then decides, and the relay re-checks a row whose
 	// message it waited for has left prepared.
-	selectTargetRows = `SELECT h.seq, h.state, h.shard, h.producer_group,
+	selectTargets = selectTargetsOf + `WHERE h.id = ?`
+	// selectTargetsOf is selectTargets without its WHERE clause.
+	selectTargetsOf = `SELECT h.seq, h.state, h.shard, h.producer_group,
   CASE WHEN COALESCE(g.delivery_order, ?) = ? AND h.msg_key <> '' THEN
     (SELECT MAX(p.seq) FROM txmsg_half_messages p
      WHERE p.topic = h.topic AND p.msg_key = h.msg_key AND p.state = ? AND p.seq < h.seq)
-  END
+  END, h.id
 FROM txmsg_half_messages h
 LEFT JOIN txmsg_producer_groups g ON g.producer_group = h.producer_group
 `
-	selectTargets  = selectTargetRows + `WHERE h.id = ?`
 	transitionHalf = `UPDATE txmsg_half_messages
 SET state = ?, resolved_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6), reason = COALESCE(?, reason),
   waits_for = CASE seq`
@@ -167,6 +172,14 @@ SET state = ?, resolved_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6), re
 // topic with txmsg.ErrConflict. Ids compare byte for byte ("Order-1" and
 // "order-1" are two ids), and one id may be prepared in several topics.
 func (s *Store) Prepare(ctx context.Context, req halfmsg.PrepareRequest) (string, error) {
+	return s.prepare(ctx, req, 0)
+}
+
+// prepare is Prepare with a bound on the group's prepared messages, this one
+// included (0: none); past it, the error wraps errTooManyPrepared.
+// Concurrent prepares share one transaction (see prepareBatch): the
+// prepare's durable commit is what a busy broker spends most time on.
+func (s *Store) prepare(ctx context.Context, req halfmsg.PrepareRequest, limit int) (string, error) {
 	m := &req.Message
 	if err := halfmsg.ValidateGroup(req.ProducerGroup); err != nil {
 		return "", fmt.Errorf("broker: prepare: %w", err)
@@ -204,16 +217,14 @@ func (s *Store) Prepare(ctx context.Context, req halfmsg.PrepareRequest) (string
 	if err != nil {
 		return "", fmt.Errorf("broker: prepare %s: %w", id, err)
 	}
-	_, err = s.db.ExecContext(ctx, insertHalf, id, txmsg.Shard(m.Key, id, s.shards), halfmsg.StatePrepared,
-		req.ProducerGroup, m.Topic, m.Key, m.Value, hdr, nullString(req.CheckbackURL),
-		timeout.Milliseconds(), maxChecks, timeout.Microseconds())
-	if err != nil {
-		if mysqlx.IsDuplicate(err) {
-			return "", fmt.Errorf("broker: prepare: %w: id %s already exists in topic %s", txmsg.ErrConflict, id, m.Topic)
-		}
-		return "", fmt.Errorf("broker: prepare %s: %w", id, err)
+	c := &prepareCall{id: id, topic: m.Topic, group: req.ProducerGroup, limit: limit,
+		size: len(m.Value) + len(m.Key) + len(hdr),
+		args: []any{id, txmsg.Shard(m.Key, id, s.shards), halfmsg.StatePrepared,
+			req.ProducerGroup, m.Topic, m.Key, m.Value, hdr, nullString(req.CheckbackURL),
+			timeout.Milliseconds(), maxChecks, timeout.Microseconds()}}
+	if err := s.prepares.do(ctx, c); err != nil {
+		return "", err
 	}
-	s.metrics.Prepared()
 	return id, nil
 }
 
@@ -287,6 +298,7 @@ func reached(cur, to halfmsg.State) bool {
 
 // target is one row of an id before a transition.
 type target struct {
+	id    string
 	seq   int64
 	state halfmsg.State
 	shard int
@@ -310,7 +322,7 @@ func targets(ctx context.Context, q relay.Querier, id, topic string) ([]target, 
 	var out []target
 	for rows.Next() {
 		var t target
-		if err := rows.Scan(&t.seq, &t.state, &t.shard, &t.group, &t.waitsFor); err != nil {
+		if err := rows.Scan(&t.seq, &t.state, &t.shard, &t.group, &t.waitsFor, &t.id); err != nil {
 			return nil, err
 		}
 		out = append(out, t)
@@ -319,7 +331,8 @@ func targets(ctx context.Context, q relay.Querier, id, topic string) ([]target, 
 }
 
 // transition moves every row of id (one per topic) that is in one of from
-// to `to`, with one conditional UPDATE; a commit records in each row the
+// to `to`, with one conditional UPDATE shared with the transitions asked
+// at the same time (see moveBatch); a commit records in each row the
 // message it waits for. A group moves only its own rows: another group's
 // message fails with ErrForbidden before anything about it is said. When no
 // row is in a from state, their states tell why: already there (idempotent
@@ -329,65 +342,32 @@ func targets(ctx context.Context, q relay.Querier, id, topic string) ([]target, 
 func (s *Store) transition(ctx context.Context, a Actor, id string, to halfmsg.State, by, reason string, from ...halfmsg.State) (halfmsg.State, error) {
 	f1, f2 := from[0], from[len(from)-1]
 	for range 3 {
-		ts, err := targets(ctx, s.db, id, "")
-		if err != nil {
-			return 0, fmt.Errorf("broker: %s %s: read state: %w", verb(to), id, err)
+		c := &moveCall{id: id, group: a.Group, to: to, reason: reason, f1: f1, f2: f2}
+		if err := s.moves.do(ctx, c); err != nil {
+			return 0, fmt.Errorf("broker: %s %s: %w", verb(to), id, err)
 		}
-		if len(ts) == 0 {
+		if !c.found {
 			return 0, fmt.Errorf("broker: %s %s: %w", verb(to), id, txmsg.ErrNotFound)
 		}
-		if !a.isOperator() {
-			ts = slices.DeleteFunc(ts, func(t target) bool { return t.group != a.Group })
-			if len(ts) == 0 {
-				return 0, fmt.Errorf("broker: %s %s: %w: the message belongs to another producer group", verb(to), id, txmsg.ErrForbidden)
-			}
+		if len(c.ts) == 0 {
+			return 0, fmt.Errorf("broker: %s %s: %w: the message belongs to another producer group", verb(to), id, txmsg.ErrForbidden)
 		}
-		moved := slices.DeleteFunc(slices.Clone(ts), func(t target) bool { return t.state != f1 && t.state != f2 })
-		if len(moved) == 0 {
-			for _, t := range ts {
+		if len(c.moved) == 0 {
+			for _, t := range c.ts {
 				if !reached(t.state, to) {
 					return t.state, fmt.Errorf("broker: %s %s: %w: message is %s", verb(to), id, txmsg.ErrConflict, t.state)
 				}
 			}
-			return ts[0].state, nil
+			return c.ts[0].state, nil
 		}
-		n, err := s.move(ctx, to, reason, f1, f2, moved)
-		if err != nil {
-			return 0, fmt.Errorf("broker: %s %s: %w", verb(to), id, err)
+		if c.n > 0 {
+			s.moved(ctx, a, id, to, by, c.moved, c.n)
 		}
-		if n > 0 {
-			s.moved(ctx, a, id, to, by, moved, n)
-		}
-		if int(n) == len(moved) {
+		if int(c.n) == len(c.moved) {
 			return to, nil
 		}
 	}
 	return 0, fmt.Errorf("broker: %s %s: state keeps changing", verb(to), id)
-}
-
-// move sets the rows of ts still in f1 or f2 to `to` with one UPDATE, a
-// commit recording what each row waits for, and returns how many changed.
-func (s *Store) move(ctx context.Context, to halfmsg.State, reason string, f1, f2 halfmsg.State, ts []target) (int64, error) {
-	var (
-		when strings.Builder
-		in   []any
-		args = []any{to, nullString(reason)}
-	)
-	for _, t := range ts {
-		waits := t.waitsFor
-		if to != halfmsg.StateCommitted {
-			waits = sql.NullInt64{}
-		}
-		when.WriteString(" WHEN ? THEN ?")
-		args = append(args, t.seq, waits)
-		in = append(in, t.seq)
-	}
-	q := transitionHalf + when.String() + " END WHERE state IN (?, ?) AND seq IN (" + sqlx.Placeholders(len(in)) + ")"
-	res, err := s.db.ExecContext(ctx, q, append(append(args, f1, f2), in...)...)
-	if err != nil {
-		return 0, err
-	}
-	return res.RowsAffected()
 }
 
 // moved reports n rows of id moved to `to` by a: hooks, the audit log, and

@@ -24,12 +24,16 @@
 // shard's lease could expire; a stopping engine releases a lease only after
 // its round ended.
 //
-// Idle shards do not poll hard: a watcher looks every Config.PollMin for rows
-// inserted since its last look (one range query on the seq index per source) and
-// wakes only the shards that got some; each shard still polls on its own at
-// most Config.PollMax apart, which is what finds a row committed late with a
-// lower seq. Engine.Wake lets an in-process producer (the broker) wake a shard
-// directly.
+// Idle shards do not poll: a change probe looks every Config.PollMin for rows
+// that arrived since its last look, and for rows in the seqs it skipped (a
+// transaction that took a lower seq may commit later), with one range query
+// on the seq index per source, and wakes only the shards that got some; each
+// shard still polls on its own at most Config.PollMax apart, which finds a
+// row committed later than the probe keeps asking. Delivered rows of all
+// shards are marked together: a round that ends while a marking transaction
+// runs joins the next one (group commit), so a steady trickle does not cost a
+// durable commit per shard round. Engine.Wake lets an in-process producer
+// (the broker) wake a shard directly.
 //
 // Failures are isolated per topic, partition and key, each with its own
 // exponential backoff, while the rest of the shard flows: a partition Kafka

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,8 @@ type Engine struct {
 	sources []Source
 	// producer sends every produce request; it never retries on its own.
 	producer *kafkax.Producer
+	// marker marks delivered rows, several rounds per transaction.
+	marker *marker
 	// slots holds a token per round under way: at most Config.Concurrency.
 	slots chan struct{}
 	// maxMessage is the largest message (key, value, headers) sent, and
@@ -38,8 +41,18 @@ type Engine struct {
 	// settled[source] is the seq below which every row of a Seeker source
 	// is final (see watchHorizon); made once in New.
 	settled map[string]*atomic.Int64
-	ready   atomic.Bool
-	running atomic.Bool
+	// fronts[source][shard] is where the shard's worker reads next while it
+	// drains a backlog (noFront otherwise); see ahead. Made once in New.
+	fronts map[string][]atomic.Int64
+	// seen[source] is the highest seq the engine has read (a poll or the
+	// change probe): taken before any later reading; made once in New.
+	seen map[string]*atomic.Int64
+	// dirtyReads is set when the database's connections run at READ
+	// UNCOMMITTED: then even single-statement polls run in a transaction of
+	// their own (see readPending). Set by Run before any round.
+	dirtyReads bool
+	ready      atomic.Bool
+	running    atomic.Bool
 }
 
 // Option configures an Engine.
@@ -66,7 +79,7 @@ func New(db *sql.DB, cfg Config, opts ...Option) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
-	e := &Engine{db: db, cfg: cfg, epoch: time.Now(), slots: make(chan struct{}, cfg.Concurrency)}
+	e := &Engine{db: db, cfg: cfg, epoch: time.Now(), slots: make(chan struct{}, cfg.Concurrency), marker: newMarker(db)}
 	for _, o := range opts {
 		o(e)
 	}
@@ -78,6 +91,8 @@ func New(db *sql.DB, cfg Config, opts ...Option) (*Engine, error) {
 	}
 	e.wakes = map[string][]chan struct{}{}
 	e.settled = map[string]*atomic.Int64{}
+	e.seen = map[string]*atomic.Int64{}
+	e.fronts = map[string][]atomic.Int64{}
 	for _, s := range e.sources {
 		if s == nil {
 			return nil, errors.New("relay: sources: nil source")
@@ -91,6 +106,12 @@ func New(db *sql.DB, cfg Config, opts ...Option) (*Engine, error) {
 		}
 		e.wakes[s.Name()] = ws
 		e.settled[s.Name()] = &atomic.Int64{}
+		e.seen[s.Name()] = &atomic.Int64{}
+		fs := make([]atomic.Int64, cfg.Shards)
+		for i := range fs {
+			fs[i].Store(noFront)
+		}
+		e.fronts[s.Name()] = fs
 	}
 	wc := cfg.Writer
 	if wc.Transport == nil {
@@ -163,10 +184,18 @@ func (e *Engine) Run(ctx context.Context) error {
 	})
 	defer stopHard()
 
+	markStop := make(chan struct{})
+	markDone := make(chan struct{})
+	go func() {
+		defer close(markDone)
+		e.marker.run(hard, markStop)
+	}()
 	var wg sync.WaitGroup
 	c := newCoordinator(e, hard, &wg)
 	err := c.run(ctx)
 	wg.Wait()
+	close(markStop)
+	<-markDone
 	c.leave()
 	e.log.Info("relay stopped", slog.String("owner", e.cfg.Owner))
 	return err
@@ -181,7 +210,26 @@ func (e *Engine) preflight(ctx context.Context) error {
 	if err := kafkax.Ping(pctx, e.cfg.Brokers, e.security(), connectTimeout); err != nil {
 		return fmt.Errorf("relay: connect to Kafka: %w", err)
 	}
+	iso, err := isolation(pctx, e.db)
+	if err != nil {
+		return fmt.Errorf("relay: read the database's isolation level: %w", err)
+	}
+	e.dirtyReads = strings.EqualFold(iso, "READ-UNCOMMITTED")
 	return nil
+}
+
+// isolation returns a connection's isolation level as the server names it
+// ("REPEATABLE-READ"): the variable is transaction_isolation on MySQL 8 and
+// MariaDB 11.1+, tx_isolation before.
+func isolation(ctx context.Context, db *sql.DB) (string, error) {
+	var iso string
+	err := db.QueryRowContext(ctx, "SELECT @@SESSION.transaction_isolation").Scan(&iso)
+	if err != nil {
+		if err2 := db.QueryRowContext(ctx, "SELECT @@SESSION.tx_isolation").Scan(&iso); err2 != nil {
+			return "", errors.Join(err, err2)
+		}
+	}
+	return iso, nil
 }
 
 // security is how the engine's Kafka connections are protected.
@@ -191,3 +239,14 @@ func (e *Engine) security() kafkax.Security {
 
 // since is the monotonic time since the engine was built.
 func (e *Engine) since() time.Duration { return time.Since(e.epoch) }
+
+// saw records that seq of source was read.
+func (e *Engine) saw(source string, seq int64) {
+	a := e.seen[source]
+	for {
+		old := a.Load()
+		if seq <= old || a.CompareAndSwap(old, seq) {
+			return
+		}
+	}
+}

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"math"
 	"log/slog"
 	"time"
 )
@@ -36,6 +37,8 @@ type headSample struct {
 type horizon struct {
 	samples []headSample
 	settled int64
+	// head is the highest head read.
+	head int64
 }
 
 // observe adds a Head reading and returns the settled seq, which never
@@ -44,6 +47,7 @@ func (h *horizon) observe(head int64, at, oldest time.Time) int64 {
 	if head > 0 {
 		h.samples = append(h.samples, headSample{seq: head, at: at})
 	}
+	h.head = max(h.head, head)
 	// The samples taken before the oldest running transaction started (or
 	// before now, when none runs) are final, provided the list of running
 	// transactions, which may be trxStaleness old, is younger than them.
@@ -79,7 +83,12 @@ func (c *coordinator) watchHorizon(ctx context.Context) {
 			if !ok {
 				continue
 			}
-			head, at, oldest, err := sk.Head(ctx, e.db)
+			h := hs[s.Name()]
+			if h == nil {
+				h = &horizon{}
+				hs[s.Name()] = h
+			}
+			head, at, oldest, err := sk.Head(ctx, e.db, max(h.head, e.seen[s.Name()].Load()))
 			if err != nil {
 				if ctx.Err() != nil {
 					return
@@ -94,11 +103,6 @@ func (c *coordinator) watchHorizon(ctx context.Context) {
 					slog.String("source", s.Name()), slog.Any("error", err))
 				continue
 			}
-			h := hs[s.Name()]
-			if h == nil {
-				h = &horizon{}
-				hs[s.Name()] = h
-			}
 			e.settled[s.Name()].Store(h.observe(head, at, oldest))
 		}
 		select {
@@ -110,12 +114,17 @@ func (c *coordinator) watchHorizon(ctx context.Context) {
 }
 
 // from is where w's next poll starts: its floor, or the start of the shard
-// when a sweep is due (or the source cannot seek).
+// when a sweep is due (or the source cannot seek). A shard draining a
+// backlog (its last read was full) puts the sweep off: the rows it delivered
+// stay in the index, delete-marked, until purge removes them, and purge lags
+// a fast drain, so a read from the start would step over all of them (1.5 s
+// for a drained shard of 60k rows); a shard whose floor skipped its rows
+// finds nothing, is not backlogged, and sweeps.
 func (e *Engine) from(w *shardWorker) int64 {
 	if _, ok := w.src.(Seeker); !ok {
 		return 0
 	}
-	if now := e.since(); now-w.swept >= sweepInterval {
+	if now := e.since(); now-w.swept >= sweepInterval && !w.backlogged {
 		w.swept = now
 		return 0
 	}
@@ -131,6 +140,7 @@ func (e *Engine) advance(w *shardWorker, settled int64, rows []Row, truncated bo
 	if _, ok := w.src.(Seeker); !ok {
 		return
 	}
+	w.backlogged = truncated
 	f := settled
 	if truncated && len(rows) > 0 {
 		f = min(f, rows[len(rows)-1].Seq+1)
@@ -139,4 +149,35 @@ func (e *Engine) advance(w *shardWorker, settled int64, rows []Row, truncated bo
 		f = min(f, firstPending)
 	}
 	w.floor = f
+}
+
+// noFront marks a shard that is not draining a backlog.
+const noFront = math.MaxInt64
+
+// setFront records where w reads next while it drains a backlog (noFront:
+// it does not).
+func (e *Engine) setFront(w *shardWorker, seq int64) {
+	e.fronts[w.src.Name()][w.shard].Store(seq)
+}
+
+// ahead reports whether w, draining a backlog, is more than a window of
+// seqs ahead of the slowest shard of its source that drains one too: it
+// then waits for the others. Rows are inserted in seq order whatever their
+// shard, so shards that keep together delete, and leave to purge, the same
+// pages of the seq and id indexes, as one loop in seq order does; shards
+// drifting apart across a large backlog spread over the whole of both, more
+// than the buffer pool holds, and purge falls behind (the drain's misses per
+// row grew tenfold). The slowest shard never waits, and a shard that stops
+// draining (caught up, failing, held) stops holding the others back.
+func (e *Engine) ahead(w *shardWorker) bool {
+	fs := e.fronts[w.src.Name()]
+	front := fs[w.shard].Load()
+	if front == noFront {
+		return false
+	}
+	low := front
+	for i := range fs {
+		low = min(low, fs[i].Load())
+	}
+	return front-low > int64(2*e.cfg.BatchSize*e.cfg.Shards)
 }

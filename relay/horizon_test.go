@@ -67,8 +67,8 @@ type seekRecorder struct {
 	maxFrom atomic.Int64
 }
 
-func (s *seekRecorder) Head(ctx context.Context, db *sql.DB) (int64, time.Time, time.Time, error) {
-	head, at, _, err := s.OutboxSource.Head(ctx, db)
+func (s *seekRecorder) Head(ctx context.Context, db *sql.DB, after int64) (int64, time.Time, time.Time, error) {
+	head, at, _, err := s.OutboxSource.Head(ctx, db, after)
 	return head, at, time.Time{}, err
 }
 
@@ -113,7 +113,7 @@ func TestRelayOutboxHeadSeesRunningTransactions(t *testing.T) {
 	d := testenv.NewDB(t)
 	ctx := context.Background()
 	src := NewOutboxSource(false)
-	if head, _, _, err := src.Head(ctx, d.DB); err != nil || head != 0 {
+	if head, _, _, err := src.Head(ctx, d.DB, 0); err != nil || head != 0 {
 		t.Fatalf("empty outbox: Head = %d, %v; want 0, nil", head, err)
 	}
 	for i := range 3 {
@@ -142,7 +142,7 @@ func TestRelayOutboxHeadSeesRunningTransactions(t *testing.T) {
 	// reading may be stale (oldest before every reading), but never later
 	// than the running transaction's start.
 	for range 5 {
-		head, at, oldest, err := src.Head(ctx, d.DB)
+		head, at, oldest, err := src.Head(ctx, d.DB, 0)
 		switch {
 		case err != nil:
 			t.Fatal(err)
@@ -154,5 +154,9 @@ func TestRelayOutboxHeadSeesRunningTransactions(t *testing.T) {
 			t.Fatalf("clock %v before the transaction's %v", at, started)
 		}
 		time.Sleep(150 * time.Millisecond)
+	}
+	// A seq known taken above everything held is the head.
+	if head, _, _, err := src.Head(ctx, d.DB, last+100); err != nil || head != last+100 {
+		t.Fatalf("Head(after %d) = %d, %v; want %d", last+100, head, err, last+100)
 	}
 }

@@ -9,12 +9,21 @@ import (
 	"github.com/txmsg/txmsg/internal/schedule"
 )
 
-// backlogLoop refreshes the pending-row metrics every BacklogInterval.
+// backlogLoop refreshes the pending-row metrics every BacklogInterval, and
+// reports rows no lease covers (see Strays).
 func (c *coordinator) backlogLoop(ctx context.Context) {
 	e := c.e
+	from := map[string][]int64{}
 	schedule.Every(ctx, e.cfg.BacklogInterval, func(ctx context.Context) {
 		for _, s := range e.sources {
-			n, oldest, err := s.Backlog(ctx, e.db)
+			var n int64
+			var oldest time.Time
+			var err error
+			if sb, ok := s.(ShardBacklog); ok {
+				n, oldest, err = e.shardBacklog(ctx, sb, s.Name(), from)
+			} else {
+				n, oldest, err = s.Backlog(ctx, e.db)
+			}
 			if err != nil {
 				if ctx.Err() == nil {
 					e.metrics.Error(s.Name(), "backlog")
@@ -22,44 +31,52 @@ func (c *coordinator) backlogLoop(ctx context.Context) {
 				continue
 			}
 			e.metrics.Backlog(s.Name(), n, schedule.Age(oldest))
+			c.checkStrays(ctx, s)
 		}
 	})
 }
 
-// watchChanges wakes the workers of shards that got new rows, looking every
-// PollMin, for each source that implements Changes. It also warns about rows
-// whose shard is beyond Config.Shards: no lease covers them, so they would
-// never be delivered.
-func (c *coordinator) watchChanges(ctx context.Context) {
-	e := c.e
-	after := map[string]int64{}
-	schedule.Every(ctx, max(e.cfg.PollMin, time.Millisecond), func(ctx context.Context) {
-		for _, s := range e.sources {
-			ch, ok := s.(Changes)
-			if !ok {
-				continue
-			}
-			shards, last, err := ch.Changed(ctx, e.db, after[s.Name()])
-			if err != nil {
-				// The shards' own polling carries on meanwhile.
-				if ctx.Err() == nil {
-					e.metrics.Error(s.Name(), "poll")
-					e.log.Debug("relay change probe failed", slog.String("source", s.Name()), slog.Any("error", err))
-				}
-				continue
-			}
-			after[s.Name()] = last
-			for _, shard := range shards {
-				if shard >= e.cfg.Shards {
-					e.metrics.Error(s.Name(), "shard_mismatch")
-					e.log.Error("relay found rows of a shard no lease covers: relay.shards must equal the producers' shard count",
-						slog.String("source", s.Name()), slog.Int("shard", shard), slog.Int("shards", e.cfg.Shards))
-					continue
-				}
-				e.Wake(s.Name(), shard)
-			}
+// shardBacklog reads the backlog of src shard by shard from from[name], and
+// moves each shard's start up to its first pending row, but not past the
+// settled seq read before the reading: a row below it that was not pending
+// then never will be, while above it a row may still commit. Without a
+// horizon (settled stays 0) every reading starts from the shards' start.
+func (e *Engine) shardBacklog(ctx context.Context, sb ShardBacklog, name string, from map[string][]int64) (int64, time.Time, error) {
+	f := from[name]
+	if f == nil {
+		f = make([]int64, e.cfg.Shards)
+		from[name] = f
+	}
+	var settled int64
+	if a := e.settled[name]; a != nil {
+		settled = a.Load()
+	}
+	n, oldest, lows, err := sb.BacklogFrom(ctx, e.db, f)
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	for shard, low := range lows {
+		next := settled
+		if low >= 0 {
+			next = min(low, settled)
 		}
-	})
+		f[shard] = max(f[shard], next)
+	}
+	return n, oldest, nil
+}
+
+// checkStrays reports rows of s that no lease covers (see Strays).
+func (c *coordinator) checkStrays(ctx context.Context, s Source) {
+	e := c.e
+	st, ok := s.(Strays)
+	if !ok {
+		return
+	}
+	shard, err := st.StrayShard(ctx, e.db, e.cfg.Shards)
+	if err != nil || shard < 0 {
+		return
+	}
+	c.strayShard(s, shard)
 }
 
 // startPurge schedules the retention purge when Config.Retention is set, and

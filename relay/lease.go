@@ -47,11 +47,14 @@ type shardWorker struct {
 	// floor is the seq below which the shard holds nothing more to deliver
 	// (Seeker sources), and swept when the worker last read the shard from
 	// its start; only its goroutine uses them.
-	floor     int64
-	swept     time.Duration
-	stop      context.CancelFunc
-	releasing bool
-	done      chan struct{}
+	floor int64
+	swept time.Duration
+	// backlogged is set when the last read was full (see from); only the
+	// worker's goroutine uses it.
+	backlogged bool
+	stop       context.CancelFunc
+	releasing  bool
+	done       chan struct{}
 }
 
 // coordinator owns the leases of one Engine. Only its run goroutine touches

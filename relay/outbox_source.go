@@ -1,10 +1,14 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/txmsg/txmsg"
@@ -28,25 +32,41 @@ const (
 	// The same from a seq on: the rows below it are behind the worker.
 	outboxFrom = `SELECT seq, id, shard, topic, msg_key, value, headers, created_at, attempts FROM ` + outboxTable +
 		` WHERE shard = ? AND seq >= ? ORDER BY seq LIMIT ?`
-	// One dive to the right end of the seq index.
-	outboxHead = `SELECT MAX(seq) FROM ` + outboxTable
-	// Index dives to both ends of the seq index, then a point read: the cost
-	// does not grow with the backlog (the first dive steps over the
-	// delete-marked entries purge has not removed yet).
-	outboxBacklog      = `SELECT MIN(seq), MAX(seq) FROM ` + outboxTable
-	outboxBacklogAt    = `SELECT created_at FROM ` + outboxTable + ` WHERE seq = ?`
+	// One dive into the clustered (shard, seq) key.
+	outboxStray = `SELECT shard FROM ` + outboxTable + ` WHERE shard >= ? ORDER BY shard LIMIT 1`
+	// One dive to the right end of the seq index, which steps over the
+	// delete-marked entries purge has not removed yet: bounded below.
+	outboxHead = `SELECT MAX(seq) FROM ` + outboxTable + ` WHERE seq >= ?`
+	// A shard's lowest and highest pending rows from a seq on: ranges of the
+	// clustered key, forced, since on the seq index every delete-marked entry
+	// (a delivered row purge has not removed yet) costs a clustered lookup.
+	// Read from where the last reading found the shard's first pending row,
+	// they step over only the rows delivered since.
+	outboxBacklogLow = `SELECT seq, created_at FROM ` + outboxTable +
+		` FORCE INDEX (PRIMARY) WHERE shard = ? AND seq >= ? ORDER BY seq LIMIT 1`
+	outboxBacklogHigh  = `SELECT MAX(seq) FROM ` + outboxTable + ` FORCE INDEX (PRIMARY) WHERE shard = ? AND seq >= ?`
 	outboxBacklogCount = `SELECT COUNT(*) FROM ` + outboxTable + ` WHERE seq BETWEEN ? AND ?`
-	// A range of the seq index over the rows inserted since the last look.
-	outboxChanged = `SELECT shard, MAX(seq) FROM ` + outboxTable + ` WHERE seq > ? GROUP BY shard`
-	outboxDeliver = `DELETE FROM ` + outboxTable + ` WHERE shard = ? AND seq IN (`
-	outboxFailed  = `UPDATE ` + outboxTable + ` SET attempts = attempts + 1, last_error = ? WHERE shard = ? AND seq IN (`
-	outboxRemove  = `DELETE FROM ` + outboxTable + ` WHERE shard = ? AND seq IN (`
+	// Ranges of the seq index (it holds the shard too): the rows inserted
+	// since the last look, and those that may commit late below them. Gap
+	// ranges " OR seq BETWEEN ? AND ?" go before the ORDER BY.
+	outboxArrivals      = `SELECT seq, shard FROM ` + outboxTable + ` WHERE seq > ?`
+	outboxArrivalsOrder = ` ORDER BY seq LIMIT ?`
+	outboxFailed        = `UPDATE ` + outboxTable + ` SET attempts = attempts + 1, last_error = ? WHERE shard = ? AND seq IN (`
+	outboxRemove        = `DELETE FROM ` + outboxTable + ` WHERE shard = ? AND seq IN (`
+	// Marking reads the rows to mark from a JSON array of [shard, seq] pairs
+	// and joins each to the clustered key (eq_ref, forced): one statement for
+	// the rows of every shard, and never a scan of the table, which the
+	// optimizer picks for an IN list covering most of a small table (the
+	// usual state of a trickle), and which at READ COMMITTED would wait for
+	// every producer transaction with an uncommitted row.
+	outboxMarked = ` JSON_TABLE(?, '$[*]' COLUMNS (d_shard SMALLINT UNSIGNED PATH '$[0]', d_seq BIGINT UNSIGNED PATH '$[1]')) d
+STRAIGHT_JOIN ` + outboxTable + ` o FORCE INDEX (PRIMARY) ON o.shard = d.d_shard AND o.seq = d.d_seq`
+	outboxDeliver = `DELETE o FROM` + outboxMarked
 	// IGNORE: after a crash between copy and delete the row is sent again,
 	// and its second copy is dropped.
 	outboxArchive = `INSERT IGNORE INTO ` + archiveTable +
 		` (seq, shard, id, topic, msg_key, value, headers, created_at, delivered_at)
-SELECT seq, shard, id, topic, msg_key, value, headers, created_at, UTC_TIMESTAMP(6) FROM ` + outboxTable +
-		` WHERE shard = ? AND seq IN (`
+SELECT o.seq, o.shard, o.id, o.topic, o.msg_key, o.value, o.headers, o.created_at, UTC_TIMESTAMP(6) FROM` + outboxMarked
 	outboxPurge = `DELETE FROM ` + archiveTable + ` WHERE delivered_at < ? ORDER BY delivered_at LIMIT ?`
 )
 
@@ -72,6 +92,9 @@ func (s *OutboxSource) Pending(ctx context.Context, q Querier, shard int, limit 
 	return ScanRows(rows, limit.Bytes)
 }
 
+// SingleRead implements SingleRead: each poll is one SELECT.
+func (s *OutboxSource) SingleRead() bool { return true }
+
 // PendingFrom implements Seeker.
 func (s *OutboxSource) PendingFrom(ctx context.Context, q Querier, shard int, from int64, limit Limit) ([]Row, error) {
 	rows, err := q.QueryContext(ctx, outboxFrom, shard, from, limit.Rows)
@@ -95,17 +118,18 @@ FROM information_schema.innodb_trx`
 // Head implements Seeker. It reads in a transaction of its own, which the
 // list of running transactions must show (see oldestTx); when it does not,
 // oldest is the Unix epoch, before any reading: nothing settles.
-func (s *OutboxSource) Head(ctx context.Context, db *sql.DB) (int64, time.Time, time.Time, error) {
+func (s *OutboxSource) Head(ctx context.Context, db *sql.DB, after int64) (int64, time.Time, time.Time, error) {
 	tx, err := db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return 0, time.Time{}, time.Time{}, err
 	}
 	defer tx.Rollback()
 	// The first read starts the transaction inside InnoDB.
-	var head sql.NullInt64
-	if err := queryRow(ctx, tx, outboxHead, nil, &head); err != nil {
+	var found sql.NullInt64
+	if err := queryRow(ctx, tx, outboxHead, []any{after}, &found); err != nil {
 		return 0, time.Time{}, time.Time{}, err
 	}
+	head := max(found.Int64, after)
 	var at time.Time
 	var self int
 	var oldest sql.NullTime
@@ -113,9 +137,9 @@ func (s *OutboxSource) Head(ctx context.Context, db *sql.DB) (int64, time.Time, 
 		return 0, time.Time{}, time.Time{}, err
 	}
 	if self == 0 || !oldest.Valid {
-		return head.Int64, at, time.Unix(0, 0).UTC(), nil
+		return head, at, time.Unix(0, 0).UTC(), nil
 	}
-	return head.Int64, at, oldest.Time, nil
+	return head, at, oldest.Time, nil
 }
 
 // queryRow runs query with args and scans its one row into dest.
@@ -166,12 +190,52 @@ func ScanRows(rows *sql.Rows, maxBytes int64) ([]Row, error) {
 
 // Delivered implements Source: archive the rows when kept, then delete them.
 func (s *OutboxSource) Delivered(ctx context.Context, e Execer, rows []Row) error {
-	if s.keep {
-		if err := s.exec(ctx, e, outboxArchive, nil, rows); err != nil {
+	for _, pairs := range markPairs(rows) {
+		if s.keep {
+			if _, err := e.ExecContext(ctx, outboxArchive, pairs); err != nil {
+				return err
+			}
+		}
+		if _, err := e.ExecContext(ctx, outboxDeliver, pairs); err != nil {
 			return err
 		}
 	}
-	return s.exec(ctx, e, outboxDeliver, nil, rows)
+	return nil
+}
+
+// markChunk bounds the rows of one marking statement (about 20 bytes of
+// JSON each, far below max_allowed_packet).
+const markChunk = 8192
+
+// markPairs returns rows as JSON arrays of [shard, seq] pairs in key order
+// (so the join walks each shard's range forward), markChunk pairs each.
+func markPairs(rows []Row) []string {
+	keys := make([][2]int64, len(rows))
+	for i, r := range rows {
+		keys[i] = [2]int64{int64(r.Shard), r.Seq}
+	}
+	slices.SortFunc(keys, func(a, b [2]int64) int {
+		return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1]))
+	})
+	var out []string
+	for len(keys) > 0 {
+		n := min(len(keys), markChunk)
+		b := make([]byte, 0, 24*n)
+		b = append(b, '[')
+		for i, k := range keys[:n] {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, '[')
+			b = strconv.AppendInt(b, k[0], 10)
+			b = append(b, ',')
+			b = strconv.AppendInt(b, k[1], 10)
+			b = append(b, ']')
+		}
+		out = append(out, string(append(b, ']')))
+		keys = keys[n:]
+	}
+	return out
 }
 
 // Failed implements Source.
@@ -210,48 +274,99 @@ func (s *OutboxSource) exec(ctx context.Context, e Execer, prefix string, args [
 // of the seq index); above it, the span of pending seqs stands for the count.
 const exactBacklog = 10000
 
-// Backlog implements Source. The count is exact up to exactBacklog rows;
-// above, it is the span from the lowest to the highest pending seq, an
-// upper bound (delivered rows in between count too), so that the query's
-// cost does not grow with the backlog. The oldest row is the lowest seq's.
+// Backlog implements Source: BacklogFrom over the default shard count,
+// each shard read from its start. The Engine calls BacklogFrom instead.
 func (s *OutboxSource) Backlog(ctx context.Context, q Querier) (int64, time.Time, error) {
-	var lo, hi sql.NullInt64
-	if err := queryRow(ctx, q, outboxBacklog, nil, &lo, &hi); err != nil || !lo.Valid {
-		return 0, time.Time{}, err
-	}
-	var oldest time.Time
-	if err := queryRow(ctx, q, outboxBacklogAt, []any{lo.Int64}, &oldest); err != nil && !errors.Is(err, sql.ErrNoRows) {
-		// ErrNoRows: delivered meanwhile; the next reading will tell.
-		return 0, time.Time{}, err
-	}
-	n := hi.Int64 - lo.Int64 + 1
-	if n <= exactBacklog {
-		if err := queryRow(ctx, q, outboxBacklogCount, []any{lo.Int64, hi.Int64}, &n); err != nil {
-			return 0, time.Time{}, err
-		}
-	}
-	return n, oldest, nil
+	n, oldest, _, err := s.BacklogFrom(ctx, q, make([]int64, DefaultConfig().Shards))
+	return n, oldest, err
 }
 
-// Changed implements Changes.
-func (s *OutboxSource) Changed(ctx context.Context, q Querier, after int64) ([]int, int64, error) {
-	rows, err := q.QueryContext(ctx, outboxChanged, after)
+// BacklogFrom implements ShardBacklog. The count is exact up to
+// exactBacklog rows; above, it is the span from the lowest to the highest
+// pending seq, an upper bound (delivered rows in between count too). The
+// oldest row is the earliest created among the shards' first pending rows.
+func (s *OutboxSource) BacklogFrom(ctx context.Context, q Querier, from []int64) (int64, time.Time, []int64, error) {
+	lows := make([]int64, len(from))
+	var lo, hi int64
+	var oldest time.Time
+	for shard, f := range from {
+		var seq int64
+		var at time.Time
+		err := queryRow(ctx, q, outboxBacklogLow, []any{shard, f}, &seq, &at)
+		if errors.Is(err, sql.ErrNoRows) {
+			lows[shard] = -1
+			continue
+		}
+		if err != nil {
+			return 0, time.Time{}, nil, err
+		}
+		lows[shard] = seq
+		var top sql.NullInt64
+		if err := queryRow(ctx, q, outboxBacklogHigh, []any{shard, seq}, &top); err != nil {
+			return 0, time.Time{}, nil, err
+		}
+		if lo == 0 || seq < lo {
+			lo = seq
+		}
+		if oldest.IsZero() || at.Before(oldest) {
+			oldest = at
+		}
+		hi = max(hi, top.Int64, seq)
+	}
+	if lo == 0 {
+		return 0, time.Time{}, lows, nil
+	}
+	n := hi - lo + 1
+	if n <= exactBacklog {
+		if err := queryRow(ctx, q, outboxBacklogCount, []any{lo, hi}, &n); err != nil {
+			return 0, time.Time{}, nil, err
+		}
+	}
+	return n, oldest, lows, nil
+}
+
+// StrayShard implements Strays.
+func (s *OutboxSource) StrayShard(ctx context.Context, q Querier, shards int) (int, error) {
+	shard := -1
+	err := queryRow(ctx, q, outboxStray, []any{shards}, &shard)
+	if errors.Is(err, sql.ErrNoRows) {
+		return -1, nil
+	}
+	return shard, err
+}
+
+// Newest implements Changes.
+func (s *OutboxSource) Newest(ctx context.Context, q Querier) (int64, error) {
+	var head sql.NullInt64
+	err := queryRow(ctx, q, outboxHead, []any{0}, &head)
+	return head.Int64, err
+}
+
+// Arrivals implements Changes.
+func (s *OutboxSource) Arrivals(ctx context.Context, q Querier, after int64, gaps []SeqRange, limit int) ([]Arrival, error) {
+	var b strings.Builder
+	b.WriteString(outboxArrivals)
+	args := make([]any, 0, 2+2*len(gaps))
+	args = append(args, after)
+	for _, g := range gaps {
+		b.WriteString(" OR seq BETWEEN ? AND ?")
+		args = append(args, g.From, g.To)
+	}
+	b.WriteString(outboxArrivalsOrder)
+	rows, err := q.QueryContext(ctx, b.String(), append(args, limit)...)
 	if err != nil {
-		return nil, after, err
+		return nil, err
 	}
 	defer rows.Close()
-	var shards []int
-	last := after
+	var out []Arrival
 	for rows.Next() {
-		var shard int
-		var seq int64
-		if err := rows.Scan(&shard, &seq); err != nil {
-			return nil, after, err
+		var a Arrival
+		if err := rows.Scan(&a.Seq, &a.Shard); err != nil {
+			return nil, err
 		}
-		shards = append(shards, shard)
-		last = max(last, seq)
+		out = append(out, a)
 	}
-	return shards, last, rows.Err()
+	return out, rows.Err()
 }
 
 // Purge implements Purger: delete up to limit archived rows delivered

@@ -74,14 +74,46 @@ type Purger interface {
 	Purge(ctx context.Context, e Execer, deliveredBefore time.Time, limit int) (int64, error)
 }
 
-// Changes is a Source that can say cheaply which shards got new rows, so
-// the Engine wakes an idle shard at once instead of when its poll interval
-// ends. Rows committed late with a lower seq are not reported; the shard's
-// own polling (at most Config.PollMax apart) finds them.
+// Changes is a Source that can list cheaply the rows that arrived, so the
+// Engine wakes an idle shard as soon as a row of it commits instead of when
+// its poll interval ends. Seqs are taken when a row is inserted but become
+// visible when its transaction commits, so a row can arrive below seqs
+// already seen: the Engine asks again about the seqs it has not seen below
+// the highest (gaps) for a while (see watchChanges).
 type Changes interface {
-	// Changed returns the shards holding rows with seq > after and the
-	// highest such seq (after itself when there are none).
-	Changed(ctx context.Context, q Querier, after int64) (shards []int, last int64, err error)
+	Source
+	// Arrivals returns, in ascending seq, at most limit rows whose seq is
+	// above after or within one of gaps (bounds included).
+	Arrivals(ctx context.Context, q Querier, after int64, gaps []SeqRange, limit int) ([]Arrival, error)
+	// Newest returns the highest seq the source holds (0 when none).
+	Newest(ctx context.Context, q Querier) (int64, error)
+}
+
+// Strays is a Source that can tell cheaply whether it holds rows of a
+// shard no lease covers (producers configured with more shards than the
+// relay): such rows would never be delivered.
+type Strays interface {
+	// StrayShard returns a shard at or above shards that holds rows, or -1
+	// when none does.
+	StrayShard(ctx context.Context, q Querier, shards int) (int, error)
+}
+
+// SeqRange is the seqs from From to To, both included.
+type SeqRange struct{ From, To int64 }
+
+// Arrival is a row a Changes source listed: its seq and shard.
+type Arrival struct {
+	Seq   int64
+	Shard int
+}
+
+// SingleRead is a Source whose Pending and PendingFrom each read with one
+// statement. One statement sees one consistent snapshot by itself, so the
+// Engine polls such a source without a transaction of its own (one round
+// trip instead of four), unless the connections run at READ UNCOMMITTED.
+type SingleRead interface {
+	// SingleRead reports whether every poll is one statement.
+	SingleRead() bool
 }
 
 // Seeker is a Source whose shards can be read from a seq on. A delivered
@@ -102,5 +134,23 @@ type Seeker interface {
 	// runs), no transaction that could still commit a row with such a seq
 	// is left, and the seqs up to the head are final. When it cannot tell,
 	// it returns an oldest before any reading.
-	Head(ctx context.Context, db *sql.DB) (seq int64, at, oldestTx time.Time, err error)
+	// after is a seq the Engine knows was taken before the call: Head may
+	// return it when the source holds nothing above it, and looks only
+	// above it (rows delivered and deleted stay in the index until purge
+	// removes them, so a look from the top of an emptied table steps over
+	// every one).
+	Head(ctx context.Context, db *sql.DB, after int64) (seq int64, at, oldestTx time.Time, err error)
+}
+
+// ShardBacklog is a Source that counts its backlog shard by shard, each from
+// a seq on, so that a reading steps over only the rows delivered since the
+// last one (on MySQL, delivered rows stay in the indexes until purge removes
+// them, and purge falls far behind a drain). The Engine calls it instead of
+// Backlog, with from[shard] below every row of the shard still pending or
+// yet to commit.
+type ShardBacklog interface {
+	// BacklogFrom is Backlog over the shards 0 to len(from)-1, each from its
+	// seq in from. lows[shard] is the shard's lowest pending seq read, or -1
+	// when it had none.
+	BacklogFrom(ctx context.Context, q Querier, from []int64) (n int64, oldest time.Time, lows []int64, err error)
 }

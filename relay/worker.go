@@ -36,10 +36,16 @@ func (e *Engine) work(soft, hard context.Context, w *shardWorker) {
 	wake := e.wakes[w.src.Name()][w.shard]
 	idle := e.cfg.PollMin
 	failures := 0
+	_, watched := w.src.(Changes)
+	defer e.setFront(w, noFront)
 	for soft.Err() == nil {
 		if int64(e.since()) > w.deadline.Load() {
 			// The lease may have lapsed: publish nothing until it is renewed.
 			sleep(soft, nil, e.cfg.Heartbeat/4)
+			continue
+		}
+		if e.ahead(w) {
+			sleep(soft, nil, max(e.cfg.PollMin, time.Millisecond))
 			continue
 		}
 		// The round may not outlive the lease as the worker knows it: a
@@ -54,6 +60,11 @@ func (e *Engine) work(soft, hard context.Context, w *shardWorker) {
 		res, err := e.round(rctx, sctx, w)
 		scancel()
 		cancel()
+		if err == nil && res.full && res.done == res.read {
+			e.setFront(w, res.next)
+		} else {
+			e.setFront(w, noFront)
+		}
 		var wait time.Duration
 		switch {
 		case err != nil:
@@ -64,7 +75,7 @@ func (e *Engine) work(soft, hard context.Context, w *shardWorker) {
 			e.log.Warn("relay round failed", slog.String("source", w.src.Name()), slog.Int("shard", w.shard),
 				slog.Int("attempt", failures), slog.Any("error", err))
 			continue
-		case res.held > 0 && res.done == 0 && res.read == e.cfg.BatchSize:
+		case res.held > 0 && res.done == 0 && res.full:
 			// Every row within reach waits for a backoff, and new rows lie
 			// beyond the batch: nothing can go before the first one ends.
 			failures, idle = 0, e.cfg.PollMin
@@ -76,9 +87,15 @@ func (e *Engine) work(soft, hard context.Context, w *shardWorker) {
 			// apart, since each look reads the waiting rows again.
 			failures, idle = 0, e.cfg.PollMin
 			wait = min(max(res.retryIn, e.cfg.PollMin), e.cfg.PollMax)
-		case res.done == e.cfg.BatchSize:
+		case res.full && res.done == res.read:
 			failures, idle = 0, e.cfg.PollMin
 			continue
+		case watched:
+			// The change probe wakes the worker when rows of its shard
+			// arrive, late commits included: polling again at once would
+			// cost a statement per shard for nothing.
+			failures, idle = 0, e.cfg.PollMin
+			wait = e.cfg.PollMax
 		case res.done > 0:
 			failures, idle = 0, e.cfg.PollMin
 			wait = e.cfg.PollMin
@@ -124,6 +141,10 @@ type roundResult struct {
 	retryIn time.Duration
 	// firstPending is the lowest seq read that stays pending (0: none).
 	firstPending int64
+	// full is set when the read stopped at the batch's rows or bytes: more
+	// rows may wait right behind, from seq next on.
+	full bool
+	next int64
 }
 
 // round publishes the oldest pending rows of w's shard. Rows are sent in seq
@@ -143,19 +164,13 @@ func (e *Engine) round(ctx, settleCtx context.Context, w *shardWorker) (roundRes
 	settled := e.settled[src.Name()].Load()
 	from := e.from(w)
 	limit := Limit{Rows: e.cfg.BatchSize, Bytes: e.cfg.BatchBytes}
-	var rows []Row
-	err := sqlx.RunInTx(ctx, e.db, readPending(), func(tx *sql.Tx) error {
-		var err error
-		if sk, ok := src.(Seeker); ok && from > 0 {
-			rows, err = sk.PendingFrom(ctx, tx, w.shard, from, limit)
-		} else {
-			rows, err = src.Pending(ctx, tx, w.shard, limit)
-		}
-		return err
-	})
+	rows, err := e.poll(ctx, src, w.shard, from, limit)
 	if err != nil {
 		e.metrics.Error(src.Name(), "poll")
 		return roundResult{}, fmt.Errorf("relay: poll shard %d of %s: %w", w.shard, src.Name(), err)
+	}
+	if len(rows) > 0 {
+		e.saw(src.Name(), rows[len(rows)-1].Seq)
 	}
 	if len(rows) == 0 {
 		e.advance(w, settled, nil, false, 0)
@@ -174,8 +189,30 @@ func (e *Engine) round(ctx, settleCtx context.Context, w *shardWorker) (roundRes
 	for _, r := range rows {
 		size += int64(len(r.Key) + len(r.Value))
 	}
-	e.advance(w, settled, rows, len(rows) >= limit.Rows || size >= limit.Bytes, res.firstPending)
+	res.full = len(rows) >= limit.Rows || size >= limit.Bytes
+	res.next = rows[len(rows)-1].Seq + 1
+	e.advance(w, settled, rows, res.full, res.firstPending)
 	return res, nil
+}
+
+// poll reads the pending rows of shard from seq from on (0: from its start).
+func (e *Engine) poll(ctx context.Context, src Source, shard int, from int64, limit Limit) ([]Row, error) {
+	read := func(q Querier) ([]Row, error) {
+		if sk, ok := src.(Seeker); ok && from > 0 {
+			return sk.PendingFrom(ctx, q, shard, from, limit)
+		}
+		return src.Pending(ctx, q, shard, limit)
+	}
+	if sr, ok := src.(SingleRead); ok && sr.SingleRead() && !e.dirtyReads {
+		return read(e.db)
+	}
+	var rows []Row
+	err := sqlx.RunInTx(ctx, e.db, readPending(), func(tx *sql.Tx) error {
+		var err error
+		rows, err = read(tx)
+		return err
+	})
+	return rows, err
 }
 
 // settle updates the worker's backoffs from what Kafka answered, then marks
@@ -250,9 +287,7 @@ func (e *Engine) settle(ctx context.Context, w *shardWorker, p *plan) (roundResu
 // delivered marks rows Kafka acknowledged. If marking fails the rows stay
 // pending and are published again: a duplicate, never a loss.
 func (e *Engine) delivered(ctx context.Context, src Source, rows []Row) error {
-	if err := sqlx.RunInTx(ctx, e.db, readCommitted(), func(tx *sql.Tx) error {
-		return src.Delivered(ctx, tx, rows)
-	}); err != nil {
+	if err := e.marker.mark(ctx, src, rows); err != nil {
 		e.metrics.Error(src.Name(), "mark")
 		return fmt.Errorf("relay: mark %d rows of %s delivered: %w", len(rows), src.Name(), err)
 	}

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"log/slog"
 	"net/http"
 	"os"
+	"time"
 
 	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/broker/halfmsg"
@@ -41,10 +43,23 @@ func ExampleProducer_SendInTransaction() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	producer, err := halfmsg.NewProducer(client, "shop", db, halfmsg.WithProducerSecret(os.Getenv("SHOP_TXMSG_SECRET")))
+	// Commit calls go to the broker in the background; one that fails is
+	// reported here, and check-back delivers the message anyway.
+	producer, err := halfmsg.NewProducer(client, "shop", db, halfmsg.WithProducerSecret(os.Getenv("SHOP_TXMSG_SECRET")),
+		halfmsg.WithProducerOnEndError(func(e *halfmsg.EndError) {
+			slog.Warn("half message end call failed; check-back will resolve it", "msg_id", e.ID, "error", e.Err)
+		}))
 	if err != nil {
 		log.Fatal(err)
 	}
+	// At shutdown, wait up to 5 s for the commit calls still in flight.
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := producer.Close(ctx); err != nil {
+			log.Printf("half-message producer: %v", err)
+		}
+	}()
 	// The broker asks here about messages whose commit call was lost; the
 	// handler refuses requests the group's secret did not sign.
 	http.Handle("/txmsg/checkback", producer.CheckbackHandler())

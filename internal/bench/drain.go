@@ -293,18 +293,24 @@ func (d *drainRun) relay(ctx context.Context, topic string, n int) (DrainRun, fl
 	}
 	var rss float64
 	var rl *relayRun
+	lasts, err := lastOfShards(ctx, d.env.DB)
+	if err != nil {
+		return DrainRun{}, 0, err
+	}
 	run, err := d.measure(ctx, "relay", n, func(ctx context.Context) error {
 		var err error
 		if rl, err = d.env.startRelay(ctx); err != nil {
 			return err
 		}
 		// Kafka's offsets say when every row went out, without a query on
-		// the outbox whose cost grows with the rows deleted; then the
-		// table must be empty (the last marks).
+		// the outbox whose cost grows with the rows deleted; then the last
+		// row of each shard must be marked (a shard's rounds mark in
+		// order), read by primary key: a scan of the table would step over
+		// every delete-marked row purge has not removed yet.
 		if err := d.waitTopic(ctx, topic, int64(n)); err != nil {
 			return err
 		}
-		err = d.waitEmpty(ctx, "txmsg_outbox")
+		err = d.waitMarked(ctx, lasts)
 		rss = peakRSS(rl.pid)
 		return err
 	})
@@ -361,10 +367,36 @@ func topicEnd(ctx context.Context, c *kafka.Client, topic string) (int64, error)
 	return sum, nil
 }
 
-// waitEmpty waits until table has no row.
-func (d *drainRun) waitEmpty(ctx context.Context, table string) error {
+// lastOfShards returns the highest seq of each shard of txmsg_outbox, as
+// shard and seq pairs.
+func lastOfShards(ctx context.Context, db *sql.DB) ([]any, error) {
+	rows, err := db.QueryContext(ctx, "SELECT shard, MAX(seq) FROM txmsg_outbox GROUP BY shard")
+	if err != nil {
+		return nil, fmt.Errorf("bench: read the outbox's shards: %w", err)
+	}
+	defer rows.Close()
+	var out []any
+	for rows.Next() {
+		var shard, seq int64
+		if err := rows.Scan(&shard, &seq); err != nil {
+			return nil, err
+		}
+		out = append(out, shard, seq)
+	}
+	return out, rows.Err()
+}
+
+// waitMarked waits until none of the (shard, seq) pairs of lasts is in
+// txmsg_outbox.
+func (d *drainRun) waitMarked(ctx context.Context, lasts []any) error {
+	if len(lasts) == 0 {
+		return nil
+	}
+	q := "SELECT COUNT(*) FROM txmsg_outbox WHERE " +
+		strings.TrimSuffix(strings.Repeat("(shard = ? AND seq = ?) OR ", len(lasts)/2), " OR ")
 	for {
-		if err := outboxEmpty(ctx, d.env.DB, table); err == nil {
+		var n int
+		if err := d.env.DB.QueryRowContext(ctx, q, lasts...).Scan(&n); err == nil && n == 0 {
 			return nil
 		}
 		if !sleepUntil(ctx, time.Now().Add(10*time.Millisecond)) {

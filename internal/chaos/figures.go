@@ -43,7 +43,8 @@ type Figures struct {
 	// Unapplied counts messages delivered to a consumed topic with no
 	// effect and no dead letter; ConsumerDLQ messages consumers dead-lettered.
 	Unapplied, ConsumerDLQ int
-	// CommitsDropped counts half-message commit calls dropped on purpose,
+	// CommitsDropped counts half messages whose commit calls were dropped
+	// on purpose,
 	// Faults faults struck, Exits processes that exited unasked.
 	CommitsDropped, Faults, Exits int
 	// DrainTime is how long the drain took.

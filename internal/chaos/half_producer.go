@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -21,9 +22,11 @@ import (
 	"github.com/txmsg/txmsg/broker/halfmsg"
 )
 
-// dropShare is the share of half-message commit calls dropped before they
-// leave, as a crash between the local commit and the call would: the
-// broker learns the outcome from check-back.
+// dropShare is the share of half messages whose commit calls are all
+// dropped before they leave, as a crash between the local commit and the
+// call would: the broker learns the outcome from check-back. It is chosen
+// per message, not per call, because the producer retries a failed
+// background commit call.
 const dropShare = 0.05
 
 const insertPayment = `INSERT INTO chaos_payments (msg_id, topic, msg_key, n, created_at) VALUES (?, ?, ?, ?, UTC_TIMESTAMP(6))`
@@ -39,7 +42,11 @@ type halfProducer struct {
 	workers   int
 	topic     string
 	producers []*halfmsg.Producer // one per broker
-	dropped   atomic.Int64
+	dropped   atomic.Int64        // messages whose commit calls were dropped
+	drops     sync.Map            // their ids
+	// endFailed counts commit and rollback calls sent in the background
+	// that failed for good (dropped ones included): check-back resolves them.
+	endFailed atomic.Int64
 	stats     producerStats
 	server    *http.Server
 	serveWG   sync.WaitGroup
@@ -61,13 +68,14 @@ func newHalfProducer(ctx context.Context, db *sql.DB, brokerAt []string, run, to
 		return nil, errors.Join(err, ln.Close())
 	}
 	for _, addr := range brokerAt {
-		hc := &http.Client{Timeout: 10 * time.Second, Transport: dropCommits{next: http.DefaultTransport, dropped: &h.dropped}}
+		hc := &http.Client{Timeout: 10 * time.Second, Transport: dropCommits{next: http.DefaultTransport, h: h}}
 		c, err := halfmsg.NewClient("http://"+addr, halfmsg.WithHTTPClient(hc), halfmsg.WithToken(g.Token))
 		if err != nil {
 			return nil, errors.Join(err, ln.Close())
 		}
 		p, err := halfmsg.NewProducer(c, g.Name, db, halfmsg.WithProducerCheckbackURL(url),
-			halfmsg.WithProducerCheckTimeout(2*time.Second), halfmsg.WithProducerSecret(g.Secret))
+			halfmsg.WithProducerCheckTimeout(2*time.Second), halfmsg.WithProducerSecret(g.Secret),
+			halfmsg.WithProducerOnEndError(func(*halfmsg.EndError) { h.endFailed.Add(1) }))
 		if err != nil {
 			return nil, errors.Join(err, ln.Close())
 		}
@@ -80,13 +88,28 @@ func newHalfProducer(ctx context.Context, db *sql.DB, brokerAt []string, run, to
 	return h, nil
 }
 
-// produce writes until ctx ends.
+// produce writes until ctx ends, then waits for the producers' commit
+// calls still in flight.
 func (h *halfProducer) produce(ctx context.Context) {
 	var wg sync.WaitGroup
 	for w := range h.workers {
 		wg.Go(func() { h.work(ctx, w) })
 	}
 	wg.Wait()
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	// An error here only means calls were abandoned: check-back resolves
+	// them, and endFailed counts them.
+	_ = h.closeProducers(cctx)
+}
+
+// closeProducers closes every producer (idempotent).
+func (h *halfProducer) closeProducers(ctx context.Context) error {
+	var errs []error
+	for _, p := range h.producers {
+		errs = append(errs, p.Close(ctx))
+	}
+	return errors.Join(errs...)
 }
 
 func (h *halfProducer) work(ctx context.Context, w int) {
@@ -122,26 +145,35 @@ func (h *halfProducer) send(ctx context.Context, p *halfmsg.Producer, key string
 	})
 }
 
-// close stops the check-back server.
+// close closes the producers, then stops the check-back server.
 func (h *halfProducer) close(ctx context.Context) error {
-	err := h.server.Shutdown(ctx)
+	err := h.closeProducers(ctx)
+	err = errors.Join(err, h.server.Shutdown(ctx))
 	h.serveWG.Wait()
 	return err
 }
 
-// dropCommits drops dropShare of the commit calls before they are sent.
+// dropCommits drops every commit call of dropShare of the messages (chosen
+// by a hash of the id, so the producer's retries are dropped too) before
+// they are sent.
 type dropCommits struct {
-	next    http.RoundTripper
-	dropped *atomic.Int64
+	next http.RoundTripper
+	h    *halfProducer
 }
 
 func (d dropCommits) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/commit") && rand.Float64() < dropShare {
-		d.dropped.Add(1)
-		if r.Body != nil {
-			r.Body.Close()
+	if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/commit") {
+		f := fnv.New64a()
+		f.Write([]byte(r.URL.Path))
+		if float64(f.Sum64()%10000) < dropShare*10000 {
+			if _, seen := d.h.drops.LoadOrStore(r.URL.Path, struct{}{}); !seen {
+				d.h.dropped.Add(1)
+			}
+			if r.Body != nil {
+				r.Body.Close()
+			}
+			return nil, errors.New("chaos: commit call dropped on purpose")
 		}
-		return nil, errors.New("chaos: commit call dropped on purpose")
 	}
 	return d.next.RoundTrip(r)
 }

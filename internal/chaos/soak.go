@@ -112,7 +112,8 @@ func (s *soak) main(ctx context.Context) (Figures, error) {
 	}
 	s.log.Info("producers stopped; healing and draining",
 		slog.Int64("outbox_attempts", s.outbox.stats.attempts.Load()), slog.Int64("outbox_failed", s.outbox.stats.failed.Load()),
-		slog.Int64("half_attempts", s.half.stats.attempts.Load()), slog.Int64("half_failed", s.half.stats.failed.Load()))
+		slog.Int64("half_attempts", s.half.stats.attempts.Load()), slog.Int64("half_failed", s.half.stats.failed.Load()),
+		slog.Int64("half_end_calls_failed", s.half.endFailed.Load()))
 	s.kafka.heal()
 	if err := s.fleet.heal(); err != nil {
 		return Figures{}, err

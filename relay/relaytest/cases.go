@@ -177,30 +177,47 @@ func testPurge(s *suite) {
 	}
 }
 
-// relay.Changes reports the shards with rows above a seq, and the highest.
+// relay.Changes lists the rows above a seq and within gaps, in seq order,
+// up to a limit, and tells the newest seq.
 func testChanges(s *suite) {
 	c, ok := s.Source.(relay.Changes)
 	if !ok {
 		s.Skip("the source does not implement relay.Changes")
 	}
-	shards, last, err := c.Changed(s.ctx, s.DB, 0)
-	if err != nil || len(shards) != 0 || last != 0 {
-		s.Fatalf("Changed of nothing = %v, %d, %v; want none and 0", shards, last, err)
+	arrivals := func(after int64, gaps []relay.SeqRange, limit int) []relay.Arrival {
+		s.Helper()
+		as, err := c.Arrivals(s.ctx, s.DB, after, gaps, limit)
+		if err != nil {
+			s.Fatalf("Arrivals(%d, %v, %d): %v", after, gaps, limit, err)
+		}
+		return as
+	}
+	if as := arrivals(0, nil, 100); len(as) != 0 {
+		s.Fatalf("Arrivals of nothing = %v; want none", as)
+	}
+	if n, err := c.Newest(s.ctx, s.DB); err != nil || n != 0 {
+		s.Fatalf("Newest of nothing = %d, %v; want 0", n, err)
 	}
 	a, b, shardA, shardB := s.keys()
 	s.add(a, 2, 10)
-	mark := s.pending(s.DB, shardA)[1].Seq
 	s.add(b, 2, 10)
-	top := s.pending(s.DB, shardB)[1].Seq
-	shards, last, err = c.Changed(s.ctx, s.DB, 0)
-	slices.Sort(shards)
-	if want := []int{min(shardA, shardB), max(shardA, shardB)}; err != nil || !slices.Equal(shards, want) || last != top {
-		s.Fatalf("Changed(0) = %v, %d, %v; want %v and %d", shards, last, err, want, top)
+	ra, rb := s.pending(s.DB, shardA), s.pending(s.DB, shardB)
+	all := []relay.Arrival{{Seq: ra[0].Seq, Shard: shardA}, {Seq: ra[1].Seq, Shard: shardA},
+		{Seq: rb[0].Seq, Shard: shardB}, {Seq: rb[1].Seq, Shard: shardB}}
+	if as := arrivals(0, nil, 100); !slices.Equal(as, all) {
+		s.Fatalf("Arrivals(0) = %v; want %v", as, all)
 	}
-	if shards, last, err = c.Changed(s.ctx, s.DB, mark); err != nil || !slices.Equal(shards, []int{shardB}) || last != top {
-		s.Fatalf("Changed(%d) = %v, %d, %v; want [%d] and %d", mark, shards, last, err, shardB, top)
+	if as := arrivals(ra[1].Seq, nil, 100); !slices.Equal(as, all[2:]) {
+		s.Fatalf("Arrivals(%d) = %v; want %v", ra[1].Seq, as, all[2:])
 	}
-	if shards, last, err = c.Changed(s.ctx, s.DB, top); err != nil || len(shards) != 0 || last != top {
-		s.Fatalf("Changed(%d) = %v, %d, %v; want none and %d", top, shards, last, err, top)
+	gaps := []relay.SeqRange{{From: ra[0].Seq, To: ra[0].Seq}, {From: rb[0].Seq, To: rb[0].Seq}}
+	if as, want := arrivals(rb[1].Seq, gaps, 100), []relay.Arrival{all[0], all[2]}; !slices.Equal(as, want) {
+		s.Fatalf("Arrivals(%d, %v) = %v; want %v", rb[1].Seq, gaps, as, want)
+	}
+	if n, err := c.Newest(s.ctx, s.DB); err != nil || n != rb[1].Seq {
+		s.Fatalf("Newest = %d, %v; want %d", n, err, rb[1].Seq)
+	}
+	if as := arrivals(0, nil, 3); !slices.Equal(as, all[:3]) {
+		s.Fatalf("Arrivals(0, limit 3) = %v; want %v", as, all[:3])
 	}
 }

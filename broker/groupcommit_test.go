@@ -1,0 +1,289 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/txmsg/txmsg"
+	"github.com/txmsg/txmsg/broker/halfmsg"
+	"github.com/txmsg/txmsg/internal/testenv"
+)
+
+// testCall is a batched call that records nothing of its own.
+type testCall struct {
+	call
+	n int
+}
+
+func TestBrokerBatcherRunsWhatQueuedMeanwhileAsOneBatch(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	var (
+		mu      sync.Mutex
+		batches [][]int
+	)
+	b := &batcher[*testCall]{max: 100, writers: 1, run: func(_ context.Context, calls []*testCall) []error {
+		var ns []int
+		for _, c := range calls {
+			ns = append(ns, c.n)
+		}
+		mu.Lock()
+		batches = append(batches, ns)
+		first := len(batches) == 1
+		mu.Unlock()
+		if first {
+			<-release
+		}
+		errs := make([]error, len(calls))
+		errs[len(calls)-1] = fmt.Errorf("call %d failed", calls[len(calls)-1].n)
+		return errs
+	}}
+	ctx := context.Background()
+	results := make(chan error, 6)
+	go func() { results <- b.do(ctx, &testCall{n: 0}) }()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(batches) != 1 {
+			return errors.New("first batch not running")
+		}
+		return nil
+	})
+	for i := 1; i <= 5; i++ {
+		go func() { results <- b.do(ctx, &testCall{n: i}) }()
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if len(b.queue) != 5 {
+			return fmt.Errorf("%d calls queued", len(b.queue))
+		}
+		return nil
+	})
+	close(release)
+	failed := 0
+	for range 6 {
+		if <-results != nil {
+			failed++
+		}
+	}
+	b.wg.Wait()
+	if len(batches) != 2 || len(batches[0]) != 1 || len(batches[1]) != 5 || failed != 2 {
+		t.Fatalf("batches %v, %d failed: want [[0] [five calls]] with the last call of each failed", batches, failed)
+	}
+}
+
+func TestBrokerBatcherDropsACallWhoseContextEndsWhileQueued(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	ran := make(chan int, 2)
+	b := &batcher[*testCall]{max: 100, writers: 1, run: func(_ context.Context, calls []*testCall) []error {
+		for _, c := range calls {
+			ran <- c.n
+		}
+		<-release
+		return make([]error, len(calls))
+	}}
+	done := make(chan error, 1)
+	go func() { done <- b.do(context.Background(), &testCall{n: 1}) }()
+	if n := <-ran; n != 1 {
+		t.Fatalf("ran call %d", n)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := b.do(ctx, &testCall{n: 2}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("queued call with an ended context: %v", err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	b.wg.Wait()
+	if len(ran) != 0 {
+		t.Fatalf("the dropped call ran: %d", <-ran)
+	}
+}
+
+// blockPrepares holds the prepare writer in a batch until the returned
+// function is called: that batch inserts id "blocker", which an open
+// transaction holds.
+func blockPrepares(t *testing.T, env *apiEnv, group string) (release func()) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := env.db.DB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback() })
+	if _, err := tx.ExecContext(ctx, insertHalf, "blocker", 0, halfmsg.StatePrepared, group, "t", "", "v", nil, nil, 1000, 1, 1000); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := env.store.Prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: group, Message: txmsg.Message{ID: "blocker", Topic: "t", Value: []byte("v")}})
+		done <- err
+	}()
+	waitQueued(t, &env.store.prepares.mu, func() int { return env.store.prepares.running }, 1)
+	return func() {
+		if err := tx.Rollback(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("blocker: %v", err)
+		}
+	}
+}
+
+// waitQueued waits until n() under mu reaches want.
+func waitQueued(t *testing.T, mu *sync.Mutex, n func() int, want int) {
+	t.Helper()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if got := n(); got != want {
+			return fmt.Errorf("%d, want %d", got, want)
+		}
+		return nil
+	})
+}
+
+func TestBrokerPrepareBatchFailsOnlyItsDuplicatesAndCallsPastTheBound(t *testing.T) {
+	t.Parallel()
+	env := newAPIEnv(t)
+	ctx := context.Background()
+	msg := func(id string) txmsg.Message { return txmsg.Message{ID: id, Topic: "t", Value: []byte("v")} }
+	if _, err := env.store.Prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: "g", Message: msg("old")}); err != nil {
+		t.Fatal(err)
+	}
+	release := blockPrepares(t, env, "g")
+	type want struct {
+		id    string
+		limit int
+		err   error
+	}
+	// "g" has "old" prepared (and "blocker" once released): a bound of 4
+	// leaves room for two more.
+	calls := []want{{"a", 0, nil}, {"a", 0, txmsg.ErrConflict}, {"old", 0, txmsg.ErrConflict}, {"b", 4, nil},
+		{"c", 4, nil}, {"d", 4, errTooManyPrepared}, {"e", 0, nil}}
+	errs := make([]chan error, len(calls))
+	for i, c := range calls {
+		errs[i] = make(chan error, 1)
+		go func() {
+			_, err := env.store.prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: "g", Message: msg(c.id)}, c.limit)
+			errs[i] <- err
+		}()
+		waitQueued(t, &env.store.prepares.mu, func() int { return len(env.store.prepares.queue) }, i+1)
+	}
+	release()
+	for i, c := range calls {
+		err := <-errs[i]
+		if (c.err == nil && err != nil) || (c.err != nil && !errors.Is(err, c.err)) {
+			t.Errorf("call %d (%s): %v, want %v", i, c.id, err, c.err)
+		}
+	}
+	for _, id := range []string{"a", "b", "c", "e"} {
+		if info, err := env.store.Get(ctx, id); err != nil || info.State != halfmsg.StatePrepared {
+			t.Errorf("%s: %+v, %v", id, info, err)
+		}
+	}
+	if _, err := env.store.Get(ctx, "d"); !errors.Is(err, txmsg.ErrNotFound) {
+		t.Errorf("d past the bound: %v", err)
+	}
+}
+
+func TestBrokerTransitionBatchAnswersEachCallAndAuditsEachMoveOnce(t *testing.T) {
+	t.Parallel()
+	metrics := &recMetrics{resolved: map[string]int{}}
+	var (
+		mu     sync.Mutex
+		shards []int
+	)
+	env := newAPIEnv(t, WithStoreHooks(metrics), WithOnCommit(func(shard int) {
+		mu.Lock()
+		defer mu.Unlock()
+		shards = append(shards, shard)
+	}))
+	ctx := context.Background()
+	for _, id := range []string{"m0", "m1", "m2", "m3"} {
+		group := "g"
+		if id == "m3" {
+			group = "other"
+		}
+		if _, err := env.store.Prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: group,
+			Message: txmsg.Message{ID: id, Topic: "t", Value: []byte("v")}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Hold m0's row, so that the batch committing it waits while the other
+	// calls queue.
+	tx, err := env.db.DB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback() })
+	var seq int64
+	if err := tx.QueryRowContext(ctx, `SELECT seq FROM txmsg_half_messages WHERE id = 'm0' FOR UPDATE`).Scan(&seq); err != nil {
+		t.Fatal(err)
+	}
+	g := Actor{Group: "g"}
+	type want struct {
+		op    func() (halfmsg.State, error)
+		state halfmsg.State
+		err   error
+	}
+	calls := []want{
+		{func() (halfmsg.State, error) { return env.store.CommitAs(ctx, g, "m0") }, halfmsg.StateCommitted, nil},
+		{func() (halfmsg.State, error) { return env.store.CommitAs(ctx, g, "m1") }, halfmsg.StateCommitted, nil},
+		{func() (halfmsg.State, error) { return env.store.CommitAs(ctx, g, "m1") }, halfmsg.StateCommitted, nil},
+		{func() (halfmsg.State, error) { return env.store.RollbackAs(ctx, g, "m2") }, halfmsg.StateRolledBack, nil},
+		{func() (halfmsg.State, error) { return env.store.CommitAs(ctx, g, "m3") }, 0, txmsg.ErrForbidden},
+		{func() (halfmsg.State, error) { return env.store.CommitAs(ctx, g, "nope") }, 0, txmsg.ErrNotFound},
+	}
+	type result struct {
+		st  halfmsg.State
+		err error
+	}
+	res := make([]chan result, len(calls))
+	for i, c := range calls {
+		res[i] = make(chan result, 1)
+		go func() {
+			st, err := c.op()
+			res[i] <- result{st, err}
+		}()
+		if i == 0 {
+			waitQueued(t, &env.store.moves.mu, func() int { return env.store.moves.running }, 1)
+			continue
+		}
+		waitQueued(t, &env.store.moves.mu, func() int { return len(env.store.moves.queue) }, i)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range calls {
+		r := <-res[i]
+		if r.st != c.state || (c.err == nil && r.err != nil) || (c.err != nil && !errors.Is(r.err, c.err)) {
+			t.Errorf("call %d: %v, %v; want %v, %v", i, r.st, r.err, c.state, c.err)
+		}
+	}
+	if n := metrics.get("committed/producer"); n != 2 {
+		t.Errorf("%d commits counted, want 2 (m0, m1 once)", n)
+	}
+	if n := metrics.get("rolled_back/producer"); n != 1 {
+		t.Errorf("%d rollbacks counted, want 1", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(shards) != 2 {
+		t.Errorf("relay woken %d times, want 2", len(shards))
+	}
+	for id, want := range map[string]halfmsg.State{"m0": halfmsg.StateCommitted, "m1": halfmsg.StateCommitted,
+		"m2": halfmsg.StateRolledBack, "m3": halfmsg.StatePrepared} {
+		if info, err := env.store.Get(ctx, id); err != nil || info.State != want {
+			t.Errorf("%s: %v, %v; want %v", id, info.State, err, want)
+		}
+	}
+}

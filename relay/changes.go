@@ -1,0 +1,177 @@
+package relay
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/txmsg/txmsg/internal/schedule"
+)
+
+// The change probe's bounds. A gap (seqs below the highest seen that have
+// not arrived) is asked about again until its rows arrive, every seq in it
+// is final (the horizon passed it), the gap timeout passes (gapTimeout, or
+// PollMax when longer), or maxGaps newer gaps push it out: rows of a
+// transaction that commits later than that are found by their shard's own
+// polling, at most Config.PollMax apart.
+const (
+	arrivalsLimit = 1000
+	gapTimeout    = 2 * time.Second
+	maxGaps       = 64
+)
+
+// gap is seqs not seen yet below the highest seen, since the probe at since
+// (engine clock).
+type gap struct {
+	SeqRange
+	since time.Duration
+}
+
+// tail is what the change probe of one source has seen. Only the
+// watchChanges goroutine uses it.
+type tail struct {
+	// timeout is how long a gap is asked about.
+	timeout time.Duration
+	// started is set once after holds the source's newest seq: the rows
+	// below it are history, not gaps.
+	started bool
+	// after is the highest seq seen.
+	after int64
+	// gaps are in ascending seq, hence in the order they were found.
+	gaps []gap
+}
+
+// ranges are the gaps to ask about again.
+func (t *tail) ranges() []SeqRange {
+	out := make([]SeqRange, len(t.gaps))
+	for i, g := range t.gaps {
+		out[i] = g.SeqRange
+	}
+	return out
+}
+
+// observe records the arrivals (ascending seq) of a probe at now, and drops
+// the gaps that are settled (below settled), too old, or too many.
+func (t *tail) observe(as []Arrival, now time.Duration, settled int64) {
+	for _, a := range as {
+		switch {
+		case a.Seq > t.after:
+			if a.Seq > t.after+1 {
+				t.gaps = append(t.gaps, gap{SeqRange{t.after + 1, a.Seq - 1}, now})
+			}
+			t.after = a.Seq
+		default:
+			t.fill(a.Seq)
+		}
+	}
+	kept := t.gaps[:0]
+	for _, g := range t.gaps {
+		if g.To < settled || now-g.since > t.timeout {
+			continue
+		}
+		if g.From < settled {
+			g.From = settled
+		}
+		kept = append(kept, g)
+	}
+	t.gaps = kept[max(0, len(kept)-maxGaps):]
+}
+
+// fill takes seq out of the gap holding it.
+func (t *tail) fill(seq int64) {
+	for i, g := range t.gaps {
+		if seq < g.From || seq > g.To {
+			continue
+		}
+		var parts []gap
+		if seq > g.From {
+			parts = append(parts, gap{SeqRange{g.From, seq - 1}, g.since})
+		}
+		if seq < g.To {
+			parts = append(parts, gap{SeqRange{seq + 1, g.To}, g.since})
+		}
+		t.gaps = append(t.gaps[:i], append(parts, t.gaps[i+1:]...)...)
+		return
+	}
+}
+
+// watchChanges wakes the worker of a shard as soon as a row of it arrives,
+// probing every PollMin each source that implements Changes, and asking
+// again about gaps for rows that commit after later ones (see tail). It
+// also warns about rows whose shard is beyond Config.Shards: no lease
+// covers them, so they would never be delivered.
+func (c *coordinator) watchChanges(ctx context.Context) {
+	e := c.e
+	tails := map[string]*tail{}
+	schedule.Every(ctx, max(e.cfg.PollMin, time.Millisecond), func(ctx context.Context) {
+		for _, s := range e.sources {
+			ch, ok := s.(Changes)
+			if !ok {
+				continue
+			}
+			t := tails[s.Name()]
+			if t == nil {
+				t = &tail{timeout: max(gapTimeout, e.cfg.PollMax)}
+				tails[s.Name()] = t
+			}
+			if err := c.probe(ctx, ch, t); err != nil {
+				// The shards' own polling carries on meanwhile.
+				if ctx.Err() == nil {
+					e.metrics.Error(s.Name(), "poll")
+					e.log.Debug("relay change probe failed", slog.String("source", s.Name()), slog.Any("error", err))
+				}
+			}
+		}
+	})
+}
+
+// probe looks for the arrivals of one source and wakes their shards. It
+// starts from the source's newest seq, and jumps to it again when rows
+// arrive faster than a probe lists them: then shards have a backlog and
+// drain it without being woken, and listing every row would only cost.
+func (c *coordinator) probe(ctx context.Context, ch Changes, t *tail) error {
+	e := c.e
+	if !t.started {
+		last, err := ch.Newest(ctx, e.db)
+		if err != nil {
+			return err
+		}
+		t.after, t.started = last, true
+	}
+	as, err := ch.Arrivals(ctx, e.db, t.after, t.ranges(), arrivalsLimit)
+	if err != nil {
+		return err
+	}
+	t.observe(as, e.since(), e.settled[ch.Name()].Load())
+	e.saw(ch.Name(), t.after)
+	c.wakeArrivals(ch, as)
+	if len(as) == arrivalsLimit {
+		t.started = false
+	}
+	return nil
+}
+
+// wakeArrivals wakes the shard of each arrival once.
+func (c *coordinator) wakeArrivals(s Source, as []Arrival) {
+	e := c.e
+	woken := map[int]bool{}
+	for _, a := range as {
+		if woken[a.Shard] {
+			continue
+		}
+		woken[a.Shard] = true
+		if a.Shard >= e.cfg.Shards {
+			c.strayShard(s, a.Shard)
+			continue
+		}
+		e.Wake(s.Name(), a.Shard)
+	}
+}
+
+// strayShard reports rows of s in a shard no lease covers.
+func (c *coordinator) strayShard(s Source, shard int) {
+	e := c.e
+	e.metrics.Error(s.Name(), "shard_mismatch")
+	e.log.Error("relay found rows of a shard no lease covers: relay.shards must equal the producers' shard count",
+		slog.String("source", s.Name()), slog.Int("shard", shard), slog.Int("shards", e.cfg.Shards))
+}

@@ -1,0 +1,181 @@
+package relay
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/txmsg/txmsg/internal/testenv"
+	"github.com/txmsg/txmsg/outbox"
+)
+
+func gapsOf(t *tail) []SeqRange { return t.ranges() }
+
+// The probe remembers the seqs skipped below the highest seen, and forgets
+// each once it arrives, is settled, times out, or is pushed out.
+func TestTailTracksGaps(t *testing.T) {
+	tl := &tail{timeout: time.Second, started: true, after: 10}
+	tl.observe([]Arrival{{Seq: 11}, {Seq: 14}, {Seq: 20}}, 0, 0)
+	if got, want := gapsOf(tl), []SeqRange{{12, 13}, {15, 19}}; !slices.Equal(got, want) || tl.after != 20 {
+		t.Fatalf("gaps %v after %d; want %v after 20", got, tl.after, want)
+	}
+	// Late commits fill gaps, splitting them.
+	tl.observe([]Arrival{{Seq: 12}, {Seq: 17}}, 100*time.Millisecond, 0)
+	if got, want := gapsOf(tl), []SeqRange{{13, 13}, {15, 16}, {18, 19}}; !slices.Equal(got, want) {
+		t.Fatalf("gaps %v; want %v", got, want)
+	}
+	// Seqs below the settled horizon are final.
+	tl.observe(nil, 200*time.Millisecond, 16)
+	if got, want := gapsOf(tl), []SeqRange{{16, 16}, {18, 19}}; !slices.Equal(got, want) {
+		t.Fatalf("gaps after settling below 16: %v; want %v", got, want)
+	}
+	// A newer gap outlives the old ones' timeout.
+	tl.observe([]Arrival{{Seq: 30}}, 900*time.Millisecond, 0)
+	tl.observe(nil, 1100*time.Millisecond, 0)
+	if got, want := gapsOf(tl), []SeqRange{{21, 29}}; !slices.Equal(got, want) {
+		t.Fatalf("gaps after the timeout: %v; want %v", got, want)
+	}
+	// At most maxGaps are kept: the oldest go.
+	for i := range maxGaps + 5 {
+		tl.observe([]Arrival{{Seq: int64(32 + 2*i)}}, 1200*time.Millisecond, 0)
+	}
+	if got := gapsOf(tl); len(got) != maxGaps || got[len(got)-1] != (SeqRange{int64(31 + 2*(maxGaps+4)), int64(31 + 2*(maxGaps+4))}) {
+		t.Fatalf("%d gaps, last %v; want the newest %d", len(got), got[len(got)-1], maxGaps)
+	}
+}
+
+// A row whose transaction commits after a later row was delivered is
+// delivered at once, though its shard polls only every minute: the change
+// probe asks again about the seqs it skipped.
+func TestRelayChangeProbeFindsLateCommits(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewDB(t)
+	k := testenv.NewKafka(t, 3)
+	ctx := context.Background()
+	cfg := testConfig(k.Addrs)
+	cfg.PollMax = time.Minute
+	startEngine(t, d.DB, cfg)
+	// The second of two rows of one key can only be delivered on a wake
+	// (the first may be the worker's first poll): the probe is running.
+	for i := range 2 {
+		if err := publishTx(ctx, d.DB, true, msg("probe", "c", i)); err != nil {
+			t.Fatal(err)
+		}
+		waitDelivered(t, k.Addrs, "probe", i+1, 10*time.Second)
+	}
+	txA, err := d.DB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = txA.Rollback() })
+	a := msg("probe", "a", 1)
+	a.ID = "A"
+	if err := outbox.Publish(ctx, txA, a); err != nil {
+		t.Fatal(err)
+	}
+	b := msg("probe", "b", 1)
+	b.ID = "B"
+	if err := publishTx(ctx, d.DB, true, b); err != nil {
+		t.Fatal(err)
+	}
+	waitDelivered(t, k.Addrs, "probe", 3, 10*time.Second)
+	if err := txA.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	waitDelivered(t, k.Addrs, "probe", 4, 10*time.Second)
+}
+
+// Marking delivered rows never waits for a producer's open transaction,
+// however few rows the table holds: the DELETE must not scan the table,
+// which at READ COMMITTED would wait on the uncommitted row's lock.
+func TestRelayMarkingDoesNotWaitForOpenTransactions(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewDB(t)
+	k := testenv.NewKafka(t, 3)
+	ctx := context.Background()
+	open, err := d.DB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = open.Rollback() })
+	if err := outbox.Publish(ctx, open, msg("open", "k", 1)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if err := publishTx(ctx, d.DB, true, msg("marked", "k", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	startEngine(t, d.DB, testConfig(k.Addrs))
+	testenv.Eventually(t, 10*time.Second, func() error {
+		var n int
+		if err := d.DB.QueryRow("SELECT COUNT(*) FROM txmsg_outbox").Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return fmt.Errorf("%d delivered rows not marked yet", n)
+		}
+		return nil
+	})
+}
+
+// A batch cut short by relay.batch_bytes is followed by the next round at
+// once: the change probe does not wake a shard for rows it already listed.
+func TestRelayBatchFullByBytesPollsAgainAtOnce(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewDB(t)
+	k := testenv.NewKafka(t, 3)
+	ctx := context.Background()
+	cfg := testConfig(k.Addrs)
+	cfg.PollMax = time.Minute
+	cfg.BatchBytes = 1000
+	for i := range 40 {
+		m := msg("bytes", "k", i)
+		m.Value = append(m.Value, make([]byte, 400)...)
+		if err := publishTx(ctx, d.DB, true, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	startEngine(t, d.DB, cfg)
+	waitDelivered(t, k.Addrs, "bytes", 40, 10*time.Second)
+}
+
+// A shard draining a backlog waits when it runs more than a window of seqs
+// ahead of the slowest draining shard, and only then.
+func TestRelayShardsDrainWithinAWindow(t *testing.T) {
+	e, err := New(&sql.DB{}, Config{Brokers: []string{"127.0.0.1:9092"}, Shards: 4, BatchSize: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := e.sources[0]
+	ws := make([]*shardWorker, 4)
+	for i := range ws {
+		ws[i] = &shardWorker{src: src, shard: i}
+	}
+	window := int64(2 * 10 * 4)
+	if e.ahead(ws[0]) {
+		t.Fatal("a shard not draining waits")
+	}
+	e.setFront(ws[0], 100)
+	e.setFront(ws[1], 100+window)
+	e.setFront(ws[2], 100+window+1)
+	switch {
+	case e.ahead(ws[0]):
+		t.Fatal("the slowest shard waits")
+	case e.ahead(ws[1]):
+		t.Fatal("a shard a window ahead waits")
+	case !e.ahead(ws[2]):
+		t.Fatal("a shard more than a window ahead does not wait")
+	case e.ahead(ws[3]):
+		t.Fatal("a shard not draining waits")
+	}
+	// The slowest stops draining (caught up, failing, held): it holds no
+	// one back.
+	e.setFront(ws[0], noFront)
+	if e.ahead(ws[2]) {
+		t.Fatal("a shard waits for one that stopped draining")
+	}
+}

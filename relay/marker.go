@@ -1,0 +1,184 @@
+package relay
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// markRows bounds the rows one marking transaction covers, so that its
+// statements stay well under the protocol's 65,535 placeholders and its
+// locks few; a round's rows are never split.
+const markRows = 8192
+
+// markQueue is how many rounds may wait for the next marking transaction
+// without blocking (at most one per shard worker in practice).
+const markQueue = 256
+
+// markRequest is one round's delivered rows, waiting to be marked.
+type markRequest struct {
+	src  Source
+	rows []Row
+	// deadline is when the round stops waiting (zero: no deadline).
+	deadline time.Time
+	done     chan error
+}
+
+// marker marks the delivered rows of many shards' rounds in one
+// transaction: each commit is a durable write (an fsync), and under a
+// steady trickle every shard's round would otherwise pay one for its one or
+// two rows, competing with the producers' own commits. Rounds wait for their
+// rows to be marked, as before; a round that arrives while a transaction
+// runs joins the next one, so a lone round waits no longer than it did
+// alone (group commit, as InnoDB does for its log).
+type marker struct {
+	db   *sql.DB
+	reqs chan *markRequest
+	// conn is the marker's own connection, READ COMMITTED for its session
+	// (see readCommitted), so a transaction needs no SET TRANSACTION first
+	// and never queues for the pool; only the run goroutine uses it, and it
+	// is discarded, never pooled, since its session differs.
+	conn *sql.Conn
+}
+
+func newMarker(db *sql.DB) *marker {
+	return &marker{db: db, reqs: make(chan *markRequest, markQueue)}
+}
+
+// mark waits until rows are marked delivered or ctx ends; when it returns
+// an error the rows may or may not have been marked (a row marked but
+// believed pending is published again: a duplicate, never a loss). run must
+// be running.
+func (m *marker) mark(ctx context.Context, src Source, rows []Row) error {
+	r := &markRequest{src: src, rows: rows, done: make(chan error, 1)}
+	r.deadline, _ = ctx.Deadline()
+	select {
+	case m.reqs <- r:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// run marks what rounds hand it until stop closes (after the last round
+// ended), on ctx, which ends a transaction under way only at a hard
+// shutdown.
+func (m *marker) run(ctx context.Context, stop <-chan struct{}) {
+	defer m.discard()
+	for {
+		var first *markRequest
+		select {
+		case first = <-m.reqs:
+		case <-stop:
+			return
+		}
+		batch := []*markRequest{first}
+		n := len(first.rows)
+	more:
+		for n < markRows {
+			select {
+			case r := <-m.reqs:
+				batch = append(batch, r)
+				n += len(r.rows)
+			default:
+				break more
+			}
+		}
+		err := m.write(ctx, batch)
+		if err != nil && len(batch) > 1 {
+			// One round's failure must not fail the others: each alone.
+			for _, r := range batch {
+				r.done <- m.write(ctx, []*markRequest{r})
+			}
+			continue
+		}
+		for _, r := range batch {
+			r.done <- err
+		}
+	}
+}
+
+// write marks the batch's rows in one transaction, by the earliest
+// deadline among them.
+func (m *marker) write(ctx context.Context, batch []*markRequest) error {
+	var deadline time.Time
+	for _, r := range batch {
+		if !r.deadline.IsZero() && (deadline.IsZero() || r.deadline.Before(deadline)) {
+			deadline = r.deadline
+		}
+	}
+	if !deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
+	}
+	err := m.inTx(ctx, func(tx *sql.Tx) error {
+		var order []Source
+		bySrc := map[Source][]Row{}
+		for _, r := range batch {
+			if _, ok := bySrc[r.src]; !ok {
+				order = append(order, r.src)
+			}
+			bySrc[r.src] = append(bySrc[r.src], r.rows...)
+		}
+		for _, src := range order {
+			if err := src.Delivered(ctx, tx, bySrc[src]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		// The connection may be broken or mid-transaction: start afresh.
+		m.discard()
+	}
+	return err
+}
+
+// inTx runs fn in a transaction on the marker's connection, opening it
+// first when needed.
+func (m *marker) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	if m.conn == nil {
+		c, err := m.db.Conn(ctx)
+		if err != nil {
+			return fmt.Errorf("connect: %w", err)
+		}
+		m.conn = c
+		if _, err := c.ExecContext(ctx, "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"); err != nil {
+			return fmt.Errorf("set isolation: %w", err)
+		}
+	}
+	tx, err := m.conn.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		if rerr := tx.Rollback(); rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {
+			return errors.Join(err, fmt.Errorf("rollback: %w", rerr))
+		}
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// discard closes the marker's connection for good: returning it to the pool
+// would hand its session's isolation to other work.
+func (m *marker) discard() {
+	if m.conn == nil {
+		return
+	}
+	_ = m.conn.Raw(func(any) error { return driver.ErrBadConn })
+	_ = m.conn.Close()
+	m.conn = nil
+}

@@ -1,0 +1,152 @@
+package relay
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/txmsg/txmsg/internal/testenv"
+)
+
+// markSource is a Source whose Delivered records each call (rows and the
+// transaction), blocks the first call until release closes, and fails rows
+// of shard failShard.
+type markSource struct {
+	OutboxSource
+	release   chan struct{}
+	failShard int
+	mu        sync.Mutex
+	calls     [][]int64
+	first     chan struct{}
+	once      sync.Once
+}
+
+func (s *markSource) Delivered(ctx context.Context, _ Execer, rows []Row) error {
+	s.once.Do(func() {
+		close(s.first)
+		select {
+		case <-s.release:
+		case <-ctx.Done():
+		}
+	})
+	var seqs []int64
+	for _, r := range rows {
+		if r.Shard == s.failShard {
+			return errors.New("refused")
+		}
+		seqs = append(seqs, r.Seq)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = append(s.calls, seqs)
+	return nil
+}
+
+func startMarker(t *testing.T, db *sql.DB) *marker {
+	t.Helper()
+	m := newMarker(db)
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		m.run(context.Background(), stop)
+	}()
+	t.Cleanup(func() {
+		close(stop)
+		<-done
+	})
+	return m
+}
+
+// Rounds that finish while a marking transaction runs are marked together
+// in the next one: one commit for many shards.
+func TestMarkerGroupsRoundsInOneTransaction(t *testing.T) {
+	d := testenv.NewDB(t)
+	src := &markSource{release: make(chan struct{}), failShard: -1, first: make(chan struct{})}
+	t.Cleanup(func() {
+		select {
+		case <-src.release:
+		default:
+			close(src.release)
+		}
+	})
+	m := startMarker(t, d.DB)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	errs := make(chan error, 3)
+	go func() { errs <- m.mark(ctx, src, []Row{{Shard: 0, Seq: 1}}) }()
+	<-src.first
+	// The first transaction is under way: these two queue behind it.
+	go func() { errs <- m.mark(ctx, src, []Row{{Shard: 1, Seq: 2}}) }()
+	go func() { errs <- m.mark(ctx, src, []Row{{Shard: 2, Seq: 3}}) }()
+	waitFor(t, func() bool { return len(m.reqs) == 2 })
+	close(src.release)
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	if len(src.calls) != 2 {
+		t.Fatalf("Delivered calls = %v; want 2: the first round alone, then the two queued behind it together", src.calls)
+	}
+	second := slices.Clone(src.calls[1])
+	slices.Sort(second)
+	if !slices.Equal(second, []int64{2, 3}) {
+		t.Fatalf("second call marked %v; want [2 3]", second)
+	}
+}
+
+// One round the source refuses does not fail the rounds marked with it.
+func TestMarkerFailureFailsOnlyItsRound(t *testing.T) {
+	d := testenv.NewDB(t)
+	src := &markSource{release: make(chan struct{}), failShard: 7, first: make(chan struct{})}
+	m := startMarker(t, d.DB)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	errs := make(chan error, 1)
+	go func() { errs <- m.mark(ctx, src, []Row{{Shard: 0, Seq: 1}}) }()
+	<-src.first
+	bad, good := make(chan error, 1), make(chan error, 1)
+	go func() { bad <- m.mark(ctx, src, []Row{{Shard: 7, Seq: 2}}) }()
+	go func() { good <- m.mark(ctx, src, []Row{{Shard: 3, Seq: 3}}) }()
+	waitFor(t, func() bool { return len(m.reqs) == 2 })
+	close(src.release)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-bad; err == nil {
+		t.Fatal("the refused round was reported marked")
+	}
+	if err := <-good; err != nil {
+		t.Fatalf("a round marked beside a refused one failed: %v", err)
+	}
+}
+
+// A round whose wait ends gives up without blocking the marker.
+func TestMarkerRoundGivesUpAtItsDeadline(t *testing.T) {
+	d := testenv.NewDB(t)
+	src := &markSource{release: make(chan struct{}), failShard: -1, first: make(chan struct{})}
+	t.Cleanup(func() { close(src.release) })
+	m := startMarker(t, d.DB)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := m.mark(ctx, src, []Row{{Shard: 0, Seq: 1}}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("mark = %v; want the deadline", err)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
