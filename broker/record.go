@@ -224,7 +224,7 @@ func waitsFor(ctx context.Context, tx *sql.Tx, rows []batchRow) (map[int64]sql.N
 	out := make(map[int64]sql.NullInt64, len(rows))
 	for rs.Next() {
 		var t target
-		if err := rs.Scan(&t.seq, &t.state, &t.shard, &t.group, &t.waitsFor); err != nil {
+		if err := rs.Scan(&t.seq, &t.state, &t.shard, &t.group, &t.waitsFor, &t.id); err != nil {
 			return nil, fmt.Errorf("read state: %w", err)
 		}
 		out[t.seq] = t.waitsFor

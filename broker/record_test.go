@@ -66,6 +66,12 @@ func TestBrokerRecordChecksBatchKeepsEachOutcome(t *testing.T) {
 	if errs != nil {
 		t.Fatalf("RecordChecks: %v", errs)
 	}
+	// One statement wrote the history of the batch: one timestamp. Checks
+	// recorded one by one (a batch that failed) would have five.
+	var stamps int
+	if err := env.db.DB.QueryRowContext(ctx, `SELECT COUNT(DISTINCT checked_at) FROM txmsg_half_checks`).Scan(&stamps); err != nil || stamps != 1 {
+		t.Fatalf("history written at %d times (%v), want 1: the batch was not written as one", stamps, err)
+	}
 	for id, want := range map[string]halfmsg.State{
 		"commit": halfmsg.StateCommitted, "rollback": halfmsg.StateRolledBack, "discard": halfmsg.StateDiscarded,
 		"again": halfmsg.StatePrepared, "raced": halfmsg.StateCommitted,
