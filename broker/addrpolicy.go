@@ -297,6 +297,9 @@ func newCheckbackClient(r *addressRules, concurrency int) *http.Client {
 	tr.Proxy = nil
 	tr.DialContext = newDialer(r).DialContext
 	tr.MaxIdleConnsPerHost = concurrency
+	// The total must not cap the per-host limit: a connection closed for
+	// want of an idle slot is a new dial (and TLS handshake) per check.
+	tr.MaxIdleConns = max(tr.MaxIdleConns, concurrency)
 	tr.MaxResponseHeaderBytes = 64 << 10
 	return &http.Client{
 		Transport:     tr,

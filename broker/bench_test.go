@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"slices"
 	"sync"
@@ -251,11 +253,24 @@ func BenchmarkBrokerCommitToKafka(b *testing.B) {
 
 // BenchmarkBrokerStrandedCheckback prepares b.N messages nobody commits and
 // measures how long check-back takes to resolve them all through the ledger
-// (half committed, half rolled back), with the most calls in flight at once.
-// resolve_s runs from the last prepare until none is left prepared; compare
-// it with bound_s = 2 × (check timeout + scan interval).
+// (half committed, half rolled back), at the default checkback.concurrency,
+// then at 16 and 64, with the default call timeout. resolve_s runs from the
+// last prepare until none is left prepared; compare it with bound_s = 2 ×
+// (check timeout + scan interval). max_inflight is the most calls the
+// producer served at once, producer_conns the connections it accepted, and
+// failed_calls the calls that failed (timeouts included). claim_tx/check and
+// record_tx/check count the broker's own claim and record transactions;
+// commits/check and stmts/check are the server's Handler_commit and
+// Questions over the resolution divided by b.N (server-wide: other clients
+// count too).
 func BenchmarkBrokerStrandedCheckback(b *testing.B) {
+	cs := []int{DefaultConfig().Concurrency}
 	for _, c := range []int{16, 64} {
+		if !slices.Contains(cs, c) {
+			cs = append(cs, c)
+		}
+	}
+	for _, c := range cs {
 		b.Run(fmt.Sprintf("concurrency=%d", c), func(b *testing.B) { benchStranded(b, c) })
 	}
 }
@@ -273,11 +288,15 @@ func benchStranded(b *testing.B, concurrency int) {
 	cfg.CheckTimeout = time.Second
 	cfg.ScanSchedule = "@every 1s"
 	cfg.Concurrency = concurrency
+	// The default call timeout: the tests' 500ms would give up on calls
+	// that a loaded machine serves late, and ask again a backoff later.
+	cfg.CallTimeout, cfg.MaxInterval = DefaultConfig().CallTimeout, DefaultConfig().MaxInterval
 	store, err := NewStore(db.DB, WithShards(cfg.Relay.Shards), WithCheckTimeout(cfg.CheckTimeout), WithAddressPolicy(loopback()))
 	if err != nil {
 		b.Fatal(err)
 	}
-	producer := httptest.NewServer(checkback.Handler(checkback.CheckerFunc(func(ctx context.Context, req checkback.Request) (checkback.Answer, error) {
+	var conns atomic.Int64
+	producer := httptest.NewUnstartedServer(checkback.Handler(checkback.CheckerFunc(func(ctx context.Context, req checkback.Request) (checkback.Answer, error) {
 		n := inFlight.Add(1)
 		defer inFlight.Add(-1)
 		for {
@@ -288,6 +307,12 @@ func benchStranded(b *testing.B, concurrency int) {
 		}
 		return ledger.Check(ctx, req)
 	}), checkback.WithSecret(groupSecret(b, store, "bench"))))
+	producer.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	producer.Start()
 	defer producer.Close()
 	if err := store.SetGroup(ctx, "bench", producer.URL); err != nil {
 		b.Fatal(err)
@@ -304,9 +329,11 @@ func benchStranded(b *testing.B, concurrency int) {
 			}
 		}
 	}
+	q0, c0 := serverCounters(b, db.DB)
 	start := time.Now()
 	b.ResetTimer()
-	srv := startBenchServer(b, db.DB, cfg)
+	calls := &callOutcomes{}
+	srv := startBenchServer(b, db.DB, cfg, WithHooks(calls))
 	benchPoll(b, 5*time.Minute, func() error {
 		n, _, err := srv.Store().PreparedBacklog(ctx)
 		if err == nil && n > 0 {
@@ -315,10 +342,36 @@ func benchStranded(b *testing.B, concurrency int) {
 		return err
 	})
 	b.StopTimer()
-	b.ReportMetric(time.Since(start).Seconds(), "resolve_s")
+	elapsed := time.Since(start)
+	q1, c1 := serverCounters(b, db.DB)
+	b.ReportMetric(elapsed.Seconds(), "resolve_s")
+	b.ReportMetric(float64(c1-c0)/float64(b.N), "commits/check")
+	b.ReportMetric(float64(q1-q0)/float64(b.N), "stmts/check")
+	// A claim transaction stamps its rows' last_check_at, and a record
+	// transaction its history rows' checked_at, with one UTC_TIMESTAMP(6):
+	// distinct stamps count this run's own transactions.
+	var claimTx, recordTx int64
+	if err := db.DB.QueryRowContext(ctx, `SELECT (SELECT COUNT(DISTINCT last_check_at) FROM txmsg_half_messages),
+  (SELECT COUNT(DISTINCT checked_at) FROM txmsg_half_checks)`).Scan(&claimTx, &recordTx); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(claimTx)/float64(b.N), "claim_tx/check")
+	b.ReportMetric(float64(recordTx)/float64(b.N), "record_tx/check")
 	b.ReportMetric(float64(top.Load()), "max_inflight")
+	b.ReportMetric(float64(conns.Load()), "producer_conns")
+	b.ReportMetric(float64(calls.failed.Load()), "failed_calls")
 	b.ReportMetric(float64(cfg.Concurrency), "concurrency")
 	b.ReportMetric((2 * (cfg.CheckTimeout + time.Second)).Seconds(), "bound_s")
+}
+
+// callOutcomes counts the check-back calls that failed (a timeout, a
+// connection error), which the broker counts as unknown answers.
+type callOutcomes struct{ failed atomic.Int64 }
+
+func (c *callOutcomes) Checked(outcome string, _ time.Duration) {
+	if outcome == "error" {
+		c.failed.Add(1)
+	}
 }
 
 // benchDB is a fresh database whose pool interpolates parameters client
@@ -343,9 +396,9 @@ func benchDB(b *testing.B) *testenv.Database {
 }
 
 // startBenchServer runs a Server until the benchmark ends.
-func startBenchServer(b *testing.B, db *sql.DB, cfg Config) *Server {
+func startBenchServer(b *testing.B, db *sql.DB, cfg Config, opts ...ServerOption) *Server {
 	b.Helper()
-	s, err := NewServer(db, cfg)
+	s, err := NewServer(db, cfg, opts...)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -76,6 +76,7 @@ func (s *Store) ClaimDue(ctx context.Context, limit int, lease time.Duration) ([
 					c.Headers[h.Key] = string(h.Value)
 				}
 			}
+			c.seq = seq
 			seqs = append(seqs, seq)
 			claims = append(claims, c)
 		}
@@ -153,14 +154,7 @@ func fillGroups(ctx context.Context, tx *sql.Tx, claims []Claim) error {
 // claim's topic picks its row among the messages prepared under one id; a
 // commit records what the row waits for, as Commit does.
 func (s *Store) RecordCheck(ctx context.Context, c Claim, r CheckResult) error {
-	result := r.Answer.String()
-	var errText sql.NullString
-	if r.Err != nil {
-		// Only the classification is stored and shown, never the error's
-		// text, which may hold what the producer's host said.
-		result = "error"
-		errText = nullString(checkErrorClass(r.Err))
-	}
+	result, errText := checkOutcome(r)
 	var (
 		to      halfmsg.State
 		changed bool
@@ -183,6 +177,26 @@ func (s *Store) RecordCheck(ctx context.Context, c Claim, r CheckResult) error {
 		s.metrics.Resolved(to, ByCheckback)
 	}
 	return nil
+}
+
+// checkOutcome returns the result column of r ("commit", "rollback",
+// "unknown" or "error") and, for an error, its classification. Only the
+// classification is stored and shown, never the error's text, which may
+// hold what the producer's host said.
+func checkOutcome(r CheckResult) (string, sql.NullString) {
+	if r.Err != nil {
+		return "error", nullString(checkErrorClass(r.Err))
+	}
+	return r.Answer.String(), sql.NullString{}
+}
+
+// discardReason is the reason stored with a message discarded by check c.
+func discardReason(c Claim, result string, errText sql.NullString) string {
+	reason := fmt.Sprintf("no commit or rollback after %d check-backs (last: %s)", c.CheckCount, result)
+	if errText.Valid {
+		reason += ": " + errText.String
+	}
+	return sqlx.Truncate(reason, 1024)
 }
 
 // applyCheck applies check result r of claim c to its message in tx:
@@ -211,11 +225,7 @@ func applyCheck(ctx context.Context, tx *sql.Tx, c Claim, r CheckResult, result 
 		res, err = tx.ExecContext(ctx, resolveByCheck, to, result, nil, c.ID, c.Topic, halfmsg.StatePrepared, c.CheckCount)
 	case r.Discard:
 		to = halfmsg.StateDiscarded
-		reason := fmt.Sprintf("no commit or rollback after %d check-backs (last: %s)", c.CheckCount, result)
-		if errText.Valid {
-			reason += ": " + errText.String
-		}
-		res, err = tx.ExecContext(ctx, discardByCheck, to, sqlx.Truncate(reason, 1024), result, errText,
+		res, err = tx.ExecContext(ctx, discardByCheck, to, discardReason(c, result, errText), result, errText,
 			c.ID, c.Topic, halfmsg.StatePrepared, c.CheckCount)
 	default:
 		res, err = tx.ExecContext(ctx, rescheduleCheck, r.NextCheck.Microseconds(), result, errText,

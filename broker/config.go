@@ -66,8 +66,8 @@ type Config struct {
 	// ScanSchedule is the cron spec of the check-back scan (checkback.scan,
 	// default "@every 1s").
 	ScanSchedule string `key:"checkback.scan" help:"cron spec of the scan for messages due a check-back"`
-	// Concurrency is the most check-back calls in flight per instance
-	// (checkback.concurrency, default 16).
+	// Concurrency is the most check-back calls in flight per instance, and
+	// the size of a claim batch (checkback.concurrency, default 64).
 	Concurrency int `key:"checkback.concurrency" help:"most check-back calls in flight"`
 	// CallTimeout bounds one check-back call (checkback.call_timeout,
 	// default 3s).

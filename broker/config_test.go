@@ -23,7 +23,7 @@ func TestBrokerConfigValidate(t *testing.T) {
 	}
 	if c.Listen != "127.0.0.1:7070" || c.MaxConcurrentRequests != DefaultMaxConcurrentRequests ||
 		c.MaxPreparedPerGroup != DefaultMaxPreparedPerGroup || c.CheckTimeout != 6*time.Second || c.MaxChecks != 15 || c.ScanSchedule != "@every 1s" ||
-		c.Concurrency != 16 || c.CallTimeout != 3*time.Second || c.MaxInterval != 5*time.Minute ||
+		c.Concurrency != 64 || c.CallTimeout != 3*time.Second || c.MaxInterval != 5*time.Minute ||
 		c.MaxBodyBytes != DefaultMaxBodyBytes || c.Relay.Retention != 24*time.Hour || c.Relay.PollMax != 50*time.Millisecond ||
 		c.Relay.Shards != 16 || c.Relay.Owner == "" {
 		t.Fatalf("defaults: %+v", c)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -35,9 +36,12 @@ type Claim struct {
 	// Interval is the message's check timeout: the delay before the first
 	// check and the start of the backoff between later ones.
 	Interval time.Duration
+	// seq is the message's row, set by Store.ClaimDue: RecordChecks
+	// addresses a batch by it.
+	seq int64
 }
 
-// CheckResult is the outcome of one check, for CheckStore.RecordCheck.
+// CheckResult is the outcome of one check, for CheckStore.RecordChecks.
 type CheckResult struct {
 	// Answer is commit, rollback or unknown (also after an error).
 	Answer checkback.Answer
@@ -61,10 +65,12 @@ type CheckStore interface {
 	// next check time lease ahead, so no other scanner asks while this one
 	// does. Concurrent callers never get the same message.
 	ClaimDue(ctx context.Context, limit int, lease time.Duration) ([]Claim, error)
-	// RecordCheck stores r for c: commit or rollback resolve the message
-	// (unless it was resolved meanwhile, which wins), unknown schedules the
-	// next check or discards the message.
-	RecordCheck(ctx context.Context, c Claim, r CheckResult) error
+	// RecordChecks stores the result of each record: commit or rollback
+	// resolve its message (unless it was resolved meanwhile, which wins),
+	// unknown schedules the next check or discards the message. It returns
+	// nil when every record was stored, else one error per record (nil for
+	// those stored): a record that fails does not fail the others.
+	RecordChecks(ctx context.Context, recs []CheckRecord) []error
 }
 
 // ScannerConfig configures a Scanner. DefaultScannerConfig holds the
@@ -74,7 +80,8 @@ type ScannerConfig struct {
 	// Schedule is the cron spec of the scan (default "@every 1s").
 	Schedule string
 	// Concurrency is the most check-back calls in flight at once, per
-	// scanner (default 16).
+	// scanner, and the size of a claim batch: up to as many claims again
+	// wait queued for a worker (default 64).
 	Concurrency int
 	// CallTimeout bounds one check-back call (default 3s).
 	CallTimeout time.Duration
@@ -93,7 +100,7 @@ type ScannerConfig struct {
 
 // DefaultScannerConfig returns the defaults of every field.
 func DefaultScannerConfig() ScannerConfig {
-	return ScannerConfig{Schedule: "@every 1s", Concurrency: 16, CallTimeout: 3 * time.Second, MaxInterval: 5 * time.Minute}
+	return ScannerConfig{Schedule: "@every 1s", Concurrency: 64, CallTimeout: 3 * time.Second, MaxInterval: 5 * time.Minute}
 }
 
 // WithDefaults returns a copy of c whose zero fields hold
@@ -174,17 +181,30 @@ func NewScanner(store CheckStore, cfg ScannerConfig, opts ...ScannerOption) (*Sc
 	return s, nil
 }
 
-// Run scans on the configured schedule until ctx ends, then stops the cron
-// and waits for the running scan. In-flight calls are canceled with ctx and
-// not recorded: their claims stay counted and the messages are checked again
-// once the lease passes. Scans never overlap; a panic is recovered and
-// logged. Run returns nil after a clean shutdown.
+// Run scans once at start, then on the configured schedule until ctx ends;
+// it then stops the cron and waits for the running scan. In-flight calls are
+// canceled with ctx and not recorded: their claims stay counted and the
+// messages are checked again once the lease passes. Scans never overlap; a
+// panic is recovered and logged. Run returns nil after a clean shutdown.
 func (s *Scanner) Run(ctx context.Context) error {
-	stop, err := schedule.Cron(s.cfg.Schedule, s.log, func() {
+	scan := func() {
 		if _, err := s.Scan(ctx); err != nil && ctx.Err() == nil {
 			s.log.ErrorContext(ctx, "broker: checkback: scan failed", slog.Any("error", err))
 		}
-	})
+	}
+	// The scan at start checks what came due while no broker ran (a
+	// restart) without waiting for the schedule's first tick, which a cron
+	// spec may put minutes away.
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				s.log.ErrorContext(ctx, "broker: checkback: scan panicked", slog.Any("panic", r),
+					slog.String("stack", string(debug.Stack())))
+			}
+		}()
+		scan()
+	}()
+	stop, err := schedule.Cron(s.cfg.Schedule, s.log, scan)
 	if err != nil {
 		return fmt.Errorf("broker: checkback: scan: %w", err)
 	}
@@ -194,38 +214,69 @@ func (s *Scanner) Run(ctx context.Context) error {
 }
 
 // Scan checks every message due now and returns how many it checked. Calls
-// run on a pool of ScannerConfig.Concurrency workers, never more at once: as
-// workers finish, new claims fill the pool again (a quarter of it or more
-// per claim transaction), and Scan returns when nothing more is due and
-// every call has been recorded. A check interrupted by ctx stays counted.
+// run on ScannerConfig.Concurrency workers, never more at once. One
+// goroutine claims in batches and keeps up to a pool's worth of claims
+// queued, so that a worker that finishes a call starts the next without
+// waiting for a claim; one writer records the results, each transaction
+// holding every result that queued while the previous one ran. Scan returns
+// when nothing more is due and every call has been recorded. A check
+// interrupted by ctx stays counted.
 func (s *Scanner) Scan(ctx context.Context) (int, error) {
 	n := s.cfg.Concurrency
-	slots := make(chan struct{}, n)
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	// At most n claims wait in the queue: each waits for about one call of
+	// a worker (at most CallTimeout while the writer keeps up), well inside
+	// its lease, so another scanner does not claim it again meanwhile,
+	// which would spend one of the message's max_checks for nothing.
+	queue := make(chan Claim, n)
+	done := make(chan CheckRecord, MaxRecordBatch)
+	// A token per claim not yet called: queued or in a call.
+	tokens := make(chan struct{}, 2*n)
+	var workers, writer sync.WaitGroup
+	for range n {
+		workers.Go(func() {
+			for c := range queue {
+				r, ok := s.check(ctx, c)
+				<-tokens
+				if ok {
+					done <- r
+				}
+			}
+		})
+	}
+	writer.Go(func() { s.record(ctx, done) })
+	total, err := s.feed(ctx, queue, tokens)
+	close(queue)
+	workers.Wait()
+	close(done)
+	writer.Wait()
+	return total, err
+}
+
+// feed claims due messages into queue until a claim finds fewer than it
+// asked for, ctx ends or a claim fails, and returns how many it claimed.
+func (s *Scanner) feed(ctx context.Context, queue chan<- Claim, tokens chan struct{}) (int, error) {
+	n := cap(queue)
 	total := 0
 	for {
-		// Claim in groups of at least a quarter of the pool (when calls are
-		// in flight to free the slots), not one by one: every claim is a
-		// transaction. Then take every other slot that is free.
+		// Claim a pool's worth or more at once (the first claim fills the
+		// queue and the pool), not one by one: every claim is a transaction.
 		free := 0
-		group := max(1, n/4)
 	fill:
-		for free < n {
-			if free < group {
+		for free < cap(tokens) {
+			if free < n {
 				select {
-				case slots <- struct{}{}:
+				case tokens <- struct{}{}:
 					free++
 				case <-ctx.Done():
 					for range free {
-						<-slots
+						<-tokens
 					}
 					return total, nil
 				}
 				continue
 			}
 			select {
-			case slots <- struct{}{}:
+			case tokens <- struct{}{}:
 				free++
 			default:
 				break fill
@@ -233,7 +284,7 @@ func (s *Scanner) Scan(ctx context.Context) (int, error) {
 		}
 		claims, err := s.store.ClaimDue(ctx, free, s.cfg.Lease)
 		for range free - len(claims) {
-			<-slots
+			<-tokens
 		}
 		if err != nil {
 			s.metrics.CheckError("claim")
@@ -242,14 +293,11 @@ func (s *Scanner) Scan(ctx context.Context) (int, error) {
 		for i, c := range claims {
 			if i >= free {
 				// A Store that returns more than asked breaks its contract;
-				// each extra claim still waits for a slot of its own, so the
-				// bound holds and no worker waits for a slot never given.
-				slots <- struct{}{}
+				// each extra claim still takes a token of its own, so the
+				// queue stays bounded.
+				tokens <- struct{}{}
 			}
-			wg.Go(func() {
-				defer func() { <-slots }()
-				s.check(ctx, c)
-			})
+			queue <- c
 		}
 		total += len(claims)
 		if len(claims) < free {
@@ -258,13 +306,47 @@ func (s *Scanner) Scan(ctx context.Context) (int, error) {
 	}
 }
 
-func (s *Scanner) check(ctx context.Context, c Claim) {
+// record writes the results from done until it is closed: the first that
+// arrives alone, then every result that queued meanwhile in one
+// RecordChecks, up to MaxRecordBatch (group commit: one transaction and one
+// log flush for many checks, and no wait for a batch to fill).
+func (s *Scanner) record(ctx context.Context, done <-chan CheckRecord) {
+	batch := make([]CheckRecord, 0, MaxRecordBatch)
+	for r := range done {
+		batch = append(batch[:0], r)
+	more:
+		for len(batch) < MaxRecordBatch {
+			select {
+			case r, ok := <-done:
+				if !ok {
+					break more
+				}
+				batch = append(batch, r)
+			default:
+				break more
+			}
+		}
+		errs := s.store.RecordChecks(ctx, batch)
+		for i, r := range batch {
+			var err error
+			if errs != nil {
+				err = errs[i]
+			}
+			s.recorded(ctx, r, err)
+		}
+	}
+}
+
+// check asks the producer about c and returns the result to record; false
+// when ctx ended first (the check is then not recorded).
+func (s *Scanner) check(ctx context.Context, c Claim) (CheckRecord, bool) {
 	if c.CheckCount > c.MaxChecks {
 		// The message's last allowed check was claimed but never recorded
-		// (a crash, or a failed RecordCheck): asking once more would break
-		// the max_checks bound, so the message is discarded unasked.
-		s.discardUnasked(ctx, c)
-		return
+		// (a crash, or a failed record): asking once more would break the
+		// max_checks bound, so the message is discarded unasked.
+		err := fmt.Errorf("%w: check %d not made: the message allows %d and the last one was claimed but never recorded",
+			errNotAsked, c.CheckCount, c.MaxChecks)
+		return CheckRecord{Claim: c, Result: CheckResult{Answer: checkback.AnswerUnknown, Err: err, Discard: true}}, true
 	}
 	start := time.Now()
 	var (
@@ -279,7 +361,7 @@ func (s *Scanner) check(ctx context.Context, c Claim) {
 		cancel()
 	}
 	if ctx.Err() != nil {
-		return
+		return CheckRecord{}, false
 	}
 	r := CheckResult{Answer: a, Err: err, Latency: time.Since(start)}
 	outcome := "error"
@@ -297,7 +379,14 @@ func (s *Scanner) check(ctx context.Context, c Claim) {
 			r.NextCheck = p.Delay(c.CheckCount)
 		}
 	}
-	if err := s.store.RecordCheck(ctx, c, r); err != nil {
+	return CheckRecord{Claim: c, Result: r}, true
+}
+
+// recorded logs and counts check r once RecordChecks stored it (err nil)
+// or failed to.
+func (s *Scanner) recorded(ctx context.Context, r CheckRecord, err error) {
+	c := r.Claim
+	if err != nil {
 		if ctx.Err() == nil {
 			s.metrics.CheckError("record")
 			s.log.ErrorContext(ctx, "broker: checkback: record check failed",
@@ -306,30 +395,12 @@ func (s *Scanner) check(ctx context.Context, c Claim) {
 		return
 	}
 	switch {
-	case r.Discard:
+	case r.Result.Discard:
 		s.log.WarnContext(ctx, "broker: checkback: message discarded after its last check",
 			slog.String("msg_id", c.ID), slog.String("producer_group", c.ProducerGroup),
-			slog.String("topic", c.Topic), slog.Int("attempt", c.CheckCount), slog.Any("error", err))
-	case err != nil:
+			slog.String("topic", c.Topic), slog.Int("attempt", c.CheckCount), slog.Any("error", r.Result.Err))
+	case r.Result.Err != nil:
 		s.log.DebugContext(ctx, "broker: checkback: check failed",
-			slog.String("msg_id", c.ID), slog.Int("attempt", c.CheckCount), slog.Any("error", err))
+			slog.String("msg_id", c.ID), slog.Int("attempt", c.CheckCount), slog.Any("error", r.Result.Err))
 	}
-}
-
-// discardUnasked records claim c, which is past its message's max checks,
-// as the discard it leads to, without calling the producer.
-func (s *Scanner) discardUnasked(ctx context.Context, c Claim) {
-	err := fmt.Errorf("%w: check %d not made: the message allows %d and the last one was claimed but never recorded",
-		errNotAsked, c.CheckCount, c.MaxChecks)
-	if rerr := s.store.RecordCheck(ctx, c, CheckResult{Answer: checkback.AnswerUnknown, Err: err, Discard: true}); rerr != nil {
-		if ctx.Err() == nil {
-			s.metrics.CheckError("record")
-			s.log.ErrorContext(ctx, "broker: checkback: record check failed",
-				slog.String("msg_id", c.ID), slog.Int("attempt", c.CheckCount), slog.Any("error", rerr))
-		}
-		return
-	}
-	s.log.WarnContext(ctx, "broker: checkback: message discarded after its last check",
-		slog.String("msg_id", c.ID), slog.String("producer_group", c.ProducerGroup),
-		slog.String("topic", c.Topic), slog.Int("attempt", c.CheckCount), slog.Any("error", err))
 }

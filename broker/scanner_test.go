@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/txmsg/txmsg/checkback"
+	"github.com/txmsg/txmsg/internal/testenv"
 )
 
 // memStore is an in-memory Store: every message is due once.
@@ -33,10 +35,12 @@ func (s *memStore) ClaimDue(_ context.Context, limit int, _ time.Duration) ([]Cl
 	return out, nil
 }
 
-func (s *memStore) RecordCheck(_ context.Context, c Claim, r CheckResult) error {
+func (s *memStore) RecordChecks(_ context.Context, recs []CheckRecord) []error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.results[c.ID] = r
+	for _, r := range recs {
+		s.results[r.Claim.ID] = r.Result
+	}
 	return nil
 }
 
@@ -184,7 +188,7 @@ func TestCheckbackConfigValidate(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.Schedule != "@every 1s" || c.Concurrency != 16 || c.CallTimeout != 3*time.Second || c.MaxInterval != 5*time.Minute || c.Lease != 8*time.Second {
+	if c.Schedule != "@every 1s" || c.Concurrency != 64 || c.CallTimeout != 3*time.Second || c.MaxInterval != 5*time.Minute || c.Lease != 8*time.Second {
 		t.Fatalf("defaults: %+v", c)
 	}
 	for _, bad := range []ScannerConfig{
@@ -326,4 +330,142 @@ func dueStore(url string, n int) *memStore {
 			URL: url, Secret: testSecret, MaxChecks: 3, Interval: time.Second})
 	}
 	return store
+}
+
+// batchStore is a memStore that holds its first RecordChecks until release
+// is closed, notes the size of every batch, and fails the records whose id
+// is in fail.
+type batchStore struct {
+	*memStore
+	release <-chan struct{}
+	fail    map[string]bool
+	first   atomic.Bool
+	sizes   []int
+}
+
+func (s *batchStore) RecordChecks(ctx context.Context, recs []CheckRecord) []error {
+	if s.first.CompareAndSwap(false, true) {
+		select {
+		case <-s.release:
+		case <-ctx.Done():
+		}
+	}
+	var ok []CheckRecord
+	errs := make([]error, len(recs))
+	for i, r := range recs {
+		if s.fail[r.Claim.ID] {
+			errs[i] = errors.New("injected")
+			continue
+		}
+		ok = append(ok, r)
+	}
+	s.memStore.RecordChecks(ctx, ok)
+	s.mu.Lock()
+	s.sizes = append(s.sizes, len(recs))
+	s.mu.Unlock()
+	return errs
+}
+
+// countErrors counts CheckError calls by kind.
+type countErrors struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (c *countErrors) CheckError(kind string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.counts[kind]++
+}
+
+// TestCheckbackScannerRecordsInBatches: results that finish while a record
+// is being written are written together in the next one, not one by one;
+// a record the store fails is counted as a record error alone, and the
+// others of its batch are kept.
+func TestCheckbackScannerRecordsInBatches(t *testing.T) {
+	t.Parallel()
+	const n = 40
+	release := make(chan struct{})
+	var served atomic.Int32
+	gauge := &inFlightGauge{}
+	url := gauge.producer(t, time.Millisecond, func(checkback.Request) checkback.Answer {
+		if served.Add(1) == n {
+			close(release)
+		}
+		return checkback.AnswerCommit
+	})
+	store := &batchStore{memStore: dueStore(url, n), release: release, fail: map[string]bool{"m7": true}}
+	errCount := &countErrors{counts: map[string]int{}}
+	s, err := NewScanner(store, ScannerConfig{Concurrency: 4, Policy: loopback()}, WithScannerHooks(errCount))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Scan(context.Background()); err != nil || got != n {
+		t.Fatalf("scan checked %d (%v), want %d", got, err, n)
+	}
+	store.mu.Lock()
+	defer store.mu.Unlock()
+	if len(store.results) != n-1 {
+		t.Fatalf("%d checks recorded, want %d (all but the failed one)", len(store.results), n-1)
+	}
+	if _, ok := store.results["m7"]; ok {
+		t.Fatal("the failed record was stored")
+	}
+	if top := slices.Max(store.sizes); top < 2 || len(store.sizes) >= n {
+		t.Fatalf("batches of %v: want the results that queued behind the first written together", store.sizes)
+	}
+	errCount.mu.Lock()
+	defer errCount.mu.Unlock()
+	if errCount.counts["record"] != 1 {
+		t.Fatalf("record errors %v, want 1", errCount.counts)
+	}
+}
+
+// TestCheckbackScannerRunScansAtStart: Run checks the messages already due
+// when it starts, without waiting for the schedule's first tick.
+func TestCheckbackScannerRunScansAtStart(t *testing.T) {
+	t.Parallel()
+	gauge := &inFlightGauge{}
+	url := gauge.producer(t, 0, func(checkback.Request) checkback.Answer { return checkback.AnswerCommit })
+	store := dueStore(url, 3)
+	s, err := NewScanner(store, ScannerConfig{Schedule: "@every 1h", Policy: loopback()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	testenv.Eventually(t, 10*time.Second, func() error {
+		store.mu.Lock()
+		defer store.mu.Unlock()
+		if len(store.results) != 3 {
+			return fmt.Errorf("%d of 3 checks recorded", len(store.results))
+		}
+		return nil
+	})
+}
+
+// TestCheckbackClientKeepsAnIdleConnectionPerCall: the check-back client
+// may keep a connection idle for every call in flight, to one producer and
+// in total, also above net/http's default total of 100: one closed for want
+// of an idle slot is a new dial (and TLS handshake) for a later check.
+func TestCheckbackClientKeepsAnIdleConnectionPerCall(t *testing.T) {
+	t.Parallel()
+	rules, err := loopback().rules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []int{16, 400} {
+		tr := newCheckbackClient(rules, c).Transport.(*http.Transport)
+		if tr.MaxIdleConnsPerHost != c || tr.MaxIdleConns < c {
+			t.Fatalf("concurrency %d: %d idle connections per host, %d in all; want %d and at least %d",
+				c, tr.MaxIdleConnsPerHost, tr.MaxIdleConns, c, c)
+		}
+	}
 }
