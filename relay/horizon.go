@@ -2,8 +2,8 @@ package relay
 
 import (
 	"context"
-	"math"
 	"log/slog"
+	"math"
 	"time"
 )
 
