@@ -127,8 +127,10 @@ func (c *coordinator) watchChanges(ctx context.Context) {
 
 // probe looks for the arrivals of one source and wakes their shards. It
 // starts from the source's newest seq, and jumps to it again when rows
-// arrive faster than a probe lists them: then shards have a backlog and
-// drain it without being woken, and listing every row would only cost.
+// arrive faster than a probe lists them (more than arrivalsLimit): then it
+// wakes every shard, since rows it skips may be anywhere, and listing every
+// row would only cost; a transaction still open below the jump is found by
+// its shard's own polling.
 func (c *coordinator) probe(ctx context.Context, ch Changes, t *tail) error {
 	e := c.e
 	if !t.started {
@@ -136,18 +138,25 @@ func (c *coordinator) probe(ctx context.Context, ch Changes, t *tail) error {
 		if err != nil {
 			return err
 		}
-		t.after, t.started = last, true
+		t.after, t.started = max(t.after, last), true
 	}
+	// Read before the probe: a gap below it that is still open after the
+	// probe's snapshot cannot be settled yet.
+	settled := e.settled[ch.Name()].Load()
 	as, err := ch.Arrivals(ctx, e.db, t.after, t.ranges(), arrivalsLimit)
 	if err != nil {
 		return err
 	}
-	t.observe(as, e.since(), e.settled[ch.Name()].Load())
+	t.observe(as, e.since(), settled)
 	e.saw(ch.Name(), t.after)
-	c.wakeArrivals(ch, as)
 	if len(as) == arrivalsLimit {
 		t.started = false
+		for shard := range e.cfg.Shards {
+			e.Wake(ch.Name(), shard)
+		}
+		return nil
 	}
+	c.wakeArrivals(ch, as)
 	return nil
 }
 

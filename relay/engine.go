@@ -47,12 +47,14 @@ type Engine struct {
 	// seen[source] is the highest seq the engine has read (a poll or the
 	// change probe): taken before any later reading; made once in New.
 	seen map[string]*atomic.Int64
-	// dirtyReads is set when the database's connections run at READ
-	// UNCOMMITTED: then even single-statement polls run in a transaction of
-	// their own (see readPending). Set by Run before any round.
-	dirtyReads bool
-	ready      atomic.Bool
-	running    atomic.Bool
+	// pollInTx is set when a statement outside a transaction would not
+	// read a fresh, committed snapshot: the connections run at READ
+	// UNCOMMITTED, or with autocommit off (one old snapshot for ever). Then
+	// even single-statement polls run in a transaction of their own (see
+	// readPending). Set by Run before any round.
+	pollInTx bool
+	ready    atomic.Bool
+	running  atomic.Bool
 }
 
 // Option configures an Engine.
@@ -214,7 +216,11 @@ func (e *Engine) preflight(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("relay: read the database's isolation level: %w", err)
 	}
-	e.dirtyReads = strings.EqualFold(iso, "READ-UNCOMMITTED")
+	var autocommit int
+	if err := e.db.QueryRowContext(pctx, "SELECT @@SESSION.autocommit").Scan(&autocommit); err != nil {
+		return fmt.Errorf("relay: read the database's autocommit: %w", err)
+	}
+	e.pollInTx = strings.EqualFold(iso, "READ-UNCOMMITTED") || autocommit == 0
 	return nil
 }
 

@@ -10,9 +10,10 @@ import (
 // horizonInterval is how often the engine asks each Seeker source which
 // seqs are final: more than the 100 ms for which InnoDB keeps serving its
 // list of running transactions from a cache while it is being read, so
-// that one relay's readings find it fresh. sweepInterval is how often a worker of one still reads
-// its shard from the start, in case seqs started over (a truncated table):
-// no row can stay behind a floor longer than that.
+// that one relay's readings find it fresh. sweepInterval is how often a
+// worker of one still reads its shard from the start, in case seqs started
+// over (a truncated table): no row stays behind a floor longer than that, or
+// 4 times that while the shard drains a backlog (see from).
 const (
 	horizonInterval = 250 * time.Millisecond
 	sweepInterval   = 30 * time.Second
@@ -118,13 +119,13 @@ func (c *coordinator) watchHorizon(ctx context.Context) {
 // backlog (its last read was full) puts the sweep off: the rows it delivered
 // stay in the index, delete-marked, until purge removes them, and purge lags
 // a fast drain, so a read from the start would step over all of them (1.5 s
-// for a drained shard of 60k rows); a shard whose floor skipped its rows
-// finds nothing, is not backlogged, and sweeps.
+// for a drained shard of 60k rows), for at most 4 sweep intervals; a shard
+// whose floor skipped its rows finds nothing, is not backlogged, and sweeps.
 func (e *Engine) from(w *shardWorker) int64 {
 	if _, ok := w.src.(Seeker); !ok {
 		return 0
 	}
-	if now := e.since(); now-w.swept >= sweepInterval && !w.backlogged {
+	if now := e.since(); now-w.swept >= sweepInterval && (!w.backlogged || now-w.swept >= 4*sweepInterval) {
 		w.swept = now
 		return 0
 	}

@@ -73,7 +73,13 @@ func (c *coordinator) checkStrays(ctx context.Context, s Source) {
 		return
 	}
 	shard, err := st.StrayShard(ctx, e.db, e.cfg.Shards)
-	if err != nil || shard < 0 {
+	if err != nil {
+		if ctx.Err() == nil {
+			e.metrics.Error(s.Name(), "backlog")
+		}
+		return
+	}
+	if shard < 0 {
 		return
 	}
 	c.strayShard(s, shard)

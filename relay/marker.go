@@ -92,6 +92,20 @@ func (m *marker) run(ctx context.Context, stop <-chan struct{}) {
 				break more
 			}
 		}
+		// A round that stopped waiting would cut the others' transaction
+		// short with its deadline: leave it out.
+		now := time.Now()
+		live := batch[:0]
+		for _, r := range batch {
+			if !r.deadline.IsZero() && !now.Before(r.deadline) {
+				r.done <- context.DeadlineExceeded
+				continue
+			}
+			live = append(live, r)
+		}
+		if batch = live; len(batch) == 0 {
+			continue
+		}
 		err := m.write(ctx, batch)
 		if err != nil && len(batch) > 1 {
 			// One round's failure must not fail the others: each alone.
@@ -120,7 +134,24 @@ func (m *marker) write(ctx context.Context, batch []*markRequest) error {
 		ctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
 	}
-	err := m.inTx(ctx, func(tx *sql.Tx) error {
+	reused := m.conn != nil
+	err := m.inTx(ctx, m.deliver(ctx, batch))
+	if err != nil && reused && ctx.Err() == nil {
+		// A connection held idle may have been cut (wait_timeout, a proxy):
+		// marking is idempotent, so try once more on a fresh one.
+		m.discard()
+		err = m.inTx(ctx, m.deliver(ctx, batch))
+	}
+	if err != nil {
+		// The connection may be broken or mid-transaction: start afresh.
+		m.discard()
+	}
+	return err
+}
+
+// deliver marks the batch's rows, source by source, in tx.
+func (m *marker) deliver(ctx context.Context, batch []*markRequest) func(*sql.Tx) error {
+	return func(tx *sql.Tx) error {
 		var order []Source
 		bySrc := map[Source][]Row{}
 		for _, r := range batch {
@@ -135,12 +166,7 @@ func (m *marker) write(ctx context.Context, batch []*markRequest) error {
 			}
 		}
 		return nil
-	})
-	if err != nil {
-		// The connection may be broken or mid-transaction: start afresh.
-		m.discard()
 	}
-	return err
 }
 
 // inTx runs fn in a transaction on the marker's connection, opening it

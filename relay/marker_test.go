@@ -150,3 +150,53 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// pingSource is a Source whose Delivered runs a statement in the marking
+// transaction.
+type pingSource struct{ OutboxSource }
+
+func (*pingSource) Delivered(ctx context.Context, e Execer, _ []Row) error {
+	_, err := e.ExecContext(ctx, "DO 1")
+	return err
+}
+
+// A marking connection cut while idle (wait_timeout, a proxy) costs no
+// round: the marker tries once more on a fresh connection.
+func TestMarkerSurvivesACutConnection(t *testing.T) {
+	d := testenv.NewDB(t)
+	m := startMarker(t, d.DB)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	src := &pingSource{}
+	if err := m.mark(ctx, src, []Row{{Shard: 0, Seq: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	var db string
+	if err := d.DB.QueryRow("SELECT DATABASE()").Scan(&db); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := d.DB.Query("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()", db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		_, _ = d.DB.Exec("KILL ?", id)
+	}
+	if len(ids) == 0 {
+		t.Fatal("the marker holds no connection")
+	}
+	if err := m.mark(ctx, src, []Row{{Shard: 0, Seq: 2}}); err != nil {
+		t.Fatalf("mark after the connection was cut: %v", err)
+	}
+}

@@ -40,7 +40,9 @@ func (e *Engine) work(soft, hard context.Context, w *shardWorker) {
 	defer e.setFront(w, noFront)
 	for soft.Err() == nil {
 		if int64(e.since()) > w.deadline.Load() {
-			// The lease may have lapsed: publish nothing until it is renewed.
+			// The lease may have lapsed: publish nothing until it is
+			// renewed, and hold no other shard back meanwhile.
+			e.setFront(w, noFront)
 			sleep(soft, nil, e.cfg.Heartbeat/4)
 			continue
 		}
@@ -203,7 +205,7 @@ func (e *Engine) poll(ctx context.Context, src Source, shard int, from int64, li
 		}
 		return src.Pending(ctx, q, shard, limit)
 	}
-	if sr, ok := src.(SingleRead); ok && sr.SingleRead() && !e.dirtyReads {
+	if sr, ok := src.(SingleRead); ok && sr.SingleRead() && !e.pollInTx {
 		return read(e.db)
 	}
 	var rows []Row
