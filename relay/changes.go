@@ -32,7 +32,7 @@ type gap struct {
 type tail struct {
 	// timeout is how long a gap is asked about.
 	timeout time.Duration
-	// started is set once after holds the source's newest seq: the rows
+	// started is set once after held the source's newest seq: the rows
 	// below it are history, not gaps.
 	started bool
 	// after is the highest seq seen.
@@ -126,11 +126,9 @@ func (c *coordinator) watchChanges(ctx context.Context) {
 }
 
 // probe looks for the arrivals of one source and wakes their shards. It
-// starts from the source's newest seq, and jumps to it again when rows
-// arrive faster than a probe lists them (more than arrivalsLimit): then it
-// wakes every shard, since rows it skips may be anywhere, and listing every
-// row would only cost; a transaction still open below the jump is found by
-// its shard's own polling.
+// starts from the source's newest seq (older rows are the shards' first
+// polls' business); when more rows arrived than one probe lists, the next
+// one goes on from the last listed.
 func (c *coordinator) probe(ctx context.Context, ch Changes, t *tail) error {
 	e := c.e
 	if !t.started {
@@ -138,7 +136,7 @@ func (c *coordinator) probe(ctx context.Context, ch Changes, t *tail) error {
 		if err != nil {
 			return err
 		}
-		t.after, t.started = max(t.after, last), true
+		t.after, t.started = last, true
 	}
 	// Read before the probe: a gap below it that is still open after the
 	// probe's snapshot cannot be settled yet.
@@ -149,13 +147,6 @@ func (c *coordinator) probe(ctx context.Context, ch Changes, t *tail) error {
 	}
 	t.observe(as, e.since(), settled)
 	e.saw(ch.Name(), t.after)
-	if len(as) == arrivalsLimit {
-		t.started = false
-		for shard := range e.cfg.Shards {
-			e.Wake(ch.Name(), shard)
-		}
-		return nil
-	}
 	c.wakeArrivals(ch, as)
 	return nil
 }

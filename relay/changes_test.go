@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/internal/testenv"
 	"github.com/txmsg/txmsg/outbox"
 )
@@ -178,4 +179,33 @@ func TestRelayShardsDrainWithinAWindow(t *testing.T) {
 	if e.ahead(ws[2]) {
 		t.Fatal("a shard waits for one that stopped draining")
 	}
+}
+
+// More rows than one probe lists do not hide a row of another shard that
+// commits right after them.
+func TestRelayChangeProbeListsBurstsPageByPage(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewDB(t)
+	k := testenv.NewKafka(t, 3)
+	ctx := context.Background()
+	cfg := testConfig(k.Addrs)
+	cfg.PollMax = time.Minute
+	startEngine(t, d.DB, cfg)
+	for i := range 2 {
+		if err := publishTx(ctx, d.DB, true, msg("burst-c", "c", i)); err != nil {
+			t.Fatal(err)
+		}
+		waitDelivered(t, k.Addrs, "burst-c", i+1, 10*time.Second)
+	}
+	burst := make([]txmsg.Message, arrivalsLimit+200)
+	for i := range burst {
+		burst[i] = msg("burst", "a", i)
+	}
+	if err := publishTx(ctx, d.DB, true, burst...); err != nil {
+		t.Fatal(err)
+	}
+	if err := publishTx(ctx, d.DB, true, msg("burst-b", "b", 1)); err != nil {
+		t.Fatal(err)
+	}
+	waitDelivered(t, k.Addrs, "burst-b", 1, 10*time.Second)
 }
