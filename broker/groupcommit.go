@@ -47,6 +47,8 @@ type prepareCall struct {
 // that are in f1 or f2 to `to`.
 type moveCall struct {
 	call
+	actor  Actor
+	by     string // ByProducer, ByOperator...: who decided, for the audit
 	id     string
 	group  string // the acting group; empty for the operator
 	to     halfmsg.State
@@ -297,6 +299,14 @@ func (s *Store) moveBatch(ctx context.Context, calls []*moveCall) []error {
 				if len(c.moved) > 0 {
 					errs[i] = err
 				}
+			}
+			break
+		}
+		// Audit, count and wake here, once committed: a caller that stopped
+		// waiting must not take the record of its move with it.
+		for _, c := range movers {
+			if c.n > 0 {
+				s.moved(context.WithoutCancel(ctx), c.actor, c.id, c.to, c.by, c.moved, c.n)
 			}
 		}
 		break

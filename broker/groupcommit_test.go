@@ -349,3 +349,52 @@ func TestBrokerBatcherDoAllQueuesItsCallsTogether(t *testing.T) {
 		t.Fatalf("batches %v, want [[0] [1 2 3 4]]: the withdrawn calls never run, the others in one batch", batches)
 	}
 }
+
+// A caller that stops waiting while its batch runs does not take the
+// record of its move with it: the batch counts, audits and wakes the relay
+// once it commits.
+func TestBrokerTransitionBatchRecordsAMoveWhoseCallerLeft(t *testing.T) {
+	t.Parallel()
+	metrics := &recMetrics{resolved: map[string]int{}}
+	woken := make(chan int, 4)
+	env := newAPIEnv(t, WithStoreHooks(metrics), WithOnCommit(func(shard int) { woken <- shard }))
+	ctx := context.Background()
+	if _, err := env.store.Prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: "g",
+		Message: txmsg.Message{ID: "left", Topic: "t", Value: []byte("v")}}); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := env.db.DB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback() })
+	var seq int64
+	if err := tx.QueryRowContext(ctx, `SELECT seq FROM txmsg_half_messages WHERE id = 'left' FOR UPDATE`).Scan(&seq); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := env.store.CommitAs(cctx, Actor{Group: "g"}, "left")
+		done <- err
+	}()
+	waitQueued(t, &env.store.moves.mu, func() int { return env.store.moves.running }, 1)
+	cancel()
+	if err := <-done; err == nil {
+		t.Fatal("the caller that left got an answer from a batch still waiting")
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-woken:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the commit's shard was never woken")
+	}
+	if info, err := env.store.Get(ctx, "left"); err != nil || info.State != halfmsg.StateCommitted {
+		t.Fatalf("left: %v, %v; want committed", info.State, err)
+	}
+	if n := metrics.get("committed/producer"); n != 1 {
+		t.Fatalf("%d commits counted, want 1", n)
+	}
+}

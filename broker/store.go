@@ -377,25 +377,25 @@ func targets(ctx context.Context, q relay.Querier, id, topic string) ([]target, 
 // suffices; the loop is a guard. Every change goes to the audit log.
 func (s *Store) transition(ctx context.Context, a Actor, id string, to halfmsg.State, by, reason string, from ...halfmsg.State) (halfmsg.State, error) {
 	for range 3 {
-		c := newMoveCall(a, id, to, reason, from...)
+		c := newMoveCall(a, by, id, to, reason, from...)
 		if err := s.moves.do(ctx, c); err != nil {
 			return 0, fmt.Errorf("broker: %s %s: %w", verb(to), id, err)
 		}
-		if st, done, err := s.settle(ctx, a, c, by); done {
+		if st, done, err := s.settle(c); done {
 			return st, err
 		}
 	}
 	return 0, fmt.Errorf("broker: %s %s: state keeps changing", verb(to), id)
 }
 
-func newMoveCall(a Actor, id string, to halfmsg.State, reason string, from ...halfmsg.State) *moveCall {
-	return &moveCall{id: id, group: a.Group, to: to, reason: reason, f1: from[0], f2: from[len(from)-1]}
+func newMoveCall(a Actor, by, id string, to halfmsg.State, reason string, from ...halfmsg.State) *moveCall {
+	return &moveCall{id: id, actor: a, by: by, group: a.Group, to: to, reason: reason, f1: from[0], f2: from[len(from)-1]}
 }
 
 // settle reports what c's batch did (see transition): the state and error
 // to answer, or done false when a row left its from state meanwhile and the
-// transition must read again.
-func (s *Store) settle(ctx context.Context, a Actor, c *moveCall, by string) (halfmsg.State, bool, error) {
+// transition must read again. The batch already audited what it moved.
+func (s *Store) settle(c *moveCall) (halfmsg.State, bool, error) {
 	id, to := c.id, c.to
 	if !c.found {
 		return 0, true, fmt.Errorf("broker: %s %s: %w", verb(to), id, txmsg.ErrNotFound)
@@ -410,9 +410,6 @@ func (s *Store) settle(ctx context.Context, a Actor, c *moveCall, by string) (ha
 			}
 		}
 		return c.ts[0].state, true, nil
-	}
-	if c.n > 0 {
-		s.moved(ctx, a, id, to, by, c.moved, c.n)
 	}
 	if int(c.n) == len(c.moved) {
 		return to, true, nil
@@ -432,7 +429,7 @@ func (s *Store) endMany(ctx context.Context, a Actor, ids []string, commit []boo
 		if commit[i] {
 			to = halfmsg.StateCommitted
 		}
-		calls[i] = newMoveCall(a, id, to, "", halfmsg.StatePrepared)
+		calls[i] = newMoveCall(a, ByProducer, id, to, "", halfmsg.StatePrepared)
 	}
 	for i, err := range s.moves.doAll(ctx, calls) {
 		c := calls[i]
@@ -440,7 +437,7 @@ func (s *Store) endMany(ctx context.Context, a Actor, ids []string, commit []boo
 			errs[i] = fmt.Errorf("broker: %s %s: %w", verb(c.to), c.id, err)
 			continue
 		}
-		st, done, err := s.settle(ctx, a, c, ByProducer)
+		st, done, err := s.settle(c)
 		if !done {
 			// A row moved meanwhile: read again alone, as transition does.
 			st, err = s.transition(ctx, a, c.id, c.to, ByProducer, "", halfmsg.StatePrepared)
