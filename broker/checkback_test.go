@@ -49,7 +49,7 @@ func TestBrokerCheckbackLedgerResolvesCrashedProducer(t *testing.T) {
 	if err := env.store.SetGroup(ctx, "g", url); err != nil {
 		t.Fatal(err)
 	}
-	scanner := testScanner(t, env.store, ScannerConfig{CallTimeout: 10 * time.Second, Lease: 20 * time.Second})
+	scanner := testScanner(t, env.store, ScannerConfig{CallTimeout: 10 * time.Second, Lease: 25 * time.Second})
 
 	// The producer committed its local transaction, then crashed before
 	// calling commit.

@@ -89,8 +89,10 @@ type ScannerConfig struct {
 	// (default 5m).
 	MaxInterval time.Duration
 	// Lease is how long a claimed check keeps other scanners away; after a
-	// crash the message is checked again once it passes. Zero means
-	// CallTimeout + 5s (default 0).
+	// crash the message is checked again once it passes. A claim waits in
+	// the scanner's queue for at most about one call before its own call,
+	// so the lease must cover two: more than 2 x CallTimeout. Zero means
+	// 2 x CallTimeout + 5s (default 0).
 	Lease time.Duration
 	// Policy says which addresses check-backs may reach (default: the zero
 	// AddressPolicy, which refuses loopback); it is checked on every
@@ -104,12 +106,12 @@ func DefaultScannerConfig() ScannerConfig {
 }
 
 // WithDefaults returns a copy of c whose zero fields hold
-// DefaultScannerConfig's values, and Lease CallTimeout + 5s. c is not
+// DefaultScannerConfig's values, and Lease 2 x CallTimeout + 5s. c is not
 // changed.
 func (c ScannerConfig) WithDefaults() ScannerConfig {
 	setting.FillZero(&c, DefaultScannerConfig())
 	if c.Lease == 0 {
-		c.Lease = c.CallTimeout + 5*time.Second
+		c.Lease = 2*c.CallTimeout + 5*time.Second
 	}
 	return c
 }
@@ -125,8 +127,8 @@ func (c ScannerConfig) Validate() error {
 	p.Check(c.Concurrency >= 1 && c.Concurrency <= 1024, "checkback.concurrency", c.Concurrency, "want 1 to 1024")
 	p.Check(c.CallTimeout >= time.Millisecond, "checkback.call_timeout", c.CallTimeout, "want at least 1ms")
 	p.Check(c.MaxInterval >= time.Millisecond, "checkback.max_interval", c.MaxInterval, "want at least 1ms")
-	p.Check(c.Lease == 0 || c.Lease > c.CallTimeout, "checkback lease", c.Lease,
-		"want more than checkback.call_timeout ("+setting.FormatDuration(c.CallTimeout)+"), or 0 for call_timeout + 5s")
+	p.Check(c.Lease == 0 || c.Lease > 2*c.CallTimeout, "checkback lease", c.Lease,
+		"want more than 2 x checkback.call_timeout ("+setting.FormatDuration(2*c.CallTimeout)+"), or 0 for 2 x call_timeout + 5s")
 	if _, err := c.Policy.rules(); err != nil {
 		p.Add("checkback.allow_hosts", strings.Join(c.Policy.AllowHosts, ","), err.Error())
 	}

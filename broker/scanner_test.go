@@ -188,7 +188,7 @@ func TestCheckbackConfigValidate(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.Schedule != "@every 1s" || c.Concurrency != 64 || c.CallTimeout != 3*time.Second || c.MaxInterval != 5*time.Minute || c.Lease != 8*time.Second {
+	if c.Schedule != "@every 1s" || c.Concurrency != 64 || c.CallTimeout != 3*time.Second || c.MaxInterval != 5*time.Minute || c.Lease != 11*time.Second {
 		t.Fatalf("defaults: %+v", c)
 	}
 	for _, bad := range []ScannerConfig{
@@ -196,6 +196,8 @@ func TestCheckbackConfigValidate(t *testing.T) {
 		{Concurrency: -1},
 		{CallTimeout: time.Microsecond},
 		{CallTimeout: time.Second, Lease: time.Second},
+		// A claim may wait a call in the queue before its own.
+		{CallTimeout: time.Second, Lease: 2 * time.Second},
 	} {
 		if err := bad.WithDefaults().Validate(); err == nil {
 			t.Fatalf("%+v: want an error", bad)
