@@ -72,8 +72,8 @@ func (f *holdBroker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ids   []string
 		batch bool
 	)
-	switch {
-	case r.URL.Path == "/v1/half-messages:prepare-batch" || r.URL.Path == "/v1/half-messages:end-batch":
+	switch r.URL.Path {
+	case "/v1/half-messages:prepare-batch", "/v1/half-messages:end-batch":
 		batch = true
 		var b struct {
 			Messages []struct{ ID string } `json:"messages"`
@@ -85,7 +85,7 @@ func (f *holdBroker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		for _, m := range b.Messages {
 			ids = append(ids, m.ID)
 		}
-	case r.URL.Path == "/v1/half-messages":
+	case "/v1/half-messages":
 		var b PrepareBody
 		if err := json.NewDecoder(r.Body).Decode(&b); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
