@@ -169,6 +169,19 @@ func queued(t *testing.T, q *coalescer, n int) {
 	})
 }
 
+// idle waits until q has no request in flight.
+func idle(t *testing.T, q *coalescer) {
+	t.Helper()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		if q.inFlight != 0 {
+			return fmt.Errorf("%d requests in flight", q.inFlight)
+		}
+		return nil
+	})
+}
+
 func prepareOf(c *Client, ctx context.Context, id string) (string, error) {
 	return c.Prepare(ctx, PrepareRequest{ProducerGroup: "g", Message: txmsg.Message{ID: id, Topic: "t", Value: []byte("v")}})
 }
@@ -210,6 +223,9 @@ func TestBrokerClientCoalescesConcurrentCalls(t *testing.T) {
 			t.Errorf("prepare %s: %q, %v; want %v", id, r.id, r.err, want)
 		}
 	}
+	// Callers get their results before the batch request counts as ended:
+	// the lone call must find none in flight to go alone.
+	idle(t, c.prepares)
 	var ae *APIError
 	if r, err := prepareOf(c, ctx, "dup-2"); !errors.As(err, &ae) || ae.Status != http.StatusConflict || r != "" {
 		t.Errorf("lone duplicate: %q, %#v", r, err)
