@@ -4,9 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
-	"errors"
 	"fmt"
 	"time"
+
+	"github.com/txmsg/txmsg/internal/sqlx"
 )
 
 // markRows bounds the rows one marking transaction covers, so that its
@@ -182,20 +183,7 @@ func (m *marker) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 			return fmt.Errorf("set isolation: %w", err)
 		}
 	}
-	tx, err := m.conn.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	if err := fn(tx); err != nil {
-		if rerr := tx.Rollback(); rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {
-			return errors.Join(err, fmt.Errorf("rollback: %w", rerr))
-		}
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	return nil
+	return sqlx.RunInTx(ctx, m.conn, nil, fn)
 }
 
 // discard closes the marker's connection for good: returning it to the pool

@@ -14,9 +14,15 @@ import (
 	"unicode/utf8"
 )
 
+// Beginner starts transactions: *sql.DB (a pooled connection) and *sql.Conn
+// (a connection held) satisfy it.
+type Beginner interface {
+	BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
+}
+
 // RunInTx runs fn in a transaction: commit when fn returns nil, roll back
 // otherwise (the rollback error joined to fn's).
-func RunInTx(ctx context.Context, db *sql.DB, opts *sql.TxOptions, fn func(*sql.Tx) error) error {
+func RunInTx(ctx context.Context, db Beginner, opts *sql.TxOptions, fn func(*sql.Tx) error) error {
 	tx, err := db.BeginTx(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
