@@ -63,7 +63,7 @@ func WithoutBatching() ClientOption { return func(c *Client) { c.noBatch.Store(t
 
 // WithMaxBatchRequests sets how many requests of one kind (prepares; commits
 // and rollbacks) are in flight at once before later calls queue for the next
-// batch request (default DefaultMaxBatchRequests, 1; at least 1).
+// batch request (default DefaultMaxBatchRequests, 2; at least 1).
 func WithMaxBatchRequests(n int) ClientOption { return func(c *Client) { c.maxBatch = n } }
 
 // NewClient returns a Client for the broker at baseURL ("http://host:port",

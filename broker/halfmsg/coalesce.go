@@ -19,11 +19,8 @@ import (
 // lone call waits for nothing, and under load one request's HTTP, JSON and
 // authentication work serves many messages.
 const (
-	// DefaultMaxBatchRequests is the default of WithMaxBatchRequests: one
-	// request in flight makes the largest batches, the fewest broker
-	// commits per message (3.2 against 3.3 at 2), and measured best
-	// (BENCHMARKS.md).
-	DefaultMaxBatchRequests = 1
+	// DefaultMaxBatchRequests is the default of WithMaxBatchRequests.
+	DefaultMaxBatchRequests = 2
 	// maxBatchBytes bounds a batch request's messages, half the broker's
 	// default body limit; a message bigger than it goes alone.
 	maxBatchBytes = 1 << 20
