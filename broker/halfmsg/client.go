@@ -26,15 +26,21 @@ import (
 // broker's prepare-batch and end-batch endpoints), each caller getting its
 // own message's result or error. A lone call goes at once, alone. A broker
 // without the batch endpoints is detected on the first batch, whose calls
-// then go alone, as every later call does. WithoutBatching turns it off.
+// then go alone, as every later call does for a minute; then batching is
+// tried again (behind a load balancer during an upgrade, the next broker
+// may have them). WithoutBatching turns it off.
 type Client struct {
 	base     string
 	hc       *http.Client
 	token    string
 	maxBatch int
 	noBatch  atomic.Bool
-	prepares *coalescer
-	ends     *coalescer
+	// batchOffUntil (Unix nanoseconds) is when batching is tried again after
+	// a broker answered a batch endpoint 404; batchRetry is how long after.
+	batchOffUntil atomic.Int64
+	batchRetry    time.Duration
+	prepares      *coalescer
+	ends          *coalescer
 }
 
 // ClientOption configures a Client.
@@ -73,7 +79,7 @@ func NewClient(baseURL string, opts ...ClientOption) (*Client, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("halfmsg: client base URL %q: want http://host:port", baseURL)
 	}
-	c := &Client{base: strings.TrimRight(baseURL, "/"), maxBatch: DefaultMaxBatchRequests}
+	c := &Client{base: strings.TrimRight(baseURL, "/"), maxBatch: DefaultMaxBatchRequests, batchRetry: batchRetryAfter}
 	for _, o := range opts {
 		o(c)
 	}
@@ -293,4 +299,13 @@ func (c *Client) PutGroup(ctx context.Context, group, checkbackURL string, rotat
 func (c *Client) SetGroup(ctx context.Context, group, checkbackURL string, opts ...GroupOption) error {
 	_, err := c.PutGroup(ctx, group, checkbackURL, false, opts...)
 	return err
+}
+
+// batchRetryAfter is how long calls go alone after a broker answered a
+// batch endpoint 404.
+const batchRetryAfter = time.Minute
+
+// batching reports whether calls may share batch requests now.
+func (c *Client) batching() bool {
+	return !c.noBatch.Load() && time.Now().UnixNano() >= c.batchOffUntil.Load()
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"time"
 )
 
 // Coalescing: a Client's concurrent prepares (and, apart, its concurrent
@@ -76,7 +77,7 @@ func newCoalescer(c *Client, path string, maxInFlight int) *coalescer {
 // messages in it, and is cancelled when none of their callers waits any
 // more), as with any call cancelled in flight.
 func (q *coalescer) do(ctx context.Context, bc *batchCall) (ItemResult, error) {
-	if q.c.noBatch.Load() || len(bc.raw) > maxBatchBytes {
+	if !q.c.batching() || len(bc.raw) > maxBatchBytes {
 		return bc.single(ctx)
 	}
 	q.mu.Lock()
@@ -201,8 +202,9 @@ func (q *coalescer) send(ctx context.Context, calls []*batchCall) ([]ItemResult,
 	var ae *APIError
 	switch {
 	case errors.As(err, &ae) && (ae.Status == http.StatusNotFound || ae.Status == http.StatusMethodNotAllowed):
-		// A broker without batch endpoints: every later call goes alone.
-		q.c.noBatch.Store(true)
+		// A broker without batch endpoints: later calls go alone for a
+		// while (see Client).
+		q.c.batchOffUntil.Store(time.Now().Add(q.c.batchRetry).UnixNano())
 		err = errAlone
 	case errors.As(err, &ae) && ae.Status == http.StatusRequestEntityTooLarge:
 		err = errAlone

@@ -367,8 +367,9 @@ func TestBrokerClientCoalescingHonoursEachContext(t *testing.T) {
 }
 
 // TestBrokerClientWithoutBatchEndpoints: against a broker without the batch
-// endpoints (404), the queued calls are sent alone and succeed, and every
-// later call goes alone; WithoutBatching never tries.
+// endpoints (404), the queued calls are sent alone and succeed, and later
+// calls go alone, until the retry interval passes; WithoutBatching never
+// tries.
 func TestBrokerClientWithoutBatchEndpoints(t *testing.T) {
 	t.Parallel()
 	for _, off := range []bool{false, true} {
@@ -382,6 +383,7 @@ func TestBrokerClientWithoutBatchEndpoints(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		c.batchRetry = time.Hour
 		errs := make(chan error, 3)
 		go func() { _, err := prepareOf(c, context.Background(), "first"); errs <- err }()
 		<-f.held
@@ -417,6 +419,16 @@ func TestBrokerClientWithoutBatchEndpoints(t *testing.T) {
 		}
 		if want := map[bool]int{false: 1, true: 0}[off]; batches != want || singles != 4 {
 			t.Errorf("off=%t: %d batch requests and %d single ones (%q), want %d and 4", off, batches, singles, f.log(), want)
+		}
+		if c.batching() {
+			t.Errorf("off=%t: batching on again right after a 404 (or WithoutBatching)", off)
+		}
+		if !off {
+			// The retry interval passed: batching is tried again.
+			c.batchOffUntil.Store(time.Now().Add(-time.Second).UnixNano())
+			if !c.batching() {
+				t.Error("batching still off after its retry interval")
+			}
 		}
 	}
 }
