@@ -13,37 +13,35 @@ import (
 	"github.com/txmsg/txmsg/outbox"
 )
 
-func gapsOf(t *tail) []SeqRange { return t.ranges() }
-
 // The probe remembers the seqs skipped below the highest seen, and forgets
 // each once it arrives, is settled, times out, or is pushed out.
 func TestTailTracksGaps(t *testing.T) {
 	tl := &tail{timeout: time.Second, started: true, after: 10}
 	tl.observe([]Arrival{{Seq: 11}, {Seq: 14}, {Seq: 20}}, 0, 0)
-	if got, want := gapsOf(tl), []SeqRange{{12, 13}, {15, 19}}; !slices.Equal(got, want) || tl.after != 20 {
+	if got, want := tl.ranges(), []SeqRange{{12, 13}, {15, 19}}; !slices.Equal(got, want) || tl.after != 20 {
 		t.Fatalf("gaps %v after %d; want %v after 20", got, tl.after, want)
 	}
 	// Late commits fill gaps, splitting them.
 	tl.observe([]Arrival{{Seq: 12}, {Seq: 17}}, 100*time.Millisecond, 0)
-	if got, want := gapsOf(tl), []SeqRange{{13, 13}, {15, 16}, {18, 19}}; !slices.Equal(got, want) {
+	if got, want := tl.ranges(), []SeqRange{{13, 13}, {15, 16}, {18, 19}}; !slices.Equal(got, want) {
 		t.Fatalf("gaps %v; want %v", got, want)
 	}
 	// Seqs below the settled horizon are final.
 	tl.observe(nil, 200*time.Millisecond, 16)
-	if got, want := gapsOf(tl), []SeqRange{{16, 16}, {18, 19}}; !slices.Equal(got, want) {
+	if got, want := tl.ranges(), []SeqRange{{16, 16}, {18, 19}}; !slices.Equal(got, want) {
 		t.Fatalf("gaps after settling below 16: %v; want %v", got, want)
 	}
 	// A newer gap outlives the old ones' timeout.
 	tl.observe([]Arrival{{Seq: 30}}, 900*time.Millisecond, 0)
 	tl.observe(nil, 1100*time.Millisecond, 0)
-	if got, want := gapsOf(tl), []SeqRange{{21, 29}}; !slices.Equal(got, want) {
+	if got, want := tl.ranges(), []SeqRange{{21, 29}}; !slices.Equal(got, want) {
 		t.Fatalf("gaps after the timeout: %v; want %v", got, want)
 	}
 	// At most maxGaps are kept: the oldest go.
 	for i := range maxGaps + 5 {
 		tl.observe([]Arrival{{Seq: int64(32 + 2*i)}}, 1200*time.Millisecond, 0)
 	}
-	if got := gapsOf(tl); len(got) != maxGaps || got[len(got)-1] != (SeqRange{int64(31 + 2*(maxGaps+4)), int64(31 + 2*(maxGaps+4))}) {
+	if got := tl.ranges(); len(got) != maxGaps || got[len(got)-1] != (SeqRange{int64(31 + 2*(maxGaps+4)), int64(31 + 2*(maxGaps+4))}) {
 		t.Fatalf("%d gaps, last %v; want the newest %d", len(got), got[len(got)-1], maxGaps)
 	}
 }
@@ -59,14 +57,7 @@ func TestRelayChangeProbeFindsLateCommits(t *testing.T) {
 	cfg := testConfig(k.Addrs)
 	cfg.PollMax = time.Minute
 	startEngine(t, d.DB, cfg)
-	// The second of two rows of one key can only be delivered on a wake
-	// (the first may be the worker's first poll): the probe is running.
-	for i := range 2 {
-		if err := publishTx(ctx, d.DB, true, msg("probe", "c", i)); err != nil {
-			t.Fatal(err)
-		}
-		waitDelivered(t, k.Addrs, "probe", i+1, 10*time.Second)
-	}
+	probeRunning(t, d.DB, k.Addrs, "probe")
 	txA, err := d.DB.BeginTx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -191,12 +182,7 @@ func TestRelayChangeProbeListsBurstsPageByPage(t *testing.T) {
 	cfg := testConfig(k.Addrs)
 	cfg.PollMax = time.Minute
 	startEngine(t, d.DB, cfg)
-	for i := range 2 {
-		if err := publishTx(ctx, d.DB, true, msg("burst-c", "c", i)); err != nil {
-			t.Fatal(err)
-		}
-		waitDelivered(t, k.Addrs, "burst-c", i+1, 10*time.Second)
-	}
+	probeRunning(t, d.DB, k.Addrs, "burst-c")
 	burst := make([]txmsg.Message, arrivalsLimit+200)
 	for i := range burst {
 		burst[i] = msg("burst", "a", i)
@@ -208,4 +194,17 @@ func TestRelayChangeProbeListsBurstsPageByPage(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitDelivered(t, k.Addrs, "burst-b", 1, 10*time.Second)
+}
+
+// probeRunning publishes two rows of one key to topic and waits for both:
+// the second can only be delivered on a wake (the first may be the worker's
+// first poll), so the change probe is running.
+func probeRunning(t *testing.T, db *sql.DB, addrs []string, topic string) {
+	t.Helper()
+	for i := range 2 {
+		if err := publishTx(context.Background(), db, true, msg(topic, "c", i)); err != nil {
+			t.Fatal(err)
+		}
+		waitDelivered(t, addrs, topic, i+1, 10*time.Second)
+	}
 }
