@@ -21,10 +21,11 @@ import (
 // errors.Is. It is safe for concurrent use.
 //
 // Concurrent Prepare calls share requests, and so do concurrent Commit and
-// Rollback calls: while WithMaxBatchRequests requests of a kind are in
-// flight, later calls queue and the next request carries them all (the
-// broker's prepare-batch and end-batch endpoints), each caller getting its
-// own message's result or error. A lone call goes at once, alone. A broker
+// Rollback calls: while a request of a kind is in flight, later calls queue
+// and the next request carries them all (the broker's prepare-batch and
+// end-batch endpoints), each caller getting its own message's result or
+// error; a second request leaves beside a first that has been out 20 ms (up
+// to WithMaxBatchRequests). A lone call goes at once, alone. A broker
 // without the batch endpoints is detected on the first batch, whose calls
 // then go alone, as every later call does for a minute; then batching is
 // tried again (behind a load balancer during an upgrade, the next broker
@@ -68,8 +69,10 @@ func WithToken(token string) ClientOption { return func(c *Client) { c.token = t
 func WithoutBatching() ClientOption { return func(c *Client) { c.noBatch.Store(true) } }
 
 // WithMaxBatchRequests sets how many requests of one kind (prepares; commits
-// and rollbacks) are in flight at once before later calls queue for the next
-// batch request (default DefaultMaxBatchRequests, 2; at least 1).
+// and rollbacks) may be in flight at once (default DefaultMaxBatchRequests,
+// 2; at least 1). Calls that find one in flight queue for the next batch
+// request; a further request leaves beside it only once it has been out 20
+// ms, so a request that hangs does not hold the others back.
 func WithMaxBatchRequests(n int) ClientOption { return func(c *Client) { c.maxBatch = n } }
 
 // NewClient returns a Client for the broker at baseURL ("http://host:port",

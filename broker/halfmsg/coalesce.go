@@ -14,11 +14,14 @@ import (
 
 // Coalescing: a Client's concurrent prepares (and, apart, its concurrent
 // commits and rollbacks) share batch requests. A call goes at once, alone
-// on the single endpoint, while fewer than maxInFlight requests of its kind
-// are in flight; otherwise it queues, and the next request to leave carries
-// everything queued (up to MaxBatchItems messages and maxBatchBytes). So a
-// lone call waits for nothing, and under load one request's HTTP, JSON and
-// authentication work serves many messages.
+// on the single endpoint, when no request of its kind is in flight;
+// otherwise it queues, and the next request to leave carries everything
+// queued (up to MaxBatchItems messages and maxBatchBytes). Another request
+// may leave beside those in flight, up to maxInFlight, once the latest of
+// them has been out spareAfter. So a lone call waits for nothing, under load
+// one request's HTTP, JSON, authentication and broker commit serve many
+// messages, and a request that hangs holds the others back spareAfter at
+// most.
 const (
 	// DefaultMaxBatchRequests is the default of WithMaxBatchRequests.
 	DefaultMaxBatchRequests = 2
@@ -28,6 +31,13 @@ const (
 	// maxQueued bounds the calls queued for batch requests of one kind; a
 	// call finding it full waits for room (or its ctx).
 	maxQueued = 4 * MaxBatchItems
+	// spareAfter is how long the latest request of a kind in flight must
+	// have been out before another leaves beside it. A broker answers a
+	// batch within a few milliseconds under load (one group commit), so the
+	// calls queued meanwhile wait for it and make one larger batch: at 32
+	// producers 3.21 broker commits per half message, as with one request
+	// in flight at most, against 3.32 with a second leaving at once.
+	spareAfter = 20 * time.Millisecond
 )
 
 // errAlone: the batch endpoint could not take the call (a broker without
@@ -58,16 +68,19 @@ type coalescer struct {
 	c           *Client
 	path        string // the batch endpoint
 	maxInFlight int
+	spare       time.Duration // spareAfter, but in tests
 	slots       chan struct{} // one per queued call
 
 	mu       sync.Mutex
 	queue    []*batchCall
 	inFlight int
+	lastLeft time.Time   // when the latest request left
+	timer    *time.Timer // set while a spare request waits for spare
 	wg       sync.WaitGroup
 }
 
 func newCoalescer(c *Client, path string, maxInFlight int) *coalescer {
-	return &coalescer{c: c, path: path, maxInFlight: maxInFlight, slots: make(chan struct{}, maxQueued)}
+	return &coalescer{c: c, path: path, maxInFlight: maxInFlight, spare: spareAfter, slots: make(chan struct{}, maxQueued)}
 }
 
 // do sends bc, at once or in a batch request, and returns its result. When
@@ -81,8 +94,9 @@ func (q *coalescer) do(ctx context.Context, bc *batchCall) (ItemResult, error) {
 		return bc.single(ctx)
 	}
 	q.mu.Lock()
-	if q.inFlight < q.maxInFlight && len(q.queue) == 0 {
+	if q.inFlight == 0 && len(q.queue) == 0 {
 		q.inFlight++
+		q.lastLeft = time.Now()
 		q.mu.Unlock()
 		res, err := bc.single(ctx)
 		q.release()
@@ -97,10 +111,7 @@ func (q *coalescer) do(ctx context.Context, bc *batchCall) (ItemResult, error) {
 	bc.done = make(chan struct{})
 	q.mu.Lock()
 	q.queue = append(q.queue, bc)
-	if q.inFlight < q.maxInFlight {
-		q.inFlight++
-		q.wg.Go(q.loop)
-	}
+	q.startLocked()
 	q.mu.Unlock()
 	select {
 	case <-bc.done:
@@ -151,6 +162,27 @@ func (q *coalescer) release() {
 	q.inFlight--
 }
 
+// startLocked starts a request for the queued calls when none is in
+// flight, or beside those in flight when fewer than maxInFlight are and
+// the latest has been out spare; otherwise it looks again once it will
+// have been (the requests in flight may take the calls first). q.mu is held.
+func (q *coalescer) startLocked() {
+	if len(q.queue) == 0 || q.inFlight >= q.maxInFlight || q.timer != nil {
+		return
+	}
+	if wait := q.spare - time.Since(q.lastLeft); q.inFlight > 0 && wait > 0 {
+		q.timer = time.AfterFunc(wait, func() {
+			q.mu.Lock()
+			defer q.mu.Unlock()
+			q.timer = nil
+			q.startLocked()
+		})
+		return
+	}
+	q.inFlight++
+	q.wg.Go(q.loop)
+}
+
 // loop sends batch requests until the queue is empty.
 func (q *coalescer) loop() {
 	for {
@@ -167,6 +199,9 @@ func (q *coalescer) loop() {
 		}
 		batch := slices.Clone(q.queue[:n])
 		q.queue = slices.Delete(q.queue, 0, n)
+		q.lastLeft = time.Now()
+		// More queued than one request takes: perhaps another beside it.
+		q.startLocked()
 		ctx, cancel := context.WithCancel(context.Background())
 		r := &batchRequest{cancel: cancel, waiting: n}
 		for _, bc := range batch {

@@ -439,3 +439,61 @@ func TestBrokerClientOptions(t *testing.T) {
 		t.Fatalf("WithMaxBatchRequests(0): %v", err)
 	}
 }
+
+// TestBrokerClientSecondRequestOnlyBesideAHungOne: at the default, calls
+// that find a request in flight queue rather than leave beside it, and go
+// in one batch when it comes back; a request that hangs past spareAfter
+// has the queued calls leave beside it, so it holds nobody back for long.
+func TestBrokerClientSecondRequestOnlyBesideAHungOne(t *testing.T) {
+	t.Parallel()
+	for _, hung := range []bool{false, true} {
+		f, srv := newHoldBroker(t, true)
+		c, err := NewClient(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Not hung: the first comes back long before spare.
+		c.prepares.spare = map[bool]time.Duration{false: time.Hour, true: 10 * time.Millisecond}[hung]
+		first := make(chan error, 1)
+		go func() { _, err := prepareOf(c, context.Background(), "first"); first <- err }()
+		<-f.held
+		errs := make(chan error, 2)
+		for _, id := range []string{"a", "b"} {
+			go func() { _, err := prepareOf(c, context.Background(), id); errs <- err }()
+		}
+		if !hung {
+			queued(t, c.prepares, 2)
+			if got := f.log(); len(got) != 1 {
+				t.Fatalf("requests %q, want only the first while it is young", got)
+			}
+			close(f.release)
+		}
+		for range 2 {
+			select {
+			case err := <-errs:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("hung=%t: calls held behind the first request; requests %q", hung, f.log())
+			}
+		}
+		if hung {
+			close(f.release)
+		}
+		if err := <-first; err != nil {
+			t.Fatal(err)
+		}
+		f.mu.Lock()
+		maxIn := f.maxIn
+		f.mu.Unlock()
+		if want := map[bool]int{false: 1, true: 2}[hung]; maxIn != want {
+			t.Errorf("hung=%t: at most %d requests in flight (%q), want %d", hung, maxIn, f.log(), want)
+		}
+		if !hung {
+			if got, want := f.log(), []string{"/v1/half-messages first", "/v1/half-messages:prepare-batch a,b"}; fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("requests %q, want %q", got, want)
+			}
+		}
+	}
+}
