@@ -35,6 +35,12 @@
 // durable commit per shard round. Engine.Wake lets an in-process producer
 // (the broker) wake a shard directly.
 //
+// Open the engine's *sql.DB with interpolateParams=true, as the txmsg
+// binaries do: its statements are small and many, and with server-side
+// prepares each costs three round trips instead of one (at 1,000 msg/s the
+// prepares were a fifth of the relay's CPU, and commit → read p99 fell from
+// about 20 ms to 6–9 ms without them).
+//
 // Failures are isolated per topic, partition and key, each with its own
 // exponential backoff, while the rest of the shard flows: a partition Kafka
 // could not take now is retried, in order, for as long as it takes; a message

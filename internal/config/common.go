@@ -148,7 +148,8 @@ func (d *DB) buildTLS(p *setting.Problems) *tls.Config {
 }
 
 // Connector returns a connector to the database d describes, with d.TLS
-// when set and a strict sql_mode on every connection (mysqlx.Strict). Unlike mysql.RegisterTLSConfig it keeps the TLS configuration
+// when set, a strict sql_mode on every connection (mysqlx.Strict) and
+// arguments interpolated client-side (mysqlx.Interpolate). Unlike mysql.RegisterTLSConfig it keeps the TLS configuration
 // out of the driver's global registry.
 func (d DB) Connector() (driver.Connector, error) {
 	cfg, err := mysql.ParseDSN(d.DSN)
@@ -161,6 +162,7 @@ func (d DB) Connector() (driver.Connector, error) {
 	if err := mysqlx.Strict(cfg); err != nil {
 		return nil, fmt.Errorf("database at %s: %w", d.Addr, err)
 	}
+	mysqlx.Interpolate(cfg, d.DSN)
 	c, err := mysql.NewConnector(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("database at %s: %w", d.Addr, err)
