@@ -256,6 +256,10 @@ func (*HalfSource) Delivered(ctx context.Context, e relay.Execer, rows []relay.R
 	return nil
 }
 
+// SingleMark implements relay.SingleMark: Delivered is one UPDATE, up to
+// the protocol's 65,535 placeholders.
+func (*HalfSource) SingleMark(n int) bool { return n+2 <= 65535 }
+
 // Failed implements relay.Source: one more attempt and its reason.
 func (*HalfSource) Failed(ctx context.Context, e relay.Execer, rows []relay.Row, reason string) error {
 	if len(rows) == 0 {

@@ -38,10 +38,11 @@ type markRequest struct {
 type marker struct {
 	db   *sql.DB
 	reqs chan *markRequest
-	// conn is the marker's own connection, READ COMMITTED for its session
-	// (see readCommitted), so a transaction needs no SET TRANSACTION first
-	// and never queues for the pool; only the run goroutine uses it, and it
-	// is discarded, never pooled, since its session differs.
+	// conn is the marker's own connection, READ COMMITTED and autocommit
+	// for its session (see readCommitted), so a transaction needs no SET
+	// TRANSACTION first, a lone statement none at all, and neither queues
+	// for the pool; only the run goroutine uses it, and it is discarded,
+	// never pooled, since its session differs.
 	conn *sql.Conn
 }
 
@@ -136,12 +137,12 @@ func (m *marker) write(ctx context.Context, batch []*markRequest) error {
 		defer cancel()
 	}
 	reused := m.conn != nil
-	err := m.inTx(ctx, m.deliver(ctx, batch))
+	err := m.inTx(ctx, batch)
 	if err != nil && reused && ctx.Err() == nil {
 		// A connection held idle may have been cut (wait_timeout, a proxy):
 		// marking is idempotent, so try once more on a fresh one.
 		m.discard()
-		err = m.inTx(ctx, m.deliver(ctx, batch))
+		err = m.inTx(ctx, batch)
 	}
 	if err != nil {
 		// The connection may be broken or mid-transaction: start afresh.
@@ -150,29 +151,10 @@ func (m *marker) write(ctx context.Context, batch []*markRequest) error {
 	return err
 }
 
-// deliver marks the batch's rows, source by source, in tx.
-func (m *marker) deliver(ctx context.Context, batch []*markRequest) func(*sql.Tx) error {
-	return func(tx *sql.Tx) error {
-		var order []Source
-		bySrc := map[Source][]Row{}
-		for _, r := range batch {
-			if _, ok := bySrc[r.src]; !ok {
-				order = append(order, r.src)
-			}
-			bySrc[r.src] = append(bySrc[r.src], r.rows...)
-		}
-		for _, src := range order {
-			if err := src.Delivered(ctx, tx, bySrc[src]); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-}
-
-// inTx runs fn in a transaction on the marker's connection, opening it
-// first when needed.
-func (m *marker) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
+// inTx marks the batch's rows, source by source, in one transaction on the
+// marker's connection, opening it first when needed; or with the one
+// statement of a SingleMark source, which autocommit commits.
+func (m *marker) inTx(ctx context.Context, batch []*markRequest) error {
 	if m.conn == nil {
 		c, err := m.db.Conn(ctx)
 		if err != nil {
@@ -182,8 +164,30 @@ func (m *marker) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 		if _, err := c.ExecContext(ctx, "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"); err != nil {
 			return fmt.Errorf("set isolation: %w", err)
 		}
+		// Whatever the DSN says: a lone marking statement commits itself.
+		if _, err := c.ExecContext(ctx, "SET SESSION autocommit = 1"); err != nil {
+			return fmt.Errorf("set autocommit: %w", err)
+		}
 	}
-	return sqlx.RunInTx(ctx, m.conn, nil, fn)
+	var order []Source
+	bySrc := map[Source][]Row{}
+	for _, r := range batch {
+		if _, ok := bySrc[r.src]; !ok {
+			order = append(order, r.src)
+		}
+		bySrc[r.src] = append(bySrc[r.src], r.rows...)
+	}
+	if sm, ok := order[0].(SingleMark); ok && len(order) == 1 && sm.SingleMark(len(bySrc[order[0]])) {
+		return order[0].Delivered(ctx, m.conn, bySrc[order[0]])
+	}
+	return sqlx.RunInTx(ctx, m.conn, nil, func(tx *sql.Tx) error {
+		for _, src := range order {
+			if err := src.Delivered(ctx, tx, bySrc[src]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // discard closes the marker's connection for good: returning it to the pool

@@ -200,3 +200,47 @@ func TestMarkerSurvivesACutConnection(t *testing.T) {
 		t.Fatalf("mark after the connection was cut: %v", err)
 	}
 }
+
+// A lone outbox source's rows are marked with one statement outside a
+// transaction; the marker's session commits it by itself even when the
+// pool's DSN turns autocommit off, and with retention the archive and the
+// delete still go in one transaction.
+func TestMarkerCommitsWithAutocommitOffInTheDSN(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewDB(t)
+	off, err := sql.Open("mysql", d.DSN+"&autocommit=0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { off.Close() })
+	m := startMarker(t, off)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, keep := range []bool{false, true} {
+		publishOneShard(t, d.DB, msg("ac", "k", 1), msg("ac", "k", 2))
+		var rows []Row
+		q, err := d.DB.QueryContext(ctx, "SELECT shard, seq FROM txmsg_outbox")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for q.Next() {
+			var r Row
+			if err := q.Scan(&r.Shard, &r.Seq); err != nil {
+				t.Fatal(err)
+			}
+			rows = append(rows, r)
+		}
+		if err := q.Close(); err != nil || len(rows) != 2 {
+			t.Fatalf("keep=%t: %d rows pending (%v), want 2", keep, len(rows), err)
+		}
+		if err := m.mark(ctx, NewOutboxSource(keep), rows); err != nil {
+			t.Fatalf("keep=%t: %v", keep, err)
+		}
+		if n := countRows(t, d.DB, "SELECT COUNT(*) FROM txmsg_outbox"); n != 0 {
+			t.Errorf("keep=%t: %d rows still pending for other connections: the marking did not commit", keep, n)
+		}
+	}
+	if n := countRows(t, d.DB, "SELECT COUNT(*) FROM txmsg_outbox_delivered"); n != 2 {
+		t.Errorf("%d rows archived, want the 2 marked with retention", n)
+	}
+}

@@ -203,6 +203,10 @@ func (s *OutboxSource) Delivered(ctx context.Context, e Execer, rows []Row) erro
 	return nil
 }
 
+// SingleMark implements SingleMark: one DELETE for up to markChunk rows,
+// unless delivered rows are archived first.
+func (s *OutboxSource) SingleMark(n int) bool { return !s.keep && n <= markChunk }
+
 // markChunk bounds the rows of one marking statement (about 20 bytes of
 // JSON each, far below max_allowed_packet).
 const markChunk = 8192

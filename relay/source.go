@@ -116,6 +116,14 @@ type SingleRead interface {
 	SingleRead() bool
 }
 
+// SingleMark is a Source whose Delivered marks some rows with one
+// statement, which commits by itself under autocommit: the Engine then marks
+// them without a transaction of its own (one round trip instead of three).
+type SingleMark interface {
+	// SingleMark reports whether Delivered marks n rows with one statement.
+	SingleMark(n int) bool
+}
+
 // Seeker is a Source whose shards can be read from a seq on. A delivered
 // row that is deleted stays in InnoDB's indexes, delete-marked, until purge
 // removes it, and purge falls behind a fast drain: a poll from the start of
