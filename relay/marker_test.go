@@ -33,6 +33,10 @@ func (s *markSource) Delivered(ctx context.Context, _ Execer, rows []Row) error 
 		case <-ctx.Done():
 		}
 	})
+	if err := ctx.Err(); err != nil {
+		// As a statement run on ctx would.
+		return err
+	}
 	var seqs []int64
 	for _, r := range rows {
 		if r.Shard == s.failShard {
