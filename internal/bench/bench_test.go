@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
+
 	"github.com/txmsg/txmsg/internal/testenv"
 	"github.com/txmsg/txmsg/relay"
 )
@@ -21,14 +23,23 @@ func newEnv(t testing.TB) (*Env, *testenv.Database) {
 	t.Helper()
 	d := testenv.NewDB(t)
 	k := testenv.NewKafka(t, 6)
-	rdb, err := sql.Open("mysql", d.DSN)
+	// As `txmsg bench` opens them (config.DB.Connector): arguments
+	// interpolated on the client.
+	cfg, err := mysql.ParseDSN(d.DSN)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { rdb.Close() })
-	rdb.SetMaxOpenConns(32)
-	d.DB.SetMaxOpenConns(64)
-	return &Env{DB: d.DB, RelayDB: rdb, Brokers: k.Addrs, Relay: relay.DefaultConfig()}, d
+	cfg.InterpolateParams = true
+	open := func(n int) *sql.DB {
+		db, err := sql.Open("mysql", cfg.FormatDSN())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		db.SetMaxOpenConns(n)
+		return db
+	}
+	return &Env{DB: open(64), RelayDB: open(32), Brokers: k.Addrs, Relay: relay.DefaultConfig()}, d
 }
 
 func TestBenchLatencyReadsEveryCommit(t *testing.T) {
