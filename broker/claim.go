@@ -36,8 +36,11 @@ WHERE id = ? AND topic = ? AND state = ? AND check_count = ?`
 SET state = ?, updated_at = UTC_TIMESTAMP(6), reason = ?, last_check_result = ?, last_check_error = ?
 WHERE id = ? AND topic = ? AND state = ? AND check_count = ?`
 	selectGroupURLs = `SELECT producer_group, checkback_url, checkback_secret FROM txmsg_producer_groups WHERE producer_group IN (`
-	insertCheck     = `INSERT INTO txmsg_half_checks (msg_id, check_no, result, error, latency_us, checked_at)
-VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(6))`
+	// insertCheck skips a check already in the history: RecordChecks
+	// records a batch whose COMMIT's outcome is unknown again one by one.
+	insertCheck = `INSERT INTO txmsg_half_checks (msg_id, check_no, result, error, latency_us, checked_at)
+SELECT ?, ?, ?, ?, ?, UTC_TIMESTAMP(6) FROM DUAL
+WHERE NOT EXISTS (SELECT 1 FROM txmsg_half_checks WHERE msg_id = ? AND check_no = ?)`
 )
 
 // ClaimDue implements checkback.Store: in one short transaction it locks up
@@ -163,7 +166,8 @@ func (s *Store) RecordCheck(ctx context.Context, c Claim, r CheckResult) error {
 		// History first: its checked_at is then no later than the time the
 		// next check is scheduled from, so two checks' recorded times are at
 		// least the backoff apart however slowly the statements run.
-		if _, err := tx.ExecContext(ctx, insertCheck, c.ID, c.CheckCount, result, errText, r.Latency.Microseconds()); err != nil {
+		if _, err := tx.ExecContext(ctx, insertCheck, c.ID, c.CheckCount, result, errText, r.Latency.Microseconds(),
+			c.ID, c.CheckCount); err != nil {
 			return fmt.Errorf("history: %w", err)
 		}
 		var err error

@@ -197,3 +197,27 @@ func TestBrokerHalfSourcePrepareOrderBatchedCheck(t *testing.T) {
 		t.Fatalf("delivered %q, want b1 b2 b3", got)
 	}
 }
+
+// TestBrokerRecordCheckTwiceKeepsOneHistoryRow: a check recorded again (a
+// batch whose COMMIT's outcome was unknown, retried one by one) leaves one
+// history row and the outcome of the first.
+func TestBrokerRecordCheckTwiceKeepsOneHistoryRow(t *testing.T) {
+	t.Parallel()
+	env := newAPIEnv(t)
+	ctx := context.Background()
+	prepareOne(t, env.store, halfmsg.PrepareRequest{Message: txmsg.Message{ID: "twice"}, CheckTimeout: time.Hour, MaxChecks: 3})
+	makeDue(t, env, "twice")
+	c := claimByID(t, env.store, 1)["twice"]
+	for range 2 {
+		if err := env.store.RecordCheck(ctx, c, CheckResult{Answer: checkback.AnswerCommit}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var rows int
+	if err := env.db.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM txmsg_half_checks WHERE msg_id = 'twice'`).Scan(&rows); err != nil || rows != 1 {
+		t.Fatalf("history has %d rows of the check (%v), want 1", rows, err)
+	}
+	if info, err := env.store.Get(ctx, "twice"); err != nil || info.State != halfmsg.StateCommitted {
+		t.Fatalf("state %v (%v), want committed", info.State, err)
+	}
+}
