@@ -57,6 +57,10 @@ type DrainRun struct {
 	Rate float64
 	// Counters are the server's over the drain.
 	Counters Counters
+	// CPU is the machine's and the draining process's CPU use over the
+	// drain: the relay process, or this one (the naive loop, an
+	// in-process relay).
+	CPU CPUUse
 }
 
 // DrainPoint is the relay and the naive loop draining one backlog size.
@@ -93,9 +97,13 @@ func (r DrainResult) Print(w io.Writer) {
 	if n := len(r.Points); n > 1 {
 		fmt.Fprintf(w, "relay largest/smallest backlog: %s (target ≥ 0.75×)\n", ratio(r.Points[n-1].Relay.Rate, r.Points[0].Relay.Rate))
 	}
+	relay := "relay"
+	if r.InProcess {
+		relay = "benchmark (relay in it)"
+	}
 	for _, p := range r.Points {
-		fmt.Fprintf(w, "%d rows, relay: %v\n", p.Rows, p.Relay.Counters)
-		fmt.Fprintf(w, "%d rows, naive: %v\n", p.Rows, p.Naive.Counters)
+		fmt.Fprintf(w, "%d rows, relay: %v; %s\n", p.Rows, p.Relay.Counters, p.Relay.CPU.perMessage(relay, p.Rows))
+		fmt.Fprintf(w, "%d rows, naive: %v; %s\n", p.Rows, p.Naive.Counters, p.Naive.CPU.perMessage("naive loop", p.Rows))
 	}
 }
 
@@ -247,8 +255,10 @@ func (d *drainRun) every(ctx context.Context, f func(time.Duration)) {
 }
 
 // measure runs drain while sampling the history list length, and returns
-// its duration and the server's counters over it.
-func (d *drainRun) measure(ctx context.Context, label string, n int, drain func(context.Context) error) (DrainRun, error) {
+// its duration, the server's counters and the CPU use over it. pid, called
+// once drain returned, names the relay process drain started (0: the work
+// ran in this process).
+func (d *drainRun) measure(ctx context.Context, label string, n int, pid func() int, drain func(context.Context) error) (DrainRun, error) {
 	db := d.env.DB
 	before, err := readStatus(ctx, db)
 	if err != nil {
@@ -268,9 +278,15 @@ func (d *drainRun) measure(ctx context.Context, label string, n int, drain func(
 		})
 		return nil
 	})
+	cpu := markCPU(0)
 	start := time.Now()
 	err = drain(ctx)
 	took := time.Since(start)
+	p := pid()
+	if p > 0 {
+		cpu.proc = 0 // the process started within the drain
+	}
+	use := cpuSince(cpu, p)
 	stop()
 	_ = sg.Wait()
 	if err != nil {
@@ -281,7 +297,7 @@ func (d *drainRun) measure(ctx context.Context, label string, n int, drain func(
 		return DrainRun{}, err
 	}
 	after.HistoryListMax = history.Load()
-	return DrainRun{Took: took, Rate: float64(n) / took.Seconds(), Counters: after.since(before)}, nil
+	return DrainRun{Took: took, Rate: float64(n) / took.Seconds(), Counters: after.since(before), CPU: use}, nil
 }
 
 // relay drains the outbox's n rows of topic with the relay and returns the
@@ -297,7 +313,13 @@ func (d *drainRun) relay(ctx context.Context, topic string, n int) (DrainRun, fl
 	if err != nil {
 		return DrainRun{}, 0, err
 	}
-	run, err := d.measure(ctx, "relay", n, func(ctx context.Context) error {
+	pid := func() int {
+		if rl == nil {
+			return 0
+		}
+		return rl.pid
+	}
+	run, err := d.measure(ctx, "relay", n, pid, func(ctx context.Context) error {
 		var err error
 		if rl, err = d.env.startRelay(ctx); err != nil {
 			return err
@@ -415,7 +437,7 @@ func (d *drainRun) naive(ctx context.Context, n int) (DrainRun, error) {
 	defer w.Close()
 	sel := `SELECT seq, id, shard, topic, msg_key, value, headers, created_at, attempts FROM ` + naiveTable +
 		` ORDER BY seq LIMIT ` + strconv.Itoa(d.cfg.NaiveBatch) + ` FOR UPDATE SKIP LOCKED`
-	return d.measure(ctx, "naive loop", n, func(ctx context.Context) error {
+	return d.measure(ctx, "naive loop", n, func() int { return 0 }, func(ctx context.Context) error {
 		for {
 			tx, err := d.env.DB.BeginTx(ctx, nil)
 			if err != nil {

@@ -75,6 +75,12 @@ type LatencyPhase struct {
 	// Counters are the server's over the phase (server-wide: other
 	// clients of the server count too).
 	Counters Counters
+	// CPU is the machine's and CPUOf's CPU use over the phase.
+	CPU CPUUse
+	// CPUOf names the process CPU.Proc measured: "relay" (the relay
+	// process), "benchmark" (this one: producers, consumer, and an
+	// in-process relay).
+	CPUOf string
 }
 
 // LatencyResult is the outbox beside its baseline, the dual write (the
@@ -98,6 +104,7 @@ func (r LatencyResult) Print(w io.Writer) {
 		if p.Sent > 0 {
 			fmt.Fprintf(w, "%-11s per message: %.1f statements, %.1f commits (server-wide)\n", "",
 				float64(p.Counters.Statements)/float64(p.Sent), float64(p.Counters.Commits)/float64(p.Sent))
+			fmt.Fprintf(w, "%-11s %s\n", "", p.CPU.perMessage(p.CPUOf, p.Sent))
 		}
 		if p.Errors > 0 || p.Read < p.Sent {
 			fmt.Fprintf(w, "%-11s %d failed, %d of %d committed not read\n", "", p.Errors, p.Sent-p.Read, p.Sent)
@@ -189,7 +196,7 @@ func Latency(ctx context.Context, env *Env, cfg LatencyConfig) (LatencyResult, e
 		err = l.waitRead(ctx, run+"-w-o", time.Minute)
 	}
 	if err == nil {
-		res.Outbox, err = l.phase(ctx, "outbox", "o")
+		res.Outbox, err = l.phase(ctx, "outbox", "o", rl.pid)
 	}
 	if serr := rl.stop(); err == nil && serr != nil {
 		err = serr
@@ -197,7 +204,7 @@ func Latency(ctx context.Context, env *Env, cfg LatencyConfig) (LatencyResult, e
 	if err != nil {
 		return res, err
 	}
-	res.DualWrite, err = l.phase(ctx, "dual write", "d")
+	res.DualWrite, err = l.phase(ctx, "dual write", "d", 0)
 	return res, err
 }
 
@@ -286,10 +293,14 @@ func (l *latencyRun) produce(ctx context.Context, id, key string) error {
 }
 
 // phase runs the producers of one way of publishing, letter "o" (outbox)
-// or "d" (dual write), then waits for their records to be read.
-func (l *latencyRun) phase(ctx context.Context, name, letter string) (LatencyPhase, error) {
+// or "d" (dual write), then waits for their records to be read. relayPID
+// is the relay process's (0: none, or in-process), whose CPU is measured.
+func (l *latencyRun) phase(ctx context.Context, name, letter string, relayPID int) (LatencyPhase, error) {
 	cfg := l.cfg
-	p := LatencyPhase{Name: name}
+	p := LatencyPhase{Name: name, CPUOf: "benchmark"}
+	if relayPID > 0 {
+		p.CPUOf = "relay"
+	}
 	counter := &l.readO
 	if letter == "d" {
 		counter = &l.readD
@@ -302,6 +313,7 @@ func (l *latencyRun) phase(ctx context.Context, name, letter string) (LatencyPha
 	if err != nil {
 		return p, err
 	}
+	cpu := markCPU(relayPID)
 	start := time.Now()
 	end := start.Add(cfg.Duration)
 	pctx, stopProgress := context.WithCancel(ctx)
@@ -341,6 +353,7 @@ func (l *latencyRun) phase(ctx context.Context, name, letter string) (LatencyPha
 	}
 	_ = g.Wait()
 	took := time.Since(start)
+	p.CPU = cpuSince(cpu, relayPID)
 	after, err := readStatus(ctx, l.env.DB)
 	if err != nil {
 		return p, err

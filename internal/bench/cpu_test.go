@@ -1,0 +1,33 @@
+package bench
+
+import (
+	"runtime"
+	"testing"
+	"time"
+)
+
+// TestCPUUseCountsThisProcess: the CPU a phase burns shows in its use, as
+// the process's time and a busy machine.
+func TestCPUUseCountsThisProcess(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("CPU use is read from /proc")
+	}
+	before := markCPU(0)
+	if !before.ok {
+		t.Fatal("markCPU: /proc/stat or /proc/self/stat not read")
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	x := 0
+	for markCPU(0).proc-before.proc < 10 {
+		if time.Now().After(deadline) {
+			t.Fatal("10 ticks of CPU not counted in 30 s of spinning")
+		}
+		for i := range 1_000_000 {
+			x ^= i
+		}
+	}
+	u := cpuSince(before, 0)
+	if !u.Known || u.Proc < 100*time.Millisecond || u.Busy <= 0 || u.Busy > 1 {
+		t.Fatalf("use %+v (x %d): want known, at least 100ms of this process, a busy share in (0, 1]", u, x)
+	}
+}
