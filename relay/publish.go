@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/internal/kafkax"
@@ -18,10 +17,6 @@ import (
 // alone): Kafka's default max.message.bytes applies to a whole record batch,
 // so a bigger request would be refused as too large.
 const maxRequestBytes = 1 << 20
-
-// partitionsInFlight bounds the produce requests one round has under way at
-// once: kafka-go gives each its own connection.
-const partitionsInFlight = 8
 
 // plan is one round's rows sorted out: those to send, one batch per
 // partition, and those refused before any request.
@@ -202,110 +197,154 @@ func recordSize(r *Row) int64 {
 	return size
 }
 
-// send writes every batch of p, several partitions at once.
+// send writes every batch of p: each step sends the next request of every
+// batch not done yet, together (the Producer puts a leader's partitions in
+// one request), and each batch's next request waits until its last one was
+// acknowledged.
 func (e *Engine) send(ctx context.Context, w *shardWorker, p *plan) {
-	var g errgroup.Group
-	g.SetLimit(partitionsInFlight)
-	for _, b := range p.batches {
-		g.Go(func() error {
-			e.sendBatch(ctx, w, b)
-			return nil
-		})
+	sends := make([]*sending, len(p.batches))
+	for i, b := range p.batches {
+		sends[i] = &sending{b: b, rows: b.rows, refusedKeys: map[string]bool{}}
 	}
-	_ = g.Wait()
-}
-
-// sendBatch writes b's rows to their partition in seq order, in as few
-// requests as maxRequestBytes allows, each sent only once the one before it
-// was acknowledged: a request that fails stops the batch, so no row is
-// acknowledged after an earlier row of its key that was not. A request
-// refused as a whole for its records (too large for the broker, say) is
-// sent again one row per request, to charge only the culprit.
-func (e *Engine) sendBatch(ctx context.Context, w *shardWorker, b *batch) {
-	refusedKeys := map[string]bool{}
-	rows := b.rows
-	singles := 0
-	for len(rows) > 0 {
+	for len(sends) > 0 {
 		if ctx.Err() != nil {
 			// The round is over (lease or shutdown): start no request.
-			b.failed = ctx.Err()
-			b.held += len(rows)
+			for _, s := range sends {
+				s.b.failed = ctx.Err()
+				s.b.held += len(s.rows)
+			}
 			return
 		}
+		var reqs [][]Row
+		kept := sends[:0]
+		for _, s := range sends {
+			if req := s.next(e.maxRequest); len(req) > 0 {
+				reqs = append(reqs, req)
+				kept = append(kept, s)
+			}
+		}
+		sends = kept
+		if len(sends) == 0 {
+			return
+		}
+		errs := e.produce(ctx, w.src, sends, reqs)
+		kept = sends[:0]
+		for i, s := range sends {
+			if s.answer(reqs[i], errs[i]) {
+				kept = append(kept, s)
+			}
+		}
+		sends = kept
+	}
+}
+
+// sending is a batch on its way: its rows go to their partition in seq
+// order, in as few requests as maxRequestBytes allows, each sent only once
+// the one before it was acknowledged: a request that fails stops the batch,
+// so no row is acknowledged after an earlier row of its key that was not. A
+// request refused as a whole for its records (too large for the broker,
+// say) is sent again one row per request, to charge only the culprit.
+type sending struct {
+	b *batch
+	// rows are those not sent yet.
+	rows        []Row
+	refusedKeys map[string]bool
+	// singles counts rows still to be sent one per request.
+	singles int
+}
+
+// next takes the rows of the next request off s.rows (none: s is done).
+func (s *sending) next(maxRequest int64) []Row {
+	for len(s.rows) > 0 {
 		var req []Row
 		var size int64
 		n := 0
-		for ; n < len(rows); n++ {
-			r := &rows[n]
-			if r.Key != nil && refusedKeys[string(r.Key)] {
+		for ; n < len(s.rows); n++ {
+			r := &s.rows[n]
+			if r.Key != nil && s.refusedKeys[string(r.Key)] {
 				// Behind a refused row of its key: it waits for the next round.
-				b.held++
+				s.b.held++
 				continue
 			}
-			s := recordSize(r)
-			if len(req) > 0 && (singles > 0 || size+s > e.maxRequest) {
+			sz := recordSize(r)
+			if len(req) > 0 && (s.singles > 0 || size+sz > maxRequest) {
 				break
 			}
 			req = append(req, *r)
-			size += s
+			size += sz
 		}
-		rows = rows[n:]
-		if len(req) == 0 {
-			continue
-		}
-		if singles > 0 {
-			singles--
-		}
-		err := e.produce(ctx, w.src, b.topic, b.partition, req)
-		if err == nil {
-			b.delivered = append(b.delivered, req...)
-			continue
-		}
-		switch classify(err) {
-		case refusesTopic:
-			b.topicRefused = true
-			for _, r := range append(req, rows...) {
-				b.refused = append(b.refused, refusal{row: r, err: err})
+		s.rows = s.rows[n:]
+		if len(req) > 0 {
+			if s.singles > 0 {
+				s.singles--
 			}
-			return
-		case refusesRecords:
-			if len(req) > 1 {
-				singles = len(req)
-				rows = append(req, rows...)
-				continue
-			}
-			b.refused = append(b.refused, refusal{row: req[0], err: err})
-			if req[0].Key != nil {
-				refusedKeys[string(req[0].Key)] = true
-			}
-		default:
-			b.failed = err
-			b.held += len(req) + len(rows)
-			return
+			return req
 		}
+	}
+	return nil
+}
+
+// answer records what Kafka answered to req, and says whether s goes on.
+func (s *sending) answer(req []Row, err error) bool {
+	b := s.b
+	if err == nil {
+		b.delivered = append(b.delivered, req...)
+		return true
+	}
+	switch classify(err) {
+	case refusesTopic:
+		b.topicRefused = true
+		for _, r := range append(req, s.rows...) {
+			b.refused = append(b.refused, refusal{row: r, err: err})
+		}
+		s.rows = nil
+		return false
+	case refusesRecords:
+		if len(req) > 1 {
+			s.singles = len(req)
+			s.rows = append(req, s.rows...)
+			return true
+		}
+		b.refused = append(b.refused, refusal{row: req[0], err: err})
+		if req[0].Key != nil {
+			s.refusedKeys[string(req[0].Key)] = true
+		}
+		return true
+	default:
+		b.failed = err
+		b.held += len(req) + len(s.rows)
+		s.rows = nil
+		return false
 	}
 }
 
-// produce sends rows to one partition in one request.
-func (e *Engine) produce(ctx context.Context, src Source, topic string, partition int, rows []Row) error {
+// produce sends each request to its batch's partition, all at once, and
+// returns each one's error by index.
+func (e *Engine) produce(ctx context.Context, src Source, sends []*sending, reqs [][]Row) []error {
 	now := time.Now()
-	recs := make([]kafka.Record, len(rows))
-	for i, r := range rows {
-		hs := make([]kafka.Header, 0, len(r.Headers)+2)
-		for _, h := range r.Headers {
-			hs = append(hs, kafka.Header{Key: h.Key, Value: h.Value})
+	bs := make([]kafkax.Batch, len(reqs))
+	for i, rows := range reqs {
+		recs := make([]kafka.Record, len(rows))
+		for j, r := range rows {
+			hs := make([]kafka.Header, 0, len(r.Headers)+2)
+			for _, h := range r.Headers {
+				hs = append(hs, kafka.Header{Key: h.Key, Value: h.Value})
+			}
+			hs = append(hs,
+				kafka.Header{Key: txmsg.HeaderID, Value: []byte(r.ID)},
+				kafka.Header{Key: txmsg.HeaderSource, Value: []byte(src.Name())})
+			recs[j] = kafka.Record{Time: now, Key: kafka.NewBytes(r.Key), Value: kafka.NewBytes(r.Value), Headers: hs}
 		}
-		hs = append(hs,
-			kafka.Header{Key: txmsg.HeaderID, Value: []byte(r.ID)},
-			kafka.Header{Key: txmsg.HeaderSource, Value: []byte(src.Name())})
-		recs[i] = kafka.Record{Time: now, Key: kafka.NewBytes(r.Key), Value: kafka.NewBytes(r.Value), Headers: hs}
+		bs[i] = kafkax.Batch{Topic: sends[i].b.topic, Partition: sends[i].b.partition, Records: recs}
 	}
-	err := e.producer.Produce(ctx, topic, partition, recs)
+	errs := e.producer.ProduceAll(ctx, bs)
 	e.metrics.PublishLatency(src.Name(), time.Since(now))
-	if err != nil {
-		e.metrics.Error(src.Name(), "publish")
+	for _, err := range errs {
+		if err != nil {
+			e.metrics.Error(src.Name(), "publish")
+		}
 	}
-	return err
+	return errs
 }
 
 // logBatchFailure reports a batch stopped by a retriable error.

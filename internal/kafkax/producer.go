@@ -4,9 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"net"
-	"slices"
+	"sync"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -14,8 +13,9 @@ import (
 	metadataAPI "github.com/segmentio/kafka-go/protocol/metadata"
 )
 
-// Producer sends records with acks=all, one produce request per call, to one
-// partition. Unlike kafka-go's Writer it never retries on its own: a Writer
+// Producer sends records with acks=all, each call's to one partition. Calls
+// that arrive while a request to their partition's leader is under way share
+// the next request to it (see Produce). Unlike kafka-go's Writer it never retries on its own: a Writer
 // goes on retrying a batch in the background after WriteMessages returned
 // its context's error, so a stale copy can land after newer records of its
 // key that the caller sent meanwhile. A Producer is safe for concurrent use.
@@ -26,12 +26,24 @@ type Producer struct {
 	timeout   time.Duration
 	// balancer places keys as the Java client and kafka-go's Writer do.
 	balancer kafka.Murmur2Balancer
+
+	mu sync.Mutex
+	// leaders is the leader broker of each topic's partitions, as the last
+	// Topics call said.
+	leaders map[string][]int32
+	// lanes are the requests to each leader broker, at most inFlight of
+	// them under way in each.
+	lanes    map[int32]*lane
+	inFlight int
 }
 
 // TopicInfo is what a Producer knows of a topic: its partition count, or
 // the error that keeps it from being written.
 type TopicInfo struct {
 	Partitions int
+	// Leaders holds each partition's leader broker id, by partition index
+	// (-1 where the cluster named none).
+	Leaders []int32
 	// Err is set when the cluster answered that the topic cannot be written:
 	// kafka.UnknownTopicOrPartition (it does not exist and is not created
 	// automatically), kafka.TopicAuthorizationFailed, kafka.InvalidTopic,
@@ -62,6 +74,9 @@ func NewProducer(brokers []string, c WriterConfig) (*Producer, error) {
 		transport: t,
 		client:    &kafka.Client{Addr: addr, Transport: t},
 		timeout:   c.WriteTimeout,
+		leaders:   map[string][]int32{},
+		lanes:     map[int32]*lane{},
+		inFlight:  maxInFlight,
 	}, nil
 }
 
@@ -82,9 +97,19 @@ func (p *Producer) Topics(ctx context.Context, topics []string) (map[string]Topi
 		case len(t.Partitions) == 0:
 			out[t.Name] = TopicInfo{Err: kafka.LeaderNotAvailable}
 		default:
-			out[t.Name] = TopicInfo{Partitions: len(t.Partitions)}
+			leaders := make([]int32, len(t.Partitions))
+			for i := range leaders {
+				leaders[i] = -1
+			}
+			for _, part := range t.Partitions {
+				if part.PartitionIndex >= 0 && int(part.PartitionIndex) < len(leaders) {
+					leaders[part.PartitionIndex] = part.LeaderID
+				}
+			}
+			out[t.Name] = TopicInfo{Partitions: len(t.Partitions), Leaders: leaders}
 		}
 	}
+	p.learn(out)
 	for _, t := range topics {
 		if _, ok := out[t]; !ok {
 			out[t] = TopicInfo{Err: kafka.UnknownTopicOrPartition}
@@ -102,43 +127,6 @@ func (p *Producer) Partition(key []byte, n int) int {
 		parts[i] = i
 	}
 	return p.balancer.Balance(kafka.Message{Key: key}, parts...)
-}
-
-// Produce writes recs to one partition of topic in one request and waits
-// for every in-sync replica to acknowledge it (acks=all). The request lives
-// until ctx's deadline (at most WriteTimeout): cancelling ctx does not end it
-// sooner, because kafka-go would still write a request it had dequeued,
-// while a passed deadline fails the socket. So once Produce returns, nothing
-// of the request can still be sent; a request that timed out may or may not
-// have been appended. An answer that says the cached metadata is stale (no
-// such topic or leader) refreshes it for the next call.
-func (p *Producer) Produce(ctx context.Context, topic string, partition int, recs []kafka.Record) error {
-	deadline := time.Now().Add(p.timeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	rctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
-	defer cancel()
-	res, err := p.client.Produce(rctx, &kafka.ProduceRequest{
-		Topic:        topic,
-		Partition:    partition,
-		RequiredAcks: kafka.RequireAll,
-		Records:      kafka.NewRecordReader(recs...),
-	})
-	if err == nil {
-		err = res.Error
-	}
-	if err == nil && len(res.RecordErrors) > 0 {
-		first := slices.Min(slices.Collect(maps.Keys(res.RecordErrors)))
-		err = fmt.Errorf("%w: record %d of %d: %v", kafka.InvalidRecord, first, len(recs), res.RecordErrors[first])
-	}
-	if err == nil {
-		return nil
-	}
-	if staleMetadata(err) {
-		p.Refresh()
-	}
-	return fmt.Errorf("kafka: produce %d records to %s/%d: %w", len(recs), topic, partition, err)
 }
 
 // staleMetadata says whether err means the cached metadata no longer matches
