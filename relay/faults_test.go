@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/txmsg/txmsg"
@@ -360,34 +362,17 @@ func TestRelayPartialProduceFailureKeepsKeyOrder(t *testing.T) {
 	t.Parallel()
 	d := testenv.NewDB(t)
 	k := testenv.NewKafka(t, 3)
-	var refused atomic.Int64
-	k.Cluster.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		k.Cluster.KeepControl()
-		pr := req.(*kmsg.ProduceRequest)
-		if len(pr.Topics) != 1 || pr.Topics[0].Topic != "partial" || len(pr.Topics[0].Partitions) != 1 ||
-			pr.Topics[0].Partitions[0].Partition != 0 || refused.Load() >= 5 {
-			return nil, nil, false
-		}
-		refused.Add(1)
-		resp := pr.ResponseKind().(*kmsg.ProduceResponse)
-		resp.Version = pr.Version
-		rt := kmsg.NewProduceResponseTopic()
-		rt.Topic = pr.Topics[0].Topic
-		rt.TopicID = pr.Topics[0].TopicID
-		rp := kmsg.NewProduceResponseTopicPartition()
-		rp.Partition = 0
-		rp.ErrorCode = 6 // NOT_LEADER_FOR_PARTITION: retriable
-		rt.Partitions = append(rt.Partitions, rp)
-		resp.Topics = append(resp.Topics, rt)
-		return resp, nil, true
-	})
+	// NOT_LEADER_FOR_PARTITION is retriable; Kafka answers it per
+	// partition, so a request's other partitions are written.
+	refused := k.Cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "partial", Partitions: []int32{0},
+		Err: kerr.NotLeaderForPartition, Count: 5})
 	startEngine(t, d.DB, testConfig(k.Addrs))
 	seq := map[string]int{}
 	produceN(t, d.DB, "partial", 12, 240, seq)
 	msgs := waitDelivered(t, k.Addrs, "partial", 240, 30*time.Second)
 	checkOrder(t, msgs, nil)
-	if refused.Load() < 5 {
-		t.Fatalf("only %d produce requests refused: the fault never fired", refused.Load())
+	if n := refused.Hits(); n < 5 {
+		t.Fatalf("only %d produce requests refused: the fault never fired", n)
 	}
 	parts := map[int]bool{}
 	for _, m := range msgs {

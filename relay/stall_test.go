@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -73,33 +74,12 @@ func deadIDs(t *testing.T, db *sql.DB) map[string]DeadLetter {
 	return out
 }
 
-// refuseProduce answers every produce request to topic with code on each
-// partition while on is set; other requests go to the cluster.
-func refuseProduce(k *testenv.Kafka, topic string, code int16, on *atomic.Bool) {
-	k.Cluster.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		k.Cluster.KeepControl()
-		pr := req.(*kmsg.ProduceRequest)
-		hit := false
-		for _, rt := range pr.Topics {
-			hit = hit || rt.Topic == topic
-		}
-		if !hit || !on.Load() {
-			return nil, nil, false
-		}
-		resp := pr.ResponseKind().(*kmsg.ProduceResponse)
-		resp.Version = pr.Version
-		for _, t := range pr.Topics {
-			rt := kmsg.NewProduceResponseTopic()
-			rt.Topic, rt.TopicID = t.Topic, t.TopicID
-			for _, p := range t.Partitions {
-				rp := kmsg.NewProduceResponseTopicPartition()
-				rp.Partition, rp.ErrorCode = p.Partition, code
-				rt.Partitions = append(rt.Partitions, rp)
-			}
-			resp.Topics = append(resp.Topics, rt)
-		}
-		return resp, nil, true
-	})
+// refuseProduce makes the cluster refuse topic's partitions in every produce
+// request with err while on is set, as Kafka answers per topic: the other
+// topics of a request are written.
+func refuseProduce(k *testenv.Kafka, topic string, err *kerr.Error, on *atomic.Bool) {
+	k.Cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: err, Count: -1,
+		When: func(kmsg.Request) bool { return on.Load() }})
 }
 
 // Messages to a topic that does not exist, on a cluster that does not create
@@ -152,7 +132,7 @@ func TestRelayUnauthorizedTopicIsDeadLetteredAndOthersFlow(t *testing.T) {
 	k := testenv.NewKafka(t, 3)
 	var denied atomic.Bool
 	denied.Store(true)
-	refuseProduce(k, "acl", 29, &denied) // TOPIC_AUTHORIZATION_FAILED
+	refuseProduce(k, "acl", kerr.TopicAuthorizationFailed, &denied)
 	cfg := oneShardConfig(k.Addrs)
 	cfg.MaxAttempts = 3
 	cfg.RetryMax = 100 * time.Millisecond
@@ -191,7 +171,7 @@ func TestRelayRefusedMessageHoldsBackItsKeyOnly(t *testing.T) {
 	k := testenv.NewKafka(t, 3)
 	var denied atomic.Bool
 	denied.Store(true)
-	refuseProduce(k, "held", 29, &denied)
+	refuseProduce(k, "held", kerr.TopicAuthorizationFailed, &denied)
 	cfg := oneShardConfig(k.Addrs)
 	cfg.MaxAttempts = 1000
 	cfg.RetryMax = 100 * time.Millisecond

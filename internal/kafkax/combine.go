@@ -70,12 +70,12 @@ func (p *Producer) Produce(ctx context.Context, topic string, partition int, rec
 // ProduceAll writes each batch to its partition in one record batch, waits
 // for every in-sync replica to acknowledge it (acks=all), and returns each
 // batch's error by index. Batches whose partitions have the same leader go
-// in one request, and so do concurrent calls': a call that finds a request
-// to its leader under way waits for it to end and shares the next one, as a
-// group commit does, so it never waits for more than one request ahead of
-// its own. A partition appears once per request, in the order the batches
-// came, so each partition's records land in that order; give a partition
-// once per call. The request lives until ctx's deadline (at most
+// in one request, and so do concurrent calls': a batch that finds
+// maxInFlight requests to its leader under way, or one carrying its
+// partition, waits for one to end and shares the next request with the
+// others waiting, as a group commit does. A partition is in one request at
+// a time, so each partition's records land in the order the batches came;
+// give a partition once per call. The request lives until ctx's deadline (at most
 // WriteTimeout; a shared request until the earliest of its calls'):
 // cancelling ctx does not end it sooner, because kafka-go would still write
 // a request it had dequeued, while a passed deadline fails the socket. So

@@ -13,16 +13,16 @@ import (
 	metadataAPI "github.com/segmentio/kafka-go/protocol/metadata"
 )
 
-// Producer sends records with acks=all, each call's to one partition. Calls
-// that arrive while a request to their partition's leader is under way share
-// the next request to it (see Produce). Unlike kafka-go's Writer it never retries on its own: a Writer
-// goes on retrying a batch in the background after WriteMessages returned
-// its context's error, so a stale copy can land after newer records of its
-// key that the caller sent meanwhile. A Producer is safe for concurrent use.
+// Producer sends records with acks=all, a record batch per partition, the
+// partitions that share a leader in one request, and concurrent calls'
+// partitions in shared requests (see ProduceAll). Unlike kafka-go's Writer
+// it never retries on its own: a Writer goes on retrying a batch in the
+// background after WriteMessages returned its context's error, so a stale
+// copy can land after newer records of its key that the caller sent
+// meanwhile. A Producer is safe for concurrent use.
 type Producer struct {
 	addr      net.Addr
 	transport *kafka.Transport
-	client    *kafka.Client
 	timeout   time.Duration
 	// balancer places keys as the Java client and kafka-go's Writer do.
 	balancer kafka.Murmur2Balancer
@@ -72,7 +72,6 @@ func NewProducer(brokers []string, c WriterConfig) (*Producer, error) {
 	return &Producer{
 		addr:      addr,
 		transport: t,
-		client:    &kafka.Client{Addr: addr, Transport: t},
 		timeout:   c.WriteTimeout,
 		leaders:   map[string][]int32{},
 		lanes:     map[int32]*lane{},
