@@ -177,6 +177,37 @@ func queued(t *testing.T, p *Producer, n int) {
 
 func value(s string) []kafka.Record { return []kafka.Record{{Value: kafka.NewBytes([]byte(s))}} }
 
+// topicProducer returns a Producer for k, closed when the test ends, that
+// keeps at most inFlight requests under way per leader and knows topic's
+// leaders.
+func topicProducer(t *testing.T, k *testenv.Kafka, topic string, inFlight int) *Producer {
+	t.Helper()
+	p, err := NewProducer(k.Addrs, WriterConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	p.inFlight = inFlight
+	if _, err := p.Topics(context.Background(), []string{topic}); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// valuesAt lists topic's records as value@partition, partition by partition.
+func valuesAt(t *testing.T, k *testenv.Kafka, topic string) []string {
+	t.Helper()
+	recs, err := testenv.Records(context.Background(), k.Addrs, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, r := range recs {
+		out = append(out, fmt.Sprintf("%s@%d", r.Value, r.Partition))
+	}
+	return out
+}
+
 // With one request in flight per leader, calls that arrive while it is
 // under way share the next request, one per partition: a second call for a
 // partition waits for the request after, so each partition's records land
@@ -185,16 +216,8 @@ func TestKafkaxProducerCallsShareARequestPerLeader(t *testing.T) {
 	t.Parallel()
 	k := testenv.NewKafka(t, 3)
 	held, release, parts := holdProduce(t, k)
-	p, err := NewProducer(k.Addrs, WriterConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	p.inFlight = 1
+	p := topicProducer(t, k, "shared", 1)
 	ctx := context.Background()
-	if _, err := p.Topics(ctx, []string{"shared"}); err != nil {
-		t.Fatal(err)
-	}
 	errs := make(chan error, 4)
 	go func() { errs <- p.Produce(ctx, "shared", 0, value("a0")) }()
 	<-held
@@ -213,14 +236,7 @@ func TestKafkaxProducerCallsShareARequestPerLeader(t *testing.T) {
 	if got, want := parts(), [][]int32{{0}, {1, 2}, {1}}; !slices.EqualFunc(got, want, slices.Equal) {
 		t.Fatalf("requests carried partitions %v, want %v", got, want)
 	}
-	recs, err := testenv.Records(ctx, k.Addrs, "shared")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, r := range recs {
-		got = append(got, fmt.Sprintf("%s@%d", r.Value, r.Partition))
-	}
+	got := valuesAt(t, k, "shared")
 	if want := []string{"a0@0", "b1@1", "d1@1", "c2@2"}; !slices.Equal(got, want) {
 		t.Fatalf("records %v, want %v", got, want)
 	}
@@ -234,16 +250,8 @@ func TestKafkaxProducerSharedRequestFailsPerPartition(t *testing.T) {
 	held, release, parts := holdProduce(t, k)
 	k.Cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Partitions: []int32{0}, Err: kerr.NotEnoughReplicas,
 		Count: -1})
-	p, err := NewProducer(k.Addrs, WriterConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	p.inFlight = 1
+	p := topicProducer(t, k, "split", 1)
 	ctx := context.Background()
-	if _, err := p.Topics(ctx, []string{"split"}); err != nil {
-		t.Fatal(err)
-	}
 	first := make(chan error, 1)
 	go func() { first <- p.Produce(ctx, "split", 1, value("first")) }()
 	<-held
@@ -273,16 +281,8 @@ func TestKafkaxProducerQueuedCallEndsByItsDeadline(t *testing.T) {
 	t.Parallel()
 	k := testenv.NewKafka(t, 1)
 	held, release, parts := holdProduce(t, k)
-	p, err := NewProducer(k.Addrs, WriterConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	p.inFlight = 1
+	p := topicProducer(t, k, "late", 1)
 	ctx := context.Background()
-	if _, err := p.Topics(ctx, []string{"late"}); err != nil {
-		t.Fatal(err)
-	}
 	first := make(chan error, 1)
 	go func() { first <- p.Produce(ctx, "late", 0, value("first")) }()
 	<-held
@@ -317,15 +317,8 @@ func TestKafkaxProducerProduceAllSendsOneRequestPerLeader(t *testing.T) {
 	k := testenv.NewKafka(t, 3)
 	_, release, parts := holdProduce(t, k)
 	release()
-	p, err := NewProducer(k.Addrs, WriterConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := topicProducer(t, k, "all", maxInFlight)
 	ctx := context.Background()
-	if _, err := p.Topics(ctx, []string{"all"}); err != nil {
-		t.Fatal(err)
-	}
 	errs := p.ProduceAll(ctx, []Batch{
 		{Topic: "all", Partition: 2, Records: value("x2")},
 		{Topic: "all", Partition: 0, Records: value("y0")},
@@ -339,14 +332,7 @@ func TestKafkaxProducerProduceAllSendsOneRequestPerLeader(t *testing.T) {
 	if got, want := parts(), [][]int32{{2, 0, 1}}; !slices.EqualFunc(got, want, slices.Equal) {
 		t.Fatalf("requests carried partitions %v, want %v", got, want)
 	}
-	recs, err := testenv.Records(ctx, k.Addrs, "all")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, r := range recs {
-		got = append(got, fmt.Sprintf("%s@%d", r.Value, r.Partition))
-	}
+	got := valuesAt(t, k, "all")
 	if want := []string{"y0@0", "z1@1", "x2@2"}; !slices.Equal(got, want) {
 		t.Fatalf("records %v, want %v", got, want)
 	}
@@ -358,15 +344,8 @@ func TestKafkaxProducerPartitionWaitsForItsRequestUnderWay(t *testing.T) {
 	t.Parallel()
 	k := testenv.NewKafka(t, 2)
 	held, release, parts := holdProduce(t, k)
-	p, err := NewProducer(k.Addrs, WriterConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := topicProducer(t, k, "flying", maxInFlight)
 	ctx := context.Background()
-	if _, err := p.Topics(ctx, []string{"flying"}); err != nil {
-		t.Fatal(err)
-	}
 	errs := make(chan error, 2)
 	go func() { errs <- p.Produce(ctx, "flying", 0, value("a0")) }()
 	<-held
@@ -393,14 +372,7 @@ func TestKafkaxProducerPartitionWaitsForItsRequestUnderWay(t *testing.T) {
 	if got, want := parts(), [][]int32{{0}, {1}, {0}}; !slices.EqualFunc(got, want, slices.Equal) {
 		t.Fatalf("requests carried partitions %v, want %v", got, want)
 	}
-	recs, err := testenv.Records(ctx, k.Addrs, "flying")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, r := range recs {
-		got = append(got, fmt.Sprintf("%s@%d", r.Value, r.Partition))
-	}
+	got := valuesAt(t, k, "flying")
 	if want := []string{"a0@0", "b0@0", "c1@1"}; !slices.Equal(got, want) {
 		t.Fatalf("records %v, want %v", got, want)
 	}
