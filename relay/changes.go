@@ -147,22 +147,25 @@ func (c *coordinator) probe(ctx context.Context, ch Changes, t *tail) error {
 	}
 	t.observe(as, e.since(), settled)
 	e.saw(ch.Name(), t.after)
-	woken := c.wokenShards(ch, as)
-	// The read runs beside the probe, which would otherwise look for new
-	// rows less often; while one runs, the shards woken read for themselves.
-	if r, ok := ch.(ShardReader); ok && !e.pollInTx && len(woken) > 0 && c.reading.CompareAndSwap(false, true) {
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			defer c.reading.Store(false)
-			c.readAhead(ctx, r, ch, woken)
-		}()
-		return nil
-	}
-	for _, shard := range woken {
-		e.Wake(ch.Name(), shard)
-	}
+	c.wakeArrivals(ch, as)
 	return nil
+}
+
+// wakeArrivals wakes the shard of each arrival once.
+func (c *coordinator) wakeArrivals(s Source, as []Arrival) {
+	e := c.e
+	woken := map[int]bool{}
+	for _, a := range as {
+		if woken[a.Shard] {
+			continue
+		}
+		woken[a.Shard] = true
+		if a.Shard >= e.cfg.Shards {
+			c.strayShard(s, a.Shard)
+			continue
+		}
+		e.Wake(s.Name(), a.Shard)
+	}
 }
 
 // strayShard reports rows of s in a shard no lease covers.

@@ -20,18 +20,16 @@
 // only once the one before it was acknowledged, so a failed request never
 // lets later rows of its keys through first. A round's partitions go
 // together, one request per leader broker, and rounds that publish at the
-// same time share requests (see kafkax.Producer.ProduceAll). Requests are plain
-// request/response calls that are never retried behind the engine's back, and
-// a round ends, with no request left under way, a heartbeat before the
-// shard's lease could expire; a stopping engine releases a lease only after
-// its round ended.
+// same time share requests (see kafkax.Producer.ProduceAll). Requests are
+// plain request/response calls that are never retried behind the engine's
+// back, and a round ends, with no request left under way, a heartbeat before
+// the shard's lease could expire; a stopping engine releases a lease only
+// after its round ended.
 //
 // Idle shards do not poll: a change probe looks every Config.PollMin for rows
 // that arrived since its last look, and for rows in the seqs it skipped (a
 // transaction that took a lower seq may commit later), with one range query
-// on the seq index per source, and wakes only the shards that got some,
-// having read the pending rows of those whose workers wait idle for them,
-// with one statement (a ShardReader source); each
+// on the seq index per source, and wakes only the shards that got some; each
 // shard still polls on its own at most Config.PollMax apart, which finds a
 // row committed later than the probe keeps asking. Delivered rows of all
 // shards are marked together: a round that ends while a marking transaction

@@ -44,10 +44,6 @@ type Engine struct {
 	// fronts[source][shard] is where the shard's worker reads next while it
 	// drains a backlog (noFront otherwise); see ahead. Made once in New.
 	fronts map[string][]atomic.Int64
-	// parks[source][shard] is where an idle worker and the change probe
-	// meet (see readAhead); tokens names the offers. Made once in New.
-	parks  map[string][]parking
-	tokens atomic.Uint64
 	// seen[source] is the highest seq the engine has read (a poll or the
 	// change probe): taken before any later reading; made once in New.
 	seen map[string]*atomic.Int64
@@ -99,7 +95,6 @@ func New(db *sql.DB, cfg Config, opts ...Option) (*Engine, error) {
 	e.settled = map[string]*atomic.Int64{}
 	e.seen = map[string]*atomic.Int64{}
 	e.fronts = map[string][]atomic.Int64{}
-	e.parks = map[string][]parking{}
 	for _, s := range e.sources {
 		if s == nil {
 			return nil, errors.New("relay: sources: nil source")
@@ -119,7 +114,6 @@ func New(db *sql.DB, cfg Config, opts ...Option) (*Engine, error) {
 			fs[i].Store(noFront)
 		}
 		e.fronts[s.Name()] = fs
-		e.parks[s.Name()] = make([]parking, cfg.Shards)
 	}
 	wc := cfg.Writer
 	if wc.Transport == nil {

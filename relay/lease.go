@@ -52,23 +52,17 @@ type shardWorker struct {
 	// backlogged is set when the last read was full (see from); only the
 	// worker's goroutine uses it.
 	backlogged bool
-	// token names the worker's offer to have its shard read for it while
-	// it waits (see park); only its goroutine uses it.
-	token     uint64
-	stop      context.CancelFunc
-	releasing bool
-	done      chan struct{}
+	stop       context.CancelFunc
+	releasing  bool
+	done       chan struct{}
 }
 
 // coordinator owns the leases of one Engine. Only its run goroutine touches
 // workers; workers only read their deadline.
 type coordinator struct {
-	e    *Engine
-	hard context.Context
-	wg   *sync.WaitGroup
-	// reading is set while a read for the shards the change probe woke
-	// runs (see readAhead).
-	reading atomic.Bool
+	e       *Engine
+	hard    context.Context
+	wg      *sync.WaitGroup
 	workers map[string]map[int]*shardWorker
 }
 

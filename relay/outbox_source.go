@@ -6,7 +6,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -103,45 +102,6 @@ func (s *OutboxSource) PendingFrom(ctx context.Context, q Querier, shard int, fr
 		return nil, err
 	}
 	return ScanRows(rows, limit.Bytes)
-}
-
-// PendingShards implements ShardReader: one UNION ALL of each shard's
-// PendingFrom statement.
-func (s *OutboxSource) PendingShards(ctx context.Context, q Querier, from map[int]int64, limit Limit) (map[int][]Row, error) {
-	shards := slices.Sorted(maps.Keys(from))
-	var b strings.Builder
-	args := make([]any, 0, 3*len(shards))
-	for i, shard := range shards {
-		if i > 0 {
-			b.WriteString(" UNION ALL ")
-		}
-		b.WriteString("(" + outboxFrom + ")")
-		args = append(args, shard, from[shard], limit.Rows)
-	}
-	rows, err := q.QueryContext(ctx, b.String(), args...)
-	if err != nil {
-		return nil, err
-	}
-	all, err := ScanRows(rows, 0)
-	if err != nil {
-		return nil, err
-	}
-	// UNION ALL promises no order: sort, then cut each shard at limit.Bytes
-	// as ScanRows does.
-	slices.SortFunc(all, func(a, b Row) int { return cmp.Or(cmp.Compare(a.Shard, b.Shard), cmp.Compare(a.Seq, b.Seq)) })
-	out := make(map[int][]Row, len(shards))
-	var size int64
-	for i, r := range all {
-		if i > 0 && all[i-1].Shard != r.Shard {
-			size = 0
-		}
-		if limit.Bytes > 0 && size >= limit.Bytes {
-			continue
-		}
-		size += int64(len(r.Key) + len(r.Value))
-		out[r.Shard] = append(out[r.Shard], r)
-	}
-	return out, nil
 }
 
 // oldestTx reads the database's clock, whether the list of running

@@ -95,11 +95,9 @@ func (e *Engine) work(soft, hard context.Context, w *shardWorker) {
 		case watched:
 			// The change probe wakes the worker when rows of its shard
 			// arrive, late commits included: polling again at once would
-			// cost a statement per shard for nothing. It reads the shard
-			// for the worker too, with the other shards it wakes.
+			// cost a statement per shard for nothing.
 			failures, idle = 0, e.cfg.PollMin
 			wait = e.cfg.PollMax
-			e.park(w)
 		case res.done > 0:
 			failures, idle = 0, e.cfg.PollMin
 			wait = e.cfg.PollMin
@@ -164,20 +162,14 @@ func (e *Engine) round(ctx, settleCtx context.Context, w *shardWorker) (roundRes
 		return roundResult{}, ctx.Err()
 	}
 	defer func() { <-e.slots }()
+	// Read before the poll: the rows below it were final when it began.
+	settled := e.settled[src.Name()].Load()
+	from := e.from(w)
 	limit := Limit{Rows: e.cfg.BatchSize, Bytes: e.cfg.BatchBytes}
-	var rows []Row
-	var settled int64
-	if g := e.unpark(w); g != nil {
-		// The change probe read the shard for this round (see readAhead).
-		rows, settled = g.rows, g.settled
-	} else {
-		// Read before the poll: the rows below it were final when it began.
-		settled = e.settled[src.Name()].Load()
-		var err error
-		if rows, err = e.poll(ctx, src, w.shard, e.from(w), limit); err != nil {
-			e.metrics.Error(src.Name(), "poll")
-			return roundResult{}, fmt.Errorf("relay: poll shard %d of %s: %w", w.shard, src.Name(), err)
-		}
+	rows, err := e.poll(ctx, src, w.shard, from, limit)
+	if err != nil {
+		e.metrics.Error(src.Name(), "poll")
+		return roundResult{}, fmt.Errorf("relay: poll shard %d of %s: %w", w.shard, src.Name(), err)
 	}
 	if len(rows) > 0 {
 		e.saw(src.Name(), rows[len(rows)-1].Seq)
