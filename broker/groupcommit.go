@@ -71,15 +71,31 @@ type dbtx interface {
 // runBatch runs fn in one transaction, again when InnoDB gave up on it for
 // a deadlock or a lock wait timeout. A batch of one call runs fn on the
 // pool instead: its one write commits by itself, which saves the BEGIN and
-// COMMIT round trips when the broker is not busy.
+// COMMIT round trips when the broker is not busy, and runs again alike (a
+// statement InnoDB gave up on did nothing).
 func (s *Store) runBatch(ctx context.Context, calls int, fn func(dbtx) error) error {
-	if calls == 1 {
-		return fn(s.db)
-	}
 	var err error
 	for range batchAttempts {
-		err = sqlx.RunInTx(ctx, s.db, nil, func(tx *sql.Tx) error { return fn(tx) })
+		if calls == 1 {
+			err = fn(s.db)
+		} else {
+			err = sqlx.RunInTx(ctx, s.db, nil, func(tx *sql.Tx) error { return fn(tx) })
+		}
 		if err == nil || !mysqlx.IsConflict(err) {
+			return err
+		}
+	}
+	return err
+}
+
+// exec runs one statement that commits by itself, again when InnoDB gave up
+// on it for a deadlock or a lock wait timeout (it then did nothing): under
+// load, a prepare's INSERT and a transition's UPDATE of the same table can
+// deadlock, and a caller must not see that as a failure of its call.
+func (s *Store) exec(ctx context.Context, q string, args ...any) error {
+	var err error
+	for range batchAttempts {
+		if _, err = s.db.ExecContext(ctx, q, args...); err == nil || !mysqlx.IsConflict(err) {
 			return err
 		}
 	}
@@ -217,7 +233,7 @@ func (s *Store) insertRows(ctx context.Context, calls []*prepareCall, idx []int,
 		args = append(args, calls[i].args...)
 	}
 	q := insertHalf + strings.Repeat(", "+insertHalfRow, len(idx)-1)
-	_, err := s.db.ExecContext(ctx, q, args...)
+	err := s.exec(ctx, q, args...)
 	if err == nil || !mysqlx.IsDuplicate(err) {
 		return err
 	}
@@ -226,7 +242,7 @@ func (s *Store) insertRows(ctx context.Context, calls []*prepareCall, idx []int,
 		return nil
 	}
 	for _, i := range idx {
-		if _, err := s.db.ExecContext(ctx, insertHalf, calls[i].args...); err != nil {
+		if err := s.exec(ctx, insertHalf, calls[i].args...); err != nil {
 			if !mysqlx.IsDuplicate(err) {
 				errs[i] = fmt.Errorf("broker: prepare %s: %w", calls[i].id, err)
 				continue

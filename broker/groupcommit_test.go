@@ -2,11 +2,14 @@ package broker
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/go-sql-driver/mysql"
 
 	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/broker/halfmsg"
@@ -396,5 +399,67 @@ func TestBrokerTransitionBatchRecordsAMoveWhoseCallerLeft(t *testing.T) {
 	}
 	if n := metrics.get("committed/producer"); n != 1 {
 		t.Fatalf("%d commits counted, want 1", n)
+	}
+}
+
+// A move InnoDB gives up on (here a lock wait timeout of 1 s, while another
+// transaction holds the message's row for longer) runs again instead of
+// failing its call: under load a prepare's INSERT and a transition's UPDATE
+// deadlock now and then, and that is no failure of either call.
+func TestBrokerTransitionRunsAgainWhenInnoDBGivesUp(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewDB(t)
+	cfg, err := mysql.ParseDSN(d.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Params = map[string]string{"innodb_lock_wait_timeout": "1"}
+	db, err := sql.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	store, err := NewStore(db, WithShards(4), WithAddressPolicy(loopback()), WithStoreLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := store.Prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: "g",
+		Message: txmsg.Message{ID: "m", Topic: "t", Value: []byte("v")}}); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := d.DB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback() })
+	var seq int64
+	if err := tx.QueryRowContext(ctx, `SELECT seq FROM txmsg_half_messages WHERE id = 'm' FOR UPDATE`).Scan(&seq); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		_, err := store.CommitAs(ctx, Actor{Group: "g"}, "m")
+		done <- err
+	}()
+	// The first attempt gives up after 1 s; the lock goes at 1.5 s.
+	time.Sleep(1500 * time.Millisecond)
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("commit after a lock wait timeout: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("commit still waiting 20s after the lock went")
+	}
+	if took := time.Since(start); took < time.Second {
+		t.Fatalf("commit took %v: it never waited for the lock", took)
+	}
+	if info, err := store.Get(ctx, "m"); err != nil || info.State != halfmsg.StateCommitted {
+		t.Fatalf("message %+v, %v; want it committed", info, err)
 	}
 }
