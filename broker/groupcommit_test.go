@@ -223,15 +223,7 @@ func TestBrokerTransitionBatchAnswersEachCallAndAuditsEachMoveOnce(t *testing.T)
 	}
 	// Hold m0's row, so that the batch committing it waits while the other
 	// calls queue.
-	tx, err := env.db.DB.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tx.Rollback() })
-	var seq int64
-	if err := tx.QueryRowContext(ctx, `SELECT seq FROM txmsg_half_messages WHERE id = 'm0' FOR UPDATE`).Scan(&seq); err != nil {
-		t.Fatal(err)
-	}
+	tx := holdRow(t, env.db.DB, "m0")
 	g := Actor{Group: "g"}
 	type want struct {
 		op    func() (halfmsg.State, error)
@@ -428,15 +420,7 @@ func TestBrokerTransitionRunsAgainWhenInnoDBGivesUp(t *testing.T) {
 		Message: txmsg.Message{ID: "m", Topic: "t", Value: []byte("v")}}); err != nil {
 		t.Fatal(err)
 	}
-	tx, err := d.DB.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tx.Rollback() })
-	var seq int64
-	if err := tx.QueryRowContext(ctx, `SELECT seq FROM txmsg_half_messages WHERE id = 'm' FOR UPDATE`).Scan(&seq); err != nil {
-		t.Fatal(err)
-	}
+	tx := holdRow(t, d.DB, "m")
 	done := make(chan error, 1)
 	start := time.Now()
 	go func() {
@@ -462,4 +446,20 @@ func TestBrokerTransitionRunsAgainWhenInnoDBGivesUp(t *testing.T) {
 	if info, err := store.Get(ctx, "m"); err != nil || info.State != halfmsg.StateCommitted {
 		t.Fatalf("message %+v, %v; want it committed", info, err)
 	}
+}
+
+// holdRow locks the row of message id in a transaction of its own, rolled
+// back when the test ends (or by the caller, to let the lock go).
+func holdRow(t *testing.T, db *sql.DB, id string) *sql.Tx {
+	t.Helper()
+	tx, err := db.BeginTx(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback() })
+	var seq int64
+	if err := tx.QueryRow(`SELECT seq FROM txmsg_half_messages WHERE id = ? FOR UPDATE`, id).Scan(&seq); err != nil {
+		t.Fatal(err)
+	}
+	return tx
 }
