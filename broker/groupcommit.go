@@ -74,28 +74,31 @@ type dbtx interface {
 // COMMIT round trips when the broker is not busy, and runs again alike (a
 // statement InnoDB gave up on did nothing).
 func (s *Store) runBatch(ctx context.Context, calls int, fn func(dbtx) error) error {
-	var err error
-	for range batchAttempts {
+	return again(func() error {
 		if calls == 1 {
-			err = fn(s.db)
-		} else {
-			err = sqlx.RunInTx(ctx, s.db, nil, func(tx *sql.Tx) error { return fn(tx) })
+			return fn(s.db)
 		}
-		if err == nil || !mysqlx.IsConflict(err) {
-			return err
-		}
-	}
-	return err
+		return sqlx.RunInTx(ctx, s.db, nil, func(tx *sql.Tx) error { return fn(tx) })
+	})
 }
 
 // exec runs one statement that commits by itself, again when InnoDB gave up
-// on it for a deadlock or a lock wait timeout (it then did nothing): under
-// load, a prepare's INSERT and a transition's UPDATE of the same table can
-// deadlock, and a caller must not see that as a failure of its call.
+// on it for a deadlock or a lock wait timeout: under load, a prepare's
+// INSERT and a transition's UPDATE of the same table can deadlock, and a
+// caller must not see that as a failure of its call.
 func (s *Store) exec(ctx context.Context, q string, args ...any) error {
+	return again(func() error {
+		_, err := s.db.ExecContext(ctx, q, args...)
+		return err
+	})
+}
+
+// again runs fn, up to batchAttempts times while InnoDB gives up on it for
+// a deadlock or a lock wait timeout (what it gave up on did nothing).
+func again(fn func() error) error {
 	var err error
 	for range batchAttempts {
-		if _, err = s.db.ExecContext(ctx, q, args...); err == nil || !mysqlx.IsConflict(err) {
+		if err = fn(); err == nil || !mysqlx.IsConflict(err) {
 			return err
 		}
 	}

@@ -17,7 +17,8 @@ type PublishedHook interface {
 	Published(source, topic string, n int)
 }
 
-// PublishLatencyHook observes one batch's produce round trip.
+// PublishLatencyHook observes one produce round trip of a round: the next
+// request of each of its partitions, sent together.
 type PublishLatencyHook interface {
 	PublishLatency(source string, d time.Duration)
 }

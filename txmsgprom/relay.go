@@ -35,7 +35,7 @@ var _ interface {
 // NewRelay creates the relay's collectors and registers them on reg:
 //
 //	txmsg_relay_published_total{source,topic}      records Kafka acknowledged
-//	txmsg_relay_publish_seconds{source}            produce round trip per batch
+//	txmsg_relay_publish_seconds{source}            produce round trip of a round's partitions
 //	txmsg_relay_dead_lettered_total{source,topic}  messages moved to the dead-letter table
 //	txmsg_relay_errors_total{source,kind}          failures by kind (poll, publish, mark, ...)
 //	txmsg_relay_leases_held{source}                shards this process owns
@@ -52,7 +52,7 @@ func NewRelay(reg prometheus.Registerer) (*Relay, error) {
 		}, []string{"source", "topic"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "txmsg_relay_publish_seconds",
-			Help:    "Produce round trip of one batch, in seconds.",
+			Help:    "Produce round trip of a relay round's partitions, sent together, in seconds.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"source"}),
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{

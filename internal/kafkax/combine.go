@@ -40,7 +40,7 @@ type lane struct {
 	flying map[partitionKey]bool
 }
 
-// call is one Produce waiting in a lane.
+// call is one batch of a ProduceAll, in a lane or a request.
 type call struct {
 	topic     string
 	partition int
@@ -60,13 +60,6 @@ type Batch struct {
 	Records   []kafka.Record
 }
 
-// Produce writes recs to one partition of topic in one record batch and
-// waits for every in-sync replica to acknowledge it (acks=all); see
-// ProduceAll.
-func (p *Producer) Produce(ctx context.Context, topic string, partition int, recs []kafka.Record) error {
-	return p.ProduceAll(ctx, []Batch{{Topic: topic, Partition: partition, Records: recs}})[0]
-}
-
 // ProduceAll writes each batch to its partition in one record batch, waits
 // for every in-sync replica to acknowledge it (acks=all), and returns each
 // batch's error by index. Batches whose partitions have the same leader go
@@ -75,7 +68,8 @@ func (p *Producer) Produce(ctx context.Context, topic string, partition int, rec
 // partition, waits for one to end and shares the next request with the
 // others waiting, as a group commit does. A partition is in one request at
 // a time, so each partition's records land in the order the batches came;
-// give a partition once per call. The request lives until ctx's deadline (at most
+// give a partition once per call. A batch still waiting when ctx ends
+// leaves unsent. A request lives until ctx's deadline (at most
 // WriteTimeout; a shared request until the earliest of its calls'):
 // cancelling ctx does not end it sooner, because kafka-go would still write
 // a request it had dequeued, while a passed deadline fails the socket. So
@@ -154,33 +148,38 @@ func (p *Producer) ProduceAll(ctx context.Context, bs []Batch) []error {
 	}
 	wg.Wait()
 	errs := make([]error, len(calls))
-	expired, cancel := context.WithDeadline(context.Background(), deadline)
+	wctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	for i, c := range calls {
-		errs[i] = p.await(c, lanes[i], expired.Done())
+		errs[i] = p.await(wctx, c, lanes[i])
 	}
 	return errs
 }
 
-// await waits for c to end, or for expired to close: c then leaves l's
-// queue unsent if no request carries it yet.
-func (p *Producer) await(c *call, l *lane, expired <-chan struct{}) error {
+// await waits for c to end. When ctx ends first and no request carries c
+// yet, c leaves l's queue unsent.
+func (p *Producer) await(ctx context.Context, c *call, l *lane) error {
 	select {
 	case <-c.done:
 		return c.err
-	case <-expired:
+	case <-ctx.Done():
 	}
 	p.mu.Lock()
 	if !c.taken {
 		l.queue = slices.DeleteFunc(l.queue, func(q *call) bool { return q == c })
-		c.taken = true
-		c.err = fmt.Errorf("kafka: produce %d records to %s/%d: queued past its deadline: %w", len(c.recs),
-			c.topic, c.partition, context.DeadlineExceeded)
-		close(c.done)
+		c.unsent(ctx.Err())
 	}
 	p.mu.Unlock()
 	<-c.done
 	return c.err
+}
+
+// unsent ends c, which no request carried, with why. The caller holds the
+// Producer's mu.
+func (c *call) unsent(why error) {
+	c.taken = true
+	c.err = fmt.Errorf("kafka: produce %d records to %s/%d: not sent: %w", len(c.recs), c.topic, c.partition, why)
+	close(c.done)
 }
 
 // ended follows a request of l that carried batch: it starts the next
@@ -225,10 +224,7 @@ func (l *lane) take(now time.Time) []*call {
 		pk := partitionKey{c.topic, c.partition}
 		switch {
 		case !now.Before(c.deadline):
-			c.taken = true
-			c.err = fmt.Errorf("kafka: produce %d records to %s/%d: queued past its deadline: %w", len(c.recs),
-				c.topic, c.partition, context.DeadlineExceeded)
-			close(c.done)
+			c.unsent(context.DeadlineExceeded)
 		case l.flying[pk] || (len(batch) > 0 && size+c.size > maxCombinedBytes):
 			kept = append(kept, c)
 		default:
@@ -289,7 +285,9 @@ func (p *Producer) roundTrip(batch []*call) error {
 	req := &produceAPI.Request{Acks: int16(kafka.RequireAll)}
 	at := map[partitionKey]*call{}
 	for _, c := range batch {
-		deadline = minTime(deadline, c.deadline)
+		if c.deadline.Before(deadline) {
+			deadline = c.deadline
+		}
 		at[partitionKey{c.topic, c.partition}] = c
 		rp := produceAPI.RequestPartition{Partition: int32(c.partition),
 			RecordSet: protocol.RecordSet{Records: kafka.NewRecordReader(c.recs...)}}
@@ -367,11 +365,4 @@ func recordsSize(recs []kafka.Record) int64 {
 		}
 	}
 	return n
-}
-
-func minTime(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
-	}
-	return a
 }

@@ -59,7 +59,7 @@ func TestKafkaxProducerProducesToItsPartition(t *testing.T) {
 		{Key: kafka.NewBytes([]byte("k")), Value: kafka.NewBytes([]byte("v1")), Headers: []kafka.Header{{Key: "h", Value: []byte("x")}}},
 		{Key: kafka.NewBytes([]byte("k")), Value: kafka.NewBytes([]byte("v2"))},
 	}
-	if err := p.Produce(ctx, "made", 2, recs); err != nil {
+	if err := produceOne(ctx, p, "made", 2, recs); err != nil {
 		t.Fatal(err)
 	}
 	got, err := testenv.Records(ctx, k.Addrs, "made")
@@ -113,7 +113,7 @@ func TestKafkaxProducerRequestEndsByItsDeadline(t *testing.T) {
 	defer cancel()
 	time.AfterFunc(50*time.Millisecond, cancel)
 	start := time.Now()
-	err = p.Produce(ctx, "slow", 0, []kafka.Record{{Value: kafka.NewBytes([]byte("v"))}})
+	err = produceOne(ctx, p, "slow", 0, []kafka.Record{{Value: kafka.NewBytes([]byte("v"))}})
 	took := time.Since(start)
 	if err == nil {
 		t.Fatal("Produce succeeded against a broker that never answers")
@@ -175,6 +175,11 @@ func queued(t *testing.T, p *Producer, n int) {
 	})
 }
 
+// produceOne writes recs to one partition of topic with ProduceAll.
+func produceOne(ctx context.Context, p *Producer, topic string, partition int, recs []kafka.Record) error {
+	return p.ProduceAll(ctx, []Batch{{Topic: topic, Partition: partition, Records: recs}})[0]
+}
+
 func value(s string) []kafka.Record { return []kafka.Record{{Value: kafka.NewBytes([]byte(s))}} }
 
 // topicProducer returns a Producer for k, closed when the test ends, that
@@ -219,13 +224,13 @@ func TestKafkaxProducerCallsShareARequestPerLeader(t *testing.T) {
 	p := topicProducer(t, k, "shared", 1)
 	ctx := context.Background()
 	errs := make(chan error, 4)
-	go func() { errs <- p.Produce(ctx, "shared", 0, value("a0")) }()
+	go func() { errs <- produceOne(ctx, p, "shared", 0, value("a0")) }()
 	<-held
-	go func() { errs <- p.Produce(ctx, "shared", 1, value("b1")) }()
+	go func() { errs <- produceOne(ctx, p, "shared", 1, value("b1")) }()
 	queued(t, p, 1)
-	go func() { errs <- p.Produce(ctx, "shared", 2, value("c2")) }()
+	go func() { errs <- produceOne(ctx, p, "shared", 2, value("c2")) }()
 	queued(t, p, 2)
-	go func() { errs <- p.Produce(ctx, "shared", 1, value("d1")) }()
+	go func() { errs <- produceOne(ctx, p, "shared", 1, value("d1")) }()
 	queued(t, p, 3)
 	release()
 	for range 4 {
@@ -253,12 +258,12 @@ func TestKafkaxProducerSharedRequestFailsPerPartition(t *testing.T) {
 	p := topicProducer(t, k, "split", 1)
 	ctx := context.Background()
 	first := make(chan error, 1)
-	go func() { first <- p.Produce(ctx, "split", 1, value("first")) }()
+	go func() { first <- produceOne(ctx, p, "split", 1, value("first")) }()
 	<-held
 	errs := make([]chan error, 2)
 	for part := range 2 {
 		errs[part] = make(chan error, 1)
-		go func() { errs[part] <- p.Produce(ctx, "split", part, value(fmt.Sprint("p", part))) }()
+		go func() { errs[part] <- produceOne(ctx, p, "split", part, value(fmt.Sprint("p", part))) }()
 		queued(t, p, part+1)
 	}
 	release()
@@ -276,7 +281,8 @@ func TestKafkaxProducerSharedRequestFailsPerPartition(t *testing.T) {
 	}
 }
 
-// A call still queued at its deadline returns then, and is never sent.
+// A call still queued at its deadline, or when its context is cancelled,
+// returns then, and is never sent.
 func TestKafkaxProducerQueuedCallEndsByItsDeadline(t *testing.T) {
 	t.Parallel()
 	k := testenv.NewKafka(t, 1)
@@ -284,18 +290,23 @@ func TestKafkaxProducerQueuedCallEndsByItsDeadline(t *testing.T) {
 	p := topicProducer(t, k, "late", 1)
 	ctx := context.Background()
 	first := make(chan error, 1)
-	go func() { first <- p.Produce(ctx, "late", 0, value("first")) }()
+	go func() { first <- produceOne(ctx, p, "late", 0, value("first")) }()
 	<-held
 	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancel()
-	if err := p.Produce(short, "late", 0, value("never")); !errors.Is(err, context.DeadlineExceeded) {
+	if err := produceOne(short, p, "late", 0, value("never")); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("queued call past its deadline: %v, want a deadline error", err)
+	}
+	stopped, stop := context.WithCancel(ctx)
+	time.AfterFunc(100*time.Millisecond, stop)
+	if err := produceOne(stopped, p, "late", 0, value("never either")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("queued call cancelled: %v, want context.Canceled", err)
 	}
 	release()
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Produce(ctx, "late", 0, value("after")); err != nil {
+	if err := produceOne(ctx, p, "late", 0, value("after")); err != nil {
 		t.Fatal(err)
 	}
 	recs, err := testenv.Records(ctx, k.Addrs, "late")
@@ -347,12 +358,12 @@ func TestKafkaxProducerPartitionWaitsForItsRequestUnderWay(t *testing.T) {
 	p := topicProducer(t, k, "flying", maxInFlight)
 	ctx := context.Background()
 	errs := make(chan error, 2)
-	go func() { errs <- p.Produce(ctx, "flying", 0, value("a0")) }()
+	go func() { errs <- produceOne(ctx, p, "flying", 0, value("a0")) }()
 	<-held
-	go func() { errs <- p.Produce(ctx, "flying", 0, value("b0")) }()
+	go func() { errs <- produceOne(ctx, p, "flying", 0, value("b0")) }()
 	queued(t, p, 1)
 	// c1 goes beside the held request, and is answered while b0 waits.
-	if err := p.Produce(ctx, "flying", 1, value("c1")); err != nil {
+	if err := produceOne(ctx, p, "flying", 1, value("c1")); err != nil {
 		t.Fatal(err)
 	}
 	p.mu.Lock()
