@@ -66,9 +66,10 @@ type Config struct {
 	// ScanSchedule is the cron spec of the check-back scan (checkback.scan,
 	// default "@every 1s").
 	ScanSchedule string `key:"checkback.scan" help:"cron spec of the scan for messages due a check-back"`
-	// Concurrency is the most check-back calls in flight per instance, and
-	// the size of a claim batch (checkback.concurrency, default 64).
-	Concurrency int `key:"checkback.concurrency" help:"most check-back calls in flight"`
+	// Concurrency is the most checks in flight per instance, alone or in
+	// batch calls, and the size of a claim batch (checkback.concurrency,
+	// default 64).
+	Concurrency int `key:"checkback.concurrency" help:"most check-backs in flight, alone or in batches"`
 	// CallTimeout bounds one check-back call (checkback.call_timeout,
 	// default 3s).
 	CallTimeout time.Duration `key:"checkback.call_timeout" help:"timeout of one check-back call"`

@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/robfig/cron/v3"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/txmsg/txmsg/checkback"
 	"github.com/txmsg/txmsg/internal/backoff"
@@ -79,9 +79,9 @@ type CheckStore interface {
 type ScannerConfig struct {
 	// Schedule is the cron spec of the scan (default "@every 1s").
 	Schedule string
-	// Concurrency is the most check-back calls in flight at once, per
-	// scanner, and the size of a claim batch: up to as many claims again
-	// wait queued for a worker (default 64).
+	// Concurrency is the most checks in flight at once, per scanner, alone
+	// or in batch calls, and the size of a claim batch: up to as many
+	// claims again wait queued for a worker (default 64).
 	Concurrency int
 	// CallTimeout bounds one check-back call (default 3s).
 	CallTimeout time.Duration
@@ -140,7 +140,7 @@ func (c ScannerConfig) Validate() error {
 type Scanner struct {
 	store   CheckStore
 	cfg     ScannerConfig
-	client  *http.Client
+	caller  *checkback.Caller
 	log     *slog.Logger
 	metrics hooks
 }
@@ -176,7 +176,7 @@ func NewScanner(store CheckStore, cfg ScannerConfig, opts ...ScannerOption) (*Sc
 	if err != nil {
 		return nil, err
 	}
-	s := &Scanner{store: store, cfg: cfg, log: slog.New(slog.DiscardHandler), client: newCheckbackClient(rules, cfg.Concurrency)}
+	s := &Scanner{store: store, cfg: cfg, log: slog.New(slog.DiscardHandler), caller: checkback.NewCaller(newCheckbackClient(rules, cfg.Concurrency))}
 	for _, o := range opts {
 		o(s)
 	}
@@ -215,31 +215,51 @@ func (s *Scanner) Run(ctx context.Context) error {
 	return nil
 }
 
+// maxCallBatch caps the checks one batch request carries: enough that the
+// request's own cost is small beside its checks, few enough that a
+// transaction still open at the producer (whose lock the batch waits on)
+// holds up few answers. A batch also takes at most a quarter of
+// ScannerConfig.Concurrency, so that at least four calls share it.
+const maxCallBatch = 16
+
 // Scan checks every message due now and returns how many it checked. Calls
-// run on ScannerConfig.Concurrency workers, never more at once. One
-// goroutine claims in batches and keeps up to a pool's worth of claims
-// queued, so that a worker that finishes a call starts the next without
-// waiting for a claim; one writer records the results, each transaction
-// holding every result that queued while the previous one ran. Scan returns
-// when nothing more is due and every call has been recorded. A check
-// interrupted by ctx stays counted.
+// run on ScannerConfig.Concurrency workers; a call asks about one message,
+// or about several of one producer group where its producer takes batches
+// (checkback.BatchHeader), and the checks in flight never pass
+// Concurrency, so a producer that answers a batch check by check serves no
+// more at once than without batches. One goroutine claims in
+// batches and keeps up to a pool's worth of claims queued, so that a worker
+// that finishes a call starts the next without waiting for a claim; one
+// writer records the results, each transaction holding every result that
+// queued while the previous one ran. Scan returns when nothing more is due
+// and every call has been recorded. A check interrupted by ctx stays
+// counted.
 func (s *Scanner) Scan(ctx context.Context) (int, error) {
 	n := s.cfg.Concurrency
 	// At most n claims wait in the queue: each waits for about one call of
 	// a worker (at most CallTimeout while the writer keeps up), well inside
 	// its lease, so another scanner does not claim it again meanwhile,
 	// which would spend one of the message's max_checks for nothing.
-	queue := make(chan Claim, n)
+	queue := make(chan []Claim, n)
 	done := make(chan CheckRecord, MaxRecordBatch)
 	// A token per claim not yet called: queued or in a call.
 	tokens := make(chan struct{}, 2*n)
+	inCalls := semaphore.NewWeighted(int64(n))
 	var workers, writer sync.WaitGroup
 	for range n {
 		workers.Go(func() {
-			for c := range queue {
-				r, ok := s.check(ctx, c)
-				<-tokens
-				if ok {
+			for call := range queue {
+				var recs []CheckRecord
+				// Once ctx ends the claims are dropped unasked, as calls
+				// it interrupts are: their checks stay counted.
+				if inCalls.Acquire(ctx, int64(len(call))) == nil {
+					recs = s.checkAll(ctx, call)
+					inCalls.Release(int64(len(call)))
+				}
+				for range call {
+					<-tokens
+				}
+				for _, r := range recs {
 					done <- r
 				}
 			}
@@ -256,7 +276,7 @@ func (s *Scanner) Scan(ctx context.Context) (int, error) {
 
 // feed claims due messages into queue until a claim finds fewer than it
 // asked for, ctx ends or a claim fails, and returns how many it claimed.
-func (s *Scanner) feed(ctx context.Context, queue chan<- Claim, tokens chan struct{}) (int, error) {
+func (s *Scanner) feed(ctx context.Context, queue chan<- []Claim, tokens chan struct{}) (int, error) {
 	n := cap(queue)
 	total := 0
 	for {
@@ -292,14 +312,16 @@ func (s *Scanner) feed(ctx context.Context, queue chan<- Claim, tokens chan stru
 			s.metrics.CheckError("claim")
 			return total, fmt.Errorf("broker: checkback: claim due messages: %w", err)
 		}
-		for i, c := range claims {
-			if i >= free {
-				// A Store that returns more than asked breaks its contract;
-				// each extra claim still takes a token of its own, so the
-				// queue stays bounded.
+		// A Store that returns more than asked breaks its contract; each
+		// extra claim still takes a token of its own before it is queued,
+		// so the queue stays bounded.
+		held := min(free, len(claims))
+		for _, call := range s.calls(claims) {
+			for ; held < len(call); held++ {
 				tokens <- struct{}{}
 			}
-			queue <- c
+			held -= len(call)
+			queue <- call
 		}
 		total += len(claims)
 		if len(claims) < free {
@@ -339,6 +361,81 @@ func (s *Scanner) record(ctx context.Context, done <-chan CheckRecord) {
 	}
 }
 
+// calls splits claims into the calls that ask about them: the claims of one
+// producer (URL and secret) together, as many as it takes in one request
+// and at most maxCallBatch or a quarter of the concurrency, and every other
+// claim alone.
+func (s *Scanner) calls(claims []Claim) [][]Claim {
+	var out [][]Claim
+	filling := map[string]int{} // URL and secret → index in out of their call
+	most := min(maxCallBatch, s.cfg.Concurrency/4)
+	for _, c := range claims {
+		size := 1
+		if c.URL != "" && c.CheckCount <= c.MaxChecks {
+			size = min(s.caller.BatchSize(c.URL), most)
+		}
+		if size > 1 {
+			k := c.URL + "\x00" + c.Secret
+			if i, ok := filling[k]; ok && len(out[i]) < size {
+				out[i] = append(out[i], c)
+				continue
+			}
+			filling[k] = len(out)
+		}
+		out = append(out, []Claim{c})
+	}
+	return out
+}
+
+// checkAll makes one call about the claims of call and returns the results
+// to record, none for a check that ctx ended first. A batch the producer
+// refused as such (it no longer takes batches) is asked again claim by
+// claim, within the same checks.
+func (s *Scanner) checkAll(ctx context.Context, call []Claim) []CheckRecord {
+	recs := make([]CheckRecord, 0, len(call))
+	if len(call) > 1 {
+		reqs := make([]checkback.Request, len(call))
+		for i, c := range call {
+			reqs[i] = c.Request
+		}
+		start := time.Now()
+		cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+		as, err := s.caller.CallBatch(cctx, call[0].URL, call[0].Secret, reqs)
+		cancel()
+		if !errors.Is(err, checkback.ErrBatchRefused) {
+			if ctx.Err() != nil {
+				return nil
+			}
+			lat := time.Since(start)
+			for i, c := range call {
+				a := checkback.AnswerUnknown
+				if err == nil {
+					a = as[i]
+				}
+				recs = append(recs, s.result(c, a, err, lat))
+			}
+			return recs
+		}
+		s.log.InfoContext(ctx, "broker: checkback: producer refused a batch; asking one message at a time",
+			slog.String("url", call[0].URL), slog.Any("error", err))
+	}
+	// All at once: the claims' leases cover about one call, and the checks
+	// in flight were counted for the whole call.
+	got := make([]CheckRecord, len(call))
+	asked := make([]bool, len(call))
+	var wg sync.WaitGroup
+	for i, c := range call {
+		wg.Go(func() { got[i], asked[i] = s.check(ctx, c) })
+	}
+	wg.Wait()
+	for i, r := range got {
+		if asked[i] {
+			recs = append(recs, r)
+		}
+	}
+	return recs
+}
+
 // check asks the producer about c and returns the result to record; false
 // when ctx ended first (the check is then not recorded).
 func (s *Scanner) check(ctx context.Context, c Claim) (CheckRecord, bool) {
@@ -359,13 +456,19 @@ func (s *Scanner) check(ctx context.Context, c Claim) (CheckRecord, bool) {
 		err = fmt.Errorf("%w: producer group %q", errNoURL, c.ProducerGroup)
 	} else {
 		cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
-		a, err = checkback.Call(cctx, s.client, c.URL, c.Secret, c.Request)
+		a, err = s.caller.Call(cctx, c.URL, c.Secret, c.Request)
 		cancel()
 	}
 	if ctx.Err() != nil {
 		return CheckRecord{}, false
 	}
-	r := CheckResult{Answer: a, Err: err, Latency: time.Since(start)}
+	return s.result(c, a, err, time.Since(start)), true
+}
+
+// result is what to record for claim c, asked in latency: answer a, or
+// unknown after err.
+func (s *Scanner) result(c Claim, a checkback.Answer, err error, latency time.Duration) CheckRecord {
+	r := CheckResult{Answer: a, Err: err, Latency: latency}
 	outcome := "error"
 	if err == nil {
 		outcome = a.String()
@@ -381,7 +484,7 @@ func (s *Scanner) check(ctx context.Context, c Claim) (CheckRecord, bool) {
 			r.NextCheck = p.Delay(c.CheckCount)
 		}
 	}
-	return CheckRecord{Claim: c, Result: r}, true
+	return CheckRecord{Claim: c, Result: r}
 }
 
 // recorded logs and counts check r once RecordChecks stored it (err nil)

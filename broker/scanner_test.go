@@ -164,6 +164,11 @@ func TestCheckbackHandlerRejectsBadRequests(t *testing.T) {
 		{"POST", "nope", 400},
 		{"POST", `{"topic":"t"}`, 400},
 		{"POST", `{"id":"m"}`, 200},
+		{"POST", `{"checks":[{"id":"a"},{"id":"b"}]}`, 200},
+		{"POST", `{"checks":[]}`, 400},
+		{"POST", `{"checks":[{"id":"a"},{"topic":"t"}]}`, 400},
+		{"POST", `{"id":"m","checks":[{"id":"a"}]}`, 400},
+		{"POST", `{"checks":[` + strings.Repeat(`{"id":"a"},`, checkback.MaxBatch) + `{"id":"a"}]}`, 400},
 	} {
 		rec := httptest.NewRecorder()
 		req := httptest.NewRequest(tc.method, "/check", strings.NewReader(tc.body))
@@ -469,5 +474,137 @@ func TestCheckbackClientKeepsAnIdleConnectionPerCall(t *testing.T) {
 			t.Fatalf("concurrency %d: %d idle connections per host, %d in all; want %d and at least %d",
 				c, tr.MaxIdleConnsPerHost, tr.MaxIdleConns, c, c)
 		}
+	}
+}
+
+// batchGauge is a producer's BatchChecker that answers commit for ids
+// ending in an even digit and rollback otherwise, and counts the requests
+// it serves, the most checks one carried and the most in flight at once.
+type batchGauge struct {
+	mu                              sync.Mutex
+	requests, widest, inFlight, top int
+}
+
+func (g *batchGauge) enter(n int) func() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.requests++
+	g.widest = max(g.widest, n)
+	g.inFlight += n
+	g.top = max(g.top, g.inFlight)
+	return func() {
+		g.mu.Lock()
+		g.inFlight -= n
+		g.mu.Unlock()
+	}
+}
+
+func parityAnswer(id string) checkback.Answer {
+	if (id[len(id)-1]-'0')%2 == 0 {
+		return checkback.AnswerCommit
+	}
+	return checkback.AnswerRollback
+}
+
+func (g *batchGauge) Check(_ context.Context, req checkback.Request) (checkback.Answer, error) {
+	defer g.enter(1)()
+	time.Sleep(time.Millisecond)
+	return parityAnswer(req.ID), nil
+}
+
+func (g *batchGauge) CheckBatch(_ context.Context, reqs []checkback.Request) ([]checkback.Answer, error) {
+	defer g.enter(len(reqs))()
+	time.Sleep(time.Millisecond)
+	as := make([]checkback.Answer, len(reqs))
+	for i, r := range reqs {
+		as[i] = parityAnswer(r.ID)
+	}
+	return as, nil
+}
+
+// TestCheckbackScannerBatchesWhereTheProducerTakesThem: once a producer's
+// answer offers batches, the scanner asks it about many messages per
+// request, at most maxCallBatch, never more checks in flight than its
+// concurrency, and records each message's own answer.
+func TestCheckbackScannerBatchesWhereTheProducerTakesThem(t *testing.T) {
+	t.Parallel()
+	const n, concurrency = 400, 64
+	g := &batchGauge{}
+	srv := httptest.NewServer(checkback.Handler(g, checkback.WithSecret(testSecret)))
+	t.Cleanup(srv.Close)
+	store := dueStore(srv.URL, n)
+	s, err := NewScanner(store, ScannerConfig{Concurrency: concurrency, Policy: loopback()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Scan(context.Background()); err != nil || got != n {
+		t.Fatalf("scan checked %d (%v), want %d", got, err, n)
+	}
+	for i := range n {
+		id := fmt.Sprintf("m%d", i)
+		if r := store.results[id]; r.Answer != parityAnswer(id) || r.Err != nil {
+			t.Fatalf("%s: %+v, want %v", id, r, parityAnswer(id))
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	// The first claims go one per request: nothing said yet that the
+	// producer takes batches.
+	if g.requests > n/2 || g.widest < 2 || g.widest > maxCallBatch {
+		t.Fatalf("%d requests for %d checks, the widest of %d: want batches of 2 to %d", g.requests, n, g.widest, maxCallBatch)
+	}
+	if g.top > concurrency {
+		t.Fatalf("%d checks in flight at once, want at most %d", g.top, concurrency)
+	}
+}
+
+// TestCheckbackScannerAsksOneByOneWhereBatchesAreNotTaken: a producer that
+// speaks only the one-check protocol never gets a batch, and one that
+// offers batches but refuses them (rolled back to an older version) gets
+// each message asked again alone within the same check: every message is
+// answered, none counted as failed.
+func TestCheckbackScannerAsksOneByOneWhereBatchesAreNotTaken(t *testing.T) {
+	t.Parallel()
+	for _, offers := range []bool{false, true} {
+		t.Run(fmt.Sprintf("offers=%v", offers), func(t *testing.T) {
+			t.Parallel()
+			const n = 200
+			var batches, singles atomic.Int32
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				var req struct {
+					checkback.Request
+					Checks []checkback.Request `json:"checks"`
+				}
+				if json.NewDecoder(r.Body).Decode(&req) != nil || req.ID == "" {
+					batches.Add(1)
+					http.Error(w, "want an id", http.StatusBadRequest)
+					return
+				}
+				singles.Add(1)
+				if offers {
+					w.Header().Set(checkback.BatchHeader, "64")
+				}
+				_ = json.NewEncoder(w).Encode(map[string]checkback.Answer{"state": parityAnswer(req.ID)})
+			}))
+			t.Cleanup(srv.Close)
+			store := dueStore(srv.URL, n)
+			s, err := NewScanner(store, ScannerConfig{Concurrency: 64, Policy: loopback()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := s.Scan(context.Background()); err != nil || got != n {
+				t.Fatalf("scan checked %d (%v), want %d", got, err, n)
+			}
+			for i := range n {
+				id := fmt.Sprintf("m%d", i)
+				if r := store.results[id]; r.Answer != parityAnswer(id) || r.Err != nil {
+					t.Fatalf("%s: %+v, want %v", id, r, parityAnswer(id))
+				}
+			}
+			if singles.Load() != n || (batches.Load() > 0) != offers {
+				t.Fatalf("%d single requests, %d batches refused; want %d and some batches only where offered",
+					singles.Load(), batches.Load(), n)
+			}
+		})
 	}
 }

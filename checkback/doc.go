@@ -3,7 +3,8 @@
 // imports it (and broker/halfmsg) without kafka-go, cron or a MySQL driver.
 //
 // Broker side: Call asks a producer with one HTTP POST and parses its
-// answer; the broker's check-back scanner (broker.Scanner) decides whom to
+// answer, and a Caller asks several checks in one POST where the producer
+// takes batches; the broker's check-back scanner (broker.Scanner) decides whom to
 // ask and when, with backoff and a bound.
 //
 // Producer side: Handler turns a Checker into the http.Handler the broker
@@ -25,7 +26,11 @@
 //	Txmsg-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>
 //
 // signed with the producer group's secret, and the producer answers 200 with
-// {"state":"commit"|"rollback"|"unknown"}. Handler refuses a request that is
+// {"state":"commit"|"rollback"|"unknown"}. A producer whose answers carry
+// BatchHeader (Handler's do) may be sent batches, {"checks":[{…},{…}]}
+// signed the same way, and answers {"states":[…]}, one per check in order;
+// Caller learns which producers take them, so one that speaks only the
+// one-check protocol is never sent a batch. Handler refuses a request that is
 // unsigned, wrongly signed or signed more than MaxSignatureAge from now with
 // 401 and records nothing: otherwise anyone who reaches it could make the
 // ledger roll back a transaction that has not started yet.

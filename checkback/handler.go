@@ -1,11 +1,15 @@
 package checkback
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"sync"
 	"time"
 )
 
@@ -60,6 +64,11 @@ type handler struct {
 // MaxSignatureAge away from now answers 401 and never reaches checker, so
 // it records nothing. A checker error answers 200 {"state":"unknown"} and
 // is logged; a malformed request answers 400. It is safe for concurrent use.
+//
+// It also takes batches, {"checks":[Request,…]} of 1 to MaxBatch, and
+// answers {"states":[…]}, one per check in order (checker's CheckBatch if it
+// is a BatchChecker, else a Check per request); every answer carries
+// BatchHeader, which tells the broker it may send them.
 func Handler(checker Checker, opts ...HandlerOption) http.Handler {
 	h := &handler{checker: checker, log: slog.New(slog.DiscardHandler)}
 	for _, o := range opts {
@@ -97,17 +106,73 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	var req Request
-	if err := json.Unmarshal(body, &req); err != nil || req.ID == "" {
-		http.Error(w, "checkback: want a JSON body with an id", http.StatusBadRequest)
+	var req struct {
+		Request
+		Checks []Request `json:"checks"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		http.Error(w, "checkback: want a JSON body with an id, or with checks", http.StatusBadRequest)
 		return
 	}
-	a, err := h.checker.Check(r.Context(), req)
+	w.Header().Set(BatchHeader, strconv.Itoa(MaxBatch))
+	if req.Checks == nil {
+		if req.ID == "" {
+			http.Error(w, "checkback: want a JSON body with an id", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(answerBody{State: h.check(r.Context(), req.Request)})
+		return
+	}
+	if req.ID != "" || len(req.Checks) == 0 || len(req.Checks) > MaxBatch {
+		http.Error(w, fmt.Sprintf("checkback: want checks of 1 to %d entries and no id beside them", MaxBatch), http.StatusBadRequest)
+		return
+	}
+	for _, c := range req.Checks {
+		if c.ID == "" {
+			http.Error(w, "checkback: want an id in every check", http.StatusBadRequest)
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(batchAnswerBody{States: h.checkBatch(r.Context(), req.Checks)})
+}
+
+// check asks the checker about req; a failure answers unknown, logged.
+func (h *handler) check(ctx context.Context, req Request) Answer {
+	a, err := h.checker.Check(ctx, req)
 	if err != nil || a < AnswerUnknown || a > AnswerRollback {
-		h.log.WarnContext(r.Context(), "checkback: check failed, answering unknown",
+		h.log.WarnContext(ctx, "checkback: check failed, answering unknown",
 			slog.String("msg_id", req.ID), slog.Any("error", err))
 		a = AnswerUnknown
 	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(answerBody{State: a})
+	return a
+}
+
+// checkBatch answers reqs: with one CheckBatch where the checker has it,
+// else with a Check per request, all at once (one slow check does not
+// hold up the others).
+func (h *handler) checkBatch(ctx context.Context, reqs []Request) []Answer {
+	as := make([]Answer, len(reqs))
+	if bc, ok := h.checker.(BatchChecker); ok {
+		got, err := bc.CheckBatch(ctx, reqs)
+		if err != nil || len(got) != len(reqs) {
+			h.log.WarnContext(ctx, "checkback: batch check failed, answering unknown",
+				slog.Int("checks", len(reqs)), slog.Any("error", err))
+			got = nil
+		}
+		for i := range as {
+			as[i] = AnswerUnknown
+			if got != nil && got[i] >= AnswerUnknown && got[i] <= AnswerRollback {
+				as[i] = got[i]
+			}
+		}
+		return as
+	}
+	var wg sync.WaitGroup
+	for i, req := range reqs {
+		wg.Go(func() { as[i] = h.check(ctx, req) })
+	}
+	wg.Wait()
+	return as
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/txmsg/txmsg"
@@ -128,6 +130,92 @@ func (l *Ledger) Check(ctx context.Context, req Request) (Answer, error) {
 		return AnswerCommit, nil
 	}
 	return AnswerRollback, nil
+}
+
+// CheckBatch implements BatchChecker with Check's answers: a consistent
+// read finds the rows of every message whose transaction ended (a row is
+// never changed once committed, so the read locks nothing); for the others
+// one INSERT IGNORE puts rollback markers, in id order so that two batches
+// never deadlock, waiting as Check does on a transaction still open, and a
+// second read tells what stands. An id longer than txmsg.MaxIDLen (never a
+// half message's) answers unknown. An error is every check's: the lock
+// wait of one open transaction can run past ctx for all.
+func (l *Ledger) CheckBatch(ctx context.Context, reqs []Request) ([]Answer, error) {
+	ids := make([]string, 0, len(reqs))
+	for _, r := range reqs {
+		if r.ID != "" && len(r.ID) <= txmsg.MaxIDLen {
+			ids = append(ids, r.ID)
+		}
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	states := make(map[string]int, len(ids))
+	if err := l.readStates(ctx, ids, states); err != nil {
+		return nil, err
+	}
+	var missing []string
+	for _, id := range ids {
+		if _, ok := states[id]; !ok {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) > 0 {
+		args := make([]any, len(missing))
+		for i, id := range missing {
+			args[i] = id
+		}
+		q := "INSERT IGNORE INTO " + ledgerTable + " (msg_id, state, created_at) VALUES " +
+			strings.Repeat("(?, 2, UTC_TIMESTAMP(6)), ", len(missing)-1) + "(?, 2, UTC_TIMESTAMP(6))"
+		if _, err := l.db.ExecContext(ctx, q, args...); err != nil {
+			return nil, fmt.Errorf("checkback: ledger markers for %d messages: %w", len(missing), err)
+		}
+		if err := l.readStates(ctx, missing, states); err != nil {
+			return nil, err
+		}
+	}
+	as := make([]Answer, len(reqs))
+	for i, r := range reqs {
+		switch st, ok := states[r.ID]; {
+		case !ok:
+			as[i] = AnswerUnknown
+		case st == ledgerCommitted:
+			as[i] = AnswerCommit
+		default:
+			as[i] = AnswerRollback
+		}
+	}
+	return as, nil
+}
+
+// readStates reads the ledger rows of ids into states.
+func (l *Ledger) readStates(ctx context.Context, ids []string, states map[string]int) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	q := "SELECT msg_id, state FROM " + ledgerTable + " WHERE msg_id IN (?" + strings.Repeat(", ?", len(ids)-1) + ")"
+	rows, err := l.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("checkback: read ledger rows of %d messages: %w", len(ids), err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			id string
+			st int
+		)
+		if err := rows.Scan(&id, &st); err != nil {
+			return fmt.Errorf("checkback: read ledger rows of %d messages: %w", len(ids), err)
+		}
+		states[id] = st
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("checkback: read ledger rows of %d messages: %w", len(ids), err)
+	}
+	return nil
 }
 
 // Purge deletes ledger rows created before before, at most limit per

@@ -22,8 +22,14 @@ func TestCheckbackLedgerWaitsForOpenTransaction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, commit := range []bool{true, false} {
-		id := "open-" + map[bool]string{true: "commit", false: "rollback"}[commit]
+	done := recordCommitted(t, db, l, "done")
+	// A batch (checkback.Ledger.CheckBatch) waits the same way, and answers
+	// the other checks it carries once the transaction ends.
+	for _, c := range []struct {
+		commit, batch bool
+	}{{true, false}, {false, false}, {true, true}, {false, true}} {
+		commit := c.commit
+		id := fmt.Sprintf("open-%s-batch-%v", map[bool]string{true: "commit", false: "rollback"}[commit], c.batch)
 		tx, err := db.DB.BeginTx(ctx, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -42,8 +48,20 @@ func TestCheckbackLedgerWaitsForOpenTransaction(t *testing.T) {
 			// instead of hanging it.
 			ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 			defer cancel()
-			a, err := l.Check(ctx, checkback.Request{ID: id})
-			got <- result{a, err}
+			if !c.batch {
+				a, err := l.Check(ctx, checkback.Request{ID: id})
+				got <- result{a, err}
+				return
+			}
+			as, err := l.CheckBatch(ctx, []checkback.Request{{ID: "none-" + id}, {ID: id}, {ID: done}})
+			if err == nil && (len(as) != 3 || as[0] != checkback.AnswerRollback || as[2] != checkback.AnswerCommit) {
+				err = fmt.Errorf("the batch answered %v; want rollback for a message never recorded, commit for one committed", as)
+			}
+			if err != nil {
+				got <- result{0, err}
+				return
+			}
+			got <- result{as[1], nil}
 		}()
 		testenv.Eventually(t, 10*time.Second, func() error {
 			var n int
@@ -57,7 +75,7 @@ func TestCheckbackLedgerWaitsForOpenTransaction(t *testing.T) {
 		})
 		select {
 		case r := <-got:
-			t.Fatalf("check answered %v, %v while the transaction was open", r.a, r.err)
+			t.Fatalf("%s: check answered %v, %v while the transaction was open", id, r.a, r.err)
 		default:
 		}
 		want := checkback.AnswerRollback
@@ -74,10 +92,10 @@ func TestCheckbackLedgerWaitsForOpenTransaction(t *testing.T) {
 		select {
 		case r = <-got:
 		case <-time.After(30 * time.Second):
-			t.Fatalf("commit=%v: check did not return within 30s of the transaction's end", commit)
+			t.Fatalf("%s: check did not return within 30s of the transaction's end", id)
 		}
 		if r.err != nil || r.a != want {
-			t.Fatalf("commit=%v: check answered %v, %v; want %v", commit, r.a, r.err, want)
+			t.Fatalf("%s: check answered %v, %v; want %v", id, r.a, r.err, want)
 		}
 	}
 }
@@ -175,4 +193,23 @@ func TestCheckbackLedgerCleanupJob(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("RunCleanup did not return within 20s of its context's end")
 	}
+}
+
+// recordCommitted commits the ledger row of id in a transaction of its own
+// and returns id.
+func recordCommitted(t *testing.T, db *testenv.Database, l *checkback.Ledger, id string) string {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := db.DB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Record(ctx, tx, id); err != nil {
+		_ = tx.Rollback()
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	return id
 }

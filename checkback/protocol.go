@@ -1,14 +1,10 @@
 package checkback
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"time"
 )
 
 // Answer is a producer's verdict on a half message.
@@ -115,34 +111,5 @@ func (e *StatusError) Is(target error) bool { return target == ErrBadAnswer }
 // error repeats bytes of the answer. The deadline comes from ctx; client
 // decides about redirects (the broker's follows none).
 func Call(ctx context.Context, client *http.Client, url, secret string, req Request) (Answer, error) {
-	body, err := json.Marshal(req)
-	if err != nil {
-		return 0, fmt.Errorf("checkback: encode request for %s: %w", req.ID, err)
-	}
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return 0, fmt.Errorf("checkback: request to %s: %w", url, err)
-	}
-	hr.Header.Set("Content-Type", "application/json")
-	if secret != "" {
-		hr.Header.Set(SignatureHeader, Sign(secret, time.Now(), body))
-	}
-	resp, err := client.Do(hr)
-	if err != nil {
-		return 0, fmt.Errorf("checkback: call %s: %w", url, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes))
-	if err != nil {
-		return 0, fmt.Errorf("checkback: read answer of %s: %w", url, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return 0, &StatusError{URL: url, Status: resp.StatusCode}
-	}
-	var ab answerBody
-	// The decoding error is dropped: it would quote the answer.
-	if json.Unmarshal(data, &ab) != nil || ab.State == 0 {
-		return 0, fmt.Errorf(`%w: %s answered a body that is not {"state":"commit"|"rollback"|"unknown"}`, ErrBadAnswer, url)
-	}
-	return ab.State, nil
+	return NewCaller(client).Call(ctx, url, secret, req)
 }

@@ -68,6 +68,16 @@ func TestSecurityUnsignedCheckback(t *testing.T) {
 			t.Errorf("%s: status %d, want 401", name, code)
 		}
 	}
+	batch := `{"checks":[{"id":"victim","producer_group":"shop","topic":"t","check_count":1}]}`
+	for name, sig := range map[string]string{
+		"unsigned batch":         "",
+		"batch of other secret":  checkback.Sign("txcs_attacker", time.Now(), []byte(batch)),
+		"batch signed as single": checkback.Sign(testSecret, time.Now(), []byte(body)),
+	} {
+		if code := serve(t, h, batch, sig); code != http.StatusUnauthorized {
+			t.Errorf("%s: status %d, want 401", name, code)
+		}
+	}
 	var calls atomic.Int32
 	counting := checkback.CheckerFunc(func(context.Context, checkback.Request) (checkback.Answer, error) {
 		calls.Add(1)

@@ -27,19 +27,57 @@ func newID() string {
 	return fmt.Sprintf("conf-%d-%d", time.Now().UnixNano(), seq.Add(1))
 }
 
-func check(t *testing.T, h Harness, id string) checkback.Answer {
+// ask is how a subtest asks the Checker about one request: alone, or in a
+// batch.
+type ask func(ctx context.Context, h Harness, req checkback.Request) (checkback.Answer, error)
+
+func askOne(ctx context.Context, h Harness, req checkback.Request) (checkback.Answer, error) {
+	return h.Checker.Check(ctx, req)
+}
+
+// askInBatch asks about req in the middle of a batch that also asks twice
+// about a message no transaction recorded, which must answer rollback both
+// times: a batch keeps its order and takes an id more than once.
+func askInBatch(ctx context.Context, h Harness, req checkback.Request) (checkback.Answer, error) {
+	other := checkback.Request{ID: newID(), ProducerGroup: "conformance", Topic: "t", CheckCount: 1}
+	as, err := h.Checker.(checkback.BatchChecker).CheckBatch(ctx, []checkback.Request{other, req, other})
+	if err != nil {
+		return 0, err
+	}
+	if len(as) != 3 {
+		return 0, fmt.Errorf("a batch of 3 checks answered %d answers", len(as))
+	}
+	if as[0] != checkback.AnswerRollback || as[2] != checkback.AnswerRollback {
+		return 0, fmt.Errorf("a message no transaction recorded answered %v and %v in a batch, want rollback", as[0], as[2])
+	}
+	return as[1], nil
+}
+
+func check(t *testing.T, h Harness, asker ask, id string) checkback.Answer {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	a, err := h.Checker.Check(ctx, checkback.Request{ID: id, ProducerGroup: "conformance", Topic: "t", CheckCount: 1})
+	a, err := asker(ctx, h, checkback.Request{ID: id, ProducerGroup: "conformance", Topic: "t", CheckCount: 1})
 	if err != nil {
 		t.Fatalf("check %s: %v", id, err)
 	}
 	return a
 }
 
-// Run runs the suite; newHarness gives each subtest a fresh Harness.
+// Run runs the suite; newHarness gives each subtest a fresh Harness. Each
+// case runs with Check, and again with CheckBatch under Batch/ when the
+// Checker is a checkback.BatchChecker (skipped otherwise).
 func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
+	run(t, newHarness, askOne)
+	t.Run("Batch", func(t *testing.T) {
+		if _, ok := newHarness(t).Checker.(checkback.BatchChecker); !ok {
+			t.Skip("the Checker is not a checkback.BatchChecker: it answers one check per request")
+		}
+		run(t, newHarness, askInBatch)
+	})
+}
+
+func run(t *testing.T, newHarness func(t *testing.T) Harness, asker ask) {
 	t.Run("CommittedAnswersCommit", func(t *testing.T) {
 		h := newHarness(t)
 		id := newID()
@@ -51,7 +89,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 			t.Fatal(err)
 		}
 		for range 2 {
-			if a := check(t, h, id); a != checkback.AnswerCommit {
+			if a := check(t, h, asker, id); a != checkback.AnswerCommit {
 				t.Fatalf("committed transaction: answer %v, want commit", a)
 			}
 		}
@@ -67,7 +105,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 			t.Fatal(err)
 		}
 		for range 2 {
-			if a := check(t, h, id); a != checkback.AnswerRollback {
+			if a := check(t, h, asker, id); a != checkback.AnswerRollback {
 				t.Fatalf("rolled back transaction: answer %v, want rollback", a)
 			}
 		}
@@ -75,7 +113,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 	t.Run("CheckWinsOverLateTransaction", func(t *testing.T) {
 		h := newHarness(t)
 		id := newID()
-		if a := check(t, h, id); a != checkback.AnswerRollback {
+		if a := check(t, h, asker, id); a != checkback.AnswerRollback {
 			t.Fatalf("no transaction: answer %v, want rollback", a)
 		}
 		end, err := h.Begin(context.Background(), id)
@@ -84,7 +122,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 				t.Fatal("a transaction that began after a rollback answer committed")
 			}
 		}
-		if a := check(t, h, id); a != checkback.AnswerRollback {
+		if a := check(t, h, asker, id); a != checkback.AnswerRollback {
 			t.Fatalf("after the late transaction: answer %v, want rollback", a)
 		}
 	})
@@ -100,7 +138,10 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				defer cancel()
-				a, _ := h.Checker.Check(ctx, checkback.Request{ID: id, CheckCount: 1})
+				a, err := asker(ctx, h, checkback.Request{ID: id, CheckCount: 1})
+				if err != nil {
+					t.Errorf("check during an open transaction: %v", err)
+				}
 				got <- a
 			}()
 			// Whether the check runs before or after the transaction ends,
@@ -120,7 +161,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 			case <-time.After(40 * time.Second):
 				t.Fatal("check during an open transaction: no answer within 40s, although its context ended after 30s")
 			}
-			if a := check(t, h, id); a != want {
+			if a := check(t, h, asker, id); a != want {
 				t.Fatalf("check after: answer %v, want %v", a, want)
 			}
 		})
