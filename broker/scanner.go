@@ -224,8 +224,9 @@ const maxCallBatch = 16
 
 // Scan checks every message due now and returns how many it checked. Calls
 // run on ScannerConfig.Concurrency workers; a call asks about one message,
-// or about several of one producer group where its producer takes batches
-// (checkback.BatchHeader), and the checks in flight never pass
+// or about several asked at one URL with one secret (a producer group's)
+// where that producer takes batches (checkback.BatchHeader), and the checks
+// in flight never pass
 // Concurrency, so a producer that answers a batch check by check serves no
 // more at once than without batches. One goroutine claims in
 // batches and keeps up to a pool's worth of claims queued, so that a worker
@@ -364,14 +365,15 @@ func (s *Scanner) record(ctx context.Context, done <-chan CheckRecord) {
 // calls splits claims into the calls that ask about them: the claims of one
 // producer (URL and secret) together, as many as it takes in one request
 // and at most maxCallBatch or a quarter of the concurrency, and every other
-// claim alone.
+// claim alone, among them a message's last check, which nothing else may
+// put at risk.
 func (s *Scanner) calls(claims []Claim) [][]Claim {
 	var out [][]Claim
 	filling := map[string]int{} // URL and secret → index in out of their call
 	most := min(maxCallBatch, s.cfg.Concurrency/4)
 	for _, c := range claims {
 		size := 1
-		if c.URL != "" && c.CheckCount <= c.MaxChecks {
+		if c.URL != "" && c.CheckCount < c.MaxChecks {
 			size = min(s.caller.BatchSize(c.URL), most)
 		}
 		if size > 1 {
@@ -388,46 +390,30 @@ func (s *Scanner) calls(claims []Claim) [][]Claim {
 }
 
 // checkAll makes one call about the claims of call and returns the results
-// to record, none for a check that ctx ended first. A batch the producer
-// refused as such (it no longer takes batches) is asked again claim by
-// claim, within the same checks.
+// to record, none for a check that ctx ended first. A batch the producer did
+// not answer as one (checkback.ErrBatchRefused: it no longer takes
+// batches, or failed) is asked again claim by claim, within the same
+// checks and by the same deadline: a claim's lease covers about two calls,
+// one of them spent in the queue.
 func (s *Scanner) checkAll(ctx context.Context, call []Claim) []CheckRecord {
-	recs := make([]CheckRecord, 0, len(call))
-	if len(call) > 1 {
-		reqs := make([]checkback.Request, len(call))
-		for i, c := range call {
-			reqs[i] = c.Request
+	deadline := time.Now().Add(s.cfg.CallTimeout)
+	if len(call) == 1 {
+		if r, ok := s.check(ctx, call[0], deadline); ok {
+			return []CheckRecord{r}
 		}
-		start := time.Now()
-		cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
-		as, err := s.caller.CallBatch(cctx, call[0].URL, call[0].Secret, reqs)
-		cancel()
-		if !errors.Is(err, checkback.ErrBatchRefused) {
-			if ctx.Err() != nil {
-				return nil
-			}
-			lat := time.Since(start)
-			for i, c := range call {
-				a := checkback.AnswerUnknown
-				if err == nil {
-					a = as[i]
-				}
-				recs = append(recs, s.result(c, a, err, lat))
-			}
-			return recs
-		}
-		s.log.InfoContext(ctx, "broker: checkback: producer refused a batch; asking one message at a time",
-			slog.String("url", call[0].URL), slog.Any("error", err))
+		return nil
 	}
-	// All at once: the claims' leases cover about one call, and the checks
-	// in flight were counted for the whole call.
+	if recs, ok := s.checkBatch(ctx, call, deadline); ok {
+		return recs
+	}
 	got := make([]CheckRecord, len(call))
 	asked := make([]bool, len(call))
 	var wg sync.WaitGroup
 	for i, c := range call {
-		wg.Go(func() { got[i], asked[i] = s.check(ctx, c) })
+		wg.Go(func() { got[i], asked[i] = s.check(ctx, c, deadline) })
 	}
 	wg.Wait()
+	recs := make([]CheckRecord, 0, len(call))
 	for i, r := range got {
 		if asked[i] {
 			recs = append(recs, r)
@@ -436,9 +422,41 @@ func (s *Scanner) checkAll(ctx context.Context, call []Claim) []CheckRecord {
 	return recs
 }
 
-// check asks the producer about c and returns the result to record; false
-// when ctx ended first (the check is then not recorded).
-func (s *Scanner) check(ctx context.Context, c Claim) (CheckRecord, bool) {
+// checkBatch asks the producer about the claims of call in one batch by
+// deadline and returns the results to record; false when the producer did
+// not answer the batch as one.
+func (s *Scanner) checkBatch(ctx context.Context, call []Claim, deadline time.Time) ([]CheckRecord, bool) {
+	reqs := make([]checkback.Request, len(call))
+	for i, c := range call {
+		reqs[i] = c.Request
+	}
+	start := time.Now()
+	cctx, cancel := context.WithDeadline(ctx, deadline)
+	as, err := s.caller.CallBatch(cctx, call[0].URL, call[0].Secret, reqs)
+	cancel()
+	if errors.Is(err, checkback.ErrBatchRefused) {
+		s.log.InfoContext(ctx, "broker: checkback: producer did not answer a batch; asking one message at a time",
+			slog.String("url", call[0].URL), slog.Any("error", err))
+		return nil, false
+	}
+	if ctx.Err() != nil {
+		return nil, true
+	}
+	lat := time.Since(start)
+	recs := make([]CheckRecord, len(call))
+	for i, c := range call {
+		a := checkback.AnswerUnknown
+		if err == nil {
+			a = as[i]
+		}
+		recs[i] = s.result(c, a, err, lat)
+	}
+	return recs, true
+}
+
+// check asks the producer about c by deadline and returns the result to
+// record; false when ctx ended first (the check is then not recorded).
+func (s *Scanner) check(ctx context.Context, c Claim, deadline time.Time) (CheckRecord, bool) {
 	if c.CheckCount > c.MaxChecks {
 		// The message's last allowed check was claimed but never recorded
 		// (a crash, or a failed record): asking once more would break the
@@ -455,7 +473,7 @@ func (s *Scanner) check(ctx context.Context, c Claim) (CheckRecord, bool) {
 	if c.URL == "" {
 		err = fmt.Errorf("%w: producer group %q", errNoURL, c.ProducerGroup)
 	} else {
-		cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+		cctx, cancel := context.WithDeadline(ctx, deadline)
 		a, err = s.caller.Call(cctx, c.URL, c.Secret, c.Request)
 		cancel()
 	}

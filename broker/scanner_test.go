@@ -537,8 +537,8 @@ func TestCheckbackScannerBatchesWhereTheProducerTakesThem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := s.Scan(context.Background()); err != nil || got != n {
-		t.Fatalf("scan checked %d (%v), want %d", got, err, n)
+	if got := scanWithin(t, s, context.Background()); got != n {
+		t.Fatalf("scan checked %d, want %d", got, n)
 	}
 	for i := range n {
 		id := fmt.Sprintf("m%d", i)
@@ -558,15 +558,44 @@ func TestCheckbackScannerBatchesWhereTheProducerTakesThem(t *testing.T) {
 	}
 }
 
+// scanWithin runs s.Scan(ctx) and returns how many it checked, failing the
+// test if it errs or takes more than 20s.
+func scanWithin(t *testing.T, s *Scanner, ctx context.Context) int {
+	t.Helper()
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, err := s.Scan(ctx)
+		done <- result{n, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			t.Fatalf("scan: %v", r.err)
+		}
+		return r.n
+	case <-time.After(20 * time.Second):
+		t.Fatal("Scan did not return within 20s")
+		return 0
+	}
+}
+
 // TestCheckbackScannerAsksOneByOneWhereBatchesAreNotTaken: a producer that
 // speaks only the one-check protocol never gets a batch, and one that
-// offers batches but refuses them (rolled back to an older version) gets
-// each message asked again alone within the same check: every message is
-// answered, none counted as failed.
+// offers batches but does not answer them (rolled back to an older version:
+// 400; or failing: 500) gets each message asked again alone within the
+// same check: every message is answered, none counted as failed.
 func TestCheckbackScannerAsksOneByOneWhereBatchesAreNotTaken(t *testing.T) {
 	t.Parallel()
-	for _, offers := range []bool{false, true} {
-		t.Run(fmt.Sprintf("offers=%v", offers), func(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		offers      bool
+		batchStatus int
+	}{{"one-check protocol", false, 0}, {"refuses batches", true, http.StatusBadRequest}, {"fails batches", true, http.StatusInternalServerError}} {
+		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			const n = 200
 			var batches, singles atomic.Int32
@@ -577,11 +606,11 @@ func TestCheckbackScannerAsksOneByOneWhereBatchesAreNotTaken(t *testing.T) {
 				}
 				if json.NewDecoder(r.Body).Decode(&req) != nil || req.ID == "" {
 					batches.Add(1)
-					http.Error(w, "want an id", http.StatusBadRequest)
+					http.Error(w, "no batches here", tc.batchStatus)
 					return
 				}
 				singles.Add(1)
-				if offers {
+				if tc.offers {
 					w.Header().Set(checkback.BatchHeader, "64")
 				}
 				_ = json.NewEncoder(w).Encode(map[string]checkback.Answer{"state": parityAnswer(req.ID)})
@@ -592,8 +621,8 @@ func TestCheckbackScannerAsksOneByOneWhereBatchesAreNotTaken(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got, err := s.Scan(context.Background()); err != nil || got != n {
-				t.Fatalf("scan checked %d (%v), want %d", got, err, n)
+			if got := scanWithin(t, s, context.Background()); got != n {
+				t.Fatalf("scan checked %d, want %d", got, n)
 			}
 			for i := range n {
 				id := fmt.Sprintf("m%d", i)
@@ -601,10 +630,69 @@ func TestCheckbackScannerAsksOneByOneWhereBatchesAreNotTaken(t *testing.T) {
 					t.Fatalf("%s: %+v, want %v", id, r, parityAnswer(id))
 				}
 			}
-			if singles.Load() != n || (batches.Load() > 0) != offers {
-				t.Fatalf("%d single requests, %d batches refused; want %d and some batches only where offered",
+			if singles.Load() != n || (batches.Load() > 0) != tc.offers {
+				t.Fatalf("%d single requests, %d batches not answered; want %d, and batches only where offered",
 					singles.Load(), batches.Load(), n)
 			}
 		})
 	}
+}
+
+// TestCheckbackScannerStopsWithBatchesInFlight: a scan whose context ends
+// while batches wait at the producer returns at once and records none of
+// their checks (they stay counted, asked again once their lease passes).
+func TestCheckbackScannerStopsWithBatchesInFlight(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	var batches atomic.Int32
+	hold := checkback.Handler(holdBatches{release: release, batches: &batches}, checkback.WithSecret(testSecret))
+	srv := httptest.NewServer(hold)
+	t.Cleanup(srv.Close)
+	store := dueStore(srv.URL, 200)
+	s, err := NewScanner(store, ScannerConfig{Concurrency: 64, Policy: loopback()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		defer cancel()
+		for start := time.Now(); batches.Load() == 0 && time.Since(start) < 10*time.Second; {
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	scanWithin(t, s, ctx)
+	if batches.Load() == 0 {
+		t.Fatal("no batch reached the producer")
+	}
+	store.mu.Lock()
+	defer store.mu.Unlock()
+	for id, r := range store.results {
+		if r.Answer != checkback.AnswerCommit {
+			t.Fatalf("%s recorded %+v after the scan's context ended; want only answers that came before", id, r)
+		}
+	}
+	if len(store.results) == 200 {
+		t.Fatal("every check recorded, although the batches were held until the scan stopped")
+	}
+}
+
+// holdBatches answers single checks commit at once and holds every batch
+// until release is closed or its request ends, counting batches.
+type holdBatches struct {
+	release <-chan struct{}
+	batches *atomic.Int32
+}
+
+func (holdBatches) Check(context.Context, checkback.Request) (checkback.Answer, error) {
+	return checkback.AnswerCommit, nil
+}
+
+func (h holdBatches) CheckBatch(ctx context.Context, reqs []checkback.Request) ([]checkback.Answer, error) {
+	h.batches.Add(1)
+	select {
+	case <-h.release:
+	case <-ctx.Done():
+	}
+	return nil, errors.New("held")
 }

@@ -15,32 +15,38 @@ import (
 
 // BatchHeader is the header a Handler sets on every answer to say how many
 // checks it takes in one request (MaxBatch). A broker sends a producer
-// batches only after an answer of its carried it, so a producer that speaks
-// only the one-check protocol is never sent one.
+// batches only after one of the producer's answers carried this header, so
+// a producer that speaks only the one-check protocol is never sent one.
 const BatchHeader = "Txmsg-Checkback-Batch"
 
 // MaxBatch is the most checks a Handler takes in one batch request.
 const MaxBatch = 64
 
-// ErrBatchRefused is returned by Caller.CallBatch when the producer refused
-// a batch request as such (HTTP 400, 404, 405, 413 or 415: a producer rolled
-// back to a version without batches): nothing was checked, and the Caller
-// sends that URL single checks from then on, until an answer offers batches
-// again.
-var ErrBatchRefused = errors.New("checkback: the producer refused a batch of checks")
+// ErrBatchRefused is returned by Caller.CallBatch when the producer did not
+// answer a batch as one: an HTTP status other than 200 (a producer rolled
+// back to a version without batches answers 400) or a body that is not a
+// batch answer. Nothing is known of its checks: ask them one by one. The
+// Caller sends that URL one check per request from then on, until an answer
+// offers batches again.
+var ErrBatchRefused = errors.New("checkback: the producer did not answer a batch of checks")
 
 // BatchChecker is a Checker that can answer several checks at once, as
-// Ledger does with two statements for the whole batch. Handler uses it for
-// batch requests; a Checker without it is asked check by check, concurrently.
+// Ledger does with one read for the whole batch. Handler uses it for batch
+// requests; a Checker without it is asked check by check, a few at a time.
 type BatchChecker interface {
 	Checker
-	// CheckBatch returns one answer per request, in order. An error means
-	// "unknown" for every request.
+	// CheckBatch returns one answer per request, in order; a check it
+	// cannot answer (ctx ended while it waited, say) answers unknown alone.
+	// An error means "unknown" for every request.
 	CheckBatch(ctx context.Context, reqs []Request) ([]Answer, error)
 }
 
+// batchBody is a batch request. TimeoutMS is how long the broker waits for
+// the answer, less a margin: a check still waiting then (on an open local
+// transaction) answers unknown, and the others of the batch are answered.
 type batchBody struct {
-	Checks []Request `json:"checks"`
+	Checks    []Request `json:"checks"`
+	TimeoutMS int64     `json:"timeout_ms,omitempty"`
 }
 
 type batchAnswerBody struct {
@@ -48,13 +54,18 @@ type batchAnswerBody struct {
 }
 
 // Caller asks producers, one check per request or several at once where the
-// producer has said it takes batches (BatchHeader). It is safe for
-// concurrent use.
+// producer has said it takes batches (BatchHeader). Make one with
+// NewCaller; it is safe for concurrent use.
 type Caller struct {
 	client *http.Client
 	mu     sync.Mutex
 	batch  map[string]int // URL → checks per request it offered, ≥ 2
 }
+
+// maxBatchURLs bounds the URLs a Caller remembers as taking batches (a
+// message may name its own check-back URL); one past it is asked one check
+// per request.
+const maxBatchURLs = 1024
 
 // NewCaller returns a Caller that sends its requests through client.
 func NewCaller(client *http.Client) *Caller {
@@ -79,7 +90,16 @@ func (c *Caller) learn(url string, h http.Header) {
 		delete(c.batch, url)
 		return
 	}
-	c.batch[url] = min(n, MaxBatch)
+	if _, ok := c.batch[url]; ok || len(c.batch) < maxBatchURLs {
+		c.batch[url] = min(n, MaxBatch)
+	}
+}
+
+// forget asks url one check per request until an answer offers batches.
+func (c *Caller) forget(url string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.batch, url)
 }
 
 // Call asks the producer at url about req, as the function Call does, and
@@ -102,17 +122,22 @@ func (c *Caller) Call(ctx context.Context, url, secret string, req Request) (Ans
 }
 
 // CallBatch asks the producer at url about every request in one POST of
-// {"checks":[…]} and returns one answer per request, in order, from its
-// {"states":[…]}. A batch whose body would pass maxRequestBytes goes as
-// several requests, one after the other. Errors are Call's, and
-// ErrBatchRefused; an error means that no answer came for any request of
-// the failed POST.
+// {"checks":[…],"timeout_ms":…} and returns one answer per request, in
+// order, from its {"states":[…]}; timeout_ms is three quarters of what is
+// left of ctx's deadline. A batch of more than MaxBatch, or whose body would
+// pass what a Handler reads, goes as several requests, one after the other.
+// Errors are Call's transport errors, and ErrBatchRefused; an error means
+// that no answer came for any request.
 func (c *Caller) CallBatch(ctx context.Context, url, secret string, reqs []Request) ([]Answer, error) {
-	body, err := json.Marshal(batchBody{Checks: reqs})
+	b := batchBody{Checks: reqs}
+	if dl, ok := ctx.Deadline(); ok {
+		b.TimeoutMS = max(time.Until(dl)*3/4, time.Millisecond).Milliseconds()
+	}
+	body, err := json.Marshal(b)
 	if err != nil {
 		return nil, fmt.Errorf("checkback: encode a batch of %d checks: %w", len(reqs), err)
 	}
-	if len(body) > maxRequestBytes && len(reqs) > 1 {
+	if len(reqs) > 1 && (len(reqs) > MaxBatch || len(body) > maxRequestBytes) {
 		h := len(reqs) / 2
 		first, err := c.CallBatch(ctx, url, secret, reqs[:h])
 		if err != nil {
@@ -126,22 +151,17 @@ func (c *Caller) CallBatch(ctx context.Context, url, secret string, reqs []Reque
 	}
 	data, err := c.post(ctx, url, secret, body)
 	if se := (*StatusError)(nil); errors.As(err, &se) {
-		switch se.Status {
-		case http.StatusBadRequest, http.StatusNotFound, http.StatusMethodNotAllowed,
-			http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType:
-			c.mu.Lock()
-			delete(c.batch, url)
-			c.mu.Unlock()
-			return nil, fmt.Errorf("%w: %w", ErrBatchRefused, err)
-		}
+		c.forget(url)
+		return nil, fmt.Errorf("%w: %w", ErrBatchRefused, err)
 	}
 	if err != nil {
 		return nil, err
 	}
 	var ab batchAnswerBody
 	if json.Unmarshal(data, &ab) != nil || len(ab.States) != len(reqs) || !validAnswers(ab.States) {
-		return nil, fmt.Errorf(`%w: %s answered a batch of %d checks with a body that is not {"states":[…]} with one of "commit", "rollback" or "unknown" per check`,
-			ErrBadAnswer, url, len(reqs))
+		c.forget(url)
+		return nil, fmt.Errorf(`%w: %w: %s answered a batch of %d checks with a body that is not {"states":[…]} with one of "commit", "rollback" or "unknown" per check`,
+			ErrBatchRefused, ErrBadAnswer, url, len(reqs))
 	}
 	return ab.States, nil
 }

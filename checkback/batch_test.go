@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/txmsg/txmsg/checkback"
+	"github.com/txmsg/txmsg/internal/testenv"
 )
 
 // byPrefix answers a check by its id's first letter: c commit, r rollback,
@@ -172,5 +173,43 @@ func TestCheckbackHandlerAnswersABatchInOrder(t *testing.T) {
 	}
 	if h := rec.Header().Get(checkback.BatchHeader); h != fmt.Sprint(checkback.MaxBatch) {
 		t.Fatalf("%s: %q, want %d", checkback.BatchHeader, h, checkback.MaxBatch)
+	}
+}
+
+// TestCheckbackBatchAnswersTheOthersWhileOneWaits: in a batch, a check
+// that waits on a local transaction still open answers unknown by the
+// batch's timeout, and the checks beside it are answered; the transaction
+// then commits as it would have.
+func TestCheckbackBatchAnswersTheOthersWhileOneWaits(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDB(t)
+	ctx := context.Background()
+	l, err := checkback.LedgerChecker(db.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := recordCommitted(t, db, l, "done")
+	tx, err := db.DB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback() })
+	if err := l.Record(ctx, tx, "open"); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(checkback.Handler(l, checkback.WithSecret(testSecret)))
+	defer srv.Close()
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	as, err := checkback.NewCaller(srv.Client()).CallBatch(cctx, srv.URL, testSecret, reqs(done, "open", "none"))
+	want := []checkback.Answer{checkback.AnswerCommit, checkback.AnswerUnknown, checkback.AnswerRollback}
+	if err != nil || fmt.Sprint(as) != fmt.Sprint(want) {
+		t.Fatalf("batch beside an open transaction answered %v, %v; want %v", as, err, want)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatalf("the open transaction after the batch: %v", err)
+	}
+	if a, err := l.Check(ctx, checkback.Request{ID: "open"}); err != nil || a != checkback.AnswerCommit {
+		t.Fatalf("check after the commit: %v, %v; want commit", a, err)
 	}
 }

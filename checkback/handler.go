@@ -65,10 +65,12 @@ type handler struct {
 // it records nothing. A checker error answers 200 {"state":"unknown"} and
 // is logged; a malformed request answers 400. It is safe for concurrent use.
 //
-// It also takes batches, {"checks":[Request,…]} of 1 to MaxBatch, and
-// answers {"states":[…]}, one per check in order (checker's CheckBatch if it
-// is a BatchChecker, else a Check per request); every answer carries
-// BatchHeader, which tells the broker it may send them.
+// It also takes batches, {"checks":[Request,…],"timeout_ms":n} of 1 to
+// MaxBatch, and answers {"states":[…]}, one per check in order (checker's
+// CheckBatch if it is a BatchChecker, else a Check per request); a check
+// not answered within timeout_ms answers unknown, and the others are
+// answered. Every answer carries BatchHeader, which tells the broker it may
+// send them.
 func Handler(checker Checker, opts ...HandlerOption) http.Handler {
 	h := &handler{checker: checker, log: slog.New(slog.DiscardHandler)}
 	for _, o := range opts {
@@ -108,7 +110,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var req struct {
 		Request
-		Checks []Request `json:"checks"`
+		batchBody
 	}
 	if err := json.Unmarshal(body, &req); err != nil {
 		http.Error(w, "checkback: want a JSON body with an id, or with checks", http.StatusBadRequest)
@@ -124,8 +126,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = json.NewEncoder(w).Encode(answerBody{State: h.check(r.Context(), req.Request)})
 		return
 	}
-	if req.ID != "" || len(req.Checks) == 0 || len(req.Checks) > MaxBatch {
-		http.Error(w, fmt.Sprintf("checkback: want checks of 1 to %d entries and no id beside them", MaxBatch), http.StatusBadRequest)
+	if req.ID != "" || len(req.Checks) == 0 || len(req.Checks) > MaxBatch || req.TimeoutMS < 0 {
+		http.Error(w, fmt.Sprintf("checkback: want checks of 1 to %d entries, no id beside them and a timeout_ms of 0 or more", MaxBatch),
+			http.StatusBadRequest)
 		return
 	}
 	for _, c := range req.Checks {
@@ -134,9 +137,20 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	ctx := r.Context()
+	if req.TimeoutMS > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(req.TimeoutMS)*time.Millisecond)
+		defer cancel()
+	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(batchAnswerBody{States: h.checkBatch(r.Context(), req.Checks)})
+	_ = json.NewEncoder(w).Encode(batchAnswerBody{States: h.checkBatch(ctx, req.Checks)})
 }
+
+// checksAtOnce is how many checks of a batch a Checker without CheckBatch
+// is asked at once: a signed batch, replayed within MaxSignatureAge, costs
+// the producer no more than that many checks in flight.
+const checksAtOnce = 8
 
 // check asks the checker about req; a failure answers unknown, logged.
 func (h *handler) check(ctx context.Context, req Request) Answer {
@@ -150,8 +164,8 @@ func (h *handler) check(ctx context.Context, req Request) Answer {
 }
 
 // checkBatch answers reqs: with one CheckBatch where the checker has it,
-// else with a Check per request, all at once (one slow check does not
-// hold up the others).
+// else with a Check per request, checksAtOnce at a time (one slow check
+// holds up few others; ctx ends them all by the broker's timeout).
 func (h *handler) checkBatch(ctx context.Context, reqs []Request) []Answer {
 	as := make([]Answer, len(reqs))
 	if bc, ok := h.checker.(BatchChecker); ok {
@@ -169,9 +183,18 @@ func (h *handler) checkBatch(ctx context.Context, reqs []Request) []Answer {
 		}
 		return as
 	}
+	next := make(chan int, len(reqs))
+	for i := range reqs {
+		next <- i
+	}
+	close(next)
 	var wg sync.WaitGroup
-	for i, req := range reqs {
-		wg.Go(func() { as[i] = h.check(ctx, req) })
+	for range min(len(reqs), checksAtOnce) {
+		wg.Go(func() {
+			for i := range next {
+				as[i] = h.check(ctx, reqs[i])
+			}
+		})
 	}
 	wg.Wait()
 	return as

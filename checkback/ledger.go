@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/txmsg/txmsg"
@@ -115,6 +116,11 @@ func (l *Ledger) Record(ctx context.Context, tx Execer, id string) error {
 // A wait longer than ctx's deadline (or innodb_lock_wait_timeout) returns an
 // error, which Handler answers as unknown: the broker asks again later.
 func (l *Ledger) Check(ctx context.Context, req Request) (Answer, error) {
+	// INSERT IGNORE would cut a longer id to the column and mark another
+	// message rolled back.
+	if req.ID == "" || len(req.ID) > txmsg.MaxIDLen {
+		return 0, fmt.Errorf("checkback: check of %q: %w: id must be 1 to %d bytes", req.ID, txmsg.ErrInvalidMessage, txmsg.MaxIDLen)
+	}
 	res, err := l.db.ExecContext(ctx, insertRollback, req.ID)
 	if err != nil {
 		return 0, fmt.Errorf("checkback: ledger marker for %s: %w", req.ID, err)
@@ -132,14 +138,13 @@ func (l *Ledger) Check(ctx context.Context, req Request) (Answer, error) {
 	return AnswerRollback, nil
 }
 
-// CheckBatch implements BatchChecker with Check's answers: a consistent
+// CheckBatch implements BatchChecker with Check's answers: one consistent
 // read finds the rows of every message whose transaction ended (a row is
-// never changed once committed, so the read locks nothing); for the others
-// one INSERT IGNORE puts rollback markers, in id order so that two batches
-// never deadlock, waiting as Check does on a transaction still open, and a
-// second read tells what stands. An id longer than txmsg.MaxIDLen (never a
-// half message's) answers unknown. An error is every check's: the lock
-// wait of one open transaction can run past ctx for all.
+// never changed once committed, so the read locks nothing), and each other
+// message is checked as Check does, checksAtOnce at a time: a check that
+// waits on an open transaction holds no marker of another message, and one
+// that fails (ctx ended during the wait) answers unknown alone. An id
+// longer than txmsg.MaxIDLen (never a half message's) answers unknown.
 func (l *Ledger) CheckBatch(ctx context.Context, reqs []Request) ([]Answer, error) {
 	ids := make([]string, 0, len(reqs))
 	for _, r := range reqs {
@@ -153,35 +158,44 @@ func (l *Ledger) CheckBatch(ctx context.Context, reqs []Request) ([]Answer, erro
 	if err := l.readStates(ctx, ids, states); err != nil {
 		return nil, err
 	}
-	var missing []string
+	answers := make(map[string]Answer, len(ids))
+	next := make(chan string, len(ids))
 	for _, id := range ids {
-		if _, ok := states[id]; !ok {
-			missing = append(missing, id)
+		switch st, ok := states[id]; {
+		case !ok:
+			next <- id
+		case st == ledgerCommitted:
+			answers[id] = AnswerCommit
+		default:
+			answers[id] = AnswerRollback
 		}
 	}
-	if len(missing) > 0 {
-		args := make([]any, len(missing))
-		for i, id := range missing {
-			args[i] = id
-		}
-		q := "INSERT IGNORE INTO " + ledgerTable + " (msg_id, state, created_at) VALUES " +
-			strings.Repeat("(?, 2, UTC_TIMESTAMP(6)), ", len(missing)-1) + "(?, 2, UTC_TIMESTAMP(6))"
-		if _, err := l.db.ExecContext(ctx, q, args...); err != nil {
-			return nil, fmt.Errorf("checkback: ledger markers for %d messages: %w", len(missing), err)
-		}
-		if err := l.readStates(ctx, missing, states); err != nil {
-			return nil, err
-		}
+	close(next)
+	var (
+		mu sync.Mutex
+		wg sync.WaitGroup
+	)
+	for range min(len(next), checksAtOnce) {
+		wg.Go(func() {
+			for id := range next {
+				a, err := l.Check(ctx, Request{ID: id})
+				if err != nil {
+					l.log.WarnContext(ctx, "checkback: check failed, answering unknown", slog.String("msg_id", id), slog.Any("error", err))
+					a = AnswerUnknown
+				}
+				mu.Lock()
+				answers[id] = a
+				mu.Unlock()
+			}
+		})
 	}
+	wg.Wait()
 	as := make([]Answer, len(reqs))
 	for i, r := range reqs {
-		switch st, ok := states[r.ID]; {
-		case !ok:
+		if a, ok := answers[r.ID]; ok {
+			as[i] = a
+		} else {
 			as[i] = AnswerUnknown
-		case st == ledgerCommitted:
-			as[i] = AnswerCommit
-		default:
-			as[i] = AnswerRollback
 		}
 	}
 	return as, nil

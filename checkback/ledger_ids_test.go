@@ -78,4 +78,15 @@ func TestCheckbackLedgerRefusesIDsTooLongToStore(t *testing.T) {
 	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM txmsg_checkback_ledger`).Scan(&n); err != nil || n != 0 {
 		t.Fatalf("%d ledger rows (%v), want none", n, err)
 	}
+	// Nor does a check of such an id put a marker on the id it would be
+	// cut to: that message's transaction may still commit.
+	if a, err := l.Check(ctx, checkback.Request{ID: long}); !errors.Is(err, txmsg.ErrInvalidMessage) {
+		t.Fatalf("Check(%d bytes): %v, %v; want ErrInvalidMessage", len(long), a, err)
+	}
+	if as, err := l.CheckBatch(ctx, []checkback.Request{{ID: long}}); err != nil || len(as) != 1 || as[0] != checkback.AnswerUnknown {
+		t.Fatalf("CheckBatch(%d bytes): %v, %v; want unknown", len(long), as, err)
+	}
+	if err := db.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM txmsg_checkback_ledger`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("checks of an id too long left %d ledger rows (%v), want none", n, err)
+	}
 }
