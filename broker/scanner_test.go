@@ -532,7 +532,24 @@ func TestCheckbackScannerBatchesWhereTheProducerTakesThem(t *testing.T) {
 	g := &batchGauge{}
 	srv := httptest.NewServer(checkback.Handler(g, checkback.WithSecret(testSecret)))
 	t.Cleanup(srv.Close)
-	store := dueStore(srv.URL, n)
+	scanParity(t, srv.URL, n, concurrency)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	// The first claims go one per request: nothing said yet that the
+	// producer takes batches.
+	if g.requests > n/2 || g.widest < 2 || g.widest > maxCallBatch {
+		t.Fatalf("%d requests for %d checks, the widest of %d: want batches of 2 to %d", g.requests, n, g.widest, maxCallBatch)
+	}
+	if g.top > concurrency {
+		t.Fatalf("%d checks in flight at once, want at most %d", g.top, concurrency)
+	}
+}
+
+// scanParity scans n messages due at url with a scanner of concurrency and
+// fails the test unless each recorded its parityAnswer, with no error.
+func scanParity(t *testing.T, url string, n, concurrency int) {
+	t.Helper()
+	store := dueStore(url, n)
 	s, err := NewScanner(store, ScannerConfig{Concurrency: concurrency, Policy: loopback()})
 	if err != nil {
 		t.Fatal(err)
@@ -545,16 +562,6 @@ func TestCheckbackScannerBatchesWhereTheProducerTakesThem(t *testing.T) {
 		if r := store.results[id]; r.Answer != parityAnswer(id) || r.Err != nil {
 			t.Fatalf("%s: %+v, want %v", id, r, parityAnswer(id))
 		}
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	// The first claims go one per request: nothing said yet that the
-	// producer takes batches.
-	if g.requests > n/2 || g.widest < 2 || g.widest > maxCallBatch {
-		t.Fatalf("%d requests for %d checks, the widest of %d: want batches of 2 to %d", g.requests, n, g.widest, maxCallBatch)
-	}
-	if g.top > concurrency {
-		t.Fatalf("%d checks in flight at once, want at most %d", g.top, concurrency)
 	}
 }
 
@@ -616,20 +623,7 @@ func TestCheckbackScannerAsksOneByOneWhereBatchesAreNotTaken(t *testing.T) {
 				_ = json.NewEncoder(w).Encode(map[string]checkback.Answer{"state": parityAnswer(req.ID)})
 			}))
 			t.Cleanup(srv.Close)
-			store := dueStore(srv.URL, n)
-			s, err := NewScanner(store, ScannerConfig{Concurrency: 64, Policy: loopback()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := scanWithin(t, s, context.Background()); got != n {
-				t.Fatalf("scan checked %d, want %d", got, n)
-			}
-			for i := range n {
-				id := fmt.Sprintf("m%d", i)
-				if r := store.results[id]; r.Answer != parityAnswer(id) || r.Err != nil {
-					t.Fatalf("%s: %+v, want %v", id, r, parityAnswer(id))
-				}
-			}
+			scanParity(t, srv.URL, n, 64)
 			if singles.Load() != n || (batches.Load() > 0) != tc.offers {
 				t.Fatalf("%d single requests, %d batches not answered; want %d, and batches only where offered",
 					singles.Load(), batches.Load(), n)

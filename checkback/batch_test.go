@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/txmsg/txmsg/checkback"
-	"github.com/txmsg/txmsg/internal/testenv"
 )
 
 // byPrefix answers a check by its id's first letter: c commit, r rollback,
@@ -182,12 +181,8 @@ func TestCheckbackHandlerAnswersABatchInOrder(t *testing.T) {
 // then commits as it would have.
 func TestCheckbackBatchAnswersTheOthersWhileOneWaits(t *testing.T) {
 	t.Parallel()
-	db := testenv.NewDB(t)
+	db, l := newLedger(t)
 	ctx := context.Background()
-	l, err := checkback.LedgerChecker(db.DB)
-	if err != nil {
-		t.Fatal(err)
-	}
 	done := recordCommitted(t, db, l, "done")
 	tx, err := db.DB.BeginTx(ctx, nil)
 	if err != nil {

@@ -5,18 +5,12 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/txmsg/txmsg/checkback"
 	"github.com/txmsg/txmsg/checkback/checkbacktest"
-	"github.com/txmsg/txmsg/internal/testenv"
 )
 
 func TestCheckbackLedgerConformance(t *testing.T) {
 	t.Parallel()
-	db := testenv.NewDB(t)
-	l, err := checkback.LedgerChecker(db.DB)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, l := newLedger(t)
 	checkbacktest.Run(t, func(t *testing.T) checkbacktest.Harness {
 		return checkbacktest.Harness{
 			Checker: l,

@@ -8,19 +8,14 @@ import (
 
 	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/checkback"
-	"github.com/txmsg/txmsg/internal/testenv"
 )
 
 // Ledger ids compare byte for byte: the local transaction of "Order-1"
 // says nothing about "order-1".
 func TestCheckbackLedgerIDsAreCaseSensitive(t *testing.T) {
 	t.Parallel()
-	db := testenv.NewDB(t)
+	db, l := newLedger(t)
 	ctx := context.Background()
-	l, err := checkback.LedgerChecker(db.DB)
-	if err != nil {
-		t.Fatal(err)
-	}
 	tx, err := db.DB.BeginTx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -57,12 +52,8 @@ func TestCheckbackLedgerIDsAreCaseSensitive(t *testing.T) {
 // a committed transaction.
 func TestCheckbackLedgerRefusesIDsTooLongToStore(t *testing.T) {
 	t.Parallel()
-	db := testenv.NewDB(t)
+	db, l := newLedger(t)
 	ctx := context.Background()
-	l, err := checkback.LedgerChecker(db.DB)
-	if err != nil {
-		t.Fatal(err)
-	}
 	tx, err := db.DB.BeginTx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)

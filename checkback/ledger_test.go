@@ -16,12 +16,8 @@ import (
 
 func TestCheckbackLedgerWaitsForOpenTransaction(t *testing.T) {
 	t.Parallel()
-	db := testenv.NewDB(t)
+	db, l := newLedger(t)
 	ctx := context.Background()
-	l, err := checkback.LedgerChecker(db.DB)
-	if err != nil {
-		t.Fatal(err)
-	}
 	done := recordCommitted(t, db, l, "done")
 	// A batch (checkback.Ledger.CheckBatch) waits the same way, and answers
 	// the other checks it carries once the transaction ends.
@@ -102,12 +98,8 @@ func TestCheckbackLedgerWaitsForOpenTransaction(t *testing.T) {
 
 func TestCheckbackLedgerCheckWinsOverLateTransaction(t *testing.T) {
 	t.Parallel()
-	db := testenv.NewDB(t)
+	db, l := newLedger(t)
 	ctx := context.Background()
-	l, err := checkback.LedgerChecker(db.DB)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for range 2 { // repeated checks give the same answer
 		if a, err := l.Check(ctx, checkback.Request{ID: "late"}); err != nil || a != checkback.AnswerRollback {
 			t.Fatalf("check without a ledger row: %v, %v", a, err)
@@ -193,6 +185,17 @@ func TestCheckbackLedgerCleanupJob(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("RunCleanup did not return within 20s of its context's end")
 	}
+}
+
+// newLedger is a fresh database and a Ledger on it.
+func newLedger(t *testing.T) (*testenv.Database, *checkback.Ledger) {
+	t.Helper()
+	db := testenv.NewDB(t)
+	l, err := checkback.LedgerChecker(db.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, l
 }
 
 // recordCommitted commits the ledger row of id in a transaction of its own
