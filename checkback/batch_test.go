@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -55,7 +56,7 @@ func TestCheckbackCallerLearnsBatchesFromTheAnswer(t *testing.T) {
 	}
 	as, err := c.CallBatch(context.Background(), srv.URL, testSecret, reqs("c1", "r1", "x1", "c2"))
 	want := []checkback.Answer{checkback.AnswerCommit, checkback.AnswerRollback, checkback.AnswerUnknown, checkback.AnswerCommit}
-	if err != nil || fmt.Sprint(as) != fmt.Sprint(want) {
+	if err != nil || !slices.Equal(as, want) {
 		t.Fatalf("batch answered %v, %v; want %v", as, err, want)
 	}
 }
@@ -143,7 +144,7 @@ func TestCheckbackCallBatchSplitsWhatTheHandlerWouldRefuse(t *testing.T) {
 	}
 	as, err := checkback.NewCaller(srv.Client()).CallBatch(context.Background(), srv.URL, "", batch)
 	want := []checkback.Answer{checkback.AnswerCommit, checkback.AnswerRollback, checkback.AnswerCommit, checkback.AnswerRollback}
-	if err != nil || fmt.Sprint(as) != fmt.Sprint(want) {
+	if err != nil || !slices.Equal(as, want) {
 		t.Fatalf("batch of 1.2 MB answered %v, %v; want %v", as, err, want)
 	}
 	if n := posts.Load(); n < 2 {
@@ -198,7 +199,7 @@ func TestCheckbackBatchAnswersTheOthersWhileOneWaits(t *testing.T) {
 	defer cancel()
 	as, err := checkback.NewCaller(srv.Client()).CallBatch(cctx, srv.URL, testSecret, reqs(done, "open", "none"))
 	want := []checkback.Answer{checkback.AnswerCommit, checkback.AnswerUnknown, checkback.AnswerRollback}
-	if err != nil || fmt.Sprint(as) != fmt.Sprint(want) {
+	if err != nil || !slices.Equal(as, want) {
 		t.Fatalf("batch beside an open transaction answered %v, %v; want %v", as, err, want)
 	}
 	if err := tx.Commit(); err != nil {
