@@ -168,6 +168,7 @@ func TestCheckbackHandlerRejectsBadRequests(t *testing.T) {
 		{"POST", `{"checks":[]}`, 400},
 		{"POST", `{"checks":[{"id":"a"},{"topic":"t"}]}`, 400},
 		{"POST", `{"id":"m","checks":[{"id":"a"}]}`, 400},
+		{"POST", `{"checks":[{"id":"a"}],"timeout_ms":-1}`, 400},
 		{"POST", `{"checks":[` + strings.Repeat(`{"id":"a"},`, checkback.MaxBatch) + `{"id":"a"}]}`, 400},
 	} {
 		rec := httptest.NewRecorder()

@@ -209,3 +209,23 @@ func TestCheckbackBatchAnswersTheOthersWhileOneWaits(t *testing.T) {
 		t.Fatalf("check after the commit: %v, %v; want commit", a, err)
 	}
 }
+
+// TestCheckbackHandlerTakesAnyBatchTimeout: a timeout_ms too large for a
+// time.Duration waits as a long one, not as one already over.
+func TestCheckbackHandlerTakesAnyBatchTimeout(t *testing.T) {
+	t.Parallel()
+	body := `{"checks":[{"id":"c1"}],"timeout_ms":9223372036854775807}`
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodPost, "/check", strings.NewReader(body))
+	req.Header.Set(checkback.SignatureHeader, checkback.Sign(testSecret, time.Now(), []byte(body)))
+	waits := checkback.CheckerFunc(func(ctx context.Context, req checkback.Request) (checkback.Answer, error) {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		return checkback.AnswerCommit, nil
+	})
+	checkback.Handler(waits, checkback.WithSecret(testSecret)).ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"states":["commit"]`) {
+		t.Fatalf("status %d, body %s; want the check answered", rec.Code, rec.Body)
+	}
+}

@@ -140,12 +140,16 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if req.TimeoutMS > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(req.TimeoutMS)*time.Millisecond)
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(min(req.TimeoutMS, maxBatchTimeout.Milliseconds()))*time.Millisecond)
 		defer cancel()
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(batchAnswerBody{States: h.checkBatch(ctx, req.Checks)})
 }
+
+// maxBatchTimeout caps a batch's timeout_ms (a longer wait is the
+// request's own, which ends when the broker gives up).
+const maxBatchTimeout = time.Hour
 
 // checksAtOnce is how many checks of a batch a Checker without CheckBatch
 // is asked at once: a signed batch, replayed within MaxSignatureAge, costs
