@@ -130,7 +130,7 @@ func blockPrepares(t *testing.T, env *apiEnv, group string) (release func()) {
 		_, err := env.store.Prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: group, Message: txmsg.Message{ID: "blocker", Topic: "t", Value: []byte("v")}})
 		done <- err
 	}()
-	waitQueued(t, &env.store.prepares.mu, func() int { return env.store.prepares.running }, 1)
+	waitTaken(t, &env.store.prepares)
 	return func() {
 		if err := tx.Rollback(); err != nil {
 			t.Fatal(err)
@@ -139,6 +139,21 @@ func blockPrepares(t *testing.T, env *apiEnv, group string) (release func()) {
 			t.Fatalf("blocker: %v", err)
 		}
 	}
+}
+
+// waitTaken waits until b's writer has taken the one call made so far into
+// its batch: a writer counted as running may not have taken it yet, and a
+// call queued meanwhile would then join that batch.
+func waitTaken[T interface{ base() *call }](t *testing.T, b *batcher[T]) {
+	t.Helper()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.running != 1 || len(b.queue) != 0 {
+			return fmt.Errorf("%d writers, %d calls queued; want one writer, with the call", b.running, len(b.queue))
+		}
+		return nil
+	})
 }
 
 // waitQueued waits until n() under mu reaches want.
@@ -250,7 +265,7 @@ func TestBrokerTransitionBatchAnswersEachCallAndAuditsEachMoveOnce(t *testing.T)
 			res[i] <- result{st, err}
 		}()
 		if i == 0 {
-			waitQueued(t, &env.store.moves.mu, func() int { return env.store.moves.running }, 1)
+			waitTaken(t, &env.store.moves)
 			continue
 		}
 		waitQueued(t, &env.store.moves.mu, func() int { return len(env.store.moves.queue) }, i)
@@ -373,7 +388,7 @@ func TestBrokerTransitionBatchRecordsAMoveWhoseCallerLeft(t *testing.T) {
 		_, err := env.store.CommitAs(cctx, Actor{Group: "g"}, "left")
 		done <- err
 	}()
-	waitQueued(t, &env.store.moves.mu, func() int { return env.store.moves.running }, 1)
+	waitTaken(t, &env.store.moves)
 	cancel()
 	if err := <-done; err == nil {
 		t.Fatal("the caller that left got an answer from a batch still waiting")
