@@ -76,6 +76,15 @@ func WithLedgerLogger(log *slog.Logger) LedgerOption {
 	}
 }
 
+// WithoutBatchMarkers has CheckBatch check each message without a ledger
+// row alone, never with one SET STATEMENT … FOR INSERT for all of them:
+// for a pool behind a proxy that pins a connection on a SET STATEMENT it
+// cannot parse (ProxySQL versions without SET STATEMENT support lock the
+// connection to its host group, and the pool's other queries with it).
+func WithoutBatchMarkers() LedgerOption {
+	return func(l *Ledger) { l.noWait.Store(noWaitNo) }
+}
+
 // LedgerChecker returns a Ledger on db, the producer's own database: the one
 // its local transactions write to, holding the txmsg_checkback_ledger table.
 func LedgerChecker(db *sql.DB, opts ...LedgerOption) (*Ledger, error) {
@@ -155,12 +164,13 @@ func (l *Ledger) Check(ctx context.Context, req Request) (Answer, error) {
 // never changed once committed, so the read locks nothing), and each other
 // message is checked as Check does, checksAtOnce at a time: a check that
 // waits on an open transaction holds no marker of another message, and one
-// that fails (ctx ended during the wait) answers unknown alone. On MariaDB
-// the messages without a row first get their rollback markers in one
-// statement that never waits (innodb_lock_wait_timeout 0): if an open
-// transaction holds one of them, the statement fails at once having
-// written nothing, and each is checked alone. An id longer than
-// txmsg.MaxIDLen (never a half message's) answers unknown.
+// that fails (ctx ended during the wait) answers unknown alone. On MariaDB,
+// when two or more messages have no row, they first get their rollback
+// markers in one statement that never waits for a row lock
+// (innodb_lock_wait_timeout 0): if an open transaction holds one of them,
+// or the statement fails for any other reason, it has written nothing and
+// each is checked alone. WithoutBatchMarkers turns that statement off. An
+// id longer than txmsg.MaxIDLen (never a half message's) answers unknown.
 func (l *Ledger) CheckBatch(ctx context.Context, reqs []Request) ([]Answer, error) {
 	ids := make([]string, 0, len(reqs))
 	for _, r := range reqs {
@@ -228,16 +238,17 @@ func (l *Ledger) CheckBatch(ctx context.Context, reqs []Request) ([]Answer, erro
 	return as, nil
 }
 
-// markNoWait inserts rollback markers for ids (sorted) with one statement
-// that fails rather than wait for a lock, and fails at once on a server
-// that cannot say so (MySQL).
+// markNoWait inserts rollback markers for ids with one statement that
+// fails rather than wait for a row lock, on MariaDB 10.3 and later (where
+// innodb_lock_wait_timeout 0 means so); elsewhere, and after a server
+// refused the statement for any reason but a lock, it fails at once.
 func (l *Ledger) markNoWait(ctx context.Context, ids []string) error {
 	if l.noWait.Load() == noWaitUnknown {
 		var v string
 		if err := l.db.QueryRowContext(ctx, "SELECT VERSION()").Scan(&v); err != nil {
 			return fmt.Errorf("checkback: read the server's version: %w", err)
 		}
-		if strings.Contains(v, "MariaDB") {
+		if noWaitServer(v) {
 			l.noWait.Store(noWaitYes)
 		} else {
 			l.noWait.Store(noWaitNo)
@@ -253,7 +264,27 @@ func (l *Ledger) markNoWait(ctx context.Context, ids []string) error {
 	q := "SET STATEMENT innodb_lock_wait_timeout = 0 FOR INSERT IGNORE INTO " + ledgerTable + " (msg_id, state, created_at) VALUES " +
 		strings.Repeat("(?, 2, UTC_TIMESTAMP(6)), ", len(ids)-1) + "(?, 2, UTC_TIMESTAMP(6))"
 	_, err := l.db.ExecContext(ctx, q, args...)
+	// Error 1205 is the lock the statement would not wait for; anything
+	// else while ctx lives (a proxy or server that refuses SET STATEMENT)
+	// would fail every batch alike. The package links no driver: the
+	// number is read from the text.
+	if err != nil && ctx.Err() == nil && !strings.Contains(err.Error(), "1205") && l.noWait.CompareAndSwap(noWaitYes, noWaitNo) {
+		l.log.WarnContext(ctx, "checkback: ledger: the server refused one-statement rollback markers; checking a batch's messages one by one",
+			slog.Any("error", err))
+	}
 	return err
+}
+
+// noWaitServer reports whether VERSION() v names MariaDB 10.3 or later.
+func noWaitServer(v string) bool {
+	if !strings.Contains(v, "MariaDB") {
+		return false
+	}
+	var major, minor int
+	if _, err := fmt.Sscanf(v, "%d.%d", &major, &minor); err != nil {
+		return false
+	}
+	return major > 10 || (major == 10 && minor >= 3)
 }
 
 // readStates reads the ledger rows of ids into states.

@@ -48,6 +48,7 @@ type producerOptions struct {
 	onEndError func(*EndError)
 	pendingSet bool
 	onErrorSet bool
+	ledger     []checkback.LedgerOption
 }
 
 // WithProducerSecret sets the group's secret, which the broker signs its
@@ -109,6 +110,13 @@ func WithProducerOnEndError(fn func(*EndError)) ProducerOption {
 	return func(o *producerOptions) { o.onEndError, o.onErrorSet = fn, true }
 }
 
+// WithProducerLedgerOptions configures the producer's ledger (see
+// checkback.LedgerChecker), e.g. checkback.WithoutBatchMarkers behind a
+// proxy that cannot parse SET STATEMENT.
+func WithProducerLedgerOptions(opts ...checkback.LedgerOption) ProducerOption {
+	return func(o *producerOptions) { o.ledger = append(o.ledger, opts...) }
+}
+
 // NewProducer returns a Producer for group that talks to the broker through
 // client and runs local transactions on db (which holds the
 // txmsg_checkback_ledger table).
@@ -143,7 +151,7 @@ func NewProducer(client *Client, group string, db *sql.DB, opts ...ProducerOptio
 	if o.onEndError == nil {
 		o.onEndError = logEndError
 	}
-	ledger, err := checkback.LedgerChecker(db)
+	ledger, err := checkback.LedgerChecker(db, o.ledger...)
 	if err != nil {
 		return nil, fmt.Errorf("halfmsg: producer: %w", err)
 	}

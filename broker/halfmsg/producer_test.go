@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/txmsg/txmsg"
+	"github.com/txmsg/txmsg/checkback"
 	"github.com/txmsg/txmsg/internal/testenv"
 )
 
@@ -412,5 +414,35 @@ func TestBrokerProducerOptions(t *testing.T) {
 		if _, err := NewProducer(c, "g", db, opt); err == nil {
 			t.Errorf("%s: NewProducer accepted it", name)
 		}
+	}
+}
+
+// TestBrokerProducerPassesLedgerOptions: WithProducerLedgerOptions reaches
+// the producer's ledger: WithoutBatchMarkers has a batch's markers written
+// one by one (at several instants), where MariaDB would take them in one
+// statement (one instant).
+func TestBrokerProducerPassesLedgerOptions(t *testing.T) {
+	t.Parallel()
+	e := newProducerEnv(t)
+	p := e.producer(t, WithProducerLedgerOptions(checkback.WithoutBatchMarkers()))
+	var reqs []checkback.Request
+	for i := range 16 {
+		reqs = append(reqs, checkback.Request{ID: fmt.Sprintf("none-%02d", i)})
+	}
+	as, err := p.Ledger().CheckBatch(context.Background(), reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range as {
+		if a != checkback.AnswerRollback {
+			t.Fatalf("%s: %v, want rollback", reqs[i].ID, a)
+		}
+	}
+	var stamps int
+	if err := e.db.QueryRow(`SELECT COUNT(DISTINCT created_at) FROM txmsg_checkback_ledger`).Scan(&stamps); err != nil {
+		t.Fatal(err)
+	}
+	if stamps < 2 {
+		t.Fatalf("16 markers written at %d instant: one statement, although the ledger was told not to", stamps)
 	}
 }

@@ -1,0 +1,79 @@
+package checkback
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/txmsg/txmsg/internal/testenv"
+)
+
+func TestCheckbackNoWaitServer(t *testing.T) {
+	t.Parallel()
+	for v, want := range map[string]bool{
+		"10.11.19-MariaDB-0+deb12u1": true,
+		"11.4.2-MariaDB":             true,
+		"10.3.39-MariaDB":            true,
+		"10.2.44-MariaDB":            false,
+		"8.0.36":                     false,
+		"8.4.0-MariaDB-lookalike":    false,
+		"MariaDB":                    false,
+	} {
+		if got := noWaitServer(v); got != want {
+			t.Errorf("noWaitServer(%q) = %v, want %v", v, got, want)
+		}
+	}
+}
+
+// TestCheckbackMarkNoWaitFailsAtOnceLeavingNothing: the one-statement
+// markers fail at once, having written none of their rows, when an open
+// transaction holds one of them, and stay in use for the next batch; a
+// Ledger made WithoutBatchMarkers never tries them.
+func TestCheckbackMarkNoWaitFailsAtOnceLeavingNothing(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDB(t)
+	ctx := context.Background()
+	l, err := LedgerChecker(db.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var version string
+	if err := db.DB.QueryRowContext(ctx, "SELECT VERSION()").Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+	if !noWaitServer(version) {
+		t.Skipf("server %s: no one-statement markers", version)
+	}
+	tx, err := db.DB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback() })
+	if err := l.Record(ctx, tx, "m"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = l.markNoWait(ctx, []string{"a", "m", "z"})
+	if err == nil || !strings.Contains(err.Error(), "1205") {
+		t.Fatalf("markers beside an open transaction's row: %v, want error 1205", err)
+	}
+	// innodb_lock_wait_timeout is 50s by default: anything near it waited.
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("the statement took %v: it waited", d)
+	}
+	var n int
+	if err := db.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM txmsg_checkback_ledger WHERE msg_id IN ('a', 'z')`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d markers left behind (%v), want none", n, err)
+	}
+	if l.noWait.Load() != noWaitYes {
+		t.Fatal("a lock the statement would not wait for turned the one-statement markers off")
+	}
+	off, err := LedgerChecker(db.DB, WithoutBatchMarkers())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := off.markNoWait(ctx, []string{"b", "c"}); err == nil {
+		t.Fatal("a Ledger WithoutBatchMarkers wrote one-statement markers")
+	}
+}
