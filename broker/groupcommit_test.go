@@ -130,7 +130,7 @@ func blockPrepares(t *testing.T, env *apiEnv, group string) (release func()) {
 		_, err := env.store.Prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: group, Message: txmsg.Message{ID: "blocker", Topic: "t", Value: []byte("v")}})
 		done <- err
 	}()
-	waitTaken(t, &env.store.prepares)
+	waitBlocked(t, env.db, &env.store.prepares)
 	return func() {
 		if err := tx.Rollback(); err != nil {
 			t.Fatal(err)
@@ -141,16 +141,27 @@ func blockPrepares(t *testing.T, env *apiEnv, group string) (release func()) {
 	}
 }
 
-// waitTaken waits until b's writer has taken the one call made so far into
-// its batch: a writer counted as running may not have taken it yet, and a
-// call queued meanwhile would then join that batch.
-func waitTaken[T interface{ base() *call }](t *testing.T, b *batcher[T]) {
+// waitBlocked waits until b's one writer is in a batch whose write to the
+// half messages runs in d (the test holds the row it needs), and no call is
+// queued: the call the test made to block it is in that batch. Neither half
+// alone says so: a writer counts as running before it takes its call (and
+// after its last batch, until it sees the queue empty), and a call queued
+// meanwhile would join the batch. (INNODB_TRX does not list an autocommit
+// statement waiting for its first lock.)
+func waitBlocked[T interface{ base() *call }](t *testing.T, d *testenv.Database, b *batcher[T]) {
 	t.Helper()
 	testenv.Eventually(t, 10*time.Second, func() error {
+		var waiting int
+		if err := d.DB.QueryRow(`SELECT COUNT(*) FROM information_schema.PROCESSLIST
+WHERE DB = ? AND COMMAND <> 'Sleep' AND (INFO LIKE 'UPDATE txmsg_half_messages%' OR INFO LIKE 'INSERT INTO txmsg_half_messages%')`,
+			d.Name).Scan(&waiting); err != nil {
+			return err
+		}
 		b.mu.Lock()
 		defer b.mu.Unlock()
-		if b.running != 1 || len(b.queue) != 0 {
-			return fmt.Errorf("%d writers, %d calls queued; want one writer, with the call", b.running, len(b.queue))
+		if waiting != 1 || b.running != 1 || len(b.queue) != 0 {
+			return fmt.Errorf("%d writes running, %d writers, %d calls queued; want one of each, none queued",
+				waiting, b.running, len(b.queue))
 		}
 		return nil
 	})
@@ -265,7 +276,7 @@ func TestBrokerTransitionBatchAnswersEachCallAndAuditsEachMoveOnce(t *testing.T)
 			res[i] <- result{st, err}
 		}()
 		if i == 0 {
-			waitTaken(t, &env.store.moves)
+			waitBlocked(t, env.db, &env.store.moves)
 			continue
 		}
 		waitQueued(t, &env.store.moves.mu, func() int { return len(env.store.moves.queue) }, i)
@@ -388,7 +399,7 @@ func TestBrokerTransitionBatchRecordsAMoveWhoseCallerLeft(t *testing.T) {
 		_, err := env.store.CommitAs(cctx, Actor{Group: "g"}, "left")
 		done <- err
 	}()
-	waitTaken(t, &env.store.moves)
+	waitBlocked(t, env.db, &env.store.moves)
 	cancel()
 	if err := <-done; err == nil {
 		t.Fatal("the caller that left got an answer from a batch still waiting")
