@@ -229,36 +229,3 @@ func TestCheckbackHandlerTakesAnyBatchTimeout(t *testing.T) {
 		t.Fatalf("status %d, body %s; want the check answered", rec.Code, rec.Body)
 	}
 }
-
-// TestCheckbackLedgerMarksABatchInOneStatement: on MariaDB the rollback
-// markers of a batch's messages without a row go in with one statement
-// (one UTC_TIMESTAMP for all), and each answers rollback.
-func TestCheckbackLedgerMarksABatchInOneStatement(t *testing.T) {
-	t.Parallel()
-	db, l := newLedger(t)
-	ctx := context.Background()
-	var version string
-	if err := db.DB.QueryRowContext(ctx, "SELECT VERSION()").Scan(&version); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(version, "MariaDB") {
-		t.Skipf("server %s: markers go in one by one", version)
-	}
-	ids := []string{"n0", "n1", "n2", "n3", "n4", "n5", "n6", "n7", "n8", "n9"}
-	as, err := l.CheckBatch(ctx, reqs(ids...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, a := range as {
-		if a != checkback.AnswerRollback {
-			t.Fatalf("%s: %v, want rollback", ids[i], a)
-		}
-	}
-	var stamps int
-	if err := db.DB.QueryRowContext(ctx, `SELECT COUNT(DISTINCT created_at) FROM txmsg_checkback_ledger WHERE state = 2`).Scan(&stamps); err != nil {
-		t.Fatal(err)
-	}
-	if stamps != 1 {
-		t.Fatalf("markers written at %d instants, want 1 (one statement)", stamps)
-	}
-}

@@ -2,6 +2,7 @@ package checkback
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -38,13 +39,7 @@ func TestCheckbackMarkNoWaitFailsAtOnceLeavingNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var version string
-	if err := db.DB.QueryRowContext(ctx, "SELECT VERSION()").Scan(&version); err != nil {
-		t.Fatal(err)
-	}
-	if !noWaitServer(version) {
-		t.Skipf("server %s: no one-statement markers", version)
-	}
+	skipUnlessNoWait(t, db)
 	tx, err := db.DB.BeginTx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -75,5 +70,52 @@ func TestCheckbackMarkNoWaitFailsAtOnceLeavingNothing(t *testing.T) {
 	}
 	if err := off.markNoWait(ctx, []string{"b", "c"}); err == nil {
 		t.Fatal("a Ledger WithoutBatchMarkers wrote one-statement markers")
+	}
+}
+
+// TestCheckbackLedgerMarksABatchInOneStatement: where the server takes it,
+// the rollback markers of a batch's messages without a row go in with one
+// statement (one UTC_TIMESTAMP for all), and each answers rollback.
+func TestCheckbackLedgerMarksABatchInOneStatement(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDB(t)
+	ctx := context.Background()
+	skipUnlessNoWait(t, db)
+	l, err := LedgerChecker(db.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reqs []Request
+	for i := range 10 {
+		reqs = append(reqs, Request{ID: fmt.Sprintf("n%d", i)})
+	}
+	as, err := l.CheckBatch(ctx, reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range as {
+		if a != AnswerRollback {
+			t.Fatalf("%s: %v, want rollback", reqs[i].ID, a)
+		}
+	}
+	var stamps int
+	if err := db.DB.QueryRowContext(ctx, `SELECT COUNT(DISTINCT created_at) FROM txmsg_checkback_ledger WHERE state = 2`).Scan(&stamps); err != nil {
+		t.Fatal(err)
+	}
+	if stamps != 1 {
+		t.Fatalf("markers written at %d instants, want 1 (one statement)", stamps)
+	}
+}
+
+// skipUnlessNoWait skips the test unless db's server takes one-statement
+// markers (MariaDB 10.3 or later).
+func skipUnlessNoWait(t *testing.T, db *testenv.Database) {
+	t.Helper()
+	var version string
+	if err := db.DB.QueryRow("SELECT VERSION()").Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+	if !noWaitServer(version) {
+		t.Skipf("server %s: no one-statement markers", version)
 	}
 }
