@@ -187,19 +187,25 @@ func (h *handler) checkBatch(ctx context.Context, reqs []Request) []Answer {
 		}
 		return as
 	}
-	next := make(chan int, len(reqs))
-	for i := range reqs {
+	atOnce(len(reqs), func(i int) { as[i] = h.check(ctx, reqs[i]) })
+	return as
+}
+
+// atOnce calls fn(0) … fn(n-1), checksAtOnce at a time, and returns when
+// every call has.
+func atOnce(n int, fn func(i int)) {
+	next := make(chan int, n)
+	for i := range n {
 		next <- i
 	}
 	close(next)
 	var wg sync.WaitGroup
-	for range min(len(reqs), checksAtOnce) {
+	for range min(n, checksAtOnce) {
 		wg.Go(func() {
 			for i := range next {
-				as[i] = h.check(ctx, reqs[i])
+				fn(i)
 			}
 		})
 	}
 	wg.Wait()
-	return as
 }

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -196,37 +195,29 @@ func (l *Ledger) CheckBatch(ctx context.Context, reqs []Request) ([]Answer, erro
 		}
 	}
 	answers := make(map[string]Answer, len(ids))
-	next := make(chan string, len(ids))
+	var alone []string // still without a row: each checked as Check does
 	for _, id := range ids {
 		switch st, ok := states[id]; {
 		case !ok:
-			next <- id
+			alone = append(alone, id)
 		case st == ledgerCommitted:
 			answers[id] = AnswerCommit
 		default:
 			answers[id] = AnswerRollback
 		}
 	}
-	close(next)
-	var (
-		mu sync.Mutex
-		wg sync.WaitGroup
-	)
-	for range min(len(next), checksAtOnce) {
-		wg.Go(func() {
-			for id := range next {
-				a, err := l.Check(ctx, Request{ID: id})
-				if err != nil {
-					l.log.WarnContext(ctx, "checkback: check failed, answering unknown", slog.String("msg_id", id), slog.Any("error", err))
-					a = AnswerUnknown
-				}
-				mu.Lock()
-				answers[id] = a
-				mu.Unlock()
-			}
-		})
+	checked := make([]Answer, len(alone))
+	atOnce(len(alone), func(i int) {
+		a, err := l.Check(ctx, Request{ID: alone[i]})
+		if err != nil {
+			l.log.WarnContext(ctx, "checkback: check failed, answering unknown", slog.String("msg_id", alone[i]), slog.Any("error", err))
+			a = AnswerUnknown
+		}
+		checked[i] = a
+	})
+	for i, id := range alone {
+		answers[id] = checked[i]
 	}
-	wg.Wait()
 	as := make([]Answer, len(reqs))
 	for i, r := range reqs {
 		if a, ok := answers[r.ID]; ok {
