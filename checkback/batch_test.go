@@ -195,7 +195,10 @@ func TestCheckbackBatchAnswersTheOthersWhileOneWaits(t *testing.T) {
 	}
 	srv := httptest.NewServer(checkback.Handler(l, checkback.WithSecret(testSecret)))
 	defer srv.Close()
-	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	// timeout_ms is three quarters of this (3.75s): the others of the batch
+	// have that long to be answered and the answer 1.25s to arrive, room a
+	// loaded machine needs.
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	as, err := checkback.NewCaller(srv.Client()).CallBatch(cctx, srv.URL, testSecret, reqs(done, "open", "none"))
 	want := []checkback.Answer{checkback.AnswerCommit, checkback.AnswerUnknown, checkback.AnswerRollback}
