@@ -68,7 +68,6 @@ WHERE seq IN (`
 	removeHalf = `UPDATE txmsg_half_messages
 SET state = ?, updated_at = UTC_TIMESTAMP(6)
 WHERE state = ? AND seq IN (`
-	backlogHalf     = `SELECT COUNT(*), MIN(created_at) FROM txmsg_half_messages WHERE state = ?`
 	purgeDelivered  = `DELETE FROM txmsg_half_messages WHERE delivered_at < ? AND state = ? LIMIT ?`
 	purgeRolledBack = `DELETE FROM txmsg_half_messages WHERE state = ? AND resolved_at < ? LIMIT ?`
 	// History outlives its message by at most the retention; that of
@@ -285,26 +284,14 @@ func (*HalfSource) Remove(ctx context.Context, e relay.Execer, rows []relay.Row)
 	return nil
 }
 
-// Backlog implements relay.Source: committed messages not yet delivered.
+// Backlog implements relay.Source: committed messages not yet delivered,
+// counted as stateBacklog says (exact up to 10,000, bounded cost above).
 func (*HalfSource) Backlog(ctx context.Context, q relay.Querier) (int64, time.Time, error) {
-	rows, err := q.QueryContext(ctx, backlogHalf, halfmsg.StateCommitted)
+	n, oldest, err := stateBacklog(ctx, q, halfmsg.StateCommitted)
 	if err != nil {
 		return 0, time.Time{}, fmt.Errorf("broker: committed backlog: %w", err)
 	}
-	defer rows.Close()
-	var (
-		n      int64
-		oldest sql.NullTime
-	)
-	if rows.Next() {
-		if err := rows.Scan(&n, &oldest); err != nil {
-			return 0, time.Time{}, fmt.Errorf("broker: committed backlog: %w", err)
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return 0, time.Time{}, fmt.Errorf("broker: committed backlog: %w", err)
-	}
-	return n, oldest.Time, nil
+	return n, oldest, nil
 }
 
 // Purge implements relay.Purger: it deletes messages delivered before

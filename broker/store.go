@@ -161,8 +161,7 @@ SET state = ?, resolved_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6), re
 	infoColumns = `seq, id, producer_group, topic, msg_key, state, checkback_url, check_timeout_ms, max_checks,
   check_count, last_check_result, last_check_error, reason, attempts, last_error, created_at, updated_at,
   next_check_at, last_check_at, resolved_at, delivered_at`
-	selectInfo      = `SELECT ` + infoColumns + ` FROM txmsg_half_messages WHERE id = ? ORDER BY seq LIMIT 1`
-	preparedBacklog = `SELECT COUNT(*), MIN(created_at) FROM txmsg_half_messages WHERE state = ?`
+	selectInfo = `SELECT ` + infoColumns + ` FROM txmsg_half_messages WHERE id = ? ORDER BY seq LIMIT 1`
 )
 
 // Prepare stores a prepared half message and returns its id. The message is
@@ -531,16 +530,14 @@ func (s *Store) List(ctx context.Context, f halfmsg.Filter) ([]halfmsg.Info, int
 }
 
 // PreparedBacklog counts prepared messages and returns the creation time of
-// the oldest (zero when there is none).
+// the oldest (zero when there is none). The count is exact up to 10,000;
+// above, an upper bound whose reading costs the same whatever the backlog.
 func (s *Store) PreparedBacklog(ctx context.Context) (int64, time.Time, error) {
-	var (
-		n      int64
-		oldest sql.NullTime
-	)
-	if err := s.db.QueryRowContext(ctx, preparedBacklog, halfmsg.StatePrepared).Scan(&n, &oldest); err != nil {
+	n, oldest, err := stateBacklog(ctx, s.db, halfmsg.StatePrepared)
+	if err != nil {
 		return 0, time.Time{}, fmt.Errorf("broker: prepared backlog: %w", err)
 	}
-	return n, oldest.Time, nil
+	return n, oldest, nil
 }
 
 type rowScanner interface {

@@ -126,39 +126,20 @@ func (s *OutboxSource) Head(ctx context.Context, db *sql.DB, after int64) (int64
 	defer tx.Rollback()
 	// The first read starts the transaction inside InnoDB.
 	var found sql.NullInt64
-	if err := queryRow(ctx, tx, outboxHead, []any{after}, &found); err != nil {
+	if err := sqlx.QueryRow(ctx, tx, outboxHead, []any{after}, &found); err != nil {
 		return 0, time.Time{}, time.Time{}, err
 	}
 	head := max(found.Int64, after)
 	var at time.Time
 	var self int
 	var oldest sql.NullTime
-	if err := queryRow(ctx, tx, oldestTx, nil, &at, &self, &oldest); err != nil {
+	if err := sqlx.QueryRow(ctx, tx, oldestTx, nil, &at, &self, &oldest); err != nil {
 		return 0, time.Time{}, time.Time{}, err
 	}
 	if self == 0 || !oldest.Valid {
 		return head, at, time.Unix(0, 0).UTC(), nil
 	}
 	return head, at, oldest.Time, nil
-}
-
-// queryRow runs query with args and scans its one row into dest.
-func queryRow(ctx context.Context, q Querier, query string, args []any, dest ...any) error {
-	rows, err := q.QueryContext(ctx, query, args...)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	if !rows.Next() {
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		return sql.ErrNoRows
-	}
-	if err := rows.Scan(dest...); err != nil {
-		return err
-	}
-	return rows.Close()
 }
 
 // ScanRows reads rows of the columns seq, id, shard, topic, msg_key, value,
@@ -296,7 +277,7 @@ func (s *OutboxSource) BacklogFrom(ctx context.Context, q Querier, from []int64)
 	for shard, f := range from {
 		var seq int64
 		var at time.Time
-		err := queryRow(ctx, q, outboxBacklogLow, []any{shard, f}, &seq, &at)
+		err := sqlx.QueryRow(ctx, q, outboxBacklogLow, []any{shard, f}, &seq, &at)
 		if errors.Is(err, sql.ErrNoRows) {
 			lows[shard] = -1
 			continue
@@ -306,7 +287,7 @@ func (s *OutboxSource) BacklogFrom(ctx context.Context, q Querier, from []int64)
 		}
 		lows[shard] = seq
 		var top sql.NullInt64
-		if err := queryRow(ctx, q, outboxBacklogHigh, []any{shard, seq}, &top); err != nil {
+		if err := sqlx.QueryRow(ctx, q, outboxBacklogHigh, []any{shard, seq}, &top); err != nil {
 			return 0, time.Time{}, nil, err
 		}
 		if lo == 0 || seq < lo {
@@ -322,7 +303,7 @@ func (s *OutboxSource) BacklogFrom(ctx context.Context, q Querier, from []int64)
 	}
 	n := hi - lo + 1
 	if n <= exactBacklog {
-		if err := queryRow(ctx, q, outboxBacklogCount, []any{lo, hi}, &n); err != nil {
+		if err := sqlx.QueryRow(ctx, q, outboxBacklogCount, []any{lo, hi}, &n); err != nil {
 			return 0, time.Time{}, nil, err
 		}
 	}
@@ -332,7 +313,7 @@ func (s *OutboxSource) BacklogFrom(ctx context.Context, q Querier, from []int64)
 // StrayShard implements Strays.
 func (s *OutboxSource) StrayShard(ctx context.Context, q Querier, shards int) (int, error) {
 	shard := -1
-	err := queryRow(ctx, q, outboxStray, []any{shards}, &shard)
+	err := sqlx.QueryRow(ctx, q, outboxStray, []any{shards}, &shard)
 	if errors.Is(err, sql.ErrNoRows) {
 		return -1, nil
 	}
@@ -342,7 +323,7 @@ func (s *OutboxSource) StrayShard(ctx context.Context, q Querier, shards int) (i
 // Newest implements Changes.
 func (s *OutboxSource) Newest(ctx context.Context, q Querier) (int64, error) {
 	var head sql.NullInt64
-	err := queryRow(ctx, q, outboxHead, []any{0}, &head)
+	err := sqlx.QueryRow(ctx, q, outboxHead, []any{0}, &head)
 	return head.Int64, err
 }
 

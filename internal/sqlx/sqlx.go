@@ -1,5 +1,5 @@
 // Package sqlx holds txmsg's driver-free database helpers: the one RunInTx
-// and identifier validation. It imports no driver, so the producer-side SDK
+// one-row query, and identifier validation. It imports no driver, so the producer-side SDK
 // packages can use it; MySQL's error numbers are classified in package
 // mysqlerr below it.
 package sqlx
@@ -18,6 +18,31 @@ import (
 // (a connection held) satisfy it.
 type Beginner interface {
 	BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
+}
+
+// Querier runs queries: *sql.DB, *sql.Conn and *sql.Tx satisfy it.
+type Querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// QueryRow scans the first row of query into dest, or returns
+// sql.ErrNoRows. Unlike (*sql.DB).QueryRowContext it takes any Querier.
+func QueryRow(ctx context.Context, q Querier, query string, args []any, dest ...any) error {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		return sql.ErrNoRows
+	}
+	if err := rows.Scan(dest...); err != nil {
+		return err
+	}
+	return rows.Close()
 }
 
 // RunInTx runs fn in a transaction: commit when fn returns nil, roll back
