@@ -243,8 +243,12 @@ func (s *Scanner) Scan(ctx context.Context) (int, error) {
 	// which would spend one of the message's max_checks for nothing.
 	queue := make(chan []Claim, n)
 	done := make(chan CheckRecord, MaxRecordBatch)
-	// A token per claim not yet called: queued or in a call.
-	tokens := make(chan struct{}, 2*n)
+	// A token per claim not yet answered: queued or in a call. While calls
+	// wait, those in flight hold more than n-most checks (else the first
+	// waiting would fit), so with 2n-(most-1) tokens the claims waiting fit
+	// in n at once: each starts within one call of being claimed, even when
+	// calls of uneven sizes leave part of n unused (2n let some wait two).
+	tokens := make(chan struct{}, 2*n-(s.mostPerCall()-1))
 	inCalls := semaphore.NewWeighted(int64(n))
 	var workers, writer sync.WaitGroup
 	for range n {
@@ -362,6 +366,10 @@ func (s *Scanner) record(ctx context.Context, done <-chan CheckRecord) {
 	}
 }
 
+// mostPerCall is the most checks one call carries: maxCallBatch, or a
+// quarter of the concurrency when that is less, and at least one.
+func (s *Scanner) mostPerCall() int { return max(1, min(maxCallBatch, s.cfg.Concurrency/4)) }
+
 // calls splits claims into the calls that ask about them: the claims of one
 // producer (URL and secret) together, as many as it takes in one request
 // and at most maxCallBatch or a quarter of the concurrency, and every other
@@ -370,7 +378,7 @@ func (s *Scanner) record(ctx context.Context, done <-chan CheckRecord) {
 func (s *Scanner) calls(claims []Claim) [][]Claim {
 	var out [][]Claim
 	filling := map[string]int{} // URL and secret → index in out of their call
-	most := min(maxCallBatch, s.cfg.Concurrency/4)
+	most := s.mostPerCall()
 	for _, c := range claims {
 		size := 1
 		if c.URL != "" && c.CheckCount < c.MaxChecks {

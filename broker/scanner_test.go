@@ -691,3 +691,114 @@ func (h holdBatches) CheckBatch(ctx context.Context, reqs []checkback.Request) (
 	}
 	return nil, errors.New("held")
 }
+
+// timedStore is a memStore that notes when each message was claimed.
+type timedStore struct {
+	*memStore
+	mu      sync.Mutex
+	claimed map[string]time.Time
+}
+
+func (s *timedStore) ClaimDue(ctx context.Context, limit int, lease time.Duration) ([]Claim, error) {
+	cs, err := s.memStore.ClaimDue(ctx, limit, lease)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range cs {
+		s.claimed[c.ID] = time.Now()
+	}
+	return cs, err
+}
+
+// heldAnswers answers every check, alone or in a batch, after hold, and
+// notes when each message was answered.
+type heldAnswers struct {
+	hold     time.Duration
+	mu       sync.Mutex
+	answered map[string]time.Time
+}
+
+func (h *heldAnswers) Check(ctx context.Context, req checkback.Request) (checkback.Answer, error) {
+	as, err := h.CheckBatch(ctx, []checkback.Request{req})
+	if err != nil {
+		return 0, err
+	}
+	return as[0], nil
+}
+
+func (h *heldAnswers) CheckBatch(ctx context.Context, reqs []checkback.Request) ([]checkback.Answer, error) {
+	select {
+	case <-time.After(h.hold):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	as := make([]checkback.Answer, len(reqs))
+	for i, r := range reqs {
+		h.answered[r.ID] = time.Now()
+		as[i] = checkback.AnswerCommit
+	}
+	return as, nil
+}
+
+// TestCheckbackScannerStartsEachClaimWithinOneCall: calls of uneven sizes
+// (16, 16, 16, then a last check alone, 16, 16, 16, 15, then 16) leave part
+// of the concurrency unused while the next call does not fit; still no claim
+// waits more than about one call before its own, since its lease covers two.
+// With twice the concurrency in claims the last call of 16 started only in
+// the third round of calls: answered three calls after it was claimed.
+func TestCheckbackScannerStartsEachClaimWithinOneCall(t *testing.T) {
+	t.Parallel()
+	const hold = time.Second
+	h := &heldAnswers{hold: hold, answered: map[string]time.Time{}}
+	srv := httptest.NewServer(checkback.Handler(h, checkback.WithSecret(testSecret)))
+	t.Cleanup(srv.Close)
+	// Three producers behind one server, told apart by their URLs' paths.
+	urls := []string{srv.URL + "/a", srv.URL + "/b", srv.URL + "/d"}
+	claim := func(id, url string, check int) Claim {
+		return Claim{Request: checkback.Request{ID: id, CheckCount: check}, URL: url, Secret: testSecret,
+			MaxChecks: 3, Interval: time.Second}
+	}
+	store := &timedStore{memStore: &memStore{results: map[string]CheckResult{}}, claimed: map[string]time.Time{}}
+	s, err := NewScanner(store, ScannerConfig{Concurrency: 64, CallTimeout: 5 * hold, Policy: loopback()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A first scan teaches the scanner that each producer takes batches.
+	for i, u := range urls {
+		store.due = append(store.due, claim(fmt.Sprintf("warm%d", i), u, 1))
+	}
+	scanWithin(t, s, context.Background())
+	var due []Claim
+	add := func(prefix, url string, n int) {
+		for i := range n {
+			due = append(due, claim(fmt.Sprintf("%s%d", prefix, i), url, 1))
+		}
+	}
+	add("a", urls[0], 48)
+	due = append(due, claim("last", urls[0], 3))
+	add("b", urls[1], 63)
+	add("d", urls[2], 16)
+	store.mu.Lock()
+	store.due = due
+	store.mu.Unlock()
+	if got := scanWithin(t, s, context.Background()); got != len(due) {
+		t.Fatalf("scan checked %d, want %d", got, len(due))
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	store.mu.Lock()
+	defer store.mu.Unlock()
+	var worst time.Duration
+	for _, c := range due {
+		at, ok := h.answered[c.ID]
+		if !ok {
+			t.Fatalf("%s was not answered", c.ID)
+		}
+		worst = max(worst, at.Sub(store.claimed[c.ID]))
+	}
+	// Two calls take 2s; a third round would take 3s.
+	if worst > 5*hold/2 {
+		t.Fatalf("a claim was answered %v after it was claimed, want about two calls (%v) at most", worst, 2*hold)
+	}
+}
