@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/txmsg/txmsg"
+	"github.com/txmsg/txmsg/internal/sqlx"
 )
 
 // ledgerTable is the ledger table, created by migration 0002.
@@ -54,6 +55,47 @@ type Ledger struct {
 	// innodb_lock_wait_timeout = 0 (MariaDB): noWaitUnknown until a
 	// VERSION() read says.
 	noWait atomic.Int32
+	// session is how the ledger runs its statements (see do):
+	// sessionUnknown until the pool's settings are read.
+	session atomic.Int32
+}
+
+// The values of Ledger.session.
+const (
+	sessionUnknown = iota
+	sessionPlain   // each statement alone: it commits by itself and reads only committed rows
+	sessionTx      // each operation in a READ COMMITTED transaction of its own
+)
+
+// ledgerDB runs the ledger's statements: *sql.DB and *sql.Tx satisfy it.
+type ledgerDB interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// do runs fn on the pool, or in a READ COMMITTED transaction of its own
+// where the pool's sessions (its DSN, the server's defaults) would not keep
+// a lone statement safe: with autocommit off its transaction stays open on
+// the pooled connection, a rollback marker locked and uncommitted; at READ
+// UNCOMMITTED a batch's read sees the row of a transaction still open and
+// answers commit for it, which may yet roll back.
+func (l *Ledger) do(ctx context.Context, fn func(q ledgerDB) error) error {
+	if l.session.Load() == sessionUnknown {
+		s, err := sqlx.ReadSession(ctx, l.db)
+		if err != nil {
+			return fmt.Errorf("checkback: ledger: read the pool's isolation level and autocommit: %w", err)
+		}
+		if s.Standalone() {
+			l.session.Store(sessionPlain)
+		} else {
+			l.session.Store(sessionTx)
+		}
+	}
+	if l.session.Load() == sessionPlain {
+		return fn(l.db)
+	}
+	return sqlx.RunInTx(ctx, l.db, &sql.TxOptions{Isolation: sql.LevelReadCommitted}, func(tx *sql.Tx) error { return fn(tx) })
 }
 
 // The values of Ledger.noWait.
@@ -86,6 +128,8 @@ func WithoutBatchMarkers() LedgerOption {
 
 // LedgerChecker returns a Ledger on db, the producer's own database: the one
 // its local transactions write to, holding the txmsg_checkback_ledger table.
+// Any pool serves: where its sessions run with autocommit off or at READ
+// UNCOMMITTED, each check runs in a READ COMMITTED transaction of its own.
 func LedgerChecker(db *sql.DB, opts ...LedgerOption) (*Ledger, error) {
 	if db == nil {
 		return nil, errors.New("checkback: ledger: nil *sql.DB")
@@ -141,21 +185,28 @@ func (l *Ledger) Check(ctx context.Context, req Request) (Answer, error) {
 	if req.ID == "" || len(req.ID) > txmsg.MaxIDLen {
 		return 0, fmt.Errorf("checkback: check of %q: %w: id must be 1 to %d bytes", req.ID, txmsg.ErrInvalidMessage, txmsg.MaxIDLen)
 	}
-	res, err := l.db.ExecContext(ctx, insertRollback, req.ID)
+	a := AnswerRollback
+	err := l.do(ctx, func(q ledgerDB) error {
+		res, err := q.ExecContext(ctx, insertRollback, req.ID)
+		if err != nil {
+			return fmt.Errorf("checkback: ledger marker for %s: %w", req.ID, err)
+		}
+		if n, err := res.RowsAffected(); err == nil && n == 1 {
+			return nil
+		}
+		var st int
+		if err := q.QueryRowContext(ctx, selectState, req.ID).Scan(&st); err != nil {
+			return fmt.Errorf("checkback: read ledger row of %s: %w", req.ID, err)
+		}
+		if st == ledgerCommitted {
+			a = AnswerCommit
+		}
+		return nil
+	})
 	if err != nil {
-		return 0, fmt.Errorf("checkback: ledger marker for %s: %w", req.ID, err)
+		return 0, err
 	}
-	if n, err := res.RowsAffected(); err == nil && n == 1 {
-		return AnswerRollback, nil
-	}
-	var st int
-	if err := l.db.QueryRowContext(ctx, selectState, req.ID).Scan(&st); err != nil {
-		return 0, fmt.Errorf("checkback: read ledger row of %s: %w", req.ID, err)
-	}
-	if st == ledgerCommitted {
-		return AnswerCommit, nil
-	}
-	return AnswerRollback, nil
+	return a, nil
 }
 
 // CheckBatch implements BatchChecker with Check's answers: one consistent
@@ -254,7 +305,10 @@ func (l *Ledger) markNoWait(ctx context.Context, ids []string) error {
 	}
 	q := "SET STATEMENT innodb_lock_wait_timeout = 0 FOR INSERT IGNORE INTO " + ledgerTable + " (msg_id, state, created_at) VALUES " +
 		strings.Repeat("(?, 2, UTC_TIMESTAMP(6)), ", len(ids)-1) + "(?, 2, UTC_TIMESTAMP(6))"
-	_, err := l.db.ExecContext(ctx, q, args...)
+	err := l.do(ctx, func(db ledgerDB) error {
+		_, err := db.ExecContext(ctx, q, args...)
+		return err
+	})
 	// Error 1205 is the lock the statement would not wait for; anything
 	// else while ctx lives (a proxy or server that refuses SET STATEMENT)
 	// would fail every batch alike. The package links no driver: the
@@ -288,22 +342,25 @@ func (l *Ledger) readStates(ctx context.Context, ids []string, states map[string
 		args[i] = id
 	}
 	q := "SELECT msg_id, state FROM " + ledgerTable + " WHERE msg_id IN (?" + strings.Repeat(", ?", len(ids)-1) + ")"
-	rows, err := l.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return fmt.Errorf("checkback: read ledger rows of %d messages: %w", len(ids), err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var (
-			id string
-			st int
-		)
-		if err := rows.Scan(&id, &st); err != nil {
-			return fmt.Errorf("checkback: read ledger rows of %d messages: %w", len(ids), err)
+	err := l.do(ctx, func(db ledgerDB) error {
+		rows, err := db.QueryContext(ctx, q, args...)
+		if err != nil {
+			return err
 		}
-		states[id] = st
-	}
-	if err := rows.Err(); err != nil {
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				id string
+				st int
+			)
+			if err := rows.Scan(&id, &st); err != nil {
+				return err
+			}
+			states[id] = st
+		}
+		return rows.Err()
+	})
+	if err != nil {
 		return fmt.Errorf("checkback: read ledger rows of %d messages: %w", len(ids), err)
 	}
 	return nil
@@ -318,11 +375,17 @@ func (l *Ledger) Purge(ctx context.Context, before time.Time, limit int) (int64,
 	}
 	var total int64
 	for {
-		res, err := l.db.ExecContext(ctx, purgeLedger, before.UTC(), limit)
+		var n int64
+		err := l.do(ctx, func(db ledgerDB) error {
+			res, err := db.ExecContext(ctx, purgeLedger, before.UTC(), limit)
+			if err == nil {
+				n, _ = res.RowsAffected()
+			}
+			return err
+		})
 		if err != nil {
 			return total, fmt.Errorf("checkback: purge ledger %s: %w", ledgerTable, err)
 		}
-		n, _ := res.RowsAffected()
 		total += n
 		if n < int64(limit) {
 			return total, nil

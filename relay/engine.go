@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/txmsg/txmsg/internal/kafkax"
+	"github.com/txmsg/txmsg/internal/sqlx"
 )
 
 // Engine drains its Sources into Kafka. Build it with New and run it with Run.
@@ -212,30 +212,12 @@ func (e *Engine) preflight(ctx context.Context) error {
 	if err := kafkax.Ping(pctx, e.cfg.Brokers, e.security(), connectTimeout); err != nil {
 		return fmt.Errorf("relay: connect to Kafka: %w", err)
 	}
-	iso, err := isolation(pctx, e.db)
+	session, err := sqlx.ReadSession(pctx, e.db)
 	if err != nil {
-		return fmt.Errorf("relay: read the database's isolation level: %w", err)
+		return fmt.Errorf("relay: read the database's isolation level and autocommit: %w", err)
 	}
-	var autocommit int
-	if err := e.db.QueryRowContext(pctx, "SELECT @@SESSION.autocommit").Scan(&autocommit); err != nil {
-		return fmt.Errorf("relay: read the database's autocommit: %w", err)
-	}
-	e.pollInTx = strings.EqualFold(iso, "READ-UNCOMMITTED") || autocommit == 0
+	e.pollInTx = !session.Standalone()
 	return nil
-}
-
-// isolation returns a connection's isolation level as the server names it
-// ("REPEATABLE-READ"): the variable is transaction_isolation on MySQL 8 and
-// MariaDB 11.1+, tx_isolation before.
-func isolation(ctx context.Context, db *sql.DB) (string, error) {
-	var iso string
-	err := db.QueryRowContext(ctx, "SELECT @@SESSION.transaction_isolation").Scan(&iso)
-	if err != nil {
-		if err2 := db.QueryRowContext(ctx, "SELECT @@SESSION.tx_isolation").Scan(&iso); err2 != nil {
-			return "", errors.Join(err, err2)
-		}
-	}
-	return iso, nil
 }
 
 // security is how the engine's Kafka connections are protected.

@@ -3,7 +3,6 @@ package relay
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"strconv"
@@ -227,19 +226,7 @@ func TestRelayIgnoresUncommittedRowsUnderReadUncommitted(t *testing.T) {
 	t.Parallel()
 	d := testenv.NewDB(t)
 	k := testenv.NewKafka(t, 1)
-	name := "transaction_isolation"
-	var level string
-	if err := d.DB.QueryRow("SELECT @@transaction_isolation").Scan(&level); err != nil {
-		name = "tx_isolation" // MariaDB before 11.1
-	}
-	dirty, err := sql.Open("mysql", d.DSN+"&"+name+"=%27READ-UNCOMMITTED%27")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dirty.Close() })
-	if err := dirty.QueryRow("SELECT @@" + name).Scan(&level); err != nil || level != "READ-UNCOMMITTED" {
-		t.Fatalf("relay pool isolation %q (%v), want READ-UNCOMMITTED", level, err)
-	}
+	dirty := d.ReadUncommittedPool(t)
 	startEngine(t, dirty, oneShardConfig(k.Addrs))
 
 	ctx := context.Background()

@@ -45,6 +45,42 @@ func QueryRow(ctx context.Context, q Querier, query string, args []any, dest ...
 	return rows.Close()
 }
 
+// Session is what a connection's session settings do to a statement run
+// outside a transaction.
+type Session struct {
+	// Autocommit: such a statement commits by itself. Without it the
+	// statement opens a transaction that stays open on the pooled
+	// connection, its locks held and its snapshot kept.
+	Autocommit bool
+	// Isolation is the level as the server names it ("REPEATABLE-READ").
+	Isolation string
+}
+
+// Standalone reports whether a statement outside a transaction commits by
+// itself and reads only committed rows: autocommit on, not READ
+// UNCOMMITTED.
+func (s Session) Standalone() bool {
+	return s.Autocommit && !strings.EqualFold(s.Isolation, "READ-UNCOMMITTED")
+}
+
+// ReadSession reads the session settings of one of q's connections, which
+// a pool opens alike from its DSN. The isolation variable is
+// transaction_isolation on MySQL 8 and MariaDB 11.1+, tx_isolation before.
+func ReadSession(ctx context.Context, q Querier) (Session, error) {
+	var (
+		s          Session
+		autocommit int
+	)
+	err := QueryRow(ctx, q, "SELECT @@SESSION.autocommit, @@SESSION.transaction_isolation", nil, &autocommit, &s.Isolation)
+	if err != nil {
+		if err2 := QueryRow(ctx, q, "SELECT @@SESSION.autocommit, @@SESSION.tx_isolation", nil, &autocommit, &s.Isolation); err2 != nil {
+			return Session{}, errors.Join(err, err2)
+		}
+	}
+	s.Autocommit = autocommit != 0
+	return s, nil
+}
+
 // RunInTx runs fn in a transaction: commit when fn returns nil, roll back
 // otherwise (the rollback error joined to fn's).
 func RunInTx(ctx context.Context, db Beginner, opts *sql.TxOptions, fn func(*sql.Tx) error) error {

@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -182,4 +183,37 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
 		}
 		<-tick.C
 	}
+}
+
+// Pool opens a second pool on d whose connections set the session
+// variables of params ("autocommit=0", as the DSN takes them), checks that
+// they took, and closes it when the test ends: for code that must behave
+// whatever its pool's sessions are.
+func (d *Database) Pool(t testing.TB, params ...string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("mysql", d.DSN+"&"+strings.Join(params, "&"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := db.Ping(); err != nil {
+		t.Fatalf("testenv: pool with %v: %v", params, err)
+	}
+	return db
+}
+
+// ReadUncommittedPool is a Pool whose sessions run at READ UNCOMMITTED
+// (transaction_isolation on MySQL 8 and MariaDB 11.1+, tx_isolation before).
+func (d *Database) ReadUncommittedPool(t testing.TB) *sql.DB {
+	t.Helper()
+	name := "transaction_isolation"
+	var level string
+	if err := d.DB.QueryRow("SELECT @@transaction_isolation").Scan(&level); err != nil {
+		name = "tx_isolation"
+	}
+	db := d.Pool(t, name+"=%27READ-UNCOMMITTED%27")
+	if err := db.QueryRow("SELECT @@" + name).Scan(&level); err != nil || level != "READ-UNCOMMITTED" {
+		t.Fatalf("testenv: pool isolation %q (%v), want READ-UNCOMMITTED", level, err)
+	}
+	return db
 }
