@@ -25,9 +25,11 @@ const MaxBatch = 64
 // ErrBatchRefused is returned by Caller.CallBatch when the producer did not
 // answer a batch as one: an HTTP status other than 200 (a producer rolled
 // back to a version without batches answers 400) or a body that is not a
-// batch answer. Nothing is known of its checks: ask them one by one. The
-// Caller sends that URL one check per request from then on, until an answer
-// offers batches again.
+// batch answer. Nothing is known of its checks: ask them one by one. Where
+// the answer says the producer does not serve batches (a status such as 400,
+// 404 or 413, or a body that is not a batch answer) the Caller sends that
+// URL one check per request from then on, until an answer offers batches
+// again; after a failure (5xx, 429) it keeps offering it batches.
 var ErrBatchRefused = errors.New("checkback: the producer did not answer a batch of checks")
 
 // BatchChecker is a Checker that can answer several checks at once, as
@@ -151,7 +153,9 @@ func (c *Caller) CallBatch(ctx context.Context, url, secret string, reqs []Reque
 	}
 	data, err := c.post(ctx, url, secret, body)
 	if se := (*StatusError)(nil); errors.As(err, &se) {
-		c.forget(url)
+		if refusesShape(se.Status) {
+			c.forget(url)
+		}
 		return nil, fmt.Errorf("%w: %w", ErrBatchRefused, err)
 	}
 	if err != nil {
@@ -164,6 +168,20 @@ func (c *Caller) CallBatch(ctx context.Context, url, secret string, reqs []Reque
 			ErrBatchRefused, ErrBadAnswer, url, len(reqs))
 	}
 	return ab.States, nil
+}
+
+// refusesShape reports whether an answer's status says that the producer
+// does not serve a batch request at all (an older version reading one check
+// answers 400), rather than that it failed this once (5xx, 429, 401): only
+// then is it asked one check per request until it offers batches again, so
+// that a passing failure does not cost the producer its batches.
+func refusesShape(status int) bool {
+	switch status {
+	case http.StatusBadRequest, http.StatusNotFound, http.StatusMethodNotAllowed, http.StatusRequestEntityTooLarge,
+		http.StatusUnsupportedMediaType, http.StatusUnprocessableEntity, http.StatusNotImplemented:
+		return true
+	}
+	return false
 }
 
 func validAnswers(as []Answer) bool {

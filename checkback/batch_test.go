@@ -232,3 +232,41 @@ func TestCheckbackHandlerTakesAnyBatchTimeout(t *testing.T) {
 		t.Fatalf("status %d, body %s; want the check answered", rec.Code, rec.Body)
 	}
 }
+
+// TestCheckbackCallerKeepsBatchesThroughAPassingFailure: a batch answered
+// 503 is refused (its checks are asked one by one) but the producer keeps
+// its batches; one answered 400 (it does not read batches) loses them.
+func TestCheckbackCallerKeepsBatchesThroughAPassingFailure(t *testing.T) {
+	t.Parallel()
+	var status atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(checkback.BatchHeader, "8")
+		if s := int(status.Load()); s != 0 {
+			http.Error(w, "no", s)
+			return
+		}
+		_, _ = w.Write([]byte(`{"state":"commit"}`))
+	}))
+	defer srv.Close()
+	c := checkback.NewCaller(srv.Client())
+	ctx := context.Background()
+	if _, err := c.Call(ctx, srv.URL, "", reqs("c0")[0]); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []int{http.StatusServiceUnavailable, http.StatusInternalServerError, http.StatusTooManyRequests} {
+		status.Store(int32(s))
+		if _, err := c.CallBatch(ctx, srv.URL, "", reqs("c1", "c2")); !errors.Is(err, checkback.ErrBatchRefused) {
+			t.Fatalf("batch answered %d: %v, want ErrBatchRefused", s, err)
+		}
+		if n := c.BatchSize(srv.URL); n != 8 {
+			t.Fatalf("batch size %d after a batch answered %d, want 8 still", n, s)
+		}
+	}
+	status.Store(http.StatusBadRequest)
+	if _, err := c.CallBatch(ctx, srv.URL, "", reqs("c1", "c2")); !errors.Is(err, checkback.ErrBatchRefused) {
+		t.Fatalf("batch answered 400: %v, want ErrBatchRefused", err)
+	}
+	if n := c.BatchSize(srv.URL); n != 1 {
+		t.Fatalf("batch size %d after a batch answered 400, want 1", n)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -309,15 +310,25 @@ func (l *Ledger) markNoWait(ctx context.Context, ids []string) error {
 		_, err := db.ExecContext(ctx, q, args...)
 		return err
 	})
-	// Error 1205 is the lock the statement would not wait for; anything
-	// else while ctx lives (a proxy or server that refuses SET STATEMENT)
-	// would fail every batch alike. The package links no driver: the
-	// number is read from the text.
-	if err != nil && ctx.Err() == nil && !strings.Contains(err.Error(), "1205") && l.noWait.CompareAndSwap(noWaitYes, noWaitNo) {
+	// A server's refusal of the statement (a proxy or server that does not
+	// take SET STATEMENT) would fail every batch alike; the lock it would
+	// not wait for (1205), a deadlock (1213) or a lost connection pass.
+	if err != nil && ctx.Err() == nil && refusal(err) && l.noWait.CompareAndSwap(noWaitYes, noWaitNo) {
 		l.log.WarnContext(ctx, "checkback: ledger: the server refused one-statement rollback markers; checking a batch's messages one by one",
 			slog.Any("error", err))
 	}
 	return err
+}
+
+// serverError finds the number of a MySQL server error in a driver's
+// message ("Error 1064 (42000): …"): the package links no driver.
+var serverError = regexp.MustCompile(`Error (\d{4,5})\b`)
+
+// refusal reports whether err is the server refusing a statement for good:
+// a server error other than a lock wait timeout (1205) or a deadlock (1213).
+func refusal(err error) bool {
+	m := serverError.FindStringSubmatch(err.Error())
+	return m != nil && m[1] != "1205" && m[1] != "1213"
 }
 
 // noWaitServer reports whether VERSION() v names MariaDB 10.3 or later.

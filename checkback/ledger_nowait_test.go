@@ -2,6 +2,7 @@ package checkback
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -23,6 +24,24 @@ func TestCheckbackNoWaitServer(t *testing.T) {
 	} {
 		if got := noWaitServer(v); got != want {
 			t.Errorf("noWaitServer(%q) = %v, want %v", v, got, want)
+		}
+	}
+}
+
+// TestCheckbackRefusal: only the server refusing the statement turns the
+// one-statement markers off; a lock, a deadlock or a lost connection pass.
+func TestCheckbackRefusal(t *testing.T) {
+	t.Parallel()
+	for msg, want := range map[string]bool{
+		"Error 1064 (42000): You have an error in your SQL syntax":               true,
+		"Error 1193 (HY000): Unknown system variable 'innodb_lock_wait_timeout'": true,
+		"Error 1205 (HY000): Lock wait timeout exceeded; try restarting":         false,
+		"Error 1213 (40001): Deadlock found when trying to get lock":             false,
+		"invalid connection": false,
+		"read tcp 127.0.0.1:1->127.0.0.1:3306: read: connection reset by peer": false,
+	} {
+		if got := refusal(fmt.Errorf("checkback: ledger: %w", errors.New(msg))); got != want {
+			t.Errorf("refusal(%q) = %v, want %v", msg, got, want)
 		}
 	}
 }
