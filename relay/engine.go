@@ -47,10 +47,9 @@ type Engine struct {
 	// seen[source] is the highest seq the engine has read (a poll or the
 	// change probe): taken before any later reading; made once in New.
 	seen map[string]*atomic.Int64
-	// pollInTx is set when a statement outside a transaction would not
-	// read a fresh, committed snapshot: the connections run at READ
-	// UNCOMMITTED, or with autocommit off (one old snapshot for ever). Then
-	// even single-statement polls run in a transaction of their own (see
+	// pollInTx is set when a statement outside a transaction would read
+	// uncommitted rows (the connections run at READ UNCOMMITTED). Then even
+	// single-statement polls run in a transaction of their own (see
 	// readPending). Set by Run before any round.
 	pollInTx bool
 	ready    atomic.Bool
@@ -215,6 +214,12 @@ func (e *Engine) preflight(ctx context.Context) error {
 	session, err := sqlx.ReadSession(pctx, e.db)
 	if err != nil {
 		return fmt.Errorf("relay: read the database's isolation level and autocommit: %w", err)
+	}
+	// Lease, probe and metric statements run alone: without autocommit
+	// each would leave its transaction open on a pooled connection, its
+	// locks held and its snapshot kept (claims unseen, then lost).
+	if !session.Autocommit {
+		return errors.New("relay: the database sessions run with autocommit off (autocommit=0 in the DSN, or the server's default): the relay's statements must commit by themselves; turn it on for the relay's connections")
 	}
 	e.pollInTx = !session.Standalone()
 	return nil

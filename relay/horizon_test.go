@@ -4,11 +4,14 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"net/url"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/txmsg/txmsg/internal/testenv"
+	"github.com/txmsg/txmsg/outbox"
 )
 
 func TestRelayHorizonSettlesOnlySeqsOfEndedTransactions(t *testing.T) {
@@ -134,7 +137,7 @@ func TestRelayOutboxHeadSeesRunningTransactions(t *testing.T) {
 		t.Fatal(err)
 	}
 	var started time.Time
-	if err := tx.QueryRowContext(ctx, "SELECT NOW(6)").Scan(&started); err != nil {
+	if err := tx.QueryRowContext(ctx, "SELECT UTC_TIMESTAMP(6)").Scan(&started); err != nil {
 		t.Fatal(err)
 	}
 	// InnoDB lists running transactions from a cache it refreshes only when
@@ -158,5 +161,87 @@ func TestRelayOutboxHeadSeesRunningTransactions(t *testing.T) {
 	// A seq known taken above everything held is the head.
 	if head, _, _, err := src.Head(ctx, d.DB, last+100); err != nil || head != last+100 {
 		t.Fatalf("Head(after %d) = %d, %v; want %d", last+100, head, err, last+100)
+	}
+}
+
+// Head reads its clock and the oldest transaction's start in one time zone
+// whatever the session's: information_schema.innodb_trx shows the server's
+// system zone, a session (its DSN's time_zone) may run in another.
+func TestRelayOutboxHeadIgnoresTheSessionTimeZone(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewDB(t)
+	ctx := context.Background()
+	src := NewOutboxSource(false)
+	tx, err := d.DB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, "INSERT INTO txmsg_outbox (id, shard, topic, value, created_at) VALUES ('open', 0, 'tz', '', UTC_TIMESTAMP(6))"); err != nil {
+		t.Fatal(err)
+	}
+	for _, zone := range []string{"-05:00", "+05:00"} {
+		db := d.Pool(t, "time_zone=%27"+url.QueryEscape(zone)+"%27")
+		for range 3 {
+			_, at, oldest, err := src.Head(ctx, db, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The list may be stale (oldest at the epoch), never later than
+			// the clock, nor hours before it (other tests' transactions count too).
+			if oldest.After(at) || (oldest.Unix() != 0 && at.Sub(oldest) > time.Hour) {
+				t.Fatalf("session time zone %s: oldest transaction started %v, clock %v", zone, oldest, at)
+			}
+			time.Sleep(150 * time.Millisecond)
+		}
+	}
+}
+
+// A late commit keeps its key's order when the relay's sessions run in a
+// time zone west of the server's: the horizon does not settle the seq of a
+// transaction still open, so the row is read before the later one of its
+// key, not found by a sweep half a minute later.
+func TestRelayLateCommitKeepsItsOrderWhateverTheSessionTimeZone(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewDB(t)
+	k := testenv.NewKafka(t, 1)
+	ctx := context.Background()
+	startEngine(t, d.Pool(t, "time_zone=%27"+url.QueryEscape("-05:00")+"%27"), oneShardConfig(k.Addrs))
+	p, err := outbox.NewPublisher(outbox.WithShards(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := d.DB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback() })
+	a := msg("tz", "k", 1)
+	a.ID = "A"
+	if err := p.Publish(ctx, tx, a); err != nil {
+		t.Fatal(err)
+	}
+	b := msg("tz", "b", 1)
+	b.ID = "B"
+	publishOneShard(t, d.DB, b)
+	waitDelivered(t, k.Addrs, "tz", 1, 10*time.Second)
+	// Long enough for the horizon to pass A's seq if it took the open
+	// transaction for a later one, and for the probe to stop asking.
+	time.Sleep(3 * time.Second)
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	c := msg("tz", "k", 2)
+	c.ID = "C"
+	publishOneShard(t, d.DB, c)
+	got := waitDelivered(t, k.Addrs, "tz", 3, 10*time.Second)
+	var order []string
+	for _, m := range got {
+		if string(m.Key) == "k" {
+			order = append(order, string(m.Value))
+		}
+	}
+	if !slices.Equal(order, []string{"k:1", "k:2"}) {
+		t.Fatalf("key k delivered as %v, want [k:1 k:2]", order)
 	}
 }

@@ -111,8 +111,13 @@ func (s *OutboxSource) PendingFrom(ctx context.Context, q Querier, shard int, fr
 // (several relays) the list can be old: it is trusted only when it shows
 // the caller's transaction, which started before the head was read.
 // trx_started has whole seconds, rounded down: earlier than the truth, the
-// safe side. It needs the PROCESS privilege (MySQL and MariaDB alike).
-const oldestTx = `SELECT NOW(6), COALESCE(SUM(trx_mysql_thread_id = CONNECTION_ID()), 0), MIN(trx_started)
+// safe side. It is in the server's system time zone whatever the session's
+// (a DSN's time_zone, the server's default_time_zone), so both times are
+// read in UTC: NOW(6) five hours behind trx_started settled the seqs of
+// transactions still open. It needs the PROCESS privilege (MySQL and
+// MariaDB alike).
+const oldestTx = `SELECT UTC_TIMESTAMP(6), COALESCE(SUM(trx_mysql_thread_id = CONNECTION_ID()), 0),
+  CONVERT_TZ(MIN(trx_started), 'SYSTEM', '+00:00')
 FROM information_schema.innodb_trx`
 
 // Head implements Seeker. It reads in a transaction of its own, which the

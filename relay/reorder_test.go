@@ -252,3 +252,21 @@ VALUES ('phantom', 0, 'dirty', 'a', 'a:1', UTC_TIMESTAMP(6))`); err != nil {
 		t.Fatal(err)
 	}
 }
+
+// A pool whose sessions run with autocommit off is refused at start with an
+// error that says so: the lease statements would never commit, and the
+// relay would lose every shard it claimed.
+func TestRelayRefusesAutocommitOff(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewDB(t)
+	k := testenv.NewKafka(t, 1)
+	e, err := New(d.Pool(t, "autocommit=0"), oneShardConfig(k.Addrs), WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := e.Run(ctx); err == nil || !strings.Contains(err.Error(), "autocommit off") {
+		t.Fatalf("Run on an autocommit-off pool: %v, want an error naming autocommit", err)
+	}
+}
