@@ -84,7 +84,8 @@ func errResult(id string, status int, code string) halfmsg.ItemResult {
 
 // TestBrokerAPIBatchAnswersEachMessage: a batch with a duplicate id,
 // another group's message, an invalid one and a message past the group's
-// bound (6: dup, then a, dup again, b, c, d fill it) answers each on its own with the single call's status and code,
+// bound (5: dup, then a, b, c, d fill it; dup again takes no room) answers
+// each on its own with the single call's status and code,
 // prepares the others, and an end batch likewise commits and rolls back
 // each message the group's token may, logging each change once in the
 // audit log.
@@ -92,7 +93,7 @@ func TestBrokerAPIBatchAnswersEachMessage(t *testing.T) {
 	t.Parallel()
 	logs := &testenv.LogBuffer{}
 	env := newAPIEnvWith(t, []StoreOption{WithStoreLogger(slog.New(slog.NewJSONHandler(logs, nil)))},
-		[]HandlerOption{WithOperatorToken(testOperatorToken), WithMaxPreparedPerGroup(6)})
+		[]HandlerOption{WithOperatorToken(testOperatorToken), WithMaxPreparedPerGroup(5)})
 	ctx := context.Background()
 	g := registerGroup(t, env, "shop")
 	registerGroup(t, env, "other")

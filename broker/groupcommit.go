@@ -114,12 +114,7 @@ func again(fn func() error) error {
 // committed.
 func (s *Store) prepareBatch(ctx context.Context, calls []*prepareCall) []error {
 	errs := make([]error, len(calls))
-	if err := s.admit(ctx, calls, errs); err != nil {
-		for i := range errs {
-			errs[i] = fmt.Errorf("broker: prepare: %w", err)
-		}
-		return errs
-	}
+	s.admit(ctx, calls, errs)
 	var chunk []int
 	size := 0
 	flush := func() {
@@ -149,7 +144,44 @@ func (s *Store) prepareBatch(ctx context.Context, calls []*prepareCall) []error 
 			s.metrics.Prepared()
 		}
 	}
+	s.readmit(ctx, calls, errs)
 	return errs
+}
+
+// readmit gives back the room under its group's bound that a call took and
+// did not use because its id was a duplicate (known not inserted), and asks
+// again for the calls of that group that the bound refused: without it one
+// caller's duplicate id would refuse another caller's message. Calls whose
+// INSERT failed otherwise keep their room: their rows may have committed.
+func (s *Store) readmit(ctx context.Context, calls []*prepareCall, errs []error) {
+	freed := map[string]int{}
+	for i, c := range calls {
+		if c.limit > 0 && errors.Is(errs[i], txmsg.ErrConflict) {
+			freed[c.group]++
+		}
+	}
+	var retry []int
+	for i, c := range calls {
+		if freed[c.group] > 0 && errors.Is(errs[i], errTooManyPrepared) {
+			retry = append(retry, i)
+		}
+	}
+	if len(retry) == 0 {
+		return
+	}
+	for g, n := range freed {
+		pc := s.counts[g]
+		pc.since = max(0, pc.since-n)
+		s.counts[g] = pc
+	}
+	// Fewer calls each time, so this ends.
+	again := make([]*prepareCall, len(retry))
+	for k, i := range retry {
+		again[k] = calls[i]
+	}
+	for k, err := range s.prepareBatch(ctx, again) {
+		errs[retry[k]] = err
+	}
 }
 
 // countMaxAge is how long a group's count of prepared messages may stand in
@@ -169,9 +201,9 @@ type preparedCount struct {
 // than one at it) only when the group may be near its bound: a count under
 // a second old, plus what this store admitted since, that stays below half
 // the bound is trusted instead (other broker instances may have prepared
-// some since, hence the margin). The counts belong to the prepare batcher's
-// one writer.
-func (s *Store) admit(ctx context.Context, calls []*prepareCall, errs []error) error {
+// some since, hence the margin). A group whose count fails has its calls
+// fail, and only them. The counts belong to the prepare batcher's one writer.
+func (s *Store) admit(ctx context.Context, calls []*prepareCall, errs []error) {
 	asked := map[string]int{}
 	for _, c := range calls {
 		if c.limit > 0 {
@@ -179,13 +211,15 @@ func (s *Store) admit(ctx context.Context, calls []*prepareCall, errs []error) e
 		}
 	}
 	room := map[string]int{}
+	failed := map[string]error{}
 	for g, k := range asked {
 		pc, ok := s.counts[g]
 		if !ok || time.Since(pc.at) >= countMaxAge || 2*(pc.n+pc.since+k) >= limitOf(calls, g) {
 			var n int
 			at := time.Now()
 			if err := s.db.QueryRowContext(ctx, countPrepared, halfmsg.StatePrepared, g, limitOf(calls, g)).Scan(&n); err != nil {
-				return fmt.Errorf("count prepared messages of group %s: %w", g, err)
+				failed[g] = fmt.Errorf("broker: prepare: count prepared messages of group %s: %w", g, err)
+				continue
 			}
 			pc = preparedCount{n: n, at: at}
 		}
@@ -194,6 +228,10 @@ func (s *Store) admit(ctx context.Context, calls []*prepareCall, errs []error) e
 	}
 	for i, c := range calls {
 		if c.limit <= 0 {
+			continue
+		}
+		if err := failed[c.group]; err != nil {
+			errs[i] = err
 			continue
 		}
 		if room[c.group] <= 0 {
@@ -209,7 +247,6 @@ func (s *Store) admit(ctx context.Context, calls []*prepareCall, errs []error) e
 	if len(s.counts) > maxCountedGroups {
 		clear(s.counts)
 	}
-	return nil
 }
 
 // maxCountedGroups bounds the groups whose counts admit keeps; past it they

@@ -224,6 +224,40 @@ func TestBrokerPrepareBatchFailsOnlyItsDuplicatesAndCallsPastTheBound(t *testing
 	}
 }
 
+// A call under the bound whose id is a duplicate gives its room back: the
+// next call of its group in the same batch is not refused for it.
+func TestBrokerPrepareBatchDuplicateLeavesItsRoomToOthers(t *testing.T) {
+	t.Parallel()
+	env := newAPIEnv(t)
+	ctx := context.Background()
+	msg := func(id string) txmsg.Message { return txmsg.Message{ID: id, Topic: "t", Value: []byte("v")} }
+	if _, err := env.store.Prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: "g", Message: msg("old")}); err != nil {
+		t.Fatal(err)
+	}
+	release := blockPrepares(t, env, "g")
+	// "old" and "blocker" prepared: a bound of 4 leaves room for two, which
+	// the retried "old" (a conflict) must not take from "c".
+	calls := []struct {
+		id  string
+		err error
+	}{{"old", txmsg.ErrConflict}, {"b", nil}, {"c", nil}, {"d", errTooManyPrepared}}
+	errs := make([]chan error, len(calls))
+	for i, c := range calls {
+		errs[i] = make(chan error, 1)
+		go func() {
+			_, err := env.store.prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: "g", Message: msg(c.id)}, 4)
+			errs[i] <- err
+		}()
+		waitQueued(t, &env.store.prepares.mu, func() int { return len(env.store.prepares.queue) }, i+1)
+	}
+	release()
+	for i, c := range calls {
+		if err := <-errs[i]; (c.err == nil && err != nil) || (c.err != nil && !errors.Is(err, c.err)) {
+			t.Errorf("call %d (%s): %v, want %v", i, c.id, err, c.err)
+		}
+	}
+}
+
 func TestBrokerTransitionBatchAnswersEachCallAndAuditsEachMoveOnce(t *testing.T) {
 	t.Parallel()
 	metrics := &recMetrics{resolved: map[string]int{}}

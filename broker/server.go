@@ -141,8 +141,9 @@ func (s *Server) Ready() bool { return s.Addr() != "" && s.engine.Ready() }
 // Run serves until ctx ends, then shuts down: the API stops accepting and
 // finishes requests in flight (up to Config.ShutdownTimeout), the scanner
 // cancels its calls (their messages are checked again after the lease), and
-// the relay engine finishes its in-flight batches (see relay.Engine.Run).
-// It returns after every part has stopped: nil after a clean shutdown, or
+// the relay engine finishes its in-flight batches (see relay.Engine.Run),
+// and so do the group-commit batches of calls already made. It returns
+// after every part has stopped: nil after a clean shutdown, or
 // the first part's error, which also stops the others. Run may be called
 // once.
 func (s *Server) Run(ctx context.Context) error {
@@ -190,6 +191,9 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("broker started", slog.String("listen", addr), slog.Bool("tls", s.tls != nil),
 		slog.Bool("auth", !s.cfg.AuthDisabled))
 	err := g.Wait()
+	// Requests are over; batches their callers stopped waiting for still
+	// finish (at most batchTimeout) before the caller may close the pool.
+	s.store.wait()
 	s.log.Info("broker stopped", slog.String("listen", addr))
 	return err
 }

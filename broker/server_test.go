@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -318,5 +319,53 @@ func TestBrokerServerCommitWakesItsShard(t *testing.T) {
 		if took := written.Sub(committed); took > time.Second {
 			t.Errorf("%s reached Kafka %v after its commit, want well under the idle poll interval", id, took)
 		}
+	}
+}
+
+// Run returns only after the group-commit batches of calls already made
+// have ended, even one whose caller the shutdown cut off, so that the
+// caller may close the pool next.
+func TestBrokerRunWaitsForBatchesInFlight(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewDB(t)
+	k := testenv.NewKafka(t, 1)
+	cfg := testServerConfig(k.Addrs)
+	cfg.ShutdownTimeout = 200 * time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewServer(d.DB, cfg, WithLogger(testLogger(t)), WithListener(ln))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- s.Run(ctx) }()
+	client, err := halfmsg.NewClient("http://"+ln.Addr().String(), halfmsg.WithToken(testOperatorToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: "g",
+		Message: txmsg.Message{ID: "m0", Topic: "t", Value: []byte("v")}}); err != nil {
+		t.Fatal(err)
+	}
+	tx := holdRow(t, d.DB, "m0")
+	go func() { _, _ = client.Commit(ctx, "m0") }()
+	waitBlocked(t, d, &s.store.moves)
+	cancel()
+	select {
+	case err := <-stopped:
+		t.Fatalf("Run returned (%v) while a batch still ran", err)
+	case <-time.After(time.Second):
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-stopped:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return within 20s of the batch's end")
 	}
 }

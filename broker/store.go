@@ -529,6 +529,13 @@ func (s *Store) List(ctx context.Context, f halfmsg.Filter) ([]halfmsg.Info, int
 	return out, next, nil
 }
 
+// wait returns once no group-commit batch runs (nor starts: call it after
+// the calls have stopped).
+func (s *Store) wait() {
+	s.prepares.wg.Wait()
+	s.moves.wg.Wait()
+}
+
 // PreparedBacklog counts prepared messages and returns the creation time of
 // the oldest (zero when there is none). The count is exact up to 10,000;
 // above, an upper bound whose reading costs the same whatever the backlog.
