@@ -280,11 +280,12 @@ func (h *Handler) prepare(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	if a := actorOf(r); !a.isOperator() && req.ProducerGroup != a.Group {
+	a := actorOf(r)
+	if !a.isOperator() && req.ProducerGroup != a.Group {
 		h.fail(w, r, errForbidden("prepares only its own group's messages"))
 		return
 	}
-	id, err := h.store.prepare(r.Context(), req, h.maxPrepared)
+	id, err := h.store.prepare(r.Context(), req, prepareRules{limit: h.maxPrepared, owned: !a.isOperator()})
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -336,16 +337,14 @@ func (h *Handler) resolve(w http.ResponseWriter, r *http.Request) {
 	h.writeJSON(w, http.StatusOK, halfmsg.StateBody{ID: id, State: st})
 }
 
-// getOwn returns message id if the request's actor may read it.
+// getOwn returns message id if the request's actor may read it: a group
+// finds only its own messages (another group's is not found, as an unknown
+// id).
 func (h *Handler) getOwn(r *http.Request, id string) (halfmsg.Info, error) {
-	info, err := h.store.Get(r.Context(), id)
-	if err != nil {
-		return halfmsg.Info{}, err
+	if a := actorOf(r); !a.isOperator() {
+		return h.store.getIn(r.Context(), id, a.Group)
 	}
-	if a := actorOf(r); !a.isOperator() && info.ProducerGroup != a.Group {
-		return halfmsg.Info{}, errForbidden("reads only its own group's messages")
-	}
-	return info, nil
+	return h.store.Get(r.Context(), id)
 }
 
 func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
@@ -362,6 +361,17 @@ func (h *Handler) checks(w http.ResponseWriter, r *http.Request) {
 	if _, err := h.getOwn(r, id); err != nil {
 		h.fail(w, r, err)
 		return
+	}
+	// The history is kept by id: a group reads it only when no other group
+	// has a message of that id (which new prepares refuse; see ownIDs).
+	if a := actorOf(r); !a.isOperator() {
+		if shared, err := h.store.sharedID(r.Context(), id, a.Group); err != nil || shared {
+			if err == nil {
+				err = fmt.Errorf("%w: id %s is also used by another producer group: the operator reads its checks", txmsg.ErrConflict, id)
+			}
+			h.fail(w, r, err)
+			return
+		}
 	}
 	cs, err := h.store.Checks(r.Context(), id)
 	if err != nil {

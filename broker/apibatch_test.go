@@ -139,7 +139,7 @@ func TestBrokerAPIBatchAnswersEachMessage(t *testing.T) {
 	checkResults(t, "end batch", res, []halfmsg.ItemResult{
 		{ID: "a", State: halfmsg.StateCommitted, Status: http.StatusOK},
 		{ID: "b", State: halfmsg.StateRolledBack, Status: http.StatusOK},
-		errResult("theirs", http.StatusForbidden, halfmsg.CodeForbidden),
+		errResult("theirs", http.StatusNotFound, halfmsg.CodeNotFound),
 		errResult("nope", http.StatusNotFound, halfmsg.CodeNotFound),
 		errResult("c", http.StatusBadRequest, halfmsg.CodeInvalidRequest),
 		{ID: "a", State: halfmsg.StateCommitted, Status: http.StatusOK},

@@ -202,7 +202,7 @@ func TestBrokerPrepareBatchFailsOnlyItsDuplicatesAndCallsPastTheBound(t *testing
 	for i, c := range calls {
 		errs[i] = make(chan error, 1)
 		go func() {
-			_, err := env.store.prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: "g", Message: msg(c.id)}, c.limit)
+			_, err := env.store.prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: "g", Message: msg(c.id)}, prepareRules{limit: c.limit})
 			errs[i] <- err
 		}()
 		waitQueued(t, &env.store.prepares.mu, func() int { return len(env.store.prepares.queue) }, i+1)
@@ -245,7 +245,7 @@ func TestBrokerPrepareBatchDuplicateLeavesItsRoomToOthers(t *testing.T) {
 	for i, c := range calls {
 		errs[i] = make(chan error, 1)
 		go func() {
-			_, err := env.store.prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: "g", Message: msg(c.id)}, 4)
+			_, err := env.store.prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: "g", Message: msg(c.id)}, prepareRules{limit: 4})
 			errs[i] <- err
 		}()
 		waitQueued(t, &env.store.prepares.mu, func() int { return len(env.store.prepares.queue) }, i+1)
@@ -295,7 +295,7 @@ func TestBrokerTransitionBatchAnswersEachCallAndAuditsEachMoveOnce(t *testing.T)
 		{func() (halfmsg.State, error) { return env.store.CommitAs(ctx, g, "m1") }, halfmsg.StateCommitted, nil},
 		{func() (halfmsg.State, error) { return env.store.CommitAs(ctx, g, "m1") }, halfmsg.StateCommitted, nil},
 		{func() (halfmsg.State, error) { return env.store.RollbackAs(ctx, g, "m2") }, halfmsg.StateRolledBack, nil},
-		{func() (halfmsg.State, error) { return env.store.CommitAs(ctx, g, "m3") }, 0, txmsg.ErrForbidden},
+		{func() (halfmsg.State, error) { return env.store.CommitAs(ctx, g, "m3") }, 0, txmsg.ErrNotFound},
 		{func() (halfmsg.State, error) { return env.store.CommitAs(ctx, g, "nope") }, 0, txmsg.ErrNotFound},
 	}
 	type result struct {

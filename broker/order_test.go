@@ -446,3 +446,23 @@ func TestBrokerHalfSourcePrepareOrderUnderConcurrency(t *testing.T) {
 		t.Fatalf("delivered %d, committed %d", len(seen), len(committed))
 	}
 }
+
+// Prepare order holds within a producer group: another group's message of
+// the same topic and key, prepared earlier and never resolved, holds
+// nothing back (else any group could stall another's deliveries).
+func TestBrokerHalfSourcePrepareOrderIsPerGroup(t *testing.T) {
+	t.Parallel()
+	e := newOrderEnv(t)
+	prepareOne(t, e.store, halfmsg.PrepareRequest{ProducerGroup: "bank", CheckTimeout: time.Hour,
+		Message: txmsg.Message{ID: "theirs", Topic: "t", Key: []byte("k"), Value: []byte("x")}})
+	e.prepare("mine1", "t", "k")
+	e.prepare("mine2", "t", "k")
+	e.commit("mine2")
+	if got := e.drain(10); got != "" {
+		t.Fatalf("delivered %q while mine1, of the same group, is prepared", got)
+	}
+	e.commit("mine1")
+	if got := e.drain(10); got != "mine1 mine2" {
+		t.Fatalf("delivered %q beside another group's prepared message of the key, want mine1 mine2", got)
+	}
+}

@@ -165,18 +165,22 @@ func TestSecurityAnotherGroupsToken(t *testing.T) {
 		Message: txmsg.Message{Topic: "t", Value: []byte("injected")}}); !errors.Is(err, txmsg.ErrForbidden) {
 		t.Fatalf("shop prepares as bank: %v, want ErrForbidden", err)
 	}
+	// Another group's message is not found, as an unknown id: a group
+	// learns nothing of another's ids.
 	for name, call := range map[string]func() error{
 		"commit":   func() error { _, err := sc.Commit(ctx, bankID); return err },
 		"rollback": func() error { _, err := sc.Rollback(ctx, bankID); return err },
 		"get":      func() error { _, err := sc.Get(ctx, bankID); return err },
-		"list":     func() error { _, _, err := sc.List(ctx, halfmsg.Filter{ProducerGroup: "bank"}); return err },
 	} {
-		if err := call(); !errors.Is(err, txmsg.ErrForbidden) {
-			t.Errorf("shop's %s of bank's message: %v, want ErrForbidden", name, err)
+		if err := call(); !errors.Is(err, txmsg.ErrNotFound) {
+			t.Errorf("shop's %s of bank's message: %v, want ErrNotFound", name, err)
 		}
 	}
-	if status, code := (rawCall{method: "GET", path: "/v1/half-messages/" + bankID + "/checks", token: shop.Token}).do(t, env.url); status != 403 || code != halfmsg.CodeForbidden {
-		t.Errorf("shop reads bank's checks: %d %s, want 403 forbidden", status, code)
+	if _, _, err := sc.List(ctx, halfmsg.Filter{ProducerGroup: "bank"}); !errors.Is(err, txmsg.ErrForbidden) {
+		t.Errorf("shop lists bank's messages: %v, want ErrForbidden", err)
+	}
+	if status, code := (rawCall{method: "GET", path: "/v1/half-messages/" + bankID + "/checks", token: shop.Token}).do(t, env.url); status != 404 || code != halfmsg.CodeNotFound {
+		t.Errorf("shop reads bank's checks: %d %s, want 404 not_found", status, code)
 	}
 	if info, err := env.store.Get(ctx, bankID); err != nil || info.State != halfmsg.StatePrepared {
 		t.Fatalf("bank's message after shop's calls: %+v, %v", info, err)
@@ -191,6 +195,57 @@ func TestSecurityAnotherGroupsToken(t *testing.T) {
 	}
 	if st, err := bc.Rollback(ctx, bankID); err != nil || st != halfmsg.StateRolledBack {
 		t.Fatalf("bank rolls back its own: %v, %v", st, err)
+	}
+}
+
+// TestSecurityGroupCannotSquatAnotherGroupsID: an id belongs to the first
+// producer group that prepares it: another group's token cannot take it in
+// another topic, and so can neither read the first group's message or
+// check history under it nor lock the first group out of them.
+func TestSecurityGroupCannotSquatAnotherGroupsID(t *testing.T) {
+	t.Parallel()
+	env := newAPIEnv(t)
+	ctx := context.Background()
+	shop, bank := registerGroup(t, env, "shop"), registerGroup(t, env, "bank")
+	sc, bc := groupClient(t, env, shop), groupClient(t, env, bank)
+	if _, err := sc.Prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: "shop",
+		Message: txmsg.Message{ID: "order-1001", Topic: "orders", Value: []byte("v")}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bc.Prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: "bank",
+		Message: txmsg.Message{ID: "order-1001", Topic: "squat", Value: []byte("x")}}); !errors.Is(err, txmsg.ErrConflict) {
+		t.Fatalf("bank prepares shop's id in another topic: %v, want ErrConflict", err)
+	}
+	// Likewise in a batch, where two groups' calls for one id meet.
+	status, _, res := postBatch(t, env, "/v1/half-messages:prepare-batch", bank.Token, halfmsg.PrepareBatchBody{Messages: []halfmsg.PrepareBody{
+		prepareItem("bank", "order-1001"), prepareItem("bank", "bank-1"),
+	}})
+	if status != http.StatusOK || len(res) != 2 || res[0].Status != http.StatusConflict || res[1].Status != http.StatusCreated {
+		t.Fatalf("bank's batch with shop's id: HTTP %d, %+v; want 409 then 201", status, res)
+	}
+	if info, err := sc.Get(ctx, "order-1001"); err != nil || info.ProducerGroup != "shop" {
+		t.Fatalf("shop reads its own message: %+v, %v", info, err)
+	}
+	if status, code := (rawCall{method: "GET", path: "/v1/half-messages/order-1001/checks", token: bank.Token}).do(t, env.url); status != 404 {
+		t.Errorf("bank reads shop's checks: %d %s, want 404", status, code)
+	}
+	if status, code := (rawCall{method: "GET", path: "/v1/half-messages/order-1001/checks", token: shop.Token}).do(t, env.url); status != 200 {
+		t.Errorf("shop reads its own checks: %d %s, want 200", status, code)
+	}
+	// Ids shared before groups owned them: each group reads its own message,
+	// and the history, kept by id, only the operator.
+	if _, err := env.store.Prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: "bank",
+		Message: txmsg.Message{ID: "order-1001", Topic: "legacy", Value: []byte("x")}}); err != nil {
+		t.Fatal(err)
+	}
+	if info, err := sc.Get(ctx, "order-1001"); err != nil || info.ProducerGroup != "shop" {
+		t.Fatalf("shop reads its own message beside bank's of the same id: %+v, %v", info, err)
+	}
+	if info, err := bc.Get(ctx, "order-1001"); err != nil || info.ProducerGroup != "bank" {
+		t.Fatalf("bank reads its own message beside shop's of the same id: %+v, %v", info, err)
+	}
+	if status, code := (rawCall{method: "GET", path: "/v1/half-messages/order-1001/checks", token: shop.Token}).do(t, env.url); status != 409 {
+		t.Errorf("shop reads the checks of a shared id: %d %s, want 409", status, code)
 	}
 }
 

@@ -57,7 +57,8 @@ FROM (SELECT MIN(waits_for) AS seq FROM txmsg_half_messages WHERE state = ? AND 
 FROM txmsg_half_messages h
 WHERE state = ? AND shard = ?
   AND NOT EXISTS (SELECT 1 FROM txmsg_half_messages p
-                  WHERE p.topic = h.topic AND p.msg_key = h.msg_key AND p.state = ? AND p.seq < h.seq)
+                  WHERE p.topic = h.topic AND p.msg_key = h.msg_key AND p.state = ? AND p.seq < h.seq
+                    AND p.producer_group = h.producer_group)
   AND waits_for IN (`
 	deliveredHalf = `UPDATE txmsg_half_messages
 SET state = ?, delivered_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6)

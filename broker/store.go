@@ -150,7 +150,8 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, DATE_ADD(UTC_TIMESTAMP(6), INTERVAL ? M
 	selectTargetsOf = `SELECT h.seq, h.state, h.shard, h.producer_group,
   CASE WHEN COALESCE(g.delivery_order, ?) = ? AND h.msg_key <> '' THEN
     (SELECT MAX(p.seq) FROM txmsg_half_messages p
-     WHERE p.topic = h.topic AND p.msg_key = h.msg_key AND p.state = ? AND p.seq < h.seq)
+     WHERE p.topic = h.topic AND p.msg_key = h.msg_key AND p.state = ? AND p.seq < h.seq
+       AND p.producer_group = h.producer_group)
   END, h.id
 FROM txmsg_half_messages h
 LEFT JOIN txmsg_producer_groups g ON g.producer_group = h.producer_group
@@ -161,7 +162,10 @@ SET state = ?, resolved_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6), re
 	infoColumns = `seq, id, producer_group, topic, msg_key, state, checkback_url, check_timeout_ms, max_checks,
   check_count, last_check_result, last_check_error, reason, attempts, last_error, created_at, updated_at,
   next_check_at, last_check_at, resolved_at, delivered_at`
-	selectInfo = `SELECT ` + infoColumns + ` FROM txmsg_half_messages WHERE id = ? ORDER BY seq LIMIT 1`
+	selectInfo   = `SELECT ` + infoColumns + ` FROM txmsg_half_messages WHERE id = ? ORDER BY seq LIMIT 1`
+	selectInfoIn = `SELECT ` + infoColumns + ` FROM txmsg_half_messages WHERE id = ? AND producer_group = ? ORDER BY seq LIMIT 1`
+	// idShared finds a message of id in another group than the one given.
+	idShared = `SELECT 1 FROM txmsg_half_messages WHERE id = ? AND producer_group <> ? LIMIT 1`
 )
 
 // Prepare stores a prepared half message and returns its id. The message is
@@ -171,15 +175,24 @@ SET state = ?, resolved_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6), re
 // topic with txmsg.ErrConflict. Ids compare byte for byte ("Order-1" and
 // "order-1" are two ids), and one id may be prepared in several topics.
 func (s *Store) Prepare(ctx context.Context, req halfmsg.PrepareRequest) (string, error) {
-	return s.prepare(ctx, req, 0)
+	return s.prepare(ctx, req, prepareRules{})
 }
 
-// prepare is Prepare with a bound on the group's prepared messages, this one
-// included (0: none); past it, the error wraps errTooManyPrepared.
-// Concurrent prepares share one transaction (see prepareBatch): the
-// prepare's durable commit is what a busy broker spends most time on.
-func (s *Store) prepare(ctx context.Context, req halfmsg.PrepareRequest, limit int) (string, error) {
-	c, err := s.prepareCall(req, limit)
+// prepareRules is what a prepare made through the API must also satisfy.
+type prepareRules struct {
+	// limit bounds the group's prepared messages, this one included (0:
+	// none); past it, the error wraps errTooManyPrepared.
+	limit int
+	// owned is set when the caller is the producer group (its token): an id
+	// another group already uses, in any topic, is refused (see ownIDs).
+	owned bool
+}
+
+// prepare is Prepare under rules. Concurrent prepares share one
+// transaction (see prepareBatch): the prepare's durable commit is what a
+// busy broker spends most time on.
+func (s *Store) prepare(ctx context.Context, req halfmsg.PrepareRequest, rules prepareRules) (string, error) {
+	c, err := s.prepareCall(req, rules)
 	if err != nil {
 		return "", err
 	}
@@ -191,14 +204,14 @@ func (s *Store) prepare(ctx context.Context, req halfmsg.PrepareRequest, limit i
 
 // prepareMany is prepare of each of reqs, queued together so that they share
 // one batch when they fit; it returns each one's id or error, in order.
-func (s *Store) prepareMany(ctx context.Context, reqs []halfmsg.PrepareRequest, limit int) ([]string, []error) {
+func (s *Store) prepareMany(ctx context.Context, reqs []halfmsg.PrepareRequest, rules prepareRules) ([]string, []error) {
 	ids, errs := make([]string, len(reqs)), make([]error, len(reqs))
 	var (
 		calls []*prepareCall
 		at    []int
 	)
 	for i, req := range reqs {
-		c, err := s.prepareCall(req, limit)
+		c, err := s.prepareCall(req, rules)
 		if err != nil {
 			errs[i] = err
 			continue
@@ -217,7 +230,7 @@ func (s *Store) prepareMany(ctx context.Context, reqs []halfmsg.PrepareRequest, 
 }
 
 // prepareCall checks req and returns its call for the prepare batcher.
-func (s *Store) prepareCall(req halfmsg.PrepareRequest, limit int) (*prepareCall, error) {
+func (s *Store) prepareCall(req halfmsg.PrepareRequest, rules prepareRules) (*prepareCall, error) {
 	m := &req.Message
 	if err := halfmsg.ValidateGroup(req.ProducerGroup); err != nil {
 		return nil, fmt.Errorf("broker: prepare: %w", err)
@@ -255,7 +268,7 @@ func (s *Store) prepareCall(req halfmsg.PrepareRequest, limit int) (*prepareCall
 	if err != nil {
 		return nil, fmt.Errorf("broker: prepare %s: %w", id, err)
 	}
-	c := &prepareCall{id: id, topic: m.Topic, group: req.ProducerGroup, limit: limit,
+	c := &prepareCall{id: id, topic: m.Topic, group: req.ProducerGroup, limit: rules.limit, owned: rules.owned,
 		size: len(m.Value) + len(m.Key) + len(hdr),
 		args: []any{id, txmsg.Shard(m.Key, id, s.shards), halfmsg.StatePrepared,
 			req.ProducerGroup, m.Topic, m.Key, m.Value, hdr, nullString(req.CheckbackURL),
@@ -400,7 +413,9 @@ func (s *Store) settle(c *moveCall) (halfmsg.State, bool, error) {
 		return 0, true, fmt.Errorf("broker: %s %s: %w", verb(to), id, txmsg.ErrNotFound)
 	}
 	if len(c.ts) == 0 {
-		return 0, true, fmt.Errorf("broker: %s %s: %w: the message belongs to another producer group", verb(to), id, txmsg.ErrForbidden)
+		// Another group's message: answered as an unknown id, so that a
+		// group learns nothing of another's ids.
+		return 0, true, fmt.Errorf("broker: %s %s: %w", verb(to), id, txmsg.ErrNotFound)
 	}
 	if len(c.moved) == 0 {
 		for _, t := range c.ts {
@@ -481,6 +496,33 @@ func (s *Store) Get(ctx context.Context, id string) (halfmsg.Info, error) {
 		return halfmsg.Info{}, fmt.Errorf("broker: get %s: %w", id, err)
 	}
 	return info, nil
+}
+
+// getIn is Get of id among the messages of producer group: another group's
+// message of that id is not found.
+func (s *Store) getIn(ctx context.Context, id, group string) (halfmsg.Info, error) {
+	info, err := scanInfo(s.db.QueryRowContext(ctx, selectInfoIn, id, group))
+	if errors.Is(err, sql.ErrNoRows) {
+		return halfmsg.Info{}, fmt.Errorf("broker: get %s: %w", id, txmsg.ErrNotFound)
+	}
+	if err != nil {
+		return halfmsg.Info{}, fmt.Errorf("broker: get %s: %w", id, err)
+	}
+	return info, nil
+}
+
+// sharedID reports whether a producer group other than group has a message
+// of id (ids prepared before groups owned them could be shared).
+func (s *Store) sharedID(ctx context.Context, id, group string) (bool, error) {
+	var one int
+	err := s.db.QueryRowContext(ctx, idShared, id, group).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("broker: checks of %s: %w", id, err)
+	}
+	return true, nil
 }
 
 // List returns one page of messages matching f in Seq order, and the cursor

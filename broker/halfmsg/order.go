@@ -12,7 +12,8 @@ type Order uint8
 const (
 	// OrderPrepare (the default): messages of a key are delivered in the
 	// order they were prepared. A committed message waits while an earlier
-	// message of its topic and key is still prepared, until that one is
+	// message of its producer group, topic and key is still prepared (other
+	// groups' messages are not ordered with it), until that one is
 	// committed (it is then delivered first), rolled back or discarded. A
 	// producer whose commit call is lost therefore holds back the later
 	// messages of that key until check-back resolves it: at most the check
