@@ -30,7 +30,9 @@
 //     joins the group, and fails at once, naming the topic and the
 //     permission, if Kafka refuses.
 //   - No message is retried forever without an error: transaction conflicts
-//     (which spend no attempt) and writes to the dead-letter and retry
+//     and database failures (which spend no attempt, so that neither
+//     concurrency nor a failover dead-letters a message) and writes to the
+//     dead-letter and retry
 //     topics are retried a bounded number of times (about four minutes
 //     with the default backoff); then Run shuts down gracefully and returns
 //     an error wrapping ErrStuck. The message is not committed, so it comes

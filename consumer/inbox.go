@@ -5,11 +5,11 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
-	"github.com/txmsg/txmsg/internal/sqlx"
 	"github.com/txmsg/txmsg/internal/sqlx/mysqlx"
 )
 
@@ -50,21 +50,45 @@ func inboxID(id string) string {
 // The insert is prepared once per Run (stmt): database/sql reuses it on
 // each pooled connection, sparing the driver's prepare and close round trips.
 func (c *Consumer) runTx(ctx context.Context, stmt *sql.Stmt, h TxHandlerFunc, m Message) (dup bool, err error) {
-	err = sqlx.RunInTx(ctx, c.o.db, nil, func(tx *sql.Tx) error {
-		_, err := tx.StmtContext(ctx, stmt).ExecContext(ctx, c.group, inboxID(m.ID), m.Topic, m.Partition, m.Offset, c.o.now())
-		if mysqlx.IsDuplicate(err) {
-			dup = true
-			return errDuplicate
-		}
-		if err != nil {
-			return fmt.Errorf("consumer: insert inbox row %s: %w", m.ID, err)
-		}
-		return callTx(ctx, h, tx, m)
-	})
-	if dup {
-		return true, nil
+	tx, err := c.o.db.BeginTx(ctx, nil)
+	if err != nil {
+		return false, &databaseError{fmt.Errorf("consumer: begin transaction: %w", err)}
 	}
-	return false, err
+	_, err = tx.StmtContext(ctx, stmt).ExecContext(ctx, c.group, inboxID(m.ID), m.Topic, m.Partition, m.Offset, c.o.now())
+	switch {
+	case mysqlx.IsDuplicate(err):
+		return true, tx.Rollback()
+	case err != nil:
+		return false, errors.Join(&databaseError{fmt.Errorf("consumer: insert inbox row %s: %w", m.ID, err)}, tx.Rollback())
+	}
+	if err := callTx(ctx, h, tx, m); err != nil {
+		if rerr := tx.Rollback(); rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {
+			return false, fmt.Errorf("%w (rollback: %v)", err, rerr)
+		}
+		return false, err
+	}
+	if err := tx.Commit(); err != nil {
+		return false, &databaseError{fmt.Errorf("consumer: commit: %w", err)}
+	}
+	return false, nil
+}
+
+// databaseError is a failure of the inbox's own statements (begin, the
+// inbox row, commit), not of the handler: the database was unreachable,
+// failing over or misconfigured, which says nothing about the message.
+type databaseError struct{ err error }
+
+func (e *databaseError) Error() string { return e.err.Error() }
+func (e *databaseError) Unwrap() error { return e.err }
+
+// unavailable says whether err is the database failing rather than the
+// message: the inbox's own statements failing, or a driver's broken
+// connection or a server that cannot serve now, whoever met it. Such a
+// failure spends no attempt, so that a database failover does not send
+// every message it meets to the dead letters.
+func unavailable(err error) bool {
+	var de *databaseError
+	return errors.As(err, &de) || mysqlx.IsUnavailable(err)
 }
 
 // callTx calls h, turning a panic into an error so that RunInTx rolls the

@@ -2,7 +2,6 @@ package consumer
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -48,19 +47,24 @@ func (r *run) process(pt *partition, d delivery) bool {
 		case IsPermanent(err):
 			log.Warn("consumer: handler failed for good; dead-lettering", slog.Any("error", err))
 			return r.deadLetter(pt, d, m, err)
-		case mysqlx.IsConflict(err):
+		case mysqlx.IsConflict(err) || unavailable(err):
 			// InnoDB rolled the transaction back over a deadlock or lock
-			// wait, which concurrent work causes, not the message: run it
+			// wait, which concurrent work causes, or the database could not
+			// serve (a failover, an outage): not the message's fault. Run it
 			// again without spending an attempt, so it never dead-letters,
 			// but not forever.
 			conflicts++
 			i--
 			if conflicts > maxTransientRetries {
-				r.fail(fmt.Errorf("%w: message %s (%s/%d at offset %d): %d transaction conflicts in a row, the last: %w",
+				r.fail(fmt.Errorf("%w: message %s (%s/%d at offset %d): %d transaction conflicts or database failures in a row, the last: %w",
 					ErrStuck, m.ID, topic, m.Partition, m.Offset, conflicts, err))
 				return false
 			}
-			log.Info("consumer: transaction conflict; retrying", slog.Any("error", err))
+			if mysqlx.IsConflict(err) {
+				log.Info("consumer: transaction conflict; retrying", slog.Any("error", err))
+			} else {
+				log.Warn("consumer: database unavailable; retrying", slog.Any("error", err))
+			}
 			r.metrics.Retried(group, topic)
 			if !backoff.Sleep(pt.ctx, r.c.o.backoff.Delay(conflicts)) {
 				return false
@@ -199,6 +203,3 @@ func deadLetterTopic(override, topic, group string) string {
 	}
 	return topic + "." + group + ".dlq"
 }
-
-// errDuplicate rolls back a transaction whose inbox row exists already.
-var errDuplicate = errors.New("consumer: duplicate message")

@@ -4,6 +4,7 @@
 package mysqlx
 
 import (
+	"database/sql/driver"
 	"errors"
 
 	"github.com/go-sql-driver/mysql"
@@ -31,4 +32,21 @@ func IsConflict(err error) bool {
 func IsDuplicate(err error) bool {
 	var me *mysql.MySQLError
 	return errors.As(err, &me) && me.Number == ErDupEntry
+}
+
+// Server errors that say the server cannot serve now, not that the
+// statement is wrong: too many connections (1040), shutting down (1053), read
+// only during a failover (1290, 1836), the connection killed (1927), closed
+// for inactivity (4031, MySQL 8).
+var unavailable = map[uint16]bool{1040: true, 1053: true, 1290: true, 1836: true, 1927: true, 4031: true}
+
+// IsUnavailable says whether err says that the database could not be
+// reached or could not serve for now: the driver's broken connection
+// (mysql.ErrInvalidConn, driver.ErrBadConn) or one of the server errors
+// above. Unlike a plain network error these come only from a database
+// driver, so a handler's own calls to other services are not taken for them.
+func IsUnavailable(err error) bool {
+	var me *mysql.MySQLError
+	return errors.Is(err, mysql.ErrInvalidConn) || errors.Is(err, driver.ErrBadConn) ||
+		(errors.As(err, &me) && unavailable[me.Number])
 }

@@ -33,3 +33,20 @@ func TestMysqlxIsConflict(t *testing.T) {
 		t.Error("IsDuplicate misclassifies")
 	}
 }
+
+func TestMysqlxIsUnavailable(t *testing.T) {
+	for err, want := range map[error]bool{
+		mysql.ErrInvalidConn:                                 true,
+		fmt.Errorf("begin: %w", driver.ErrBadConn):           true,
+		&mysql.MySQLError{Number: 1290}:                      true, // read only, in a failover
+		&mysql.MySQLError{Number: 1040}:                      true,
+		&mysql.MySQLError{Number: ErLockDeadlock}:            false,
+		&mysql.MySQLError{Number: 1064}:                      false,
+		&net.OpError{Op: "dial", Err: errors.New("refused")}: false, // may be any service's
+		errors.New("plain"):                                  false,
+	} {
+		if got := IsUnavailable(err); got != want {
+			t.Errorf("IsUnavailable(%v) = %v, want %v", err, got, want)
+		}
+	}
+}
