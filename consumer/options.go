@@ -54,7 +54,7 @@ func defaultOptions() options {
 		concurrency:      1,
 		maxAttempts:      5,
 		backoff:          backoff.Policy{Initial: 100 * time.Millisecond, Max: 10 * time.Second, Factor: 2},
-		drainTimeout:     30 * time.Second,
+		drainTimeout:     20 * time.Second,
 		commitInterval:   100 * time.Millisecond,
 		inFlightMessages: 10000,
 		inFlightBytes:    64 << 20,
@@ -167,7 +167,11 @@ func WithDeadLetterTopic(topic string) Option {
 }
 
 // WithDrainTimeout bounds how long Run waits for in-flight handlers after
-// its context is done before it cancels their context (default 30s).
+// its context is done, or their partition revoked, before it cancels their
+// context (default 20s: under the default 30s rebalance timeout, with room
+// for the heartbeat that brings the rebalance and the final commit; a
+// member that drains past the rebalance timeout misses the rebalance, its
+// final commit is refused and its finished work is done again).
 func WithDrainTimeout(d time.Duration) Option {
 	return func(o *options) error {
 		if d <= 0 {

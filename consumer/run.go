@@ -81,6 +81,9 @@ func (c *Consumer) newRun(ctx context.Context, h Handler) (_ *run, err error) {
 		}
 		r.closers = append(r.closers, r.insert.Close)
 	}
+	if err := c.waitTopics(ctx, r.log, r.transport); err != nil {
+		return nil, err
+	}
 	if err := c.ensureTopics(ctx, r.log, r.transport); err != nil {
 		return nil, err
 	}

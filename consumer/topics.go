@@ -54,6 +54,48 @@ func (c *Consumer) ensureTopics(ctx context.Context, log *slog.Logger, t *kafka.
 	}
 }
 
+// topicWait is how often Run looks again for topics it reads that do not
+// exist yet.
+const topicWait = 2 * time.Second
+
+// waitTopics returns once every topic the consumer reads exists (looking
+// every topicWait, saying once which it waits for), or with ctx's error.
+// A group that joined first would be assigned only the partitions that
+// exist and read nothing of a topic created later, and with partition
+// watching on kafka-go would end every generation at once while one is
+// missing. An error reading the metadata returns nil: ensureTopics, next,
+// retries it and says so.
+func (c *Consumer) waitTopics(ctx context.Context, log *slog.Logger, t *kafka.Transport) error {
+	cl := kafkax.NewClient(c.brokers, t, 30*time.Second)
+	said := map[string]bool{}
+	for {
+		meta, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: c.topics})
+		if err != nil {
+			return nil
+		}
+		exists := map[string]bool{}
+		for _, t := range meta.Topics {
+			exists[t.Name] = t.Error == nil && len(t.Partitions) > 0
+		}
+		missing := false
+		for _, name := range c.topics {
+			if !exists[name] {
+				missing = true
+				if !said[name] {
+					said[name] = true
+					log.Warn("consumer: waiting for topic "+name+" to exist before joining the group", slog.String("topic", name))
+				}
+			}
+		}
+		if !missing {
+			return nil
+		}
+		if !backoff.Sleep(ctx, topicWait) {
+			return ctx.Err()
+		}
+	}
+}
+
 // createTopics creates the topics of want that the metadata does not show,
 // each with its origin's partitions and replication, or the broker's
 // defaults when the origin does not exist yet, through t. retry says whether the

@@ -15,7 +15,8 @@ import (
 // so a member commits only what it owns. A partition without a committed
 // offset is assigned kafka.FirstOffset, so nothing published before the
 // group's first start is skipped. The group starts joining at once; Close
-// leaves it. Only c's group fields are used.
+// leaves it. Partitions added to its topics are assigned within about 5s.
+// Only c's group fields are used.
 func NewConsumerGroup(brokers []string, c ReaderConfig) (*kafka.ConsumerGroup, error) {
 	if err := c.checkGroup(brokers); err != nil {
 		return nil, err
@@ -31,6 +32,11 @@ func NewConsumerGroup(brokers []string, c ReaderConfig) (*kafka.ConsumerGroup, e
 		RebalanceTimeout:  c.RebalanceTimeout,
 		JoinGroupBackoff:  c.JoinGroupBackoff,
 		StartOffset:       kafka.FirstOffset,
+		// Partitions added to a topic end the generation, so that the
+		// group rebalances and reads them (kafka-go leaves them unread
+		// otherwise until the membership changes).
+		WatchPartitionChanges:  true,
+		PartitionWatchInterval: 5 * time.Second,
 	}
 	if c.Logger != nil {
 		gc.ErrorLogger = errorLogger(c.Logger, "kafka consumer group")
