@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/segmentio/kafka-go"
 	"golang.org/x/time/rate"
@@ -36,9 +38,13 @@ type Consumer struct {
 	o         options
 	balancers []kafka.GroupBalancer
 	limiter   *rate.Limiter
-	running   atomic.Bool
-	insertSQL string
-	purgeSQL  string
+	// rateChanged is closed, and replaced, by each SetRateLimit: a wait
+	// reserved under the old limit starts over under the new one.
+	rateMu      sync.Mutex
+	rateChanged chan struct{}
+	running     atomic.Bool
+	insertSQL   string
+	purgeSQL    string
 }
 
 // New validates its arguments and options together and returns a Consumer
@@ -73,14 +79,15 @@ func New(brokers []string, group string, topics []string, opts ...Option) (*Cons
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	c := &Consumer{
-		brokers:   append([]string(nil), brokers...),
-		group:     group,
-		topics:    append([]string(nil), topics...),
-		o:         o,
-		balancers: balancers,
-		limiter:   rate.NewLimiter(rate.Inf, 0),
-		insertSQL: insertInbox,
-		purgeSQL:  purgeInbox,
+		brokers:     append([]string(nil), brokers...),
+		group:       group,
+		topics:      append([]string(nil), topics...),
+		o:           o,
+		balancers:   balancers,
+		limiter:     rate.NewLimiter(rate.Inf, 0),
+		rateChanged: make(chan struct{}),
+		insertSQL:   insertInbox,
+		purgeSQL:    purgeInbox,
 	}
 	if o.ratePerSecond > 0 {
 		c.SetRateLimit(o.ratePerSecond, o.rateBurst)
@@ -134,6 +141,12 @@ func (c *Consumer) Group() string { return c.group }
 // perSecond messages per second with a bucket of burst (at least 1);
 // perSecond <= 0 removes the limit.
 func (c *Consumer) SetRateLimit(perSecond float64, burst int) {
+	defer func() {
+		c.rateMu.Lock()
+		defer c.rateMu.Unlock()
+		close(c.rateChanged)
+		c.rateChanged = make(chan struct{})
+	}()
 	if perSecond <= 0 {
 		c.limiter.SetLimit(rate.Inf)
 		return
@@ -143,6 +156,41 @@ func (c *Consumer) SetRateLimit(perSecond float64, burst int) {
 	}
 	c.limiter.SetBurst(burst)
 	c.limiter.SetLimit(rate.Limit(perSecond))
+}
+
+// waitRate waits until the rate limit lets one more message go, or ctx
+// ends. A wait reserved under a limit that SetRateLimit then changes starts
+// over under the new one (the limiter's own Wait keeps the old delay).
+func (c *Consumer) waitRate(ctx context.Context) error {
+	for {
+		c.rateMu.Lock()
+		changed := c.rateChanged
+		c.rateMu.Unlock()
+		if c.limiter.Limit() == rate.Inf {
+			return nil
+		}
+		r := c.limiter.Reserve()
+		d := r.Delay()
+		if r.OK() && d == 0 {
+			return nil
+		}
+		// A reservation past the burst never comes: wait for a change.
+		t := time.NewTimer(d)
+		if !r.OK() {
+			t.Stop()
+		}
+		select {
+		case <-t.C:
+			return nil
+		case <-changed:
+			t.Stop()
+			r.Cancel()
+		case <-ctx.Done():
+			t.Stop()
+			r.Cancel()
+			return ctx.Err()
+		}
+	}
 }
 
 // Run creates the dead-letter topics (and the retry topics) that do not

@@ -135,7 +135,7 @@ func (pt *partition) fetch() {
 		if lag := km.HighWaterMark - km.Offset - 1; km.HighWaterMark > 0 && lag >= 0 {
 			r.metrics.Lag(r.c.group, km.Topic, km.Partition, lag)
 		}
-		if err := r.c.limiter.Wait(pt.ctx); err != nil {
+		if err := r.c.waitRate(pt.ctx); err != nil {
 			return
 		}
 		if !pt.dispatch(km) {

@@ -68,3 +68,38 @@ func TestConsumerRateLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestConsumerRateLimitChangeReachesWaitingFetches: a fetch loop already
+// waiting under a slow limit takes a new one at once, not when the old
+// reservation (100s here) would have ended.
+func TestConsumerRateLimitChangeReachesWaitingFetches(t *testing.T) {
+	t.Parallel()
+	k := testenv.NewKafka(t, 1)
+	produce(t, k.Addrs, record("slow", "k", "", "0"), record("slow", "k", "", "1"))
+	c, err := New(k.Addrs, "g", []string{"slow"}, fastGroup(), WithRateLimit(0.01, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var handled atomic.Int64
+	start(t, c, HandlerFunc(func(context.Context, Message) error {
+		handled.Add(1)
+		return nil
+	}))
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if handled.Load() == 0 {
+			return fmt.Errorf("nothing handled yet")
+		}
+		return nil
+	})
+	time.Sleep(300 * time.Millisecond) // the second message waits for its token
+	if n := handled.Load(); n != 1 {
+		t.Fatalf("%d handled under 0.01/s with a burst of 1, want 1", n)
+	}
+	c.SetRateLimit(0, 0)
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if n := handled.Load(); n != 2 {
+			return fmt.Errorf("%d of 2 handled after lifting the limit", n)
+		}
+		return nil
+	})
+}
