@@ -119,8 +119,16 @@ const (
 )
 
 // ipRule returns the rule that refuses ip whatever the allow-list, or "".
+// An IPv6 address that carries an IPv4 one for a translator or tunnel
+// (NAT64, 6to4, IPv4-compatible) is judged by the IPv4 address too: on a
+// network that translates it, it reaches that address.
 func (r *addressRules) ipRule(ip netip.Addr) string {
 	ip = ip.Unmap().WithZone("")
+	for _, v4 := range embeddedIPv4(ip) {
+		if rule := r.ipRule(v4); rule != "" {
+			return rule
+		}
+	}
 	switch {
 	case ip.IsUnspecified() || (ip.Is4() && ip.As4()[0] == 0):
 		return ruleUnspecified
@@ -132,6 +140,44 @@ func (r *addressRules) ipRule(ip netip.Addr) string {
 		return ruleLoopback
 	}
 	return ""
+}
+
+// The IPv6 prefixes whose addresses carry an IPv4 address: NAT64's
+// well-known prefix (RFC 6052), in the last 32 bits; its local-use prefix
+// (RFC 8215), in the last 32 bits or, in the /48 format, bits 48 to 88 less
+// the u octet; 6to4 (RFC 3056), bits 16 to 48; IPv4-compatible addresses
+// (deprecated), the last 32 bits.
+var (
+	nat64WellKnown = netip.MustParsePrefix("64:ff9b::/96")
+	nat64Local     = netip.MustParsePrefix("64:ff9b:1::/48")
+	sixToFour      = netip.MustParsePrefix("2002::/16")
+	ipv4Compatible = netip.MustParsePrefix("::/96")
+)
+
+// embeddedIPv4 returns the IPv4 addresses an IPv6 address of those
+// prefixes may carry.
+func embeddedIPv4(ip netip.Addr) []netip.Addr {
+	if !ip.Is6() {
+		return nil
+	}
+	b := ip.As16()
+	last := netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]})
+	switch {
+	case nat64WellKnown.Contains(ip), ipv4Compatible.Contains(ip) && !ip.IsUnspecified() && !ip.IsLoopback():
+		return []netip.Addr{last}
+	case nat64Local.Contains(ip):
+		// Zeros where the other format keeps its address mean nothing.
+		var out []netip.Addr
+		for _, a := range []netip.Addr{last, netip.AddrFrom4([4]byte{b[6], b[7], b[9], b[10]})} {
+			if a.As4()[0] != 0 {
+				out = append(out, a)
+			}
+		}
+		return out
+	case sixToFour.Contains(ip):
+		return []netip.Addr{netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]})}
+	}
+	return nil
 }
 
 // isMetadata reports cloud metadata services outside the link-local ranges:

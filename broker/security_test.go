@@ -387,6 +387,11 @@ func TestSecurityCheckbackURLLinkLocal(t *testing.T) {
 		"http://[fe80::1%25eth0]:8080/check":       "link-local",
 		"http://[fd00:ec2::254]/":                  "link-local",
 		"http://[::ffff:169.254.169.254]/":         "link-local",
+		"http://[64:ff9b::a9fe:a9fe]/":             "link-local", // NAT64 of 169.254.169.254
+		"http://[64:ff9b:1::a9fe:a9fe]/":           "link-local",
+		"http://[64:ff9b:1:a9fe:a9:fe00::]/":       "link-local", // local-use NAT64, /48 format
+		"http://[2002:a9fe:a9fe::1]/":              "link-local", // 6to4
+		"http://[::a9fe:a9fe]/":                    "link-local", // IPv4-compatible
 		"http://0.0.0.0:3306/":                     "unspecified",
 		"http://[::]:8080/":                        "unspecified",
 		"http://224.0.0.1/":                        "multicast",
