@@ -364,7 +364,10 @@ func TestBrokerRunWaitsForBatchesInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case <-stopped:
+	case err := <-stopped:
+		// The API's shutdown may have timed out on the request the batch
+		// held; what matters is that Run waited for the batch.
+		t.Logf("Run returned: %v", err)
 	case <-time.After(20 * time.Second):
 		t.Fatal("Run did not return within 20s of the batch's end")
 	}
