@@ -28,8 +28,11 @@ const (
 	MaxIDLen = 64
 	// MaxKeyLen is the longest key the tables store.
 	MaxKeyLen = 767
-	// DefaultMaxValueBytes is the default limit on a message value (1 MiB).
-	DefaultMaxValueBytes = 1 << 20
+	// DefaultMaxValueBytes is the default limit on a message's size as the
+	// Kafka record it becomes (see RecordBytes): 1 MiB less 2 KiB, so that
+	// the record, and a consumer's dead-letter copy of it with its headers,
+	// fit Kafka's default max.message.bytes (1 MiB and 12 bytes).
+	DefaultMaxValueBytes = 1<<20 - 2<<10
 	// MaxHeadersBytes is the most bytes a message's headers may take as the
 	// tables store them (JSON, values in base64): the size of their headers
 	// column, a BLOB.
@@ -63,10 +66,29 @@ func (m *Message) Header(key string) ([]byte, bool) {
 	return nil, false
 }
 
+// recordOverhead bounds what a record takes besides its key, value, id and
+// headers: the record batch's header (61 bytes), the record's lengths,
+// timestamp and offset deltas, and txmsg-source's value.
+const recordOverhead = 128
+
+// RecordBytes is at least what a message with key, value, id and headers
+// takes as a Kafka record batch of its own, txmsg's headers included: what
+// a topic's max.message.bytes bounds. An empty id counts as the 36 bytes of
+// the UUID the relay gives it.
+func RecordBytes(key, value []byte, id string, headers []Header) int {
+	n := recordOverhead + len(key) + len(value) + len(HeaderID) + max(len(id), 36) + len(HeaderSource)
+	for _, h := range headers {
+		n += len(h.Key) + len(h.Value) + 8 // lengths as varints
+	}
+	return n
+}
+
 // Validate checks m against Kafka's and txmsg's rules: a valid topic name, an
-// id and key within the stored lengths, a value of at most maxValue bytes,
-// headers that fit MaxHeadersBytes once encoded, and no header that txmsg
-// reserves. The error wraps ErrInvalidMessage.
+// id and key within the stored lengths, a value, and headers with names of
+// UTF-8, that fit MaxHeadersBytes once encoded, and none that txmsg
+// reserves; and, all together as a Kafka record (RecordBytes), at most
+// maxValue bytes: a message Kafka would refuse is refused here, not
+// dead-lettered later. The error wraps ErrInvalidMessage.
 func (m *Message) Validate(maxValue int) error {
 	if err := ValidateTopic(m.Topic); err != nil {
 		return err
@@ -83,12 +105,14 @@ func (m *Message) Validate(maxValue int) error {
 	if len(m.Value) == 0 {
 		return fmt.Errorf("%w: value is empty", ErrInvalidMessage)
 	}
-	if len(m.Value) > maxValue {
-		return fmt.Errorf("%w: value is %d bytes, more than the maximum %d", ErrInvalidMessage, len(m.Value), maxValue)
-	}
 	for _, h := range m.Headers {
 		if h.Key == "" {
 			return fmt.Errorf("%w: header with an empty name", ErrInvalidMessage)
+		}
+		// JSON, as the tables store headers, would replace invalid bytes,
+		// and two names could become one.
+		if !utf8.ValidString(h.Key) {
+			return fmt.Errorf("%w: header name %q is not valid UTF-8", ErrInvalidMessage, h.Key)
 		}
 		if h.Key == HeaderID || h.Key == HeaderSource {
 			return fmt.Errorf("%w: header %q is reserved for txmsg", ErrInvalidMessage, h.Key)
@@ -99,6 +123,10 @@ func (m *Message) Validate(maxValue int) error {
 	// never be decoded.
 	if n := encodedHeadersLen(m.Headers); n > MaxHeadersBytes {
 		return fmt.Errorf("%w: headers take %d bytes stored, more than %d", ErrInvalidMessage, n, MaxHeadersBytes)
+	}
+	if n := RecordBytes(m.Key, m.Value, m.ID, m.Headers); n > maxValue {
+		return fmt.Errorf("%w: the message takes %d bytes as a Kafka record (value %d, key %d, headers and overhead), more than the maximum %d",
+			ErrInvalidMessage, n, len(m.Value), len(m.Key), maxValue)
 	}
 	return nil
 }

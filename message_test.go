@@ -23,7 +23,20 @@ func TestMessageValidate(t *testing.T) {
 		{"bad character", func(m *txmsg.Message) { m.Topic = "orders/eu" }, `character '/'`},
 		{"long topic", func(m *txmsg.Message) { m.Topic = strings.Repeat("t", 250) }, "more than 249"},
 		{"empty value", func(m *txmsg.Message) { m.Value = nil }, "value is empty"},
-		{"value too large", func(m *txmsg.Message) { m.Value = make([]byte, 11) }, "more than the maximum 10"},
+		{"value too large", func(m *txmsg.Message) { m.Value = make([]byte, txmsg.DefaultMaxValueBytes) }, "as a Kafka record"},
+		// A value Kafka's default limit (1 MiB and 12 bytes) would refuse
+		// once key and headers are added; 1,048,476 of value was the most
+		// kfake took with a one-byte key.
+		{"1 MiB value", func(m *txmsg.Message) { m.Value = make([]byte, 1<<20) }, "as a Kafka record"},
+		{"key and headers count", func(m *txmsg.Message) {
+			m.Value = make([]byte, txmsg.DefaultMaxValueBytes-2000)
+			m.Key = make([]byte, 767)
+			m.Headers = []txmsg.Header{{Key: "trace", Value: make([]byte, 1200)}}
+		}, "as a Kafka record"},
+		{"largest value with defaults", func(m *txmsg.Message) {
+			m.Value = make([]byte, txmsg.DefaultMaxValueBytes-txmsg.RecordBytes(m.Key, nil, m.ID, nil))
+		}, ""},
+		{"header name not UTF-8", func(m *txmsg.Message) { m.Headers = []txmsg.Header{{Key: "a\xff", Value: []byte("x")}} }, "not valid UTF-8"},
 		{"long key", func(m *txmsg.Message) { m.Key = make([]byte, 768) }, "key is 768 bytes"},
 		{"long id", func(m *txmsg.Message) { m.ID = strings.Repeat("i", 65) }, "id is 65 bytes"},
 		{"reserved header", func(m *txmsg.Message) { m.Headers = []txmsg.Header{{Key: txmsg.HeaderID}} }, "reserved"},
@@ -39,7 +52,7 @@ func TestMessageValidate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			m := ok
 			tt.edit(&m)
-			err := m.Validate(10)
+			err := m.Validate(txmsg.DefaultMaxValueBytes)
 			if tt.want == "" {
 				if err != nil {
 					t.Fatalf("Validate = %v, want nil", err)

@@ -51,8 +51,9 @@ type Config struct {
 	CheckbackPolicy AddressPolicy
 	// MaxBodyBytes limits an API request body (default 2 MiB).
 	MaxBodyBytes int64 `key:"broker.max_body_bytes" help:"largest API request body"`
-	// MaxValueBytes limits a message value (default 1 MiB).
-	MaxValueBytes int `key:"broker.max_value_bytes" help:"largest message value"`
+	// MaxValueBytes limits a message's size as a Kafka record: value, key
+	// and headers (default txmsg.DefaultMaxValueBytes, 1 MiB less 2 KiB).
+	MaxValueBytes int `key:"broker.max_value_bytes" help:"largest message as a Kafka record (value, key, headers)"`
 	// CheckTimeout is the delay from prepare to the first check-back, and the
 	// start of the backoff between checks (checkback.timeout, default 6s);
 	// a message may override it.

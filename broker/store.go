@@ -65,7 +65,8 @@ type StoreOption func(*Store)
 // 16); it must equal the relay engine's Config.Shards.
 func WithShards(n int) StoreOption { return func(s *Store) { s.shards = n } }
 
-// WithMaxValueBytes sets the largest value accepted (default 1 MiB).
+// WithMaxValueBytes sets the largest message accepted, counted as the Kafka
+// record it becomes (txmsg.RecordBytes; default txmsg.DefaultMaxValueBytes).
 func WithMaxValueBytes(n int) StoreOption { return func(s *Store) { s.maxValue = n } }
 
 // WithCheckTimeout sets the default delay before the first check-back

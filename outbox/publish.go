@@ -47,9 +47,12 @@ type Option func(*Publisher)
 // (default 16). It must equal the relay's relay.shards setting.
 func WithShards(n int) Option { return func(p *Publisher) { p.shards = n } }
 
-// WithMaxValueBytes sets the largest value accepted (default 1 MiB). Keep it
-// at or below the topic's max.message.bytes, or Kafka will refuse the message
-// and the relay will dead-letter it.
+// WithMaxValueBytes sets the largest message accepted, counted as the Kafka
+// record it becomes: value, key and headers with txmsg's headers and the
+// record's overhead (txmsg.RecordBytes; default txmsg.DefaultMaxValueBytes,
+// 1 MiB less 2 KiB). Keep it at or below the topic's max.message.bytes, less
+// room for a consumer's dead-letter headers, or Kafka will refuse the
+// message and the relay will dead-letter it.
 func WithMaxValueBytes(n int) Option { return func(p *Publisher) { p.maxValue = n } }
 
 // NewPublisher returns a Publisher, checking its options.

@@ -37,14 +37,14 @@ func TestOutboxNewPublisherRejectsBadOptions(t *testing.T) {
 }
 
 func TestOutboxPublishRejectsInvalidBeforeTouchingTheDatabase(t *testing.T) {
-	p, err := outbox.NewPublisher(outbox.WithMaxValueBytes(8))
+	p, err := outbox.NewPublisher(outbox.WithMaxValueBytes(300))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ex := &countingExec{}
 	err = p.Publish(context.Background(), ex,
 		txmsg.Message{Topic: "ok", Value: []byte("fine")},
-		txmsg.Message{Topic: "ok", Value: []byte("far too long")})
+		txmsg.Message{Topic: "ok", Value: []byte(strings.Repeat("far too long ", 20))})
 	if !errors.Is(err, txmsg.ErrInvalidMessage) || !strings.Contains(err.Error(), "message 1") {
 		t.Fatalf("Publish = %v, want ErrInvalidMessage naming message 1", err)
 	}

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -68,5 +69,27 @@ func TestRelayRoundSendsOneProduceRequestPerLeader(t *testing.T) {
 	if len(partitions) < 3 || len(requests) != 1 || requests[0] != len(partitions) {
 		t.Fatalf("%d keys over %d partitions went in produce requests of %v partitions, want one request of all",
 			keys, len(partitions), requests)
+	}
+}
+
+// The largest message Publish accepts by default reaches Kafka, whose
+// default max.message.bytes bounds the whole record: a message Validate
+// lets through is never refused as too large and dead-lettered.
+func TestRelayDeliversTheLargestMessagePublishAccepts(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewDB(t)
+	k := testenv.NewKafka(t, 1)
+	startEngine(t, d.DB, oneShardConfig(k.Addrs))
+	m := txmsg.Message{Topic: "big", Key: []byte("k"), Headers: []txmsg.Header{{Key: "trace", Value: []byte("t")}}}
+	m.Value = make([]byte, txmsg.DefaultMaxValueBytes-txmsg.RecordBytes(m.Key, nil, m.ID, m.Headers))
+	publishOneShard(t, d.DB, m)
+	got := waitDelivered(t, k.Addrs, "big", 1, 20*time.Second)
+	if len(got[0].Value) != len(m.Value) {
+		t.Fatalf("delivered a value of %d bytes, want %d", len(got[0].Value), len(m.Value))
+	}
+	big := m
+	big.Value = append(big.Value, 0)
+	if err := publishTx(context.Background(), d.DB, true, big); !errors.Is(err, txmsg.ErrInvalidMessage) {
+		t.Fatalf("Publish one byte more: %v, want ErrInvalidMessage", err)
 	}
 }

@@ -190,11 +190,7 @@ func (e *Engine) sendable(r *Row) error {
 
 // recordSize is about what r takes in a produce request.
 func recordSize(r *Row) int64 {
-	size := int64(len(r.Key) + len(r.Value) + 64 + len(txmsg.HeaderID) + len(r.ID) + len(txmsg.HeaderSource) + 8)
-	for _, h := range r.Headers {
-		size += int64(len(h.Key) + len(h.Value) + 8)
-	}
-	return size
+	return int64(txmsg.RecordBytes(r.Key, r.Value, r.ID, r.Headers))
 }
 
 // send writes every batch of p: each step sends the next request of every
