@@ -13,10 +13,13 @@ import (
 )
 
 // DeadLetter is a message Kafka refused for good, kept with its error. A
-// dead letter is known by its id, topic and source: the outbox and the
-// broker may each dead-letter a message of one id and topic, and one id may
-// name messages of several topics.
+// dead letter is known by its Seq; the outbox and the broker may each
+// dead-letter a message of one id and topic, one id may name messages of
+// several topics, and an id published again after its message died may die
+// again: every one is kept.
 type DeadLetter struct {
+	// Seq orders dead letters as they died (migration 0006).
+	Seq       int64
 	ID        string
 	Source    string
 	Shard     int
@@ -36,18 +39,14 @@ type DeadLetter struct {
 const (
 	insertDead = `INSERT INTO txmsg_dead_letters
 (id, source, shard, topic, msg_key, value, headers, created_at, attempts, last_error, dead_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6))
-ON DUPLICATE KEY UPDATE source = VALUES(source), shard = VALUES(shard), topic = VALUES(topic),
-msg_key = VALUES(msg_key), value = VALUES(value), headers = VALUES(headers), created_at = VALUES(created_at),
-attempts = VALUES(attempts), last_error = VALUES(last_error), dead_at = VALUES(dead_at)`
-	deadColumns = `id, source, shard, topic, msg_key, value, headers, created_at, attempts, last_error, dead_at`
-	listDead    = `SELECT ` + deadColumns + ` FROM txmsg_dead_letters ORDER BY dead_at, id, topic, source LIMIT ?`
-	lockDead    = `SELECT ` + deadColumns + ` FROM txmsg_dead_letters WHERE id = ? ORDER BY topic, source FOR UPDATE`
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6))`
+	deadColumns = `seq, id, source, shard, topic, msg_key, value, headers, created_at, attempts, last_error, dead_at`
+	listDead    = `SELECT ` + deadColumns + ` FROM txmsg_dead_letters ORDER BY seq LIMIT ?`
+	lockDead    = `SELECT ` + deadColumns + ` FROM txmsg_dead_letters WHERE id = ? ORDER BY seq FOR UPDATE`
 	// OFFSET passes over the dead letters an earlier batch left in place.
-	lockAllDead = `SELECT ` + deadColumns + ` FROM txmsg_dead_letters ORDER BY dead_at, id, topic, source
-LIMIT 1000 OFFSET ? FOR UPDATE`
-	deleteDead = `DELETE FROM txmsg_dead_letters WHERE id = ? AND topic = ? AND source = ?`
-	requeue    = `INSERT INTO txmsg_outbox (id, shard, topic, msg_key, value, headers, created_at)
+	lockAllDead = `SELECT ` + deadColumns + ` FROM txmsg_dead_letters ORDER BY seq LIMIT 1000 OFFSET ? FOR UPDATE`
+	deleteDead  = `DELETE FROM txmsg_dead_letters WHERE seq = ?`
+	requeue     = `INSERT INTO txmsg_outbox (id, shard, topic, msg_key, value, headers, created_at)
 VALUES (?, ?, ?, ?, ?, ?, ?)`
 )
 
@@ -107,13 +106,14 @@ func ListDead(ctx context.Context, db *sql.DB, limit int) ([]DeadLetter, error) 
 	return out, nil
 }
 
-// RetryDead puts the dead letters of id (one per topic and source) back
+// RetryDead puts the dead letters of id (one per topic, source and death) back
 // into txmsg_outbox (keeping their id, key and shard, at the end of their
 // shard's queue) and deletes them, in one transaction. It fails with
 // txmsg.ErrNotFound for an unknown id. Whatever its source, a retried
 // message is delivered through the outbox. A dead letter whose topic and id
 // are still pending in the outbox (or that shares them with another dead
-// letter of id, from the other source) stays dead: the others are retried,
+// letter of id retried before it: from the other source, or an earlier
+// death of the same id) stays dead: the others are retried,
 // and the error wraps txmsg.ErrConflict; retry it once the pending message
 // is delivered.
 func RetryDead(ctx context.Context, db *sql.DB, id string) error {
@@ -214,7 +214,7 @@ func requeueDead(ctx context.Context, tx *sql.Tx, d DeadLetter) error {
 	if _, err := tx.ExecContext(ctx, requeue, d.ID, d.Shard, d.Topic, d.Key, d.Value, hdr, d.CreatedAt); err != nil {
 		return fmt.Errorf("requeue %s (topic %s): %w", d.ID, d.Topic, err)
 	}
-	_, err := tx.ExecContext(ctx, deleteDead, d.ID, d.Topic, d.Source)
+	_, err := tx.ExecContext(ctx, deleteDead, d.Seq)
 	return err
 }
 
@@ -224,7 +224,7 @@ func scanDead(rows *sql.Rows) ([]DeadLetter, error) {
 	for rows.Next() {
 		var d DeadLetter
 		var hdr []byte
-		if err := rows.Scan(&d.ID, &d.Source, &d.Shard, &d.Topic, &d.Key, &d.Value, &hdr, &d.CreatedAt,
+		if err := rows.Scan(&d.Seq, &d.ID, &d.Source, &d.Shard, &d.Topic, &d.Key, &d.Value, &hdr, &d.CreatedAt,
 			&d.Attempts, &d.LastError, &d.DeadAt); err != nil {
 			return nil, err
 		}
