@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"time"
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/golang-migrate/migrate/v4"
+	"github.com/golang-migrate/migrate/v4/database"
 	mysqldriver "github.com/golang-migrate/migrate/v4/database/mysql"
 	"github.com/golang-migrate/migrate/v4/source/iofs"
 )
@@ -173,17 +175,11 @@ func (m *Migrator) Force(ctx context.Context, version int, applied bool) error {
 // run converts a legacy version table, then calls fn with golang-migrate on
 // one connection, stopped gracefully when ctx ends.
 func (m *Migrator) run(ctx context.Context, fn func(*migrate.Migrate, *recorder) error) error {
-	conn, err := m.db.Conn(ctx)
+	conn, drv, err := m.openDriver(ctx)
 	if err != nil {
-		return fmt.Errorf("migrations: connect: %w", err)
+		return err
 	}
-	// The driver closes conn.
-	drv, err := mysqldriver.WithConnection(ctx, conn, &mysqldriver.Config{MigrationsTable: VersionTable})
-	if err != nil {
-		conn.Close()
-		return fmt.Errorf("migrations: open golang-migrate: %w", err)
-	}
-	rec := &recorder{Driver: drv}
+	rec := &recorder{Driver: drv, ctx: ctx}
 	src, err := iofs.New(m.fsys, ".")
 	if err != nil {
 		drv.Close()
@@ -195,6 +191,7 @@ func (m *Migrator) run(ctx context.Context, fn func(*migrate.Migrate, *recorder)
 		return fmt.Errorf("migrations: open golang-migrate: %w", err)
 	}
 	defer mg.Close()
+	mg.LockTimeout = lockWait + time.Minute // recorder.Lock bounds the wait
 	if err := convertLegacy(ctx, conn, drv); err != nil {
 		return err
 	}
@@ -207,6 +204,28 @@ func (m *Migrator) run(ctx context.Context, fn func(*migrate.Migrate, *recorder)
 		return fmt.Errorf("migrations: stopped: %w", err)
 	}
 	return nil
+}
+
+// openDriver opens golang-migrate's MySQL driver on a connection of its own,
+// which the driver closes. The driver takes the migrations lock to create
+// its version table, waiting 10s at most: while another migrator holds it,
+// it is asked again until lockWait has passed or ctx ends.
+func (m *Migrator) openDriver(ctx context.Context) (*sql.Conn, database.Driver, error) {
+	deadline := time.Now().Add(lockWait)
+	for {
+		conn, err := m.db.Conn(ctx)
+		if err != nil {
+			return nil, nil, fmt.Errorf("migrations: connect: %w", err)
+		}
+		drv, err := mysqldriver.WithConnection(ctx, conn, &mysqldriver.Config{MigrationsTable: VersionTable})
+		if err == nil {
+			return conn, drv, nil
+		}
+		conn.Close()
+		if !errors.Is(err, database.ErrLocked) || time.Now().After(deadline) || ctx.Err() != nil {
+			return nil, nil, fmt.Errorf("migrations: open golang-migrate: %w", err)
+		}
+	}
 }
 
 // describe wraps err from golang-migrate; ran says that migration mig was

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/golang-migrate/migrate/v4/database"
 
 	"github.com/txmsg/txmsg/internal/testenv"
 	"github.com/txmsg/txmsg/migrations"
@@ -432,4 +433,38 @@ func lastApplied(st []migrations.Status) int {
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
 	return line
+}
+
+// A migrator waits for another's lock longer than golang-migrate's 10s per
+// try, so that the replicas of a deployment migrating at start wait for the
+// one that migrates instead of failing.
+func TestMigrationsWaitForAnotherMigratorsLock(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewEmptyDB(t)
+	id, err := database.GenerateAdvisoryLockId(d.Name + ":" + migrations.VersionTable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	holder, err := d.DB.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	var got int
+	if err := holder.QueryRowContext(ctx, "SELECT GET_LOCK(?, 10)", id).Scan(&got); err != nil || got != 1 {
+		t.Fatalf("take the migrations lock: %d %v", got, err)
+	}
+	release := time.AfterFunc(12*time.Second, func() {
+		_, _ = holder.ExecContext(ctx, "SELECT RELEASE_LOCK(?)", id)
+	})
+	defer release.Stop()
+	m := newMigrator(t, d)
+	start := time.Now()
+	if _, err := m.Up(ctx); err != nil {
+		t.Fatalf("Up while another migrator held the lock for 12s: %v", err)
+	}
+	if waited := time.Since(start); waited < 11*time.Second {
+		t.Fatalf("Up took %v: it did not wait for the lock", waited)
+	}
 }

@@ -1,8 +1,10 @@
 package migrations
 
 import (
+	"context"
 	"errors"
 	"io"
+	"time"
 
 	"github.com/golang-migrate/migrate/v4/database"
 )
@@ -13,6 +15,8 @@ import (
 // migrator ran some of them first.
 type recorder struct {
 	database.Driver
+	// ctx ends a wait for the lock (see Lock).
+	ctx context.Context
 	// clean lists the versions reached, in order.
 	clean []int
 	// running is the version the migration in flight leads to, if inFlight.
@@ -46,6 +50,27 @@ func (r *recorder) Run(migration io.Reader) error {
 		return de.OrigErr
 	}
 	return err
+}
+
+// lockWait is how long a migrator waits for another one's lock: a long
+// migration (0004 rebuilds tables) takes minutes on a large table, and the
+// replicas of a deployment that all migrate at start must wait, not fail.
+// golang-migrate's MySQL driver waits 10s per GET_LOCK.
+const lockWait = 5 * time.Minute
+
+// Lock implements database.Driver: the driver's lock, asked again while
+// another migrator holds it, until lockWait has passed or ctx ends.
+func (r *recorder) Lock() error {
+	deadline := time.Now().Add(lockWait)
+	for {
+		err := r.Driver.Lock()
+		if !errors.Is(err, database.ErrLocked) || time.Now().After(deadline) {
+			return err
+		}
+		if r.ctx.Err() != nil {
+			return errors.Join(err, r.ctx.Err())
+		}
+	}
 }
 
 // failed returns the version the migration in flight leads to, if one is.
