@@ -97,15 +97,30 @@ func (m *Migrator) Up(ctx context.Context) ([]Migration, error) {
 }
 
 // Down reverts the last steps applied migrations (all of them when steps <= 0)
-// and returns those it reverted, newest first, also when it fails. When ctx
-// ends, Down stops after the migration running then and returns ctx's error.
-func (m *Migrator) Down(ctx context.Context, steps int) ([]Migration, error) {
+// and returns those it reverted, newest first, also when it fails. It
+// refuses, with an error wrapping ErrDataLoss that says what and how much,
+// when the down files would drop data (pending messages, inbox rows, group
+// credentials...), unless opts has DiscardData. When ctx ends, Down stops
+// after the migration running then and returns ctx's error.
+func (m *Migrator) Down(ctx context.Context, steps int, opts ...DownOption) ([]Migration, error) {
+	var o downOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	var done []Migration
-	err := m.run(ctx, func(mg *migrate.Migrate, rec *recorder) error {
-		if _, _, err := mg.Version(); errors.Is(err, migrate.ErrNilVersion) {
+	err := m.runOn(ctx, func(conn *sql.Conn, mg *migrate.Migrate, rec *recorder) error {
+		v, _, err := mg.Version()
+		if errors.Is(err, migrate.ErrNilVersion) {
 			return nil
 		}
-		var err error
+		if err != nil {
+			return m.describe("down", Migration{}, false, err)
+		}
+		if !o.discard {
+			if err := checkLoss(ctx, conn, m.reverted(int(v), steps)); err != nil {
+				return err
+			}
+		}
 		if steps > 0 {
 			err = mg.Steps(-steps)
 		} else {
@@ -172,9 +187,26 @@ func (m *Migrator) Force(ctx context.Context, version int, applied bool) error {
 	})
 }
 
-// run converts a legacy version table, then calls fn with golang-migrate on
-// one connection, stopped gracefully when ctx ends.
+// reverted lists the versions Down(steps) reverts from version v: the
+// applied ones from v down, steps of them (all when steps <= 0).
+func (m *Migrator) reverted(v, steps int) []int {
+	var out []int
+	for i := len(m.migrations) - 1; i >= 0; i-- {
+		if mv := m.migrations[i].Version; mv <= v && (steps <= 0 || len(out) < steps) {
+			out = append(out, mv)
+		}
+	}
+	return out
+}
+
+// run is runOn without the connection.
 func (m *Migrator) run(ctx context.Context, fn func(*migrate.Migrate, *recorder) error) error {
+	return m.runOn(ctx, func(_ *sql.Conn, mg *migrate.Migrate, rec *recorder) error { return fn(mg, rec) })
+}
+
+// runOn converts a legacy version table, then calls fn with golang-migrate
+// on one connection, stopped gracefully when ctx ends.
+func (m *Migrator) runOn(ctx context.Context, fn func(*sql.Conn, *migrate.Migrate, *recorder) error) error {
 	conn, drv, err := m.openDriver(ctx)
 	if err != nil {
 		return err
@@ -197,7 +229,7 @@ func (m *Migrator) run(ctx context.Context, fn func(*migrate.Migrate, *recorder)
 	}
 	stop := context.AfterFunc(ctx, func() { mg.GracefulStop <- true })
 	defer stop()
-	if err := fn(mg, rec); err != nil {
+	if err := fn(conn, mg, rec); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {

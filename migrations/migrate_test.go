@@ -468,3 +468,35 @@ func TestMigrationsWaitForAnotherMigratorsLock(t *testing.T) {
 		t.Fatalf("Up took %v: it did not wait for the lock", waited)
 	}
 }
+
+// Down refuses to drop data, saying what and how much, unless told to
+// discard it; an empty schema reverts without asking.
+func TestMigrationsDownRefusesToDiscardData(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewEmptyDB(t)
+	m := newMigrator(t, d)
+	ctx := context.Background()
+	if _, err := m.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.DB.ExecContext(ctx, `INSERT INTO txmsg_outbox (id, shard, topic, value, created_at) VALUES ('a', 0, 't', 'v', UTC_TIMESTAMP(6))`); err != nil {
+		t.Fatal(err)
+	}
+	// The last migrations drop nothing held here: they revert.
+	if done, err := m.Down(ctx, 2); err != nil || len(done) != 2 {
+		t.Fatalf("Down 2 with only an outbox row: %v %v", done, err)
+	}
+	done, err := m.Down(ctx, 0)
+	if !errors.Is(err, migrations.ErrDataLoss) || !strings.Contains(err.Error(), "1 messages pending in txmsg_outbox (0001)") || len(done) != 0 {
+		t.Fatalf("Down all with a pending message: %v %v; want ErrDataLoss naming it, nothing reverted", done, err)
+	}
+	if n := countTables(t, d); n < 5 {
+		t.Fatalf("%d tables left after a refused Down", n)
+	}
+	if _, err := m.Down(ctx, 0, migrations.DiscardData()); err != nil {
+		t.Fatal(err)
+	}
+	if n := countTables(t, d); n != 0 {
+		t.Fatalf("%d tables left after Down with DiscardData", n)
+	}
+}

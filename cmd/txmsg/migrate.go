@@ -14,7 +14,9 @@ import (
 const migrateSynopsis = `migrate up|down [N]|status|force V [--dsn DSN] [--config FILE]
 
   up       apply every migration not yet applied (a no-op when current)
-  down [N] revert the last N applied migrations (default 1; --all for every one)
+  down [N] revert the last N applied migrations (default 1; --all for every one);
+           refused while it would drop data (pending messages, inbox rows,
+           group credentials...) unless --discard-data
   status   list the migrations and whether each is applied
   force V  after repairing a migration that failed half way by hand, mark
            version V cleanly applied (--unapplied: V and every later version
@@ -28,10 +30,11 @@ func runMigrate(ctx context.Context, e *env, args []string) error {
 	loader := config.NewAdmin(fs)
 	all := fs.Bool("all", false, "down: revert every applied migration")
 	unapplied := fs.Bool("unapplied", false, "force: mark the version as never applied")
+	discard := fs.Bool("discard-data", false, "down: revert also migrations whose down files drop data")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	action, err := migrateAction(fs.Args(), *all, *unapplied)
+	action, err := migrateAction(fs.Args(), *all, *unapplied, *discard)
 	if err != nil {
 		return err
 	}
@@ -45,7 +48,7 @@ func runMigrate(ctx context.Context, e *env, args []string) error {
 
 // migrateAction checks the action and its arguments before anything
 // connects.
-func migrateAction(args []string, all, unapplied bool) (migrateFunc, error) {
+func migrateAction(args []string, all, unapplied, discard bool) (migrateFunc, error) {
 	if len(args) == 0 {
 		return nil, usagef("missing action: up, down, status or force")
 	}
@@ -62,7 +65,7 @@ func migrateAction(args []string, all, unapplied bool) (migrateFunc, error) {
 	case "down":
 		steps, err := downSteps(rest, all)
 		return func(ctx context.Context, m *migrations.Migrator, w io.Writer) error {
-			return migrateDown(ctx, m, w, steps)
+			return migrateDown(ctx, m, w, steps, discard)
 		}, err
 	case "force":
 		if len(rest) != 1 {
@@ -128,8 +131,12 @@ func migrateUp(ctx context.Context, m *migrations.Migrator, w io.Writer) error {
 	return err
 }
 
-func migrateDown(ctx context.Context, m *migrations.Migrator, w io.Writer, steps int) error {
-	done, err := m.Down(ctx, steps)
+func migrateDown(ctx context.Context, m *migrations.Migrator, w io.Writer, steps int, discard bool) error {
+	var opts []migrations.DownOption
+	if discard {
+		opts = append(opts, migrations.DiscardData())
+	}
+	done, err := m.Down(ctx, steps, opts...)
 	for _, mig := range done {
 		fmt.Fprintf(w, "reverted %s\n", mig)
 	}
