@@ -212,16 +212,32 @@ func (s Security) dialer(timeout time.Duration) *kafka.Dialer {
 }
 
 // Ping connects to the brokers one by one, with s, until one accepts the
-// connection (TLS handshake and SASL authentication included), each within
-// timeout. Its error names the brokers, and says "SASL authentication
-// failed" when a broker refused the credentials.
+// connection (TLS handshake and SASL authentication included) and answers a
+// Kafka request (ApiVersions: a port that is not Kafka's fails here), each
+// within timeout. Its error names the brokers, and says "SASL
+// authentication failed" when a broker refused the credentials.
 func Ping(ctx context.Context, brokers []string, s Security, timeout time.Duration) error {
 	d := s.dialer(timeout)
+	// kafka-go's SASL handshake heeds neither ctx nor the Dialer's timeout:
+	// against a port that accepts and never answers it would wait for ever.
+	d.DialFunc = func(ctx context.Context, network, address string) (net.Conn, error) {
+		c, err := (&net.Dialer{Timeout: timeout}).DialContext(ctx, network, address)
+		if err != nil {
+			return nil, err
+		}
+		return &boundedConn{Conn: c, limit: time.Now().Add(timeout)}, nil
+	}
 	var errs []error
 	for _, b := range brokers {
 		conn, err := d.DialContext(ctx, "tcp", b)
 		if err == nil {
-			return conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(timeout))
+			_, err = conn.ApiVersions()
+			if cerr := conn.Close(); err == nil {
+				return cerr
+			}
+			errs = append(errs, fmt.Errorf("%s did not answer a Kafka request: %w", b, err))
+			continue
 		}
 		if isSASLFailure(err) {
 			return fmt.Errorf("Kafka brokers %s: SASL authentication failed (mechanism %s): %w",
@@ -231,6 +247,28 @@ func Ping(ctx context.Context, brokers []string, s Security, timeout time.Durati
 	}
 	return &unreachableError{brokers: brokers, errs: errs}
 }
+
+// boundedConn is a connection no deadline set on it can take past limit.
+type boundedConn struct {
+	net.Conn
+	limit time.Time
+}
+
+func (c *boundedConn) bound(t time.Time) time.Time {
+	if t.IsZero() || t.After(c.limit) {
+		return c.limit
+	}
+	return t
+}
+
+// SetDeadline implements net.Conn.
+func (c *boundedConn) SetDeadline(t time.Time) error { return c.Conn.SetDeadline(c.bound(t)) }
+
+// SetReadDeadline implements net.Conn.
+func (c *boundedConn) SetReadDeadline(t time.Time) error { return c.Conn.SetReadDeadline(c.bound(t)) }
+
+// SetWriteDeadline implements net.Conn.
+func (c *boundedConn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(c.bound(t)) }
 
 // unreachableError is Ping's error when no broker accepted a connection.
 type unreachableError struct {

@@ -4,9 +4,13 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -186,6 +190,65 @@ func TestSecurityKafkaConfigErrors(t *testing.T) {
 		}
 		if strings.Contains(err.Error(), testPassword) {
 			t.Errorf("%s: error shows the password: %v", tc.name, err)
+		}
+	}
+}
+
+// Ping ends within its timeout against a port that accepts connections and
+// never answers (kafka-go's SASL handshake would wait there for ever), and
+// fails against a port that answers but is not Kafka.
+func TestSecurityKafkaPingSilentOrForeignPort(t *testing.T) {
+	t.Parallel()
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { silent.Close() })
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	foreign := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(foreign.Close)
+	plainMech, err := NewMechanism(MechanismPlain, testUser, testPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct {
+		addr string
+		sec  Security
+	}{
+		"silent, SASL":    {silent.Addr().String(), Security{SASL: plainMech}},
+		"silent":          {silent.Addr().String(), Security{}},
+		"HTTP, not Kafka": {strings.TrimPrefix(foreign.URL, "http://"), Security{}},
+	} {
+		// Asked in a goroutine, so that a Ping that hangs fails the test
+		// (the cleanup's closing of the held connections then ends it).
+		done := make(chan error, 1)
+		go func() { done <- Ping(context.Background(), []string{c.addr}, c.sec, time.Second) }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), c.addr) {
+				t.Errorf("%s: Ping = %v, want an error naming %s", name, err, c.addr)
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("%s: Ping still running 10s into a 1s timeout", name)
 		}
 	}
 }
