@@ -98,7 +98,12 @@ func (d *DB) resolve() error {
 	}
 	cfg, err := mysql.ParseDSN(raw)
 	if err != nil {
-		p.Add("db.dsn", MaskDSN(raw), "want user:pass@tcp(host:3306)/dbname: "+err.Error())
+		// The driver's message may quote the DSN, password and all.
+		msg := err.Error()
+		if pw := dsnPassword(raw); pw != "" {
+			msg = strings.ReplaceAll(msg, pw, "***")
+		}
+		p.Add("db.dsn", MaskDSN(raw), "want user:pass@tcp(host:3306)/dbname: "+msg)
 		return p.Err()
 	}
 	if cfg.DBName == "" {
@@ -170,16 +175,42 @@ func (d DB) Connector() (driver.Connector, error) {
 	return c, nil
 }
 
-// MaskDSN hides the password of a DSN for messages.
+// MaskDSN hides the password of a DSN for messages. A DSN without "@"
+// whose part before the first "/" holds a ":" outside an address (a
+// mistyped "user:pass/db") has all that part hidden.
 func MaskDSN(dsn string) string {
 	at := strings.LastIndex(dsn, "@")
 	if at < 0 {
+		if pw := dsnPassword(dsn); pw != "" {
+			return "***" + dsn[strings.Index(dsn, pw)+len(pw):]
+		}
 		return dsn
 	}
 	if c := strings.IndexByte(dsn[:at], ':'); c >= 0 {
 		return dsn[:c+1] + "***" + dsn[at:]
 	}
 	return dsn
+}
+
+// dsnPassword returns what may be the password of dsn: after the first ":"
+// of the part before "@", or, without "@", of the part before the first "/"
+// unless that part is an address ("tcp(host:3306)").
+func dsnPassword(dsn string) string {
+	user := dsn
+	if at := strings.LastIndex(dsn, "@"); at >= 0 {
+		user = dsn[:at]
+	} else {
+		if slash := strings.IndexByte(dsn, '/'); slash >= 0 {
+			user = dsn[:slash]
+		}
+		if strings.ContainsAny(user, "()") {
+			return ""
+		}
+	}
+	if c := strings.IndexByte(user, ':'); c >= 0 && c+1 < len(user) {
+		return user[c+1:]
+	}
+	return ""
 }
 
 // Validate checks m, naming a bad key.

@@ -367,3 +367,61 @@ func TestConfigEmptyEnvIsAValue(t *testing.T) {
 		t.Errorf("TXMSG_RELAY_BATCH_SIZE=: %v, want the error a flag --relay.batch_size= gives", err)
 	}
 }
+
+// Secrets never show in errors, however they are mistyped: a DSN without
+// "@", a password YAML reads as a number, a map where a password belongs.
+// A string YAML would turn into a number is refused, not changed.
+func TestConfigErrorsHideSecretsAndKeepStrings(t *testing.T) {
+	t.Parallel()
+	for name, c := range map[string]struct {
+		args []string
+		body string
+		want string
+	}{
+		"DSN without @": {args: []string{"--dsn", "root:Sup3rS3cret/db", "--brokers", testBrokers}, want: "db.dsn"},
+		"numeric password": {body: "kafka:\n  sasl:\n    mechanism: PLAIN\n    username: u\n    password: 12345678901234567890\n",
+			want: "kafka.sasl.password: \"***\": want a string: quote it"},
+		"map for a password": {body: "kafka:\n  sasl:\n    password:\n      Sup3rS3cret: x\n", want: "unknown key kafka.sasl.password.***"},
+		// YAML reads 0123 as octal: 83.
+		"unquoted octal-looking name": {body: "relay:\n  owner: 0123\n", want: "relay.owner: 83: want a string: quote it"},
+	} {
+		args := c.args
+		if c.body != "" {
+			args = []string{"--config", writeFile(t, c.body), "--dsn", testDSN, "--brokers", testBrokers}
+		}
+		_, err := loadRelay(t, args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error containing %q", name, err, c.want)
+			continue
+		}
+		for _, secret := range []string{"Sup3rS3cret", "12345678901234567890"} {
+			if strings.Contains(err.Error(), secret) {
+				t.Errorf("%s: error %q shows the secret", name, err)
+			}
+		}
+	}
+}
+
+// The admin commands read a daemon's configuration file (migrate with the
+// relay's, group with the broker's), keys of other commands and all; a
+// typo is still an error.
+func TestConfigAdminReadsADaemonsFile(t *testing.T) {
+	t.Parallel()
+	body := "db:\n  dsn: " + testDSN + "\nkafka:\n  brokers: [" + testBrokers + "]\nrelay:\n  shards: 8\nmetrics:\n  listen: 127.0.0.1:9464\nbroker:\n  listen: 127.0.0.1:8080\n"
+	for _, typo := range []bool{false, true} {
+		b := body
+		if typo {
+			b += "relay:\n  batchsize: 10\n"
+			b = strings.Replace(b, "relay:\n  shards: 8\n", "", 1)
+		}
+		fs := pflag.NewFlagSet("migrate", pflag.ContinueOnError)
+		l := NewAdmin(fs)
+		if err := fs.Parse([]string{"--config", writeFile(t, b)}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := l.Load()
+		if typo != (err != nil) || (typo && !strings.Contains(err.Error(), "unknown key relay.batchsize")) {
+			t.Errorf("typo %t: %v", typo, err)
+		}
+	}
+}

@@ -169,19 +169,28 @@ func readFile(path string) (*viper.Viper, error) {
 	return f, nil
 }
 
-// checkKnown rejects keys of the file that l does not define: a typo must not
-// silently fall back to the default.
+// checkKnown rejects keys of the file that no txmsg command defines: a typo
+// must not silently fall back to the default. Keys of another command are
+// passed over, so that the admin commands read a daemon's file (the relay's
+// for migrate, the broker's for group).
 func (l *Loader[T]) checkKnown(path string, f *viper.Viper) error {
+	known := slices.Concat(l.keys, allKeys())
 	var errs []error
 	fileKeys := f.AllKeys()
 	slices.Sort(fileKeys)
 	for _, fk := range fileKeys {
-		if f.Get(fk) == nil && slices.ContainsFunc(l.keys, func(k key) bool { return strings.HasPrefix(k.name, fk+".") }) {
+		if f.Get(fk) == nil && slices.ContainsFunc(known, func(k key) bool { return strings.HasPrefix(k.name, fk+".") }) {
 			continue // a section whose keys are all commented out
 		}
-		if !slices.ContainsFunc(l.keys, func(k key) bool { return k.name == fk }) {
-			errs = append(errs, fmt.Errorf("config: %s: unknown key %s", path, fk))
+		if !slices.ContainsFunc(known, func(k key) bool { return k.name == fk }) {
+			errs = append(errs, fmt.Errorf("config: %s: unknown key %s", path, maskKey(fk)))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// allKeys is every key of every txmsg command's configuration.
+func allKeys() []key {
+	return slices.Concat(keysOf(DefaultRelay()), keysOf(DefaultBroker()), keysOf(DefaultAdmin()),
+		keysOf(Group{DB: defaultDB(), Log: defaultLog()}))
 }

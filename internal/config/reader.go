@@ -1,7 +1,6 @@
 package config
 
 import (
-	"fmt"
 	"log/slog"
 	"reflect"
 	"strconv"
@@ -22,8 +21,40 @@ type reader struct {
 	errs setting.Problems
 }
 
-// fail records that key holds the bad value val, for the reason want.
-func (r *reader) fail(key string, val any, want string) { r.errs.Add(key, val, want) }
+// fail records that key holds the bad value val, for the reason want; the
+// value of a secret key is not shown.
+func (r *reader) fail(key string, val any, want string) {
+	if secretKey(key) {
+		val = "***"
+	}
+	r.errs.Add(key, val, want)
+}
+
+// secretKey reports whether key holds a secret (a password, a token, a DSN
+// with its password), whose value no message may show.
+func secretKey(key string) bool {
+	return strings.HasSuffix(key, "password") || strings.HasSuffix(key, "token") ||
+		strings.HasSuffix(key, "secret") || key == "db.dsn"
+}
+
+// maskKey hides what follows a secret key in a key path: a map written
+// where a secret belongs turns the secret into a key.
+func maskKey(path string) string {
+	for i := strings.IndexByte(path, '.'); i >= 0; i = nextDot(path, i) {
+		if secretKey(path[:i]) {
+			return path[:i] + ".***"
+		}
+	}
+	return path
+}
+
+func nextDot(s string, i int) int {
+	j := strings.IndexByte(s[i+1:], '.')
+	if j < 0 {
+		return -1
+	}
+	return i + 1 + j
+}
 
 // set converts k's resolved value and stores it in the struct dst; a value
 // that does not convert leaves the field as it is.
@@ -66,15 +97,18 @@ func (r *reader) set(dst reflect.Value, k key) {
 	}
 }
 
-// str returns key as a string; lists and maps are errors.
+// str returns key as a string; lists and maps are errors, and so are
+// numbers and booleans from a file: YAML reads 0123 as 123 and 0x1F as 31,
+// so an unquoted password or name would silently change.
 func (r *reader) str(key string) (string, bool) {
 	switch x := r.v.Get(key).(type) {
 	case nil:
 		return "", true
 	case string:
 		return strings.TrimSpace(x), true
-	case int, int64, float64, bool:
-		return fmt.Sprint(x), true
+	case int, int64, uint64, float64, bool:
+		r.fail(key, x, "want a string: quote it (YAML reads it as a number or a boolean, which may change it)")
+		return "", false
 	default:
 		r.fail(key, x, "want a string")
 		return "", false
