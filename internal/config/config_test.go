@@ -2,6 +2,7 @@ package config
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -422,6 +423,72 @@ func TestConfigAdminReadsADaemonsFile(t *testing.T) {
 		_, err := l.Load()
 		if typo != (err != nil) || (typo && !strings.Contains(err.Error(), "unknown key relay.batchsize")) {
 			t.Errorf("typo %t: %v", typo, err)
+		}
+	}
+}
+
+// TestConfigReloadConfigMapSwap: Kubernetes updates a mounted ConfigMap by
+// swapping the "..data" symlink its file leads through; no event names the
+// file, and the change is reloaded all the same.
+func TestConfigReloadConfigMapSwap(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	version := 0
+	swap := func(body string) {
+		t.Helper()
+		version++
+		v := filepath.Join(dir, fmt.Sprintf("..v%d", version))
+		if err := os.Mkdir(v, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(v, "relay.yaml"), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		tmp := filepath.Join(dir, "..data_tmp")
+		if err := os.Symlink(filepath.Base(v), tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	swap("log:\n  level: info\n")
+	path := filepath.Join(dir, "relay.yaml")
+	if err := os.Symlink(filepath.Join("..data", "relay.yaml"), path); err != nil {
+		t.Fatal(err)
+	}
+	fs := pflag.NewFlagSet("relay", pflag.ContinueOnError)
+	l := NewRelay(fs)
+	if err := fs.Parse([]string{"--config", path, "--dsn", testDSN, "--brokers", testBrokers}); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := l.Load(); err != nil || c.Log.Level != slog.LevelInfo {
+		t.Fatalf("initial load: %v, %v", c.Log.Level, err)
+	}
+	got := make(chan Relay, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := l.Watch(ctx, slog.New(slog.DiscardHandler), func(c Relay) { got <- c }); err != nil {
+			t.Errorf("watch: %v", err)
+		}
+	})
+	defer func() { cancel(); wg.Wait() }()
+	// The watcher may not be installed yet: swap until a change lands.
+	deadline := time.After(10 * time.Second)
+	tick := time.NewTicker(300 * time.Millisecond)
+	defer tick.Stop()
+	swap("log:\n  level: debug\n")
+	for {
+		select {
+		case c := <-got:
+			if c.Log.Level == slog.LevelDebug {
+				return
+			}
+		case <-tick.C:
+			swap("log:\n  level: debug\n")
+		case <-deadline:
+			t.Fatal("a ConfigMap swap was not reloaded")
 		}
 	}
 }

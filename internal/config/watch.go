@@ -34,11 +34,15 @@ func (l *Loader[T]) Watch(ctx context.Context, log *slog.Logger, fn func(T)) err
 		return fmt.Errorf("config: watch %s: %w", path, err)
 	}
 	defer w.Close()
-	// Watch the directory, not the file: editors and Kubernetes replace the
-	// file by renaming a new one over it, which ends a watch on the file.
+	// Watch the directory, not the file: editors replace the file by
+	// renaming a new one over it, which ends a watch on the file. Kubernetes
+	// mounts a ConfigMap's file as a symlink through "..data", a symlink it
+	// swaps to a new directory: no event names the file, so any event of
+	// the directory that changes where the file leads reloads too.
 	if err := w.Add(filepath.Dir(abs)); err != nil {
 		return fmt.Errorf("config: watch %s: %w", path, err)
 	}
+	target, _ := filepath.EvalSymlinks(abs)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -50,7 +54,9 @@ func (l *Loader[T]) Watch(ctx context.Context, log *slog.Logger, fn func(T)) err
 			if !ok {
 				return nil
 			}
-			if filepath.Clean(ev.Name) == abs && ev.Has(fsnotify.Write|fsnotify.Create|fsnotify.Rename) {
+			now, _ := filepath.EvalSymlinks(abs)
+			if (filepath.Clean(ev.Name) == abs && ev.Has(fsnotify.Write|fsnotify.Create|fsnotify.Rename)) || now != target {
+				target = now
 				timer.Reset(reloadDelay)
 			}
 		case err, ok := <-w.Errors:
