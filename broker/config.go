@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"time"
 
@@ -131,8 +130,8 @@ func (c Config) WithDefaults() Config {
 // want 1 to 1000". Call WithDefaults first to fill a partial Config.
 func (c Config) Validate() error {
 	var p setting.Problems
-	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		p.Add("broker.listen", c.Listen, "want HOST:PORT (HOST may be empty for every interface)")
+	if !setting.ListenAddr(c.Listen) {
+		p.Add("broker.listen", c.Listen, "want HOST:PORT (HOST may be empty for every interface, PORT 0 to 65535)")
 	}
 	p.Check(c.MaxBodyBytes >= 1024 && c.MaxBodyBytes <= 1<<30, "broker.max_body_bytes", c.MaxBodyBytes, "want 1024 to 1073741824")
 	switch {

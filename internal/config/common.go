@@ -6,7 +6,6 @@ import (
 	"database/sql/driver"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
 	"time"
@@ -91,6 +90,10 @@ func (d *DB) resolve() error {
 			return p.Err()
 		}
 		raw = strings.TrimSpace(string(b))
+		if raw == "" {
+			p.Add("db.dsn_file", d.DSNFile, "the file is empty: want a DSN in it")
+			return p.Err()
+		}
 	}
 	if raw == "" {
 		p.Add("db.dsn", raw, "required (env TXMSG_DB_DSN, db.dsn_file or flag --dsn)")
@@ -218,8 +221,8 @@ func (m Metrics) Validate() error {
 	if m.Listen == "" {
 		return nil
 	}
-	if _, _, err := net.SplitHostPort(m.Listen); err != nil {
-		return &setting.Error{Key: "metrics.listen", Value: setting.Show(m.Listen), Want: "want HOST:PORT, or empty to disable"}
+	if !setting.ListenAddr(m.Listen) {
+		return &setting.Error{Key: "metrics.listen", Value: setting.Show(m.Listen), Want: "want HOST:PORT (PORT 0 to 65535), or empty to disable"}
 	}
 	return nil
 }

@@ -151,6 +151,7 @@ func TestConfigErrorsNameKeyAndValue(t *testing.T) {
 		{[]string{"--log.level", "loud"}, []string{`config: log.level: "loud": want one of info, debug, warn, error`}},
 		{[]string{"--relay.purge_schedule", "hourly"}, []string{`config: relay.purge_schedule: "hourly": want a cron spec`}},
 		{[]string{"--metrics.listen", "9464"}, []string{`config: metrics.listen: "9464": want HOST:PORT`}},
+		{[]string{"--metrics.listen", "127.0.0.1:99999"}, []string{`config: metrics.listen: "127.0.0.1:99999": want HOST:PORT`}},
 		// Every bad key is reported, not only the first.
 		{[]string{"--relay.batch_size", "0", "--relay.max_attempts", "0"}, []string{"relay.batch_size: 0", "relay.max_attempts: 0"}},
 	}
@@ -326,6 +327,7 @@ func TestConfigBroker(t *testing.T) {
 	}{
 		{[]string{"--checkback.max_checks", "0"}, "config: checkback.max_checks: 0: want 1 to 1000"},
 		{[]string{"--listen", "7070"}, `config: broker.listen: "7070": want HOST:PORT`},
+		{[]string{"--listen", "127.0.0.1:http"}, `config: broker.listen: "127.0.0.1:http": want HOST:PORT`},
 		{[]string{"--broker.max_value_bytes", "5000", "--broker.max_body_bytes", "4096"}, "config: broker.max_value_bytes: 5000: want at most broker.max_body_bytes (4096)"},
 		{[]string{"--checkback.scan", "every second"}, `config: checkback.scan: "every second": want a cron spec`},
 	} {
@@ -490,5 +492,15 @@ func TestConfigReloadConfigMapSwap(t *testing.T) {
 		case <-deadline:
 			t.Fatal("a ConfigMap swap was not reloaded")
 		}
+	}
+}
+
+// An empty DSN file is named as the problem, not the empty DSN it gives.
+func TestConfigEmptyDSNFile(t *testing.T) {
+	t.Parallel()
+	path := writeFile(t, "\n")
+	_, err := loadRelay(t, "--db.dsn_file", path, "--brokers", testBrokers)
+	if err == nil || !strings.Contains(err.Error(), "db.dsn_file") || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "empty") {
+		t.Fatalf("empty DSN file: %v, want an error naming db.dsn_file, the file and that it is empty", err)
 	}
 }

@@ -6,6 +6,7 @@ package setting
 import (
 	"errors"
 	"fmt"
+	"net"
 	"reflect"
 	"strconv"
 	"strings"
@@ -123,4 +124,15 @@ func fillZero(dst, def reflect.Value) {
 			f.Set(def.Field(i))
 		}
 	}
+}
+
+// ListenAddr reports whether s is HOST:PORT to listen on: HOST may be empty
+// (every interface), PORT a number from 0 to 65535 (0: any free port).
+func ListenAddr(s string) bool {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	return err == nil && n <= 65535
 }
