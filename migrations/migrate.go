@@ -83,7 +83,7 @@ func (m *Migrator) Close() error { return m.db.Close() }
 func (m *Migrator) Up(ctx context.Context) ([]Migration, error) {
 	var done []Migration
 	err := m.run(ctx, func(mg *migrate.Migrate, rec *recorder) error {
-		err := mg.Up()
+		err := m.stepsUp(ctx, mg)
 		for _, v := range rec.clean {
 			done = append(done, m.version(v))
 		}
@@ -121,11 +121,7 @@ func (m *Migrator) Down(ctx context.Context, steps int, opts ...DownOption) ([]M
 				return err
 			}
 		}
-		if steps > 0 {
-			err = mg.Steps(-steps)
-		} else {
-			err = mg.Down()
-		}
+		err = stepsDown(ctx, mg, steps)
 		// golang-migrate records the version a down migration leads to:
 		// the one reverted is the next above it.
 		for _, v := range rec.clean {
@@ -187,6 +183,63 @@ func (m *Migrator) Force(ctx context.Context, version int, applied bool) error {
 	})
 }
 
+// stepsUp applies the pending migrations one at a time, and stops between
+// two once ctx ends (the caller reports ctx's error): golang-migrate's own
+// GracefulStop sets a flag its reader goroutine reads unsynchronized. It
+// returns migrate.ErrNoChange when none is pending; from a version these
+// files lack, or a dirty one, golang-migrate's Up says why.
+func (m *Migrator) stepsUp(ctx context.Context, mg *migrate.Migrate) error {
+	v, dirty, err := mg.Version()
+	switch {
+	case errors.Is(err, migrate.ErrNilVersion):
+		v = 0
+	case err != nil:
+		return err
+	}
+	if _, known := m.find(int(v)); dirty || (v != 0 && !known) {
+		return mg.Up()
+	}
+	pending := 0
+	for _, mig := range m.migrations {
+		if mig.Version > int(v) {
+			pending++
+		}
+	}
+	if pending == 0 {
+		return migrate.ErrNoChange
+	}
+	for range pending {
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err := mg.Steps(1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stepsDown reverts limit migrations (every one when limit <= 0), one at a
+// time, stopping between two once ctx ends, as stepsUp; it returns
+// migrate.ErrNoChange when none is applied.
+func stepsDown(ctx context.Context, mg *migrate.Migrate, limit int) error {
+	for n := 0; limit <= 0 || n < limit; n++ {
+		if _, _, err := mg.Version(); errors.Is(err, migrate.ErrNilVersion) {
+			if n == 0 {
+				return migrate.ErrNoChange
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err := mg.Steps(-1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // reverted lists the versions Down(steps) reverts from version v: the
 // applied ones from v down, steps of them (all when steps <= 0).
 func (m *Migrator) reverted(v, steps int) []int {
@@ -227,8 +280,6 @@ func (m *Migrator) runOn(ctx context.Context, fn func(*sql.Conn, *migrate.Migrat
 	if err := convertLegacy(ctx, conn, drv); err != nil {
 		return err
 	}
-	stop := context.AfterFunc(ctx, func() { mg.GracefulStop <- true })
-	defer stop()
 	if err := fn(conn, mg, rec); err != nil {
 		return err
 	}
