@@ -18,7 +18,8 @@ var (
 	// answers 401 unauthorized).
 	ErrUnauthorized = errors.New("txmsg: unauthorized")
 	// ErrForbidden: the token is valid but may not do this, such as a
-	// producer group's token touching another group's messages (the broker
-	// API answers 403 forbidden).
+	// producer group's token preparing as another group or resolving a
+	// message (the broker API answers 403 forbidden). Another group's
+	// message is not found (ErrNotFound), as an unknown id.
 	ErrForbidden = errors.New("txmsg: forbidden")
 )

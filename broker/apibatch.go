@@ -72,7 +72,7 @@ func (h *Handler) prepareBatch(w http.ResponseWriter, r *http.Request) {
 		}
 		reqs, at = append(reqs, req), append(at, i)
 	}
-	ids, errs := h.store.prepareMany(r.Context(), reqs, prepareRules{limit: h.maxPrepared, owned: !a.isOperator()})
+	ids, errs := h.store.prepareMany(r.Context(), reqs, prepareRules{limit: h.maxPrepared})
 	for k, i := range at {
 		if errs[k] != nil {
 			out.Results[i] = h.itemError(r, reqs[k].Message.ID, errs[k])

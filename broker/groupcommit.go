@@ -39,8 +39,10 @@ type prepareCall struct {
 	// limit bounds the group's prepared messages, this one included (0: no
 	// bound).
 	limit int
-	owned bool  // see prepareRules
-	args  []any // insertHalf's arguments
+	// admitted is set when admit gave the call room under its group's
+	// bound.
+	admitted bool
+	args     []any // insertHalf's arguments
 	size  int
 }
 
@@ -115,7 +117,6 @@ func again(fn func() error) error {
 // committed.
 func (s *Store) prepareBatch(ctx context.Context, calls []*prepareCall) []error {
 	errs := make([]error, len(calls))
-	s.ownIDs(ctx, calls, errs)
 	s.admit(ctx, calls, errs)
 	var chunk []int
 	size := 0
@@ -158,7 +159,7 @@ func (s *Store) prepareBatch(ctx context.Context, calls []*prepareCall) []error 
 func (s *Store) readmit(ctx context.Context, calls []*prepareCall, errs []error) {
 	freed := map[string]int{}
 	for i, c := range calls {
-		if c.limit > 0 && errors.Is(errs[i], txmsg.ErrConflict) {
+		if c.admitted && errors.Is(errs[i], txmsg.ErrConflict) {
 			freed[c.group]++
 		}
 	}
@@ -183,61 +184,6 @@ func (s *Store) readmit(ctx context.Context, calls []*prepareCall, errs []error)
 	}
 	for k, err := range s.prepareBatch(ctx, again) {
 		errs[retry[k]] = err
-	}
-}
-
-// ownIDs fails the calls made by a producer group's token whose id another
-// group already uses, in any topic, or takes earlier in the same batch: an
-// id belongs to one group, so that no group reads another's message or
-// check history under it, nor learns that the other uses it. A group that
-// cannot read the ids' groups has its calls fail. Calls by the operator
-// (or with authentication off) are not asked.
-func (s *Store) ownIDs(ctx context.Context, calls []*prepareCall, errs []error) {
-	var ids []any
-	seen := map[string]bool{}
-	for i, c := range calls {
-		if c.owned && errs[i] == nil && !seen[c.id] {
-			seen[c.id] = true
-			ids = append(ids, c.id)
-		}
-	}
-	if len(ids) == 0 {
-		return
-	}
-	users := map[string][]string{}
-	err := func() error {
-		rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT id, producer_group FROM txmsg_half_messages WHERE id IN (`+
-			sqlx.Placeholders(len(ids))+`)`, ids...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var id, group string
-			if err := rows.Scan(&id, &group); err != nil {
-				return err
-			}
-			users[id] = append(users[id], group)
-		}
-		return rows.Err()
-	}()
-	for i, c := range calls {
-		if errs[i] != nil {
-			continue
-		}
-		if !c.owned {
-			users[c.id] = append(users[c.id], c.group)
-			continue
-		}
-		if err != nil {
-			errs[i] = fmt.Errorf("broker: prepare %s: read which groups use the id: %w", c.id, err)
-			continue
-		}
-		if slices.ContainsFunc(users[c.id], func(g string) bool { return g != c.group }) {
-			errs[i] = fmt.Errorf("broker: prepare: %w: id %s is used by another producer group", txmsg.ErrConflict, c.id)
-			continue
-		}
-		users[c.id] = append(users[c.id], c.group)
 	}
 }
 
@@ -297,6 +243,7 @@ func (s *Store) admit(ctx context.Context, calls []*prepareCall, errs []error) {
 			continue
 		}
 		room[c.group]--
+		c.admitted = true
 		pc := s.counts[c.group]
 		pc.since++
 		s.counts[c.group] = pc

@@ -184,9 +184,6 @@ type prepareRules struct {
 	// limit bounds the group's prepared messages, this one included (0:
 	// none); past it, the error wraps errTooManyPrepared.
 	limit int
-	// owned is set when the caller is the producer group (its token): an id
-	// another group already uses, in any topic, is refused (see ownIDs).
-	owned bool
 }
 
 // prepare is Prepare under rules. Concurrent prepares share one
@@ -269,7 +266,7 @@ func (s *Store) prepareCall(req halfmsg.PrepareRequest, rules prepareRules) (*pr
 	if err != nil {
 		return nil, fmt.Errorf("broker: prepare %s: %w", id, err)
 	}
-	c := &prepareCall{id: id, topic: m.Topic, group: req.ProducerGroup, limit: rules.limit, owned: rules.owned,
+	c := &prepareCall{id: id, topic: m.Topic, group: req.ProducerGroup, limit: rules.limit,
 		size: len(m.Value) + len(m.Key) + len(hdr),
 		args: []any{id, txmsg.Shard(m.Key, id, s.shards), halfmsg.StatePrepared,
 			req.ProducerGroup, m.Topic, m.Key, m.Value, hdr, nullString(req.CheckbackURL),
@@ -293,7 +290,7 @@ func (s *Store) Commit(ctx context.Context, id string) (halfmsg.State, error) {
 }
 
 // CommitAs is Commit by a: a group's commit of another group's message
-// fails with txmsg.ErrForbidden and changes nothing.
+// fails with txmsg.ErrNotFound, as an unknown id, and changes nothing.
 func (s *Store) CommitAs(ctx context.Context, a Actor, id string) (halfmsg.State, error) {
 	return s.transition(ctx, a, id, halfmsg.StateCommitted, ByProducer, "", halfmsg.StatePrepared)
 }
@@ -307,7 +304,8 @@ func (s *Store) Rollback(ctx context.Context, id string) (halfmsg.State, error) 
 }
 
 // RollbackAs is Rollback by a: a group's rollback of another group's
-// message fails with txmsg.ErrForbidden and changes nothing.
+// message fails with txmsg.ErrNotFound, as an unknown id, and changes
+// nothing.
 func (s *Store) RollbackAs(ctx context.Context, a Actor, id string) (halfmsg.State, error) {
 	return s.transition(ctx, a, id, halfmsg.StateRolledBack, ByProducer, "", halfmsg.StatePrepared)
 }
@@ -383,7 +381,7 @@ func targets(ctx context.Context, q relay.Querier, id, topic string) ([]target, 
 // to `to`, with one conditional UPDATE shared with the transitions asked
 // at the same time (see moveBatch); a commit records in each row the
 // message it waits for. A group moves only its own rows: another group's
-// message fails with ErrForbidden before anything about it is said. When no
+// message fails with ErrNotFound, as an unknown id. When no
 // row is in a from state, their states tell why: already there (idempotent
 // success) or illegal (ErrConflict). A row that leaves a from state between
 // the read and the UPDATE can only have moved forward, so one more read
@@ -513,7 +511,7 @@ func (s *Store) getIn(ctx context.Context, id, group string) (halfmsg.Info, erro
 }
 
 // sharedID reports whether a producer group other than group has a message
-// of id (ids prepared before groups owned them could be shared).
+// of id (in another topic: groups may use the same ids).
 func (s *Store) sharedID(ctx context.Context, id, group string) (bool, error) {
 	var one int
 	err := s.db.QueryRowContext(ctx, idShared, id, group).Scan(&one)

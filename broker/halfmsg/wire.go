@@ -28,8 +28,8 @@ const (
 	// CodeUnauthorized (401): no token, or not a valid one; mapped to
 	// txmsg.ErrUnauthorized.
 	CodeUnauthorized = "unauthorized"
-	// CodeForbidden (403): the token may not do this (another group's
-	// message, an operator's action) or a browser sent the request from
+	// CodeForbidden (403): the token may not do this (act as another
+	// group, an operator's action) or a browser sent the request from
 	// another origin; mapped to txmsg.ErrForbidden.
 	CodeForbidden = "forbidden"
 	// CodeUnsupportedMediaType (415): a request with a body that is not
