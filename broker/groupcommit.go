@@ -43,7 +43,7 @@ type prepareCall struct {
 	// bound.
 	admitted bool
 	args     []any // insertHalf's arguments
-	size  int
+	size     int
 }
 
 // moveCall is one transition waiting for its batch: move the rows of id
