@@ -457,6 +457,9 @@ func apiErrorFor(err error) *halfmsg.APIError {
 		return &halfmsg.APIError{Status: http.StatusForbidden, Code: halfmsg.CodeForbidden, Message: err.Error()}
 	case errors.Is(err, errTooManyPrepared):
 		return &halfmsg.APIError{Status: http.StatusTooManyRequests, Code: halfmsg.CodeTooManyPrepared, Message: err.Error()}
+	case errors.Is(err, errClosed):
+		// Nothing was done: the client may try again, on another broker.
+		return &halfmsg.APIError{Status: http.StatusServiceUnavailable, Code: halfmsg.CodeOverloaded, Message: err.Error()}
 	}
 	return &halfmsg.APIError{Status: http.StatusInternalServerError, Code: halfmsg.CodeInternal, Message: "internal error; see the broker's log"}
 }

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -37,7 +38,19 @@ type batcher[T interface{ base() *call }] struct {
 	mu      sync.Mutex
 	queue   []T
 	running int
+	closed  bool // set by close: calls fail, no writer starts
 	wg      sync.WaitGroup
+}
+
+// errClosed fails a call made after the broker began to shut down.
+var errClosed = errors.New("broker: shutting down")
+
+// close fails the calls made from now on and returns once no batch runs.
+func (b *batcher[T]) close() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	b.wg.Wait()
 }
 
 // do queues c and waits for its outcome. When ctx ends before c's batch
@@ -51,6 +64,14 @@ func (b *batcher[T]) do(ctx context.Context, c T) error { return b.doAll(ctx, []
 // returns each one's outcome, as do.
 func (b *batcher[T]) doAll(ctx context.Context, cs []T) []error {
 	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		errs := make([]error, len(cs))
+		for i := range errs {
+			errs[i] = errClosed
+		}
+		return errs
+	}
 	for _, c := range cs {
 		c.base().done = make(chan struct{})
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -370,5 +371,9 @@ func TestBrokerRunWaitsForBatchesInFlight(t *testing.T) {
 		t.Logf("Run returned: %v", err)
 	case <-time.After(20 * time.Second):
 		t.Fatal("Run did not return within 20s of the batch's end")
+	}
+	// A call made after that fails, having done nothing, and starts no batch.
+	if _, err := s.store.Commit(context.Background(), "m0"); err == nil || !strings.Contains(err.Error(), "shutting down") {
+		t.Fatalf("Commit after Run returned: %v, want an error saying the broker is shutting down", err)
 	}
 }

@@ -570,11 +570,11 @@ func (s *Store) List(ctx context.Context, f halfmsg.Filter) ([]halfmsg.Info, int
 	return out, next, nil
 }
 
-// wait returns once no group-commit batch runs (nor starts: call it after
-// the calls have stopped).
+// wait fails the calls made from now on and returns once no group-commit
+// batch runs.
 func (s *Store) wait() {
-	s.prepares.wg.Wait()
-	s.moves.wg.Wait()
+	s.prepares.close()
+	s.moves.close()
 }
 
 // PreparedBacklog counts prepared messages and returns the creation time of

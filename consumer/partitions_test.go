@@ -110,3 +110,28 @@ func TestConsumerWaitsForItsTopicToExist(t *testing.T) {
 		t.Fatalf("%d group joins, want one or two: the group must wait for its topic, not rejoin", n)
 	}
 }
+
+// On a cluster that creates topics on demand, a group started before its
+// topic exists asks for it to be created, as a consumer's join does, and
+// joins at once instead of waiting for a producer.
+func TestConsumerAutoCreatesItsTopicWhereTheClusterDoes(t *testing.T) {
+	t.Parallel()
+	k := testenv.NewKafka(t, 2)
+	var joins atomic.Int32
+	k.Cluster.ControlKey(int16(kmsg.JoinGroup), func(kmsg.Request) (kmsg.Response, error, bool) {
+		joins.Add(1)
+		k.Cluster.KeepControl()
+		return nil, nil, false
+	})
+	c, err := New(k.Addrs, "g", []string{"created-on-demand"}, fastGroup())
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, c, HandlerFunc(func(context.Context, Message) error { return nil }))
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if joins.Load() == 0 {
+			return fmt.Errorf("the group has not joined: it waits for a topic the cluster would create")
+		}
+		return nil
+	})
+}

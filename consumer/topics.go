@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	metadataAPI "github.com/segmentio/kafka-go/protocol/metadata"
 
 	"github.com/txmsg/txmsg/internal/backoff"
 	"github.com/txmsg/txmsg/internal/kafkax"
@@ -66,16 +67,27 @@ const topicWait = 2 * time.Second
 // missing. An error reading the metadata returns nil: ensureTopics, next,
 // retries it and says so.
 func (c *Consumer) waitTopics(ctx context.Context, log *slog.Logger, t *kafka.Transport) error {
-	cl := kafkax.NewClient(c.brokers, t, 30*time.Second)
+	var rt kafka.RoundTripper = kafka.DefaultTransport
+	if t != nil {
+		rt = t
+	}
 	said := map[string]bool{}
 	for {
-		meta, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: c.topics})
+		// Allowing auto-creation, as a consumer's join does: on a cluster
+		// that creates topics on demand, the topics exist once asked about.
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		res, err := rt.RoundTrip(rctx, kafka.TCP(c.brokers...), &metadataAPI.Request{TopicNames: c.topics, AllowAutoTopicCreation: true})
+		cancel()
 		if err != nil {
+			return nil
+		}
+		meta, ok := res.(*metadataAPI.Response)
+		if !ok {
 			return nil
 		}
 		exists := map[string]bool{}
 		for _, t := range meta.Topics {
-			exists[t.Name] = t.Error == nil && len(t.Partitions) > 0
+			exists[t.Name] = t.ErrorCode == 0 && len(t.Partitions) > 0
 		}
 		missing := false
 		for _, name := range c.topics {

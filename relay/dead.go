@@ -41,10 +41,12 @@ const (
 (id, source, shard, topic, msg_key, value, headers, created_at, attempts, last_error, dead_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6))`
 	deadColumns = `seq, id, source, shard, topic, msg_key, value, headers, created_at, attempts, last_error, dead_at`
-	listDead    = `SELECT ` + deadColumns + ` FROM txmsg_dead_letters ORDER BY seq LIMIT ?`
-	lockDead    = `SELECT ` + deadColumns + ` FROM txmsg_dead_letters WHERE id = ? ORDER BY seq FOR UPDATE`
+	// Ordered by death: the seqs migration 0006 gave existing dead letters
+	// follow their old key, not their death.
+	listDead = `SELECT ` + deadColumns + ` FROM txmsg_dead_letters ORDER BY dead_at, seq LIMIT ?`
+	lockDead = `SELECT ` + deadColumns + ` FROM txmsg_dead_letters WHERE id = ? ORDER BY seq FOR UPDATE`
 	// OFFSET passes over the dead letters an earlier batch left in place.
-	lockAllDead = `SELECT ` + deadColumns + ` FROM txmsg_dead_letters ORDER BY seq LIMIT 1000 OFFSET ? FOR UPDATE`
+	lockAllDead = `SELECT ` + deadColumns + ` FROM txmsg_dead_letters ORDER BY dead_at, seq LIMIT 1000 OFFSET ? FOR UPDATE`
 	deleteDead  = `DELETE FROM txmsg_dead_letters WHERE seq = ?`
 	requeue     = `INSERT INTO txmsg_outbox (id, shard, topic, msg_key, value, headers, created_at)
 VALUES (?, ?, ?, ?, ?, ?, ?)`

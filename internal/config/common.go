@@ -185,7 +185,7 @@ func MaskDSN(dsn string) string {
 	at := strings.LastIndex(dsn, "@")
 	if at < 0 {
 		if pw := dsnPassword(dsn); pw != "" {
-			return "***" + dsn[strings.Index(dsn, pw)+len(pw):]
+			return "***" + dsn[strings.IndexByte(dsn, ':')+1+len(pw):]
 		}
 		return dsn
 	}

@@ -504,3 +504,18 @@ func TestConfigEmptyDSNFile(t *testing.T) {
 		t.Fatalf("empty DSN file: %v, want an error naming db.dsn_file, the file and that it is empty", err)
 	}
 }
+
+func TestConfigMaskDSN(t *testing.T) {
+	t.Parallel()
+	for dsn, want := range map[string]string{
+		"root:root/db":                      "***/db",
+		"root:roo/db":                       "***/db",
+		"u:p@tcp(h:3306)/db":                "u:***@tcp(h:3306)/db",
+		"tcp(127.0.0.1:3306)/db":            "tcp(127.0.0.1:3306)/db",
+		"app:s3cr:et@tcp(127.0.0.1:3306)/x": "app:***@tcp(127.0.0.1:3306)/x",
+	} {
+		if got := MaskDSN(dsn); got != want {
+			t.Errorf("MaskDSN(%q) = %q, want %q", dsn, got, want)
+		}
+	}
+}
