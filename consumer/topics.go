@@ -67,7 +67,7 @@ const topicWait = 2 * time.Second
 // missing. An error reading the metadata returns nil: ensureTopics, next,
 // retries it and says so.
 func (c *Consumer) waitTopics(ctx context.Context, log *slog.Logger, t *kafka.Transport) error {
-	var rt kafka.RoundTripper = kafka.DefaultTransport
+	rt := kafka.DefaultTransport
 	if t != nil {
 		rt = t
 	}
