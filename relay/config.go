@@ -147,6 +147,9 @@ func (c Config) Validate() error {
 		p.Add("relay.poll_max", c.PollMax, "want at least 0s")
 	case c.PollMax != 0 && c.PollMax < c.PollMin:
 		p.Add("relay.poll_max", c.PollMax, "want at least relay.poll_min ("+setting.FormatDuration(c.PollMin)+")")
+	case c.PollMax == 0 && c.PollMin > DefaultConfig().PollMax:
+		p.Add("relay.poll_min", c.PollMin, "want at most relay.poll_max ("+setting.FormatDuration(DefaultConfig().PollMax)+
+			" by default): raise relay.poll_max too")
 	}
 	p.Check(c.LeaseTTL >= time.Second, "relay.lease_ttl", c.LeaseTTL, "want at least 1s")
 	p.Check(c.Heartbeat >= 0 && c.Heartbeat <= c.LeaseTTL/2, "relay.heartbeat", c.Heartbeat,

@@ -40,6 +40,8 @@ func TestRelayConfigDefaultsAndValidation(t *testing.T) {
 		{func(c *Config) { c.BatchSize = 20000 }, "relay.batch_size: 20000"},
 		{func(c *Config) { c.Concurrency = -1 }, "relay.concurrency: -1"},
 		{func(c *Config) { c.PollMin, c.PollMax = time.Second, time.Millisecond }, `relay.poll_max: "1ms": want at least relay.poll_min (1s)`},
+		// poll_max 0 is the default 250ms, below this poll_min.
+		{func(c *Config) { c.PollMin, c.PollMax = 500*time.Millisecond, 0 }, `relay.poll_min: "500ms": want at most relay.poll_max (250ms by default)`},
 		{func(c *Config) { c.LeaseTTL = time.Millisecond }, "relay.lease_ttl"},
 		{func(c *Config) { c.Heartbeat = 9 * time.Second }, "relay.heartbeat"},
 		{func(c *Config) { c.RetryInitial = -time.Second }, "relay.retry_initial"},
