@@ -180,15 +180,25 @@ func waitQueued(t *testing.T, mu *sync.Mutex, n func() int, want int) {
 	})
 }
 
+// testMsg is a message of id in topic t.
+func testMsg(id string) txmsg.Message { return txmsg.Message{ID: id, Topic: "t", Value: []byte("v")} }
+
+// preparedOldThenBlocked prepares "old" in group "g", then holds the
+// prepare writer on a "blocker" of g (see blockPrepares): calls queue, and
+// release lets them go as one batch.
+func preparedOldThenBlocked(t *testing.T, env *apiEnv) (release func()) {
+	t.Helper()
+	if _, err := env.store.Prepare(context.Background(), halfmsg.PrepareRequest{ProducerGroup: "g", Message: testMsg("old")}); err != nil {
+		t.Fatal(err)
+	}
+	return blockPrepares(t, env, "g")
+}
+
 func TestBrokerPrepareBatchFailsOnlyItsDuplicatesAndCallsPastTheBound(t *testing.T) {
 	t.Parallel()
 	env := newAPIEnv(t)
 	ctx := context.Background()
-	msg := func(id string) txmsg.Message { return txmsg.Message{ID: id, Topic: "t", Value: []byte("v")} }
-	if _, err := env.store.Prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: "g", Message: msg("old")}); err != nil {
-		t.Fatal(err)
-	}
-	release := blockPrepares(t, env, "g")
+	release := preparedOldThenBlocked(t, env)
 	type want struct {
 		id    string
 		limit int
@@ -202,7 +212,7 @@ func TestBrokerPrepareBatchFailsOnlyItsDuplicatesAndCallsPastTheBound(t *testing
 	for i, c := range calls {
 		errs[i] = make(chan error, 1)
 		go func() {
-			_, err := env.store.prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: "g", Message: msg(c.id)}, prepareRules{limit: c.limit})
+			_, err := env.store.prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: "g", Message: testMsg(c.id)}, prepareRules{limit: c.limit})
 			errs[i] <- err
 		}()
 		waitQueued(t, &env.store.prepares.mu, func() int { return len(env.store.prepares.queue) }, i+1)
@@ -230,11 +240,7 @@ func TestBrokerPrepareBatchDuplicateLeavesItsRoomToOthers(t *testing.T) {
 	t.Parallel()
 	env := newAPIEnv(t)
 	ctx := context.Background()
-	msg := func(id string) txmsg.Message { return txmsg.Message{ID: id, Topic: "t", Value: []byte("v")} }
-	if _, err := env.store.Prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: "g", Message: msg("old")}); err != nil {
-		t.Fatal(err)
-	}
-	release := blockPrepares(t, env, "g")
+	release := preparedOldThenBlocked(t, env)
 	// "old" and "blocker" prepared: a bound of 4 leaves room for two, which
 	// the retried "old" (a conflict) must not take from "c".
 	calls := []struct {
@@ -245,7 +251,7 @@ func TestBrokerPrepareBatchDuplicateLeavesItsRoomToOthers(t *testing.T) {
 	for i, c := range calls {
 		errs[i] = make(chan error, 1)
 		go func() {
-			_, err := env.store.prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: "g", Message: msg(c.id)}, prepareRules{limit: 4})
+			_, err := env.store.prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: "g", Message: testMsg(c.id)}, prepareRules{limit: 4})
 			errs[i] <- err
 		}()
 		waitQueued(t, &env.store.prepares.mu, func() int { return len(env.store.prepares.queue) }, i+1)

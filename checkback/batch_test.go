@@ -185,14 +185,7 @@ func TestCheckbackBatchAnswersTheOthersWhileOneWaits(t *testing.T) {
 	db, l := newLedger(t)
 	ctx := context.Background()
 	done := recordCommitted(t, db, l, "done")
-	tx, err := db.DB.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tx.Rollback() })
-	if err := l.Record(ctx, tx, "open"); err != nil {
-		t.Fatal(err)
-	}
+	tx := openRecorded(t, db, l, "open")
 	srv := httptest.NewServer(checkback.Handler(l, checkback.WithSecret(testSecret)))
 	defer srv.Close()
 	// timeout_ms is three quarters of this (3.75s): the others of the batch

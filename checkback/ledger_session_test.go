@@ -21,14 +21,7 @@ func TestCheckbackLedgerIgnoresUncommittedRowsUnderReadUncommitted(t *testing.T)
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	tx, err := db.DB.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tx.Rollback() })
-	if err := l.Record(ctx, tx, "open"); err != nil {
-		t.Fatal(err)
-	}
+	tx := openRecorded(t, db, l, "open")
 	// The check of the open transaction waits for it until the deadline,
 	// then answers unknown; the other is answered.
 	wctx, cancel := context.WithTimeout(ctx, time.Second)

@@ -2,6 +2,7 @@ package checkback_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -196,6 +197,22 @@ func newLedger(t *testing.T) (*testenv.Database, *checkback.Ledger) {
 		t.Fatal(err)
 	}
 	return db, l
+}
+
+// openRecorded begins a transaction that records id and stays open, rolled
+// back when the test ends.
+func openRecorded(t *testing.T, db *testenv.Database, l *checkback.Ledger, id string) *sql.Tx {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := db.DB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback() })
+	if err := l.Record(ctx, tx, id); err != nil {
+		t.Fatal(err)
+	}
+	return tx
 }
 
 // recordCommitted commits the ledger row of id in a transaction of its own

@@ -163,12 +163,13 @@ func (c *Consumer) SetRateLimit(perSecond float64, burst int) {
 // over under the new one (the limiter's own Wait keeps the old delay).
 func (c *Consumer) waitRate(ctx context.Context) error {
 	for {
-		c.rateMu.Lock()
-		changed := c.rateChanged
-		c.rateMu.Unlock()
+		// Without a limit (the usual case) no lock is taken per message.
 		if c.limiter.Limit() == rate.Inf {
 			return nil
 		}
+		c.rateMu.Lock()
+		changed := c.rateChanged
+		c.rateMu.Unlock()
 		r := c.limiter.Reserve()
 		d := r.Delay()
 		if r.OK() && d == 0 {

@@ -17,8 +17,8 @@ func TestConsumerDatabaseOutageSpendsNoAttempt(t *testing.T) {
 	k := testenv.NewKafka(t, 1)
 	d := testenv.NewDB(t)
 	createEffectsTable(t, d.DB)
-	proxy := d.ProxyFor(t)
-	db, err := sql.Open("mysql", d.ViaProxy(t, proxy))
+	proxy, dsn := d.Proxy(t)
+	db, err := sql.Open("mysql", dsn)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,17 +28,7 @@ func TestConsumerRateLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var handled atomic.Int64
-	start(t, c, HandlerFunc(func(context.Context, Message) error {
-		handled.Add(1)
-		return nil
-	}))
-	testenv.Eventually(t, 20*time.Second, func() error {
-		if handled.Load() == 0 {
-			return fmt.Errorf("nothing handled yet")
-		}
-		return nil
-	})
+	handled := startCounting(t, c)
 	t0, n0 := time.Now(), handled.Load()
 	testenv.Eventually(t, 10*time.Second, func() error {
 		if time.Since(t0) < time.Second {
@@ -80,17 +70,7 @@ func TestConsumerRateLimitChangeReachesWaitingFetches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var handled atomic.Int64
-	start(t, c, HandlerFunc(func(context.Context, Message) error {
-		handled.Add(1)
-		return nil
-	}))
-	testenv.Eventually(t, 20*time.Second, func() error {
-		if handled.Load() == 0 {
-			return fmt.Errorf("nothing handled yet")
-		}
-		return nil
-	})
+	handled := startCounting(t, c)
 	time.Sleep(300 * time.Millisecond) // the second message waits for its token
 	if n := handled.Load(); n != 1 {
 		t.Fatalf("%d handled under 0.01/s with a burst of 1, want 1", n)
@@ -102,4 +82,22 @@ func TestConsumerRateLimitChangeReachesWaitingFetches(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// startCounting runs c with a handler that counts the messages it handles,
+// and returns the count once the first is handled.
+func startCounting(t *testing.T, c *Consumer) *atomic.Int64 {
+	t.Helper()
+	var handled atomic.Int64
+	start(t, c, HandlerFunc(func(context.Context, Message) error {
+		handled.Add(1)
+		return nil
+	}))
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if handled.Load() == 0 {
+			return fmt.Errorf("nothing handled yet")
+		}
+		return nil
+	})
+	return &handled
 }

@@ -10,34 +10,36 @@ import (
 )
 
 // Proxy forwards TCP connections to a target until Down cuts them: a
-// database or broker that goes away and comes back, for tests of outages.
+// database that goes away and comes back, for tests of outages.
 type Proxy struct {
 	ln     net.Listener
 	target string
 	mu     sync.Mutex
 	down   bool
-	conns  map[net.Conn]bool
+	conns  map[net.Conn]bool // open, both ends of each forwarded connection
 }
 
-// NewProxy listens on a loopback port and forwards to target; it is closed
-// when the test ends.
-func NewProxy(t testing.TB, target string) *Proxy {
+// Proxy starts a Proxy to d's server, closed when the test ends, and
+// returns it with d's DSN sent through it.
+func (d *Database) Proxy(t testing.TB) (*Proxy, string) {
 	t.Helper()
+	cfg, err := mysql.ParseDSN(d.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
+	p := &Proxy{ln: ln, target: cfg.Addr, conns: map[net.Conn]bool{}}
 	go p.serve()
 	t.Cleanup(func() {
 		ln.Close()
 		p.Down()
 	})
-	return p
+	cfg.Addr = ln.Addr().String()
+	return p, cfg.FormatDSN()
 }
-
-// Addr is the proxy's address.
-func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 
 // Down cuts every connection and refuses new ones until Up.
 func (p *Proxy) Down() {
@@ -67,14 +69,9 @@ func (p *Proxy) serve() {
 	}
 }
 
+// forward copies between c and a new connection to the target until either
+// end closes, unless the proxy is down.
 func (p *Proxy) forward(c net.Conn) {
-	p.mu.Lock()
-	if p.down {
-		p.mu.Unlock()
-		c.Close()
-		return
-	}
-	p.mu.Unlock()
 	t, err := net.Dial("tcp", p.target)
 	if err != nil {
 		c.Close()
@@ -92,26 +89,8 @@ func (p *Proxy) forward(c net.Conn) {
 	go func() { _, _ = io.Copy(t, c); t.Close() }()
 	_, _ = io.Copy(c, t)
 	c.Close()
-}
-
-// ViaProxy returns d's DSN sent through p, with a driver that may reach
-// MariaDB only while p is up.
-func (d *Database) ViaProxy(t testing.TB, p *Proxy) string {
-	t.Helper()
-	cfg, err := mysql.ParseDSN(d.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Addr = p.Addr()
-	return cfg.FormatDSN()
-}
-
-// ProxyFor starts a Proxy to d's server.
-func (d *Database) ProxyFor(t testing.TB) *Proxy {
-	t.Helper()
-	cfg, err := mysql.ParseDSN(d.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return NewProxy(t, cfg.Addr)
+	p.mu.Lock()
+	delete(p.conns, c)
+	delete(p.conns, t)
+	p.mu.Unlock()
 }
