@@ -59,9 +59,9 @@ type dying struct {
 }
 
 // moveToDead copies rows into txmsg_dead_letters and removes them from src,
-// in one transaction. A row whose headers did not decode keeps them as
-// stored.
-func moveToDead(ctx context.Context, db *sql.DB, src Source, rows []dying) error {
+// in one transaction that first passes fence. A row whose headers did not
+// decode keeps them as stored.
+func moveToDead(ctx context.Context, db *sql.DB, src Source, rows []dying, fence func(*sql.Tx) error) error {
 	hdrs := make([][]byte, len(rows))
 	for i, d := range rows {
 		if d.row.badHeaders != nil {
@@ -76,6 +76,9 @@ func moveToDead(ctx context.Context, db *sql.DB, src Source, rows []dying) error
 	}
 	removed := make([]Row, len(rows))
 	err := sqlx.RunInTx(ctx, db, readCommitted(), func(tx *sql.Tx) error {
+		if err := fence(tx); err != nil {
+			return err
+		}
 		for i, d := range rows {
 			r := d.row
 			if _, err := tx.ExecContext(ctx, insertDead, r.ID, src.Name(), r.Shard, r.Topic, r.Key, r.Value, hdrs[i],

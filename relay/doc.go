@@ -11,8 +11,11 @@
 // transaction that commits late with a lower seq is never skipped), write them
 // to Kafka with acks=all, and only then delete or mark them.
 //
-// Pending rows are read at READ COMMITTED whatever the connection's default,
-// so rows of a transaction that has not committed are never published. At
+// Pending rows are read in a REPEATABLE READ snapshot whatever the
+// connection's default, so rows of a transaction that has not committed are
+// never published. Charging a refused row an attempt and dead-lettering it
+// run in a transaction that holds the shard's lease row and checks its
+// fencing version, so a worker whose lease was claimed changes nothing. At
 // most Config.Concurrency rounds run at once. A round holds at most
 // Config.BatchSize rows and about Config.BatchBytes of keys and values, which
 // bounds memory whatever the message sizes. Its rows for one partition go in

@@ -382,3 +382,65 @@ func TestRelayPartialProduceFailureKeepsKeyOrder(t *testing.T) {
 		t.Fatalf("messages landed in %d partitions, want several", len(parts))
 	}
 }
+
+// A worker whose lease another relay claimed (a COMMIT that landed after the
+// lease ran out, say) neither charges an attempt nor dead-letters: the new
+// owner may be publishing the same rows. With its lease it does both.
+func TestRelayChargingAndDeadLetteringAreFencedByTheLease(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewDB(t)
+	ctx := context.Background()
+	cfg := testConfig([]string{"127.0.0.1:9"})
+	cfg.Shards = 1
+	cfg.Owner = "me"
+	e, err := New(d.DB, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := publishTx(ctx, d.DB, true, msg("fenced", "k", 1), msg("fenced", "k", 2)); err != nil {
+		t.Fatal(err)
+	}
+	src := e.sources[0]
+	rows, err := src.Pending(ctx, d.DB, 0, Limit{Rows: 10, Bytes: 1 << 20})
+	if err != nil || len(rows) != 2 {
+		t.Fatalf("pending rows: %d, %v", len(rows), err)
+	}
+	if _, err := d.DB.ExecContext(ctx, `INSERT INTO txmsg_relay_leases (source, shard, owner, version, expires_at)
+VALUES (?, 0, 'other', 8, UTC_TIMESTAMP(6) + INTERVAL 1 MINUTE)`, src.Name()); err != nil {
+		t.Fatal(err)
+	}
+	refused := []refusal{{row: rows[0], err: errors.New("try again")}, {row: rows[1], err: errors.New("never"), final: true}}
+	attempts := func() int {
+		return countRows(t, d.DB, `SELECT COALESCE(SUM(attempts), 0) FROM txmsg_outbox`)
+	}
+	stale := &shardWorker{src: src, shard: 0, version: 7}
+	if _, err := e.charge(ctx, stale, refused[:1]); !errors.Is(err, errLeaseLost) {
+		t.Fatalf("a stale worker's charge: %v, want errLeaseLost", err)
+	}
+	if _, err := e.charge(ctx, stale, refused[1:]); !errors.Is(err, errLeaseLost) {
+		t.Fatalf("a stale worker's dead letter: %v, want errLeaseLost", err)
+	}
+	if n := attempts(); n != 0 {
+		t.Fatalf("a stale worker charged %d attempts", n)
+	}
+	if n := countRows(t, d.DB, `SELECT COUNT(*) FROM txmsg_dead_letters`); n != 0 {
+		t.Fatalf("a stale worker dead-lettered %d rows", n)
+	}
+	if _, err := d.DB.ExecContext(ctx, `UPDATE txmsg_relay_leases SET owner = 'me' WHERE source = ?`, src.Name()); err != nil {
+		t.Fatal(err)
+	}
+	owner := &shardWorker{src: src, shard: 0, version: 8}
+	dead, err := e.charge(ctx, owner, refused)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !dead[rows[1].Seq] || dead[rows[0].Seq] {
+		t.Fatalf("dead-lettered %v, want only seq %d", dead, rows[1].Seq)
+	}
+	if n := attempts(); n != 1 {
+		t.Fatalf("the owner charged %d attempts, want 1", n)
+	}
+	if n := countRows(t, d.DB, `SELECT COUNT(*) FROM txmsg_dead_letters`); n != 1 {
+		t.Fatalf("the owner dead-lettered %d rows, want 1", n)
+	}
+}

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"sort"
@@ -106,7 +107,7 @@ func TestRelayDeadLettersOfOneIDKeepEachOther(t *testing.T) {
 		src   Source
 		topic string
 	}{{out, "orders"}, {halfStub{out}, "orders"}, {out, "billing"}, {out, "orders"}} {
-		if err := moveToDead(ctx, d.DB, c.src, []dying{{row: row(c.topic), reason: "refused by " + c.src.Name()}}); err != nil {
+		if err := moveToDead(ctx, d.DB, c.src, []dying{{row: row(c.topic), reason: "refused by " + c.src.Name()}}, func(*sql.Tx) error { return nil }); err != nil {
 			t.Fatal(err)
 		}
 	}

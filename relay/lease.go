@@ -31,6 +31,9 @@ ON DUPLICATE KEY UPDATE expires_at = VALUES(expires_at)`
 	claimLease = `UPDATE txmsg_relay_leases SET owner = ?, version = LAST_INSERT_ID(version + 1),
   expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND
 WHERE source = ? AND shard = ? AND (owner = '' OR expires_at < UTC_TIMESTAMP(6))`
+	// holdLease is LOCK IN SHARE MODE, not FOR SHARE: MariaDB has only the
+	// former, and MySQL 8 accepts both.
+	holdLease    = `SELECT 1 FROM txmsg_relay_leases WHERE source = ? AND shard = ? AND owner = ? AND version = ? LOCK IN SHARE MODE`
 	releaseLease = `UPDATE txmsg_relay_leases SET owner = '', expires_at = UTC_TIMESTAMP(6) WHERE source = ? AND shard = ? AND owner = ? AND version = ?`
 )
 

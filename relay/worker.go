@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -252,7 +253,7 @@ func (e *Engine) settle(ctx context.Context, w *shardWorker, p *plan) (roundResu
 		res.done += len(delivered)
 	}
 	slices.SortFunc(refused, func(a, b refusal) int { return cmp.Compare(a.row.Seq, b.row.Seq) })
-	dead, err := e.charge(ctx, p.src, refused)
+	dead, err := e.charge(ctx, w, refused)
 	if err != nil {
 		return roundResult{}, err
 	}
@@ -305,8 +306,10 @@ func (e *Engine) delivered(ctx context.Context, src Source, rows []Row) error {
 
 // charge records one more attempt on each refused row, and moves to the dead
 // letters those that have used Config.MaxAttempts and those that can never
-// be sent. It returns the seqs it dead-lettered.
-func (e *Engine) charge(ctx context.Context, src Source, refused []refusal) (map[int64]bool, error) {
+// be sent. It returns the seqs it dead-lettered. Both are fenced by w's
+// lease: a worker that lost it changes nothing.
+func (e *Engine) charge(ctx context.Context, w *shardWorker, refused []refusal) (map[int64]bool, error) {
+	src := w.src
 	var reasons []string
 	again := map[string][]Row{}
 	var dead []dying
@@ -325,6 +328,9 @@ func (e *Engine) charge(ctx context.Context, src Source, refused []refusal) (map
 	}
 	if len(again) > 0 {
 		if err := sqlx.RunInTx(ctx, e.db, readCommitted(), func(tx *sql.Tx) error {
+			if err := e.fence(ctx, tx, w); err != nil {
+				return err
+			}
 			for _, reason := range reasons {
 				if err := src.Failed(ctx, tx, again[reason], reason); err != nil {
 					return err
@@ -346,7 +352,7 @@ func (e *Engine) charge(ctx context.Context, src Source, refused []refusal) (map
 	if len(dead) == 0 {
 		return out, nil
 	}
-	if err := moveToDead(ctx, e.db, src, dead); err != nil {
+	if err := moveToDead(ctx, e.db, src, dead, func(tx *sql.Tx) error { return e.fence(ctx, tx, w) }); err != nil {
 		e.metrics.Error(src.Name(), "dead_letter")
 		return nil, err
 	}
@@ -357,4 +363,27 @@ func (e *Engine) charge(ctx context.Context, src Source, refused []refusal) (map
 			slog.String("topic", d.row.Topic), slog.Int("attempt", d.row.Attempts), slog.String("error", d.reason))
 	}
 	return out, nil
+}
+
+// errLeaseLost is why a worker's write was refused: another engine claimed
+// its shard since the worker's lease was last renewed.
+var errLeaseLost = errors.New("the shard's lease was claimed by another relay")
+
+// fence holds w's lease row in tx (a shared lock until tx ends) and fails
+// with errLeaseLost unless w still owns it. A claim must then wait for tx to
+// end, so what tx changes lands before the next owner reads the shard: the
+// round's deadline alone cannot stop a COMMIT already sent from landing
+// after the lease ran out. Marking delivered rows needs no fence (they are
+// in Kafka, whoever deletes them); charging an attempt and dead-lettering
+// do.
+func (e *Engine) fence(ctx context.Context, tx *sql.Tx, w *shardWorker) error {
+	var one int
+	err := tx.QueryRowContext(ctx, holdLease, w.src.Name(), w.shard, e.cfg.Owner, w.version).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("relay: shard %d of %s (lease version %d): %w", w.shard, w.src.Name(), w.version, errLeaseLost)
+	}
+	if err != nil {
+		return fmt.Errorf("relay: check the lease of shard %d of %s: %w", w.shard, w.src.Name(), err)
+	}
+	return nil
 }
