@@ -519,3 +519,35 @@ func TestConfigMaskDSN(t *testing.T) {
 		}
 	}
 }
+
+// A TXMSG_ variable naming no key is refused, not ignored: a misspelling
+// would otherwise leave its setting at the default. The error names the
+// variable and the one meant, never the value; the variables of txmsg's
+// own tests and benchmarks pass.
+func TestConfigUnknownEnvironmentVariable(t *testing.T) {
+	t.Setenv("TXMSG_RELAY_BATCHSIZE", "20")
+	t.Setenv("TXMSG_KAFKA_SASL_PASWORD", "Sup3rS3cret")
+	t.Setenv("TXMSG_BENCH_ROWS", "100000")
+	_, err := loadRelay(t, "--dsn", testDSN, "--brokers", testBrokers)
+	if err == nil {
+		t.Fatal("misspelled variables were accepted")
+	}
+	for _, want := range []string{
+		"unknown environment variable TXMSG_RELAY_BATCHSIZE (did you mean TXMSG_RELAY_BATCH_SIZE?)",
+		"unknown environment variable TXMSG_KAFKA_SASL_PASWORD",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "Sup3rS3cret") || strings.Contains(err.Error(), "BENCH") {
+		t.Errorf("error %q shows a value or an exempt variable", err)
+	}
+	unsetenv(t, "TXMSG_RELAY_BATCHSIZE")
+	unsetenv(t, "TXMSG_KAFKA_SASL_PASWORD")
+	// A broker key in the relay's environment is another daemon's, not a typo.
+	t.Setenv("TXMSG_BROKER_LISTEN", "127.0.0.1:7070")
+	if _, err := loadRelay(t, "--dsn", testDSN, "--brokers", testBrokers); err != nil {
+		t.Fatal(err)
+	}
+}

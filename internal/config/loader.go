@@ -126,6 +126,9 @@ func (l *Loader[T]) viper() (*viper.Viper, error) {
 	// An empty variable is a value: TXMSG_METRICS_LISTEN= turns the metrics
 	// server off, as --metrics.listen= does.
 	v.AllowEmptyEnv(true)
+	if err := l.checkEnv(os.Environ()); err != nil {
+		return nil, err
+	}
 	for _, k := range l.keys {
 		v.SetDefault(k.name, k.def)
 		// BindPFlag only errs on a nil flag; newLoader registered each one.
@@ -187,6 +190,45 @@ func (l *Loader[T]) checkKnown(path string, f *viper.Viper) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// envExempt are prefixes of variables that txmsg's own tests and
+// benchmarks read (TXMSG_TEST_MYSQL_DSN, TXMSG_BENCH_ROWS), not the loader.
+var envExempt = []string{EnvPrefix + "_TEST_", EnvPrefix + "_BENCH_"}
+
+// checkEnv rejects TXMSG_ variables of environ that name no key, as
+// checkKnown rejects such keys of the file: TXMSG_RELAY_BATCHSIZE must not
+// leave relay.batch_size at its default without a word. The error names the
+// variable (never its value) and, when one is spelled alike, the variable
+// meant.
+func (l *Loader[T]) checkEnv(environ []string) error {
+	known := map[string]bool{FileEnv: true}
+	near := map[string]string{}
+	for _, k := range slices.Concat(l.keys, allKeys()) {
+		name := envName(k.name)
+		known[name] = true
+		near[squash(name)] = name
+	}
+	var errs []error
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, EnvPrefix+"_") || known[name] ||
+			slices.ContainsFunc(envExempt, func(p string) bool { return strings.HasPrefix(name, p) }) {
+			continue
+		}
+		err := fmt.Errorf("config: unknown environment variable %s", name)
+		if meant, ok := near[squash(name)]; ok {
+			err = fmt.Errorf("%w (did you mean %s?)", err, meant)
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// squash is name in upper case without underscores, so that names which
+// differ only there compare equal.
+func squash(name string) string {
+	return strings.ReplaceAll(strings.ToUpper(name), "_", "")
 }
 
 // allKeys is every key of every txmsg command's configuration.
