@@ -411,17 +411,14 @@ func (s *Scanner) checkAll(ctx context.Context, call []Claim) []CheckRecord {
 		}
 		return nil
 	}
-	if recs, ok := s.checkBatch(ctx, call, deadline); ok {
-		return recs
-	}
-	got := make([]CheckRecord, len(call))
-	asked := make([]bool, len(call))
+	recs, rest := s.checkBatch(ctx, call, deadline)
+	got := make([]CheckRecord, len(rest))
+	asked := make([]bool, len(rest))
 	var wg sync.WaitGroup
-	for i, c := range call {
+	for i, c := range rest {
 		wg.Go(func() { got[i], asked[i] = s.check(ctx, c, deadline) })
 	}
 	wg.Wait()
-	recs := make([]CheckRecord, 0, len(call))
 	for i, r := range got {
 		if asked[i] {
 			recs = append(recs, r)
@@ -431,9 +428,10 @@ func (s *Scanner) checkAll(ctx context.Context, call []Claim) []CheckRecord {
 }
 
 // checkBatch asks the producer about the claims of call in one batch by
-// deadline and returns the results to record; false when the producer did
-// not answer the batch as one.
-func (s *Scanner) checkBatch(ctx context.Context, call []Claim, deadline time.Time) ([]CheckRecord, bool) {
+// deadline and returns the results to record, and the claims to ask one by
+// one: those the producer did not answer as a batch. A batch sent as
+// several requests keeps the answers that came before one failed.
+func (s *Scanner) checkBatch(ctx context.Context, call []Claim, deadline time.Time) (recs []CheckRecord, rest []Claim) {
 	reqs := make([]checkback.Request, len(call))
 	for i, c := range call {
 		reqs[i] = c.Request
@@ -442,24 +440,30 @@ func (s *Scanner) checkBatch(ctx context.Context, call []Claim, deadline time.Ti
 	cctx, cancel := context.WithDeadline(ctx, deadline)
 	as, err := s.caller.CallBatch(cctx, call[0].URL, call[0].Secret, reqs)
 	cancel()
+	if ctx.Err() != nil {
+		return nil, nil
+	}
+	lat := time.Since(start)
+	if pe := (*checkback.PartialError)(nil); errors.As(err, &pe) {
+		as, err = pe.Answers, pe.Err
+		for i, a := range as {
+			recs = append(recs, s.result(call[i], a, nil, lat))
+		}
+		call = call[len(as):]
+	}
 	if errors.Is(err, checkback.ErrBatchRefused) {
 		s.log.InfoContext(ctx, "broker: checkback: producer did not answer a batch; asking one message at a time",
 			slog.String("url", call[0].URL), slog.Any("error", err))
-		return nil, false
+		return recs, call
 	}
-	if ctx.Err() != nil {
-		return nil, true
-	}
-	lat := time.Since(start)
-	recs := make([]CheckRecord, len(call))
 	for i, c := range call {
 		a := checkback.AnswerUnknown
 		if err == nil {
 			a = as[i]
 		}
-		recs[i] = s.result(c, a, err, lat)
+		recs = append(recs, s.result(c, a, err, lat))
 	}
-	return recs, true
+	return recs, nil
 }
 
 // check asks the producer about c by deadline and returns the result to

@@ -633,6 +633,70 @@ func TestCheckbackScannerAsksOneByOneWhereBatchesAreNotTaken(t *testing.T) {
 	}
 }
 
+// TestCheckbackScannerKeepsTheAnswersOfASplitBatch: a call whose checks
+// are too big for one request goes as several; when a later one fails, the
+// answers of those before it are recorded, and only the failed part's
+// checks are asked again one by one.
+func TestCheckbackScannerKeepsTheAnswersOfASplitBatch(t *testing.T) {
+	t.Parallel()
+	const n = 64
+	var batches, inBatches, singles atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			checkback.Request
+			Checks []checkback.Request `json:"checks"`
+		}
+		if json.NewDecoder(r.Body).Decode(&req) != nil {
+			http.Error(w, "bad body", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set(checkback.BatchHeader, "64")
+		if req.ID != "" {
+			singles.Add(1)
+			_ = json.NewEncoder(w).Encode(map[string]checkback.Answer{"state": parityAnswer(req.ID)})
+			return
+		}
+		if batches.Add(1)%2 == 0 {
+			http.Error(w, "overloaded", http.StatusServiceUnavailable)
+			return
+		}
+		inBatches.Add(int32(len(req.Checks)))
+		states := make([]checkback.Answer, len(req.Checks))
+		for i, c := range req.Checks {
+			states[i] = parityAnswer(c.ID)
+		}
+		_ = json.NewEncoder(w).Encode(map[string][]checkback.Answer{"states": states})
+	}))
+	t.Cleanup(srv.Close)
+	store := dueStore(srv.URL, n+1)
+	for i := range store.due {
+		store.due[i].Headers = map[string]string{"big": strings.Repeat("x", 200<<10)}
+	}
+	due := store.due[1:]
+	store.due = store.due[:1]
+	s, err := NewScanner(store, ScannerConfig{Concurrency: 64, Policy: loopback()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first check, alone, offers batches; the scan after it sends them.
+	scanWithin(t, s, context.Background())
+	store.due = due
+	scanWithin(t, s, context.Background())
+	for i := range n + 1 {
+		id := fmt.Sprintf("m%d", i)
+		if r := store.results[id]; r.Answer != parityAnswer(id) || r.Err != nil {
+			t.Fatalf("%s: %+v, want %v", id, r, parityAnswer(id))
+		}
+	}
+	if batches.Load() < 2 || inBatches.Load() == 0 {
+		t.Fatalf("%d batch requests answering %d checks: want split batches, some answered", batches.Load(), inBatches.Load())
+	}
+	if got, want := singles.Load()+inBatches.Load(), int32(n)+1; got > want {
+		t.Fatalf("%d checks asked alone and %d answered in batches: checks a batch answered were asked again",
+			singles.Load(), inBatches.Load())
+	}
+}
+
 // TestCheckbackScannerStopsWithBatchesInFlight: a scan whose context ends
 // while batches wait at the producer returns at once and records none of
 // their checks (they stay counted, asked again once their lease passes).

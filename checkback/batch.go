@@ -32,6 +32,22 @@ const MaxBatch = 64
 // again; after a failure (5xx, 429) it keeps offering it batches.
 var ErrBatchRefused = errors.New("checkback: the producer did not answer a batch of checks")
 
+// PartialError is CallBatch's error when a batch went as several requests
+// and one failed after others were answered: Answers holds the answers of
+// the first len(Answers) checks, in order, and Err (which it wraps) why the
+// rest have none.
+type PartialError struct {
+	Answers []Answer
+	Err     error
+}
+
+func (e *PartialError) Error() string {
+	return fmt.Sprintf("checkback: %d checks of the batch answered, then: %v", len(e.Answers), e.Err)
+}
+
+// Unwrap returns Err.
+func (e *PartialError) Unwrap() error { return e.Err }
+
 // BatchChecker is a Checker that can answer several checks at once, as
 // Ledger does with one read for the whole batch. Handler uses it for batch
 // requests; a Checker without it is asked check by check, a few at a time.
@@ -129,7 +145,8 @@ func (c *Caller) Call(ctx context.Context, url, secret string, req Request) (Ans
 // left of ctx's deadline. A batch of more than MaxBatch, or whose body would
 // pass what a Handler reads, goes as several requests, one after the other.
 // Errors are Call's transport errors, and ErrBatchRefused; an error means
-// that no answer came for any request.
+// that no answer came for any request, except a *PartialError, which holds
+// the answers of the requests sent before one failed.
 func (c *Caller) CallBatch(ctx context.Context, url, secret string, reqs []Request) ([]Answer, error) {
 	b := batchBody{Checks: reqs}
 	if dl, ok := ctx.Deadline(); ok {
@@ -141,13 +158,17 @@ func (c *Caller) CallBatch(ctx context.Context, url, secret string, reqs []Reque
 	}
 	if len(reqs) > 1 && (len(reqs) > MaxBatch || len(body) > maxRequestBytes) {
 		h := len(reqs) / 2
+		// A PartialError of the first half answers a prefix of reqs too.
 		first, err := c.CallBatch(ctx, url, secret, reqs[:h])
 		if err != nil {
 			return nil, err
 		}
 		rest, err := c.CallBatch(ctx, url, secret, reqs[h:])
+		if pe := (*PartialError)(nil); errors.As(err, &pe) {
+			return nil, &PartialError{Answers: append(first, pe.Answers...), Err: pe.Err}
+		}
 		if err != nil {
-			return nil, err
+			return nil, &PartialError{Answers: first, Err: err}
 		}
 		return append(first, rest...), nil
 	}

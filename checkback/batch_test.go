@@ -152,6 +152,35 @@ func TestCheckbackCallBatchSplitsWhatTheHandlerWouldRefuse(t *testing.T) {
 	}
 }
 
+// TestCheckbackCallBatchKeepsTheAnswersBeforeAFailedPart: a split batch
+// whose second request fails returns the first request's answers in a
+// PartialError, wrapping why the rest have none.
+func TestCheckbackCallBatchKeepsTheAnswersBeforeAFailedPart(t *testing.T) {
+	t.Parallel()
+	var posts atomic.Int32
+	h := checkback.Handler(byPrefix, checkback.WithInsecureSkipVerify())
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if posts.Add(1) > 1 {
+			http.Error(w, "overloaded", http.StatusServiceUnavailable)
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	batch := reqs("c1", "r2", "c3", "r4")
+	for i := range batch {
+		batch[i].Headers = map[string]string{"big": strings.Repeat("x", 300<<10)}
+	}
+	_, err := checkback.NewCaller(srv.Client()).CallBatch(context.Background(), srv.URL, "", batch)
+	var pe *checkback.PartialError
+	if !errors.As(err, &pe) || !slices.Equal(pe.Answers, []checkback.Answer{checkback.AnswerCommit, checkback.AnswerRollback}) {
+		t.Fatalf("got %v, want the first two answers in a PartialError", err)
+	}
+	if se := (*checkback.StatusError)(nil); !errors.As(err, &se) || se.Status != http.StatusServiceUnavailable {
+		t.Fatalf("%v does not wrap the failed request's status", err)
+	}
+}
+
 // TestCheckbackHandlerAnswersABatchInOrder: the body a Caller sends, seen
 // by a Handler over a checker without CheckBatch, is answered check by
 // check in order, with BatchHeader.
