@@ -813,7 +813,7 @@ func (h *heldAnswers) CheckBatch(ctx context.Context, reqs []checkback.Request) 
 // the third round of calls: answered three calls after it was claimed.
 func TestCheckbackScannerStartsEachClaimWithinOneCall(t *testing.T) {
 	t.Parallel()
-	const hold = time.Second
+	const hold = 2 * time.Second
 	h := &heldAnswers{hold: hold, answered: map[string]time.Time{}}
 	srv := httptest.NewServer(checkback.Handler(h, checkback.WithSecret(testSecret)))
 	t.Cleanup(srv.Close)
@@ -861,7 +861,7 @@ func TestCheckbackScannerStartsEachClaimWithinOneCall(t *testing.T) {
 		}
 		worst = max(worst, at.Sub(store.claimed[c.ID]))
 	}
-	// Two calls take 2s; a third round would take 3s.
+	// Two calls take two holds; a third round would take three.
 	if worst > 5*hold/2 {
 		t.Fatalf("a claim was answered %v after it was claimed, want about two calls (%v) at most", worst, 2*hold)
 	}
