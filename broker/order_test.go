@@ -466,3 +466,55 @@ func TestBrokerHalfSourcePrepareOrderIsPerGroup(t *testing.T) {
 		t.Fatalf("delivered %q beside another group's prepared message of the key, want mine1 mine2", got)
 	}
 }
+
+// The ordering checks (what a commit makes a message wait for, and which
+// waiting rows an earlier prepared message still holds back) dive into the
+// key index: their cost does not grow with the messages their producer
+// group has prepared, as it did when MariaDB read the group's prepared rows
+// one by one instead.
+func TestOrderingChecksReadAFewRowsWhateverTheGroupHasPrepared(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDB(t)
+	ctx := context.Background()
+	base := time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)
+	insertHalfRows(t, db.DB, "g", 20000, base, halfmsg.StatePrepared)
+	insertHalfRows(t, db.DB, "h", 20000, base, halfmsg.StateDelivered)
+	if _, err := db.DB.ExecContext(ctx, `UPDATE txmsg_half_messages SET msg_key = id`); err != nil {
+		t.Fatal(err)
+	}
+	// Committed rows of shard 0 that wait for a message that left prepared.
+	if _, err := db.DB.ExecContext(ctx, `UPDATE txmsg_half_messages SET state = ?, waits_for = 1
+WHERE id IN ('g-10', 'g-11', 'g-12')`, halfmsg.StateCommitted); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := db.DB.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, q := range []struct {
+		name  string
+		query string
+		args  []any
+	}{
+		{"a commit's targets", selectTargets, []any{halfmsg.OrderPrepare, halfmsg.OrderPrepare, halfmsg.StatePrepared, "g-19999"}},
+		{"released rows", releasedHalf + "?) ORDER BY seq LIMIT ?",
+			[]any{halfmsg.StateCommitted, 0, halfmsg.StatePrepared, 1, 100}},
+	} {
+		before := handlerReads(t, conn)
+		rows, err := conn.QueryContext(ctx, q.query, q.args...)
+		if err != nil {
+			t.Fatalf("%s: %v", q.name, err)
+		}
+		n := 0
+		for rows.Next() {
+			n++
+		}
+		if err := rows.Close(); err != nil || n == 0 {
+			t.Fatalf("%s: %d rows, %v", q.name, n, err)
+		}
+		if reads := handlerReads(t, conn) - before; reads > 100 {
+			t.Errorf("%s made %d row reads beside 20,000 prepared messages of its group, want at most 100", q.name, reads)
+		}
+	}
+}

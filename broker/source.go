@@ -53,10 +53,13 @@ FROM (SELECT MIN(waits_for) AS seq FROM txmsg_half_messages WHERE state = ? AND 
 	// earlier prepared message of their topic and key still holds back: a
 	// row records only the latest such message, and earlier ones may still
 	// be prepared when that one leaves (one dive into the key index each).
+	// Both indexes are forced: left to choose, MariaDB may scan the table in
+	// seq order for the LIMIT, or read every prepared message of the group
+	// (see selectTargets).
 	releasedHalf = `SELECT seq, id, shard, topic, msg_key, value, headers, created_at, attempts
-FROM txmsg_half_messages h
+FROM txmsg_half_messages h FORCE INDEX (txmsg_half_messages_deliver)
 WHERE state = ? AND shard = ?
-  AND NOT EXISTS (SELECT 1 FROM txmsg_half_messages p
+  AND NOT EXISTS (SELECT 1 FROM txmsg_half_messages p FORCE INDEX (txmsg_half_messages_key)
                   WHERE p.topic = h.topic AND p.msg_key = h.msg_key AND p.state = ? AND p.seq < h.seq
                     AND p.producer_group = h.producer_group)
   AND waits_for IN (`

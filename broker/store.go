@@ -143,14 +143,17 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, DATE_ADD(UTC_TIMESTAMP(6), INTERVAL ? M
 	// transition, each with the seq of the latest earlier message of its
 	// topic and key that is still prepared, when the row has a key and its
 	// group delivers in prepare order: what a commit makes the row wait for
-	// (see HalfSource). It is a consistent read without locks; the
+	// (see HalfSource). The subquery is told its index: left to choose,
+	// MariaDB may read every prepared message of the group (state,
+	// producer_group) instead of diving to the key. It is a consistent read
+	// without locks; the
 	// conditional UPDATE then decides, and the relay re-checks a row whose
 	// message it waited for has left prepared.
 	selectTargets = selectTargetsOf + `WHERE h.id = ?`
 	// selectTargetsOf is selectTargets without its WHERE clause.
 	selectTargetsOf = `SELECT h.seq, h.state, h.shard, h.producer_group,
   CASE WHEN COALESCE(g.delivery_order, ?) = ? AND h.msg_key <> '' THEN
-    (SELECT MAX(p.seq) FROM txmsg_half_messages p
+    (SELECT MAX(p.seq) FROM txmsg_half_messages p FORCE INDEX (txmsg_half_messages_key)
      WHERE p.topic = h.topic AND p.msg_key = h.msg_key AND p.state = ? AND p.seq < h.seq
        AND p.producer_group = h.producer_group)
   END, h.id
