@@ -345,10 +345,17 @@ func (d *drainRun) relay(ctx context.Context, topic string, n int) (DrainRun, fl
 
 // waitTopic waits until topic holds n records.
 func (d *drainRun) waitTopic(ctx context.Context, topic string, n int64) error {
-	c := &kafka.Client{Addr: kafka.TCP(d.env.Brokers...), Timeout: 10 * time.Second}
-	if t := kafkax.NewTransport(d.env.Security); t != nil {
-		c.Transport = t
+	// A transport of its own, whose metadata lasts one poll: kafka-go
+	// answers metadata requests from a cache it refreshes every 6 s by
+	// default, so the topic, created by the relay's first produce, would
+	// read as empty for up to 6 s after the drain ended.
+	t := kafkax.NewTransport(d.env.Security)
+	if t == nil {
+		t = &kafka.Transport{}
 	}
+	t.MetadataTTL = 20 * time.Millisecond
+	defer t.CloseIdleConnections()
+	c := &kafka.Client{Addr: kafka.TCP(d.env.Brokers...), Timeout: 10 * time.Second, Transport: t}
 	for {
 		got, err := topicEnd(ctx, c, topic)
 		if err == nil && got >= n {
