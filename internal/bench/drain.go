@@ -202,9 +202,12 @@ type drainRun struct {
 	value []byte
 }
 
-// fill inserts n messages to topic through pub, 1,000 per statement from
-// four connections.
+// fill creates topic and inserts n messages to it through pub, 1,000 per
+// statement from four connections.
 func (d *drainRun) fill(ctx context.Context, pub *outbox.Publisher, topic string, n int) error {
+	if err := d.createTopic(ctx, topic); err != nil {
+		return err
+	}
 	const per = 1000
 	var next, done atomic.Int64
 	pctx, stop := context.WithCancel(ctx)
@@ -345,17 +348,8 @@ func (d *drainRun) relay(ctx context.Context, topic string, n int) (DrainRun, fl
 
 // waitTopic waits until topic holds n records.
 func (d *drainRun) waitTopic(ctx context.Context, topic string, n int64) error {
-	// A transport of its own, whose metadata lasts one poll: kafka-go
-	// answers metadata requests from a cache it refreshes every 6 s by
-	// default, so the topic, created by the relay's first produce, would
-	// read as empty for up to 6 s after the drain ended.
-	t := kafkax.NewTransport(d.env.Security)
-	if t == nil {
-		t = &kafka.Transport{}
-	}
-	t.MetadataTTL = 20 * time.Millisecond
-	defer t.CloseIdleConnections()
-	c := &kafka.Client{Addr: kafka.TCP(d.env.Brokers...), Timeout: 10 * time.Second, Transport: t}
+	c, done := d.client()
+	defer done()
 	for {
 		got, err := topicEnd(ctx, c, topic)
 		if err == nil && got >= n {
@@ -363,6 +357,44 @@ func (d *drainRun) waitTopic(ctx context.Context, topic string, n int64) error {
 		}
 		if !sleepUntil(ctx, time.Now().Add(20*time.Millisecond)) {
 			return ctx.Err()
+		}
+	}
+}
+
+// client returns a Kafka client of its own, whose metadata lasts one poll,
+// and the function that closes its connections: kafka-go answers metadata
+// requests from a cache it refreshes every 6 s by default, so a topic
+// created since would read as missing, or empty, for up to 6 s.
+func (d *drainRun) client() (*kafka.Client, func()) {
+	t := kafkax.NewTransport(d.env.Security)
+	if t == nil {
+		t = &kafka.Transport{}
+	}
+	t.MetadataTTL = 20 * time.Millisecond
+	return &kafka.Client{Addr: kafka.TCP(d.env.Brokers...), Timeout: 10 * time.Second, Transport: t}, t.CloseIdleConnections
+}
+
+// createTopic creates topic with the cluster's default partitions and
+// waits until its metadata lists them, so that neither drain counts the
+// creation: the naive loop's writer would wait seconds on it, retrying.
+func (d *drainRun) createTopic(ctx context.Context, topic string) error {
+	c, done := d.client()
+	defer done()
+	res, err := c.CreateTopics(ctx, &kafka.CreateTopicsRequest{
+		Topics: []kafka.TopicConfig{{Topic: topic, NumPartitions: -1, ReplicationFactor: -1}}})
+	if err == nil {
+		err = res.Errors[topic]
+	}
+	if err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+		return fmt.Errorf("bench: create topic %s: %w", topic, err)
+	}
+	for {
+		md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+		if err == nil && len(md.Topics) == 1 && md.Topics[0].Error == nil && len(md.Topics[0].Partitions) > 0 {
+			return nil
+		}
+		if !sleepUntil(ctx, time.Now().Add(20*time.Millisecond)) {
+			return fmt.Errorf("bench: wait for topic %s: %w", topic, ctx.Err())
 		}
 	}
 }
@@ -437,7 +469,14 @@ func (d *drainRun) waitMarked(ctx context.Context, lasts []any) error {
 // naive drains naiveTable with one loop: BEGIN; SELECT … ORDER BY seq
 // LIMIT b FOR UPDATE SKIP LOCKED; produce (acks=all); DELETE; COMMIT.
 func (d *drainRun) naive(ctx context.Context, n int) (DrainRun, error) {
-	w, err := kafkax.NewWriter(d.env.Brokers, kafkax.WriterConfig{BatchSize: d.cfg.NaiveBatch, Transport: kafkax.NewTransport(d.env.Security)})
+	// A transport of its own: kafka-go's default one may hold metadata from
+	// before the topic was created, for up to 6 s.
+	t := kafkax.NewTransport(d.env.Security)
+	if t == nil {
+		t = &kafka.Transport{}
+	}
+	defer t.CloseIdleConnections()
+	w, err := kafkax.NewWriter(d.env.Brokers, kafkax.WriterConfig{BatchSize: d.cfg.NaiveBatch, Transport: t})
 	if err != nil {
 		return DrainRun{}, fmt.Errorf("bench: %w", err)
 	}
