@@ -4,8 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"time"
-
-	"github.com/txmsg/txmsg/internal/schedule"
 )
 
 // The change probe's bounds. A gap (seqs below the highest seen that have
@@ -18,6 +16,17 @@ const (
 	arrivalsLimit = 1000
 	gapTimeout    = 2 * time.Second
 	maxGaps       = 64
+)
+
+// Once no row arrived and no gap was open for idleAfter, the probe looks
+// less and less often, up to idleProbe apart (or Config.PollMin when that
+// is longer), and back every PollMin at the first arrival: an idle relay
+// makes a few dozen statements a second instead of one per PollMin (500),
+// and only the first row after a quiet second waits up to idleProbe to be
+// noticed: rows that come less than a second apart are noticed as before.
+const (
+	idleAfter = time.Second
+	idleProbe = 25 * time.Millisecond
 )
 
 // gap is seqs not seen yet below the highest seen, since the probe at since
@@ -96,14 +105,22 @@ func (t *tail) fill(seq int64) {
 }
 
 // watchChanges wakes the worker of a shard as soon as a row of it arrives,
-// probing every PollMin each source that implements Changes, and asking
+// probing every PollMin (less often when idle: see idleAfter) each source
+// that implements Changes, and asking
 // again about gaps for rows that commit after later ones (see tail). It
 // also warns about rows whose shard is beyond Config.Shards: no lease
 // covers them, so they would never be delivered.
 func (c *coordinator) watchChanges(ctx context.Context) {
 	e := c.e
 	tails := map[string]*tail{}
-	schedule.Every(ctx, max(e.cfg.PollMin, time.Millisecond), func(ctx context.Context) {
+	every := max(e.cfg.PollMin, time.Millisecond)
+	wait, quiet := every, e.since()
+	// A ticker, not a sleep after each look: looks start wait apart however
+	// long one takes, and the busy cadence costs no timer per look.
+	tick := time.NewTicker(wait)
+	defer tick.Stop()
+	for {
+		busy := false
 		for _, s := range e.sources {
 			ch, ok := s.(Changes)
 			if !ok {
@@ -114,27 +131,46 @@ func (c *coordinator) watchChanges(ctx context.Context) {
 				t = &tail{timeout: max(gapTimeout, e.cfg.PollMax)}
 				tails[s.Name()] = t
 			}
-			if err := c.probe(ctx, ch, t); err != nil {
+			n, err := c.probe(ctx, ch, t)
+			if err != nil {
 				// The shards' own polling carries on meanwhile.
 				if ctx.Err() == nil {
 					e.metrics.Error(s.Name(), "poll")
 					e.log.Debug("relay change probe failed", slog.String("source", s.Name()), slog.Any("error", err))
 				}
 			}
+			busy = busy || n > 0 || len(t.gaps) > 0
 		}
-	})
+		next := wait
+		switch now := e.since(); {
+		case busy:
+			next, quiet = every, now
+		case now-quiet >= idleAfter:
+			next = min(2*wait, max(idleProbe, every))
+		}
+		if next != wait {
+			wait = next
+			tick.Reset(wait)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
-// probe looks for the arrivals of one source and wakes their shards. It
+// probe looks for the arrivals of one source, wakes their shards and
+// returns how many arrived. It
 // starts from the source's newest seq (older rows are the shards' first
 // polls' business); when more rows arrived than one probe lists, the next
 // one goes on from the last listed.
-func (c *coordinator) probe(ctx context.Context, ch Changes, t *tail) error {
+func (c *coordinator) probe(ctx context.Context, ch Changes, t *tail) (arrived int, err error) {
 	e := c.e
 	if !t.started {
 		last, err := ch.Newest(ctx, e.db)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		t.after, t.started = last, true
 	}
@@ -143,12 +179,12 @@ func (c *coordinator) probe(ctx context.Context, ch Changes, t *tail) error {
 	settled := e.settled[ch.Name()].Load()
 	as, err := ch.Arrivals(ctx, e.db, t.after, t.ranges(), arrivalsLimit)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	t.observe(as, e.since(), settled)
 	e.saw(ch.Name(), t.after)
 	c.wakeArrivals(ch, as)
-	return nil
+	return len(as), nil
 }
 
 // wakeArrivals wakes the shard of each arrival once.

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -207,4 +208,40 @@ func probeRunning(t *testing.T, db *sql.DB, addrs []string, topic string) {
 		}
 		waitDelivered(t, addrs, topic, i+1, 10*time.Second)
 	}
+}
+
+// countingSource is an OutboxSource that counts its change probes.
+type countingSource struct {
+	*OutboxSource
+	probes atomic.Int64
+}
+
+func (s *countingSource) Arrivals(ctx context.Context, q Querier, after int64, gaps []SeqRange, limit int) ([]Arrival, error) {
+	s.probes.Add(1)
+	return s.OutboxSource.Arrivals(ctx, q, after, gaps, limit)
+}
+
+// An idle relay's change probe looks less often once no row arrived for a
+// second (at most one look per idleProbe instead of one per PollMin), and
+// the first row after the quiet spell is still noticed and delivered.
+func TestRelayChangeProbeSlowsDownWhenIdle(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewDB(t)
+	k := testenv.NewKafka(t, 1)
+	cfg := testConfig(k.Addrs)
+	cfg.PollMin = 2 * time.Millisecond
+	cfg.PollMax = 30 * time.Second // only the probe wakes a shard in time
+	src := &countingSource{OutboxSource: NewOutboxSource(false)}
+	startEngine(t, d.DB, cfg, WithSources(src))
+	time.Sleep(idleAfter + 500*time.Millisecond)
+	before := src.probes.Load()
+	time.Sleep(time.Second)
+	// Busy, the probe would look 500 times a second.
+	if n := src.probes.Load() - before; n > int64(time.Second/idleProbe)+5 {
+		t.Fatalf("the probe of an idle relay looked %d times in a second, want at most about %d", n, time.Second/idleProbe)
+	}
+	if err := publishTx(context.Background(), d.DB, true, msg("idle", "k", 1)); err != nil {
+		t.Fatal(err)
+	}
+	waitDelivered(t, k.Addrs, "idle", 1, 10*time.Second)
 }
