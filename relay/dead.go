@@ -59,7 +59,7 @@ type dying struct {
 }
 
 // moveToDead copies rows into txmsg_dead_letters and removes them from src,
-// in one transaction that first passes fence. A row whose headers did not
+// in one transaction that ends with fence. A row whose headers did not
 // decode keeps them as stored.
 func moveToDead(ctx context.Context, db *sql.DB, src Source, rows []dying, fence func(*sql.Tx) error) error {
 	hdrs := make([][]byte, len(rows))
@@ -76,9 +76,6 @@ func moveToDead(ctx context.Context, db *sql.DB, src Source, rows []dying, fence
 	}
 	removed := make([]Row, len(rows))
 	err := sqlx.RunInTx(ctx, db, readCommitted(), func(tx *sql.Tx) error {
-		if err := fence(tx); err != nil {
-			return err
-		}
 		for i, d := range rows {
 			r := d.row
 			if _, err := tx.ExecContext(ctx, insertDead, r.ID, src.Name(), r.Shard, r.Topic, r.Key, r.Value, hdrs[i],
@@ -87,7 +84,10 @@ func moveToDead(ctx context.Context, db *sql.DB, src Source, rows []dying, fence
 			}
 			removed[i] = r
 		}
-		return src.Remove(ctx, tx, removed)
+		if err := src.Remove(ctx, tx, removed); err != nil {
+			return err
+		}
+		return fence(tx)
 	})
 	if err != nil {
 		return fmt.Errorf("relay: dead-letter %d messages of %s: %w", len(rows), src.Name(), err)

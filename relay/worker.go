@@ -328,15 +328,12 @@ func (e *Engine) charge(ctx context.Context, w *shardWorker, refused []refusal) 
 	}
 	if len(again) > 0 {
 		if err := sqlx.RunInTx(ctx, e.db, readCommitted(), func(tx *sql.Tx) error {
-			if err := e.fence(ctx, tx, w); err != nil {
-				return err
-			}
 			for _, reason := range reasons {
 				if err := src.Failed(ctx, tx, again[reason], reason); err != nil {
 					return err
 				}
 			}
-			return nil
+			return e.fence(ctx, tx, w)
 		}); err != nil {
 			e.metrics.Error(src.Name(), "mark")
 			return nil, fmt.Errorf("relay: record %d refused messages of %s: %w", len(refused)-len(dead), src.Name(), err)
@@ -375,7 +372,9 @@ var errLeaseLost = errors.New("the shard's lease was claimed by another relay")
 // round's deadline alone cannot stop a COMMIT already sent from landing
 // after the lease ran out. Marking delivered rows needs no fence (they are
 // in Kafka, whoever deletes them); charging an attempt and dead-lettering
-// do.
+// do. It is the last statement before COMMIT, so that the lease row is held
+// only for the commit, never while the transaction waits on other locks
+// (a renewal of every shard would wait behind it).
 func (e *Engine) fence(ctx context.Context, tx *sql.Tx, w *shardWorker) error {
 	var one int
 	err := tx.QueryRowContext(ctx, holdLease, w.src.Name(), w.shard, e.cfg.Owner, w.version).Scan(&one)

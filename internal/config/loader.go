@@ -194,7 +194,9 @@ func (l *Loader[T]) checkKnown(path string, f *viper.Viper) error {
 
 // envExempt are prefixes of variables that txmsg's own tests and
 // benchmarks read (TXMSG_TEST_MYSQL_DSN, TXMSG_BENCH_ROWS), not the loader.
-var envExempt = []string{EnvPrefix + "_TEST_", EnvPrefix + "_BENCH_"}
+// TXMSG_SERVICE_* and TXMSG_PORT* are what Kubernetes (and docker --link)
+// set in every pod beside a Service named txmsg.
+var envExempt = []string{EnvPrefix + "_TEST_", EnvPrefix + "_BENCH_", EnvPrefix + "_SERVICE_", EnvPrefix + "_PORT"}
 
 // checkEnv rejects TXMSG_ variables of environ that name no key, as
 // checkKnown rejects such keys of the file: TXMSG_RELAY_BATCHSIZE must not
