@@ -70,6 +70,13 @@ func (e *Engine) work(soft, hard context.Context, w *shardWorker) {
 		}
 		var wait time.Duration
 		switch {
+		case errors.Is(err, errLeaseLost):
+			// Another relay owns the shard: publish nothing more; the next
+			// renewal sees the version changed and stops this worker.
+			w.deadline.Store(0)
+			e.log.Warn("relay lost shard lease", slog.String("source", w.src.Name()), slog.Int("shard", w.shard),
+				slog.Any("error", err))
+			continue
 		case err != nil:
 			failures++
 			// A backoff is not cut short by new rows: it protects a
