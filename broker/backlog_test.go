@@ -98,7 +98,7 @@ func TestBacklogAboveTheExactCountReadsAFixedNumberOfRows(t *testing.T) {
 }
 
 // handlerReads is the session's row reads so far (Handler_read_*).
-func handlerReads(t *testing.T, conn *sql.Conn) int64 {
+func handlerReads(t *testing.T, conn dbtx) int64 {
 	t.Helper()
 	rows, err := conn.QueryContext(context.Background(), `SHOW SESSION STATUS LIKE 'Handler_read%'`)
 	if err != nil {

@@ -376,28 +376,23 @@ func (s *Store) moveBatch(ctx context.Context, calls []*moveCall) []error {
 
 // targetsOf reads the rows of the ids of calls (see selectTargets), by id.
 func targetsOf(ctx context.Context, q dbtx, calls []*moveCall) (map[string][]target, error) {
-	args := []any{halfmsg.OrderPrepare, halfmsg.OrderPrepare, halfmsg.StatePrepared}
+	var ids []any
 	seen := map[string]bool{}
 	for _, c := range calls {
 		if !seen[c.id] {
 			seen[c.id] = true
-			args = append(args, c.id)
+			ids = append(ids, c.id)
 		}
 	}
-	rows, err := q.QueryContext(ctx, selectTargetsOf+"WHERE h.id IN ("+sqlx.Placeholders(len(seen))+") ORDER BY h.seq", args...)
+	ts, err := scanTargets(ctx, q, selectTargetsByIDs+sqlx.Placeholders(len(ids))+") ORDER BY h.seq", targetArgs(true, ids...), true)
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
 	out := map[string][]target{}
-	for rows.Next() {
-		var t target
-		if err := rows.Scan(&t.seq, &t.state, &t.shard, &t.group, &t.waitsFor, &t.id); err != nil {
-			return nil, err
-		}
+	for _, t := range ts {
 		out[t.id] = append(out[t.id], t)
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // moveCombined runs one UPDATE per kind of move, failing with errSplit when

@@ -210,27 +210,19 @@ func insertHistory(ctx context.Context, tx *sql.Tx, recs []CheckRecord) error {
 }
 
 // waitsFor reads what each committed row will wait for (see
-// selectTargets), keyed by seq, with one query.
+// selectTargets), keyed by seq.
 func waitsFor(ctx context.Context, tx *sql.Tx, rows []batchRow) (map[int64]sql.NullInt64, error) {
-	args := []any{halfmsg.OrderPrepare, halfmsg.OrderPrepare, halfmsg.StatePrepared}
+	var seqs []any
 	for _, b := range rows {
-		args = append(args, b.Claim.seq)
+		seqs = append(seqs, b.Claim.seq)
 	}
-	rs, err := tx.QueryContext(ctx, selectTargetsOf+"WHERE h.seq IN ("+sqlx.Placeholders(len(rows))+")", args...)
+	ts, err := scanTargets(ctx, tx, selectTargetsBySeqs+sqlx.Placeholders(len(seqs))+")", targetArgs(false, seqs...), false)
 	if err != nil {
 		return nil, fmt.Errorf("read state: %w", err)
 	}
-	defer rs.Close()
-	out := make(map[int64]sql.NullInt64, len(rows))
-	for rs.Next() {
-		var t target
-		if err := rs.Scan(&t.seq, &t.state, &t.shard, &t.group, &t.waitsFor, &t.id); err != nil {
-			return nil, fmt.Errorf("read state: %w", err)
-		}
+	out := make(map[int64]sql.NullInt64, len(ts))
+	for _, t := range ts {
 		out[t.seq] = t.waitsFor
-	}
-	if err := rs.Err(); err != nil {
-		return nil, fmt.Errorf("read state: %w", err)
 	}
 	return out, nil
 }

@@ -140,26 +140,56 @@ const (
    check_timeout_ms, max_checks, next_check_at, created_at, updated_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, DATE_ADD(UTC_TIMESTAMP(6), INTERVAL ? MICROSECOND), UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))`
 	// selectTargets reads the rows of one id (one per topic) before a
-	// transition, each with the seq of the latest earlier message of its
-	// topic and key that is still prepared, when the row has a key and its
-	// group delivers in prepare order: what a commit makes the row wait for
-	// (see HalfSource). The subquery is told its index: left to choose,
-	// MariaDB may read every prepared message of the group (state,
-	// producer_group) instead of diving to the key. It is a consistent read
-	// without locks; the
-	// conditional UPDATE then decides, and the relay re-checks a row whose
-	// message it waited for has left prepared.
-	selectTargets = selectTargetsOf + `WHERE h.id = ?`
-	// selectTargetsOf is selectTargets without its WHERE clause.
-	selectTargetsOf = `SELECT h.seq, h.state, h.shard, h.producer_group,
-  CASE WHEN COALESCE(g.delivery_order, ?) = ? AND h.msg_key <> '' THEN
-    (SELECT MAX(p.seq) FROM txmsg_half_messages p FORCE INDEX (txmsg_half_messages_key)
-     WHERE p.topic = h.topic AND p.msg_key = h.msg_key AND p.state = ? AND p.seq < h.seq
-       AND p.producer_group = h.producer_group)
-  END, h.id
-FROM txmsg_half_messages h
-LEFT JOIN txmsg_producer_groups g ON g.producer_group = h.producer_group
+	// check-back's commit, each with whether its group delivers in prepare
+	// order and it has a key: then the commit makes it wait for the latest
+	// earlier message of its topic and key still prepared, which
+	// latestPrepared reads (see HalfSource). Like every selectTargets form,
+	// it is a consistent read without locks; the conditional UPDATE then
+	// decides, and the relay re-checks a row whose message it waited for
+	// has left prepared.
+	selectTargets = targetsCols + targetsOrdered + `FROM txmsg_half_messages h
+` + targetsGroup + `WHERE h.id = ?`
+	// selectTargetsBySeqs is selectTargets for a list of seqs, closed by the
+	// caller with ")".
+	selectTargetsBySeqs = targetsCols + targetsOrdered + `FROM txmsg_half_messages h
+` + targetsGroup + `WHERE h.seq IN (`
+	// selectTargetsByIDs reads the rows of a list of ids, closed by the
+	// caller with ") ORDER BY h.seq", before a producer's commit: what each
+	// will wait for comes in the same statement, from a subquery that reads
+	// the key's prepared messages from the latest back to h.seq. A message
+	// its producer commits right after preparing it is among the latest of
+	// its key, so that is a few index entries and one round trip fewer than
+	// latestPrepared; the check-back, which resolves the oldest first, uses
+	// latestPrepared instead. The subquery is told its index (left to
+	// choose, MariaDB may read every prepared message of the group), and so
+	// is h: for the ORDER BY, MariaDB may walk the primary key instead when
+	// its statistics are young.
+	selectTargetsByIDs = targetsCols + targetsLatest + `FROM txmsg_half_messages h FORCE INDEX (txmsg_half_messages_id)
+` + targetsGroup + `WHERE h.id IN (`
+	// targetsCols, targetsOrdered or targetsLatest, and targetsGroup are
+	// the parts of the selectTargets forms.
+	targetsCols = `SELECT h.seq, h.state, h.shard, h.producer_group, h.id, h.topic, h.msg_key,
 `
+	targetsOrdered = `  COALESCE(g.delivery_order, ?) = ? AND COALESCE(h.msg_key, '') <> ''
+`
+	targetsLatest = `  CASE WHEN COALESCE(g.delivery_order, ?) = ? AND h.msg_key <> '' THEN
+    (SELECT p.seq FROM txmsg_half_messages p FORCE INDEX (txmsg_half_messages_key)
+     WHERE p.topic = h.topic AND p.msg_key = h.msg_key AND p.state = ? AND p.seq < h.seq
+       AND p.producer_group = h.producer_group
+     ORDER BY p.seq DESC LIMIT 1)
+  END
+`
+	targetsGroup = `LEFT JOIN txmsg_producer_groups g ON g.producer_group = h.producer_group
+`
+	// latestPreparedOne is one row's part of latestPrepared's UNION ALL:
+	// constant bounds make it a backward range read of the key index that
+	// stops at the first match, however many messages of the key are
+	// prepared before or after it. (A subquery correlated with h.seq uses
+	// only the index's equality part: resolving thousands of one key's
+	// messages oldest first, each read all those after it.)
+	latestPreparedOne = `(SELECT ?, seq FROM txmsg_half_messages FORCE INDEX (txmsg_half_messages_key)
+WHERE topic = ? AND msg_key = ? AND state = ? AND seq < ? AND producer_group = ?
+ORDER BY seq DESC LIMIT 1)`
 	transitionHalf = `UPDATE txmsg_half_messages
 SET state = ?, resolved_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6), reason = COALESCE(?, reason),
   waits_for = CASE seq`
@@ -353,31 +383,98 @@ type target struct {
 	state halfmsg.State
 	shard int
 	group string
-	// waitsFor is what the row waits for once committed (see selectTargets).
+	topic string
+	key   []byte
+	// ordered says a commit makes the row wait for the latest earlier
+	// message of its topic and key still prepared: waitsFor.
+	ordered  bool
 	waitsFor sql.NullInt64
+}
+
+// targetArgs are the arguments of a selectTargets form before its own;
+// latest for selectTargetsByIDs.
+func targetArgs(latest bool, more ...any) []any {
+	args := []any{halfmsg.OrderPrepare, halfmsg.OrderPrepare}
+	if latest {
+		args = append(args, halfmsg.StatePrepared)
+	}
+	return append(args, more...)
+}
+
+// scanTargets reads the rows of a selectTargets form, then, unless the form
+// read it (latest), what each waits for (see latestPrepared).
+func scanTargets(ctx context.Context, q relay.Querier, query string, args []any, latest bool) ([]target, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	var out []target
+	for rows.Next() {
+		var t target
+		last := any(&t.ordered)
+		if latest {
+			last = &t.waitsFor
+		}
+		if err := rows.Scan(&t.seq, &t.state, &t.shard, &t.group, &t.id, &t.topic, &t.key, last); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil || latest {
+		return out, err
+	}
+	return out, latestPrepared(ctx, q, out)
+}
+
+// latestPrepared sets the waitsFor of each ordered row of ts: the seq of
+// the latest earlier message of its topic, key and group that is still
+// prepared, if any. One statement, a few index entries per row however
+// many messages the key has prepared.
+func latestPrepared(ctx context.Context, q relay.Querier, ts []target) error {
+	var (
+		query strings.Builder
+		args  []any
+	)
+	for i, t := range ts {
+		if !t.ordered {
+			continue
+		}
+		if len(args) > 0 {
+			query.WriteString(" UNION ALL ")
+		}
+		query.WriteString(latestPreparedOne)
+		args = append(args, i, t.topic, t.key, halfmsg.StatePrepared, t.seq, t.group)
+	}
+	if len(args) == 0 {
+		return nil
+	}
+	rows, err := q.QueryContext(ctx, query.String(), args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			i   int
+			seq int64
+		)
+		if err := rows.Scan(&i, &seq); err != nil {
+			return err
+		}
+		ts[i].waitsFor = sql.NullInt64{Int64: seq, Valid: true}
+	}
+	return rows.Err()
 }
 
 // targets reads the rows of id, one per topic, in seq order; only that of
 // topic when topic is not empty.
 func targets(ctx context.Context, q relay.Querier, id, topic string) ([]target, error) {
-	query, args := selectTargets, []any{halfmsg.OrderPrepare, halfmsg.OrderPrepare, halfmsg.StatePrepared, id}
+	query, args := selectTargets, targetArgs(false, id)
 	if topic != "" {
 		query, args = query+" AND h.topic = ?", append(args, topic)
 	}
-	rows, err := q.QueryContext(ctx, query+" ORDER BY h.seq", args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []target
-	for rows.Next() {
-		var t target
-		if err := rows.Scan(&t.seq, &t.state, &t.shard, &t.group, &t.waitsFor, &t.id); err != nil {
-			return nil, err
-		}
-		out = append(out, t)
-	}
-	return out, rows.Err()
+	return scanTargets(ctx, q, query+" ORDER BY h.seq", args, false)
 }
 
 // transition moves every row of id (one per topic) that is in one of from
