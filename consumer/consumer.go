@@ -44,7 +44,6 @@ type Consumer struct {
 	rateChanged chan struct{}
 	running     atomic.Bool
 	insertSQL   string
-	purgeSQL    string
 }
 
 // New validates its arguments and options together and returns a Consumer
@@ -87,7 +86,6 @@ func New(brokers []string, group string, topics []string, opts ...Option) (*Cons
 		limiter:     rate.NewLimiter(rate.Inf, 0),
 		rateChanged: make(chan struct{}),
 		insertSQL:   insertInbox,
-		purgeSQL:    purgeInbox,
 	}
 	if o.ratePerSecond > 0 {
 		c.SetRateLimit(o.ratePerSecond, o.rateBurst)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/txmsg/txmsg/internal/sqlx/mysqlx"
@@ -19,7 +20,18 @@ const inboxTable = "txmsg_inbox"
 // Inbox SQL.
 const (
 	insertInbox = `INSERT INTO ` + inboxTable + ` (consumer_group, msg_id, topic, kafka_partition, kafka_offset, processed_at) VALUES (?, ?, ?, ?, ?, ?)`
-	purgeInbox  = `DELETE FROM ` + inboxTable + ` WHERE consumer_group = ? AND processed_at < ? ORDER BY processed_at LIMIT ?`
+	// A purge batch is found by a plain read, then deleted by primary key:
+	// a DELETE … ORDER BY processed_at LIMIT, left to choose, walks the
+	// primary key over the whole group with locking reads, and even on the
+	// purge index it locks the first newer entry and the gap before it,
+	// where the consumer's inserts land: either way the consumer waits for
+	// the purge. processed_at is checked again, so a row deleted and
+	// inserted anew in between (a redelivery) is kept.
+	selectPurge = `SELECT topic, msg_id FROM ` + inboxTable + ` FORCE INDEX (txmsg_inbox_purge)
+WHERE consumer_group = ? AND processed_at < ? ORDER BY processed_at LIMIT ?`
+	// deletePurge is closed by the caller with the (topic, msg_id) pairs.
+	deletePurge = `DELETE i FROM ` + inboxTable + ` i FORCE INDEX (PRIMARY)
+WHERE i.consumer_group = ? AND i.processed_at < ? AND (i.topic, i.msg_id) IN (`
 )
 
 // maxInboxID is the width of the inbox's msg_id column (migration 0003).
@@ -112,19 +124,42 @@ func (c *Consumer) PurgeInbox(ctx context.Context) (int64, error) {
 	cutoff := c.o.now().Add(-c.o.retention)
 	var total int64
 	for {
-		res, err := c.o.db.ExecContext(ctx, c.purgeSQL, c.group, cutoff, c.o.purgeBatch)
-		if err != nil {
-			return total, fmt.Errorf("consumer: purge inbox of group %s: %w", c.group, err)
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return total, fmt.Errorf("consumer: purge inbox of group %s: %w", c.group, err)
-		}
+		n, err := c.purgeBatch(ctx, cutoff)
 		total += n
+		if err != nil {
+			return total, fmt.Errorf("consumer: purge inbox of group %s: %w", c.group, err)
+		}
 		if n < int64(c.o.purgeBatch) || ctx.Err() != nil {
 			return total, nil
 		}
 	}
+}
+
+// purgeBatch deletes up to the purge batch of this group's inbox rows
+// processed before cutoff, the oldest first (see selectPurge).
+func (c *Consumer) purgeBatch(ctx context.Context, cutoff time.Time) (int64, error) {
+	rows, err := c.o.db.QueryContext(ctx, selectPurge, c.group, cutoff, c.o.purgeBatch)
+	if err != nil {
+		return 0, err
+	}
+	args := []any{c.group, cutoff}
+	for rows.Next() {
+		var topic, id []byte
+		if err := rows.Scan(&topic, &id); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		args = append(args, topic, id)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil || len(args) == 2 {
+		return 0, err
+	}
+	pairs := strings.Repeat("(?, ?), ", (len(args)-2)/2)
+	res, err := c.o.db.ExecContext(ctx, deletePurge+pairs[:len(pairs)-2]+")", args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
 }
 
 // purgeLoop purges the inbox every purge interval until shutdown begins,

@@ -54,6 +54,44 @@ func TestConsumerInboxPurge(t *testing.T) {
 	}
 }
 
+// TestConsumerInboxPurgeDoesNotWaitForTheConsumer: a purge running while
+// a handler's transaction holds a new inbox row of the group (uncommitted)
+// deletes the old rows without waiting for that transaction, as the purge
+// did when its DELETE walked the group, or the purge index past its cutoff,
+// with locking reads.
+func TestConsumerInboxPurgeDoesNotWaitForTheConsumer(t *testing.T) {
+	t.Parallel()
+	db := newDB(t)
+	now := time.Now().UTC()
+	insertInboxRows(t, db, "g", 5, now.Add(-2*time.Hour))
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback() })
+	for _, id := range []string{"0-new", "z-new"} {
+		if _, err := tx.Exec(insertInbox, "g", id, "t", 0, 1, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := New([]string{"127.0.0.1:1"}, "g", []string{"t"}, WithInbox(db),
+		WithInboxRetention(time.Hour, time.Hour, 2), WithClock(func() time.Time { return now }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if n, err := c.PurgeInbox(ctx); n != 5 || err != nil {
+		t.Fatalf("purged %d, %v; want 5 while the handler's transaction is open", n, err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if n := countInbox(t, db, "g"); n != 2 {
+		t.Fatalf("%d inbox rows left, want the handler's 2", n)
+	}
+}
+
 // TestConsumerInboxPurgeJob: Run purges the inbox every purge interval.
 func TestConsumerInboxPurgeJob(t *testing.T) {
 	t.Parallel()
