@@ -25,7 +25,7 @@ SET check_count = check_count + 1, last_check_at = UTC_TIMESTAMP(6), updated_at 
   next_check_at = DATE_ADD(UTC_TIMESTAMP(6), INTERVAL ? MICROSECOND)
 WHERE seq IN (`
 	resolveByCheck = `UPDATE txmsg_half_messages
-SET state = ?, resolved_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6),
+SET state = ?, resolved_at = UTC_TIMESTAMP(6), next_check_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6),
   last_check_result = ?, last_check_error = NULL, waits_for = ?
 WHERE id = ? AND topic = ? AND state = ? AND check_count = ?`
 	rescheduleCheck = `UPDATE txmsg_half_messages

@@ -32,7 +32,7 @@ const (
 	insertChecksHead = `INSERT INTO txmsg_half_checks (msg_id, check_no, result, error, latency_us, checked_at) VALUES `
 	insertChecksRow  = `(?, ?, ?, ?, ?, UTC_TIMESTAMP(6))`
 	resolveBatch     = `UPDATE txmsg_half_messages
-SET state = ?, resolved_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6),
+SET state = ?, resolved_at = UTC_TIMESTAMP(6), next_check_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6),
   last_check_result = ?, last_check_error = NULL, waits_for = `
 	discardBatch = `UPDATE txmsg_half_messages
 SET state = ?, updated_at = UTC_TIMESTAMP(6), reason = `

@@ -2,11 +2,13 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/broker/halfmsg"
+	"github.com/txmsg/txmsg/internal/testenv"
 	"github.com/txmsg/txmsg/relay"
 	"github.com/txmsg/txmsg/relay/relaytest"
 )
@@ -139,5 +141,55 @@ VALUES (?, 1, 'unknown', 10, UTC_TIMESTAMP(6))`, id); err != nil {
 	}
 	if len(left) != 1 || left[0] != discarded {
 		t.Fatalf("check history left %v, want only the discarded message's", left)
+	}
+}
+
+// The purge reads the rolled back rows it deletes, not every one the
+// retention keeps: resolving a message sets next_check_at, so the due
+// index orders rolled back rows by when they were resolved.
+func TestBrokerHalfPurgeReadsOnlyWhatItDeletes(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDB(t)
+	ctx := context.Background()
+	store, err := NewStore(db.DB, WithAddressPolicy(loopback()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	insertHalfRows(t, db.DB, "kept", 20000, time.Now().UTC(), halfmsg.StateRolledBack)
+	if _, err := db.DB.ExecContext(ctx, `UPDATE txmsg_half_messages SET resolved_at = UTC_TIMESTAMP(6), next_check_at = UTC_TIMESTAMP(6)`); err != nil {
+		t.Fatal(err)
+	}
+	var old []string
+	for range 10 {
+		id := prepareOne(t, store, halfmsg.PrepareRequest{})
+		if _, err := store.Rollback(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		old = append(old, id)
+	}
+	conn, err := db.DB.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	time.Sleep(10 * time.Millisecond) // the rollbacks resolved before the cutoff, the kept rows after
+	cutoff := time.Now()
+	if _, err := db.DB.ExecContext(ctx, `UPDATE txmsg_half_messages SET resolved_at = ? + INTERVAL 1 SECOND, next_check_at = ? + INTERVAL 1 SECOND
+WHERE producer_group = 'kept'`, cutoff.UTC(), cutoff.UTC()); err != nil {
+		t.Fatal(err)
+	}
+	before := handlerReads(t, conn)
+	n, err := NewHalfSource().Purge(ctx, conn, cutoff, 100)
+	reads := handlerReads(t, conn) - before
+	if err != nil || n != 10 {
+		t.Fatalf("purged %d, %v; want the 10 rolled back before the cutoff", n, err)
+	}
+	for _, id := range old {
+		if _, err := store.Get(ctx, id); !errors.Is(err, txmsg.ErrNotFound) {
+			t.Fatalf("%s after the purge: %v, want not found", id, err)
+		}
+	}
+	if reads > 100 {
+		t.Errorf("the purge of 10 rows made %d row reads beside 20,000 rolled back rows it keeps, want at most 100", reads)
 	}
 }

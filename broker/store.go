@@ -191,7 +191,8 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, DATE_ADD(UTC_TIMESTAMP(6), INTERVAL ? M
 WHERE topic = ? AND msg_key = ? AND state = ? AND seq < ? AND producer_group = ?
 ORDER BY seq DESC LIMIT 1)`
 	transitionHalf = `UPDATE txmsg_half_messages
-SET state = ?, resolved_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6), reason = COALESCE(?, reason),
+SET state = ?, resolved_at = UTC_TIMESTAMP(6), next_check_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6),
+  reason = COALESCE(?, reason),
   waits_for = CASE seq`
 	infoColumns = `seq, id, producer_group, topic, msg_key, state, checkback_url, check_timeout_ms, max_checks,
   check_count, last_check_result, last_check_error, reason, attempts, last_error, created_at, updated_at,

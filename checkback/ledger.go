@@ -388,7 +388,7 @@ func (l *Ledger) Purge(ctx context.Context, before time.Time, limit int) (int64,
 	for {
 		var n int64
 		err := l.do(ctx, func(db ledgerDB) error {
-			res, err := db.ExecContext(ctx, purgeLedger, before.UTC(), limit)
+			res, err := db.ExecContext(ctx, purgeLedger, sqlx.Time(before), limit)
 			if err == nil {
 				n, _ = res.RowsAffected()
 			}

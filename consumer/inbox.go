@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/txmsg/txmsg/internal/sqlx"
 	"github.com/txmsg/txmsg/internal/sqlx/mysqlx"
 )
 
@@ -121,7 +122,7 @@ func (c *Consumer) PurgeInbox(ctx context.Context) (int64, error) {
 	if c.o.db == nil {
 		return 0, fmt.Errorf("%w: PurgeInbox needs WithInbox", ErrInvalidConfig)
 	}
-	cutoff := c.o.now().Add(-c.o.retention)
+	cutoff := sqlx.Time(c.o.now().Add(-c.o.retention))
 	var total int64
 	for {
 		n, err := c.purgeBatch(ctx, cutoff)

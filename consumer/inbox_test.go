@@ -92,6 +92,63 @@ func TestConsumerInboxPurgeDoesNotWaitForTheConsumer(t *testing.T) {
 	}
 }
 
+// TestConsumerInboxPurgeReadsOnlyWhatItDeletes: beside 20,000 newer rows
+// of the group, a purge of 5 reads a few index entries. (The consumer's
+// clock has nanoseconds; sent as they are, MariaDB read the whole group.)
+func TestConsumerInboxPurgeReadsOnlyWhatItDeletes(t *testing.T) {
+	t.Parallel()
+	db := newDB(t)
+	db.SetMaxOpenConns(1) // one session, whose counters the test reads
+	now := time.Now()
+	insertInboxRows(t, db, "g", 5, now.Add(-2*time.Hour).UTC())
+	digits := `(SELECT 0 d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4
+  UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9)`
+	if _, err := db.Exec(`INSERT INTO txmsg_inbox (consumer_group, msg_id, topic, kafka_partition, kafka_offset, processed_at)
+SELECT 'g', CONCAT('new-', k), 't', 0, k, UTC_TIMESTAMP(6) FROM (SELECT a.d + 10*b.d + 100*c.d + 1000*e.d + 10000*f.d AS k
+  FROM ` + digits + ` a, ` + digits + ` b, ` + digits + ` c, ` + digits + ` e, ` + digits + ` f) n WHERE k < 20000`); err != nil {
+		t.Fatal(err)
+	}
+	c, err := New([]string{"127.0.0.1:1"}, "g", []string{"t"}, WithInbox(db),
+		WithInboxRetention(time.Hour, time.Hour, 100), WithClock(func() time.Time { return now }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := handlerReads(t, db)
+	n, err := c.PurgeInbox(context.Background())
+	reads := handlerReads(t, db) - before
+	if n != 5 || err != nil {
+		t.Fatalf("purged %d, %v; want 5", n, err)
+	}
+	if reads > 100 {
+		t.Errorf("a purge of 5 made %d row reads beside 20,000 newer rows of the group, want at most 100", reads)
+	}
+}
+
+// handlerReads sums the session's Handler_read counters.
+func handlerReads(t *testing.T, db *sql.DB) int64 {
+	t.Helper()
+	rows, err := db.Query(`SHOW SESSION STATUS LIKE 'Handler_read%'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var total int64
+	for rows.Next() {
+		var (
+			name string
+			v    int64
+		)
+		if err := rows.Scan(&name, &v); err != nil {
+			t.Fatal(err)
+		}
+		total += v
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return total
+}
+
 // TestConsumerInboxPurgeJob: Run purges the inbox every purge interval.
 func TestConsumerInboxPurgeJob(t *testing.T) {
 	t.Parallel()

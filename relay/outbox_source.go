@@ -362,7 +362,7 @@ func (s *OutboxSource) Arrivals(ctx context.Context, q Querier, after int64, gap
 // Purge implements Purger: delete up to limit archived rows delivered
 // before t.
 func (s *OutboxSource) Purge(ctx context.Context, e Execer, t time.Time, limit int) (int64, error) {
-	res, err := e.ExecContext(ctx, outboxPurge, t.UTC(), limit)
+	res, err := e.ExecContext(ctx, outboxPurge, sqlx.Time(t), limit)
 	if err != nil {
 		return 0, err
 	}

@@ -11,8 +11,16 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
+
+// Time is t as a DATETIME(6) parameter: in UTC, truncated to microseconds.
+// go-sql-driver sends a time.Time with its nanoseconds, and MariaDB, which
+// cannot store them, then reads a condition such as `col < ?` on an index
+// (a, col) by a alone instead of as a range: a purge measured 20,002 rows
+// read for 2 deleted.
+func Time(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
 
 // Beginner starts transactions: *sql.DB (a pooled connection) and *sql.Conn
 // (a connection held) satisfy it.
