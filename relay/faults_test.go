@@ -444,3 +444,45 @@ VALUES (?, 0, 'other', 8, UTC_TIMESTAMP(6) + INTERVAL 1 MINUTE)`, src.Name()); e
 		t.Fatalf("the owner dead-lettered %d rows, want 1", n)
 	}
 }
+
+// A lease round stuck on the database (here a lock on the lease rows)
+// gives up after a heartbeat: the engine reports not ready instead of
+// keeping its last answer while its workers' deadlines run out, and is
+// ready again once its rounds succeed.
+func TestRelayStuckLeaseRoundIsNotReady(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewDB(t)
+	ctx := context.Background()
+	cfg := testConfig(testenv.NewKafka(t, 1).Addrs)
+	cfg.Shards = 2
+	r := startEngine(t, d.DB, cfg)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if !r.Ready() || countRows(t, d.DB, `SELECT COUNT(*) FROM txmsg_relay_leases WHERE owner <> ''`) != 2 {
+			return errors.New("not ready with both leases held")
+		}
+		return nil
+	})
+	tx, err := d.DB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback() })
+	if _, err := tx.ExecContext(ctx, `SELECT * FROM txmsg_relay_leases FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if r.Ready() {
+			return errors.New("ready while its lease rounds wait on a lock")
+		}
+		return nil
+	})
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if !r.Ready() {
+			return errors.New("not ready after the lock was released")
+		}
+		return nil
+	})
+}

@@ -140,9 +140,14 @@ func (c *coordinator) ensure(ctx context.Context, s Source) error {
 }
 
 // round renews held leases, drops lost ones, and moves toward a fair share:
-// ceil(shards / live engines) per engine.
+// ceil(shards / live engines) per engine. Its statements get one heartbeat
+// (qctx): a round stuck on a lock or a silent database would otherwise hold
+// /readyz at its last answer while the workers' deadlines run out; the next
+// tick tries again. Workers it starts live on ctx.
 func (c *coordinator) round(ctx context.Context) error {
 	e := c.e
+	qctx, cancel := context.WithTimeout(ctx, e.cfg.Heartbeat)
+	defer cancel()
 	start := e.since()
 	ttl := e.cfg.LeaseTTL.Microseconds()
 	// The local deadline ends a heartbeat before the database's expiry, so a
@@ -158,19 +163,19 @@ func (c *coordinator) round(ctx context.Context) error {
 			default:
 			}
 		}
-		if _, err := e.db.ExecContext(ctx, joinMembers, name, e.cfg.Owner, ttl); err != nil {
+		if _, err := e.db.ExecContext(qctx, joinMembers, name, e.cfg.Owner, ttl); err != nil {
 			e.metrics.Error(name, "lease")
 			return fmt.Errorf("relay: heartbeat %s: %w", name, err)
 		}
 		var members int
-		if err := e.db.QueryRowContext(ctx, countMembers, name).Scan(&members); err != nil {
+		if err := e.db.QueryRowContext(qctx, countMembers, name).Scan(&members); err != nil {
 			e.metrics.Error(name, "lease")
 			return fmt.Errorf("relay: count members of %s: %w", name, err)
 		}
-		if _, err := e.db.ExecContext(ctx, pruneMembers, name); err != nil {
+		if _, err := e.db.ExecContext(qctx, pruneMembers, name); err != nil {
 			return fmt.Errorf("relay: prune members of %s: %w", name, err)
 		}
-		if err := c.renew(ctx, s, deadline); err != nil {
+		if err := c.renew(qctx, s, deadline); err != nil {
 			e.metrics.Error(name, "lease")
 			return err
 		}
@@ -190,7 +195,7 @@ func (c *coordinator) round(ctx context.Context) error {
 			e.log.Info("relay releasing shard for rebalance", slog.String("source", name), slog.Int("shard", w.shard))
 		}
 		if held < fair {
-			n, err := c.claim(ctx, s, fair-held, deadline)
+			n, err := c.claim(ctx, qctx, s, fair-held, deadline)
 			held += n
 			if err != nil {
 				e.metrics.Error(name, "lease")
@@ -254,11 +259,12 @@ func (c *coordinator) renew(ctx context.Context, s Source, deadline int64) error
 	return nil
 }
 
-// claim takes up to want free or expired shards of s and starts their workers.
-func (c *coordinator) claim(ctx context.Context, s Source, want int, deadline int64) (int, error) {
+// claim takes up to want free or expired shards of s and starts their
+// workers on ctx; qctx bounds its statements.
+func (c *coordinator) claim(ctx, qctx context.Context, s Source, want int, deadline int64) (int, error) {
 	e := c.e
 	name := s.Name()
-	rows, err := e.db.QueryContext(ctx, freeLeases, name)
+	rows, err := e.db.QueryContext(qctx, freeLeases, name)
 	if err != nil {
 		return 0, fmt.Errorf("relay: find free shards of %s: %w", name, err)
 	}
@@ -281,7 +287,7 @@ func (c *coordinator) claim(ctx context.Context, s Source, want int, deadline in
 	}
 	got := 0
 	for _, shard := range free {
-		if got == want || ctx.Err() != nil {
+		if got == want || qctx.Err() != nil {
 			break
 		}
 		version, err := c.claimOne(ctx, name, shard)
