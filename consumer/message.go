@@ -23,6 +23,11 @@ const (
 	HeaderDLQError     = "txmsg-dlq-error"
 	HeaderDLQAttempts  = "txmsg-dlq-attempts"
 	HeaderDLQGroup     = "txmsg-dlq-group"
+	// HeaderDLQOmitted marks a dead letter written without the message's
+	// value and headers because the dead-letter topic refused the whole
+	// copy as too large; it holds the size of the value in bytes, and the
+	// headers above say where the whole message is.
+	HeaderDLQOmitted = "txmsg-dlq-omitted"
 )
 
 // Message is one Kafka record as a handler sees it. ID is the record's

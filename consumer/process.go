@@ -2,9 +2,12 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -78,7 +81,7 @@ func (r *run) process(pt *partition, d delivery) bool {
 		case tier < len(r.c.o.retryTiers):
 			log.Info("consumer: handler failed; moving to the next retry tier", slog.Int("tier", tier+1), slog.Any("error", err))
 			r.metrics.Retried(group, topic)
-			return r.toTier(pt, d, m, tier+1)
+			return r.toTier(pt, d, m, tier+1, err)
 		default:
 			log.Warn("consumer: handler failed for good; dead-lettering", slog.Any("error", err))
 			return r.deadLetter(pt, d, m, err)
@@ -145,7 +148,29 @@ func (r *run) deadLetter(pt *partition, d delivery, m Message, cause error) bool
 		{Key: HeaderDLQAttempts, Value: []byte(strconv.Itoa(m.Attempt))},
 		{Key: HeaderDLQGroup, Value: []byte(r.c.group)},
 	})
-	if !r.write(pt, m, km) {
+	ok, tooLarge := r.write(pt, m, km)
+	if tooLarge != nil {
+		// The copy is the message plus the headers above, so a message
+		// near its topic's limit may not fit the dead-letter topic: rather
+		// than stall the partition, dead-letter it without its value and
+		// user headers. The headers still say where the whole message is.
+		r.log.Warn("consumer: dead letter too large for "+km.Topic+"; writing it without its value",
+			slog.String("msg_id", m.ID), slog.Int("value_bytes", len(m.Value)), slog.Any("error", tooLarge))
+		slim := kafka.Message{Topic: km.Topic, Key: m.Key, Headers: []kafka.Header{
+			{Key: txmsg.HeaderID, Value: []byte(m.ID)},
+			{Key: HeaderDLQOmitted, Value: []byte(strconv.Itoa(len(m.Value)))},
+		}}
+		for _, h := range km.Headers {
+			if strings.HasPrefix(h.Key, "txmsg-dlq-") {
+				slim.Headers = append(slim.Headers, h)
+			}
+		}
+		if ok, tooLarge = r.write(pt, m, slim); tooLarge != nil {
+			r.fail(fmt.Errorf("%w: message %s (%s/%d at offset %d): %s refuses even its dead letter without the value: %w",
+				ErrStuck, m.ID, m.Topic, m.Partition, m.Offset, km.Topic, tooLarge))
+		}
+	}
+	if !ok {
 		return false
 	}
 	r.metrics.DeadLettered(r.c.group, m.Topic)
@@ -171,28 +196,53 @@ func outgoing(m Message, topic string, extra []kafka.Header) kafka.Message {
 // reports whether km was written. It gives up when the partition's work
 // ends, and after maxTransientRetries retries, when Run stops with
 // ErrStuck: the message is not finished, so its offset is not committed.
-func (r *run) write(pt *partition, m Message, km kafka.Message) bool {
+// Kafka judges size by the request: a batch the writer made of records
+// from several partitions' workers is refused whole when together they
+// exceed the topic's limit, so a refused record is sent again alone, and
+// only one refused alone is too large: write then returns why, for the
+// caller to send something smaller.
+func (r *run) write(pt *partition, m Message, km kafka.Message) (ok bool, tooLarge error) {
+	w := r.writer
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(pt.hctx, 30*time.Second)
-		err := r.writer.WriteMessages(ctx, km)
+		err := w.WriteMessages(ctx, km)
 		cancel()
 		if err == nil {
-			return true
+			return true, nil
 		}
 		if pt.hctx.Err() != nil {
-			return false
+			return false, nil
+		}
+		if refusedAsTooLarge(err) {
+			if w == r.single {
+				return false, err
+			}
+			w = r.single
+			attempt--
+			continue
 		}
 		if attempt > maxTransientRetries {
 			r.fail(fmt.Errorf("%w: message %s (%s/%d at offset %d): write to %s failed %d times, the last: %w",
 				ErrStuck, m.ID, m.Topic, m.Partition, m.Offset, km.Topic, attempt, err))
-			return false
+			return false, nil
 		}
 		r.log.Warn("consumer: write to "+km.Topic, slog.String("msg_id", m.ID), slog.String("topic", km.Topic),
 			slog.Int("attempt", attempt), slog.Any("error", err))
 		if !backoff.Sleep(pt.ctx, r.c.o.backoff.Delay(attempt)) {
-			return false
+			return false, nil
 		}
 	}
+}
+
+// refusedAsTooLarge reports whether a write failed because its record is
+// too large for the topic (the broker's answer) or for the writer.
+func refusedAsTooLarge(err error) bool {
+	var we kafka.WriteErrors
+	if errors.As(err, &we) {
+		return slices.ContainsFunc(we, func(e error) bool { return e != nil && refusedAsTooLarge(e) })
+	}
+	var mt kafka.MessageTooLargeError
+	return errors.As(err, &mt) || errors.Is(err, kafka.MessageSizeTooLarge) || errors.Is(err, kafka.RecordListTooLarge)
 }
 
 // deadLetterTopic is the dead-letter topic of a message of topic: override

@@ -1,6 +1,8 @@
 package consumer
 
 import (
+	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -96,8 +98,9 @@ func parseRetry(rt retryTopic, m *Message) *retryInfo {
 
 // toTier writes m to retry tier (from 1), due after the tier's delay, and
 // reports whether it was written (and so m is finished here). The record
-// keeps m's id, so the inbox still dedupes it.
-func (r *run) toTier(pt *partition, d delivery, m Message, tier int) bool {
+// keeps m's id, so the inbox still dedupes it. A copy too large for the
+// tier's topic dead-letters m instead, with cause.
+func (r *run) toTier(pt *partition, d delivery, m Message, tier int, cause error) bool {
 	partition, offset := origin(d)
 	due := time.Now().Add(r.c.o.retryTiers[tier-1])
 	km := outgoing(m, retryTopicName(m.Topic, r.c.group, tier), []kafka.Header{
@@ -107,5 +110,11 @@ func (r *run) toTier(pt *partition, d delivery, m Message, tier int) bool {
 		{Key: HeaderRetryAttempts, Value: []byte(strconv.Itoa(m.Attempt))},
 		{Key: HeaderRetryDue, Value: []byte(strconv.FormatInt(due.UnixMilli(), 10))},
 	})
-	return r.write(pt, m, km)
+	ok, tooLarge := r.write(pt, m, km)
+	if tooLarge != nil {
+		r.log.Warn("consumer: retry copy too large for "+km.Topic+"; dead-lettering", slog.String("msg_id", m.ID),
+			slog.Any("error", tooLarge))
+		return r.deadLetter(pt, d, m, fmt.Errorf("%w (retry tier %s refused the copy: %v)", cause, km.Topic, tooLarge))
+	}
+	return ok
 }

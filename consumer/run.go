@@ -26,6 +26,7 @@ type run struct {
 	c         *Consumer
 	h         Handler
 	writer    *kafka.Writer         // dead letters and retry tiers
+	single    *kafka.Writer         // the same, one record per request (see write)
 	transport *kafka.Transport      // the writer's and admin requests (nil: plaintext)
 	insert    *sql.Stmt             // the inbox insert, for a TxHandlerFunc
 	pipes     []*pipeline           // one per consumer group
@@ -72,6 +73,15 @@ func (c *Consumer) newRun(ctx context.Context, h Handler) (_ *run, err error) {
 	r.closers = append(r.closers, func() error {
 		if err := r.writer.Close(); err != nil {
 			return fmt.Errorf("consumer: close dead-letter and retry writer: %w", err)
+		}
+		return nil
+	})
+	if r.single, err = kafkax.NewWriter(c.brokers, kafkax.WriterConfig{Logger: c.o.logger, Transport: r.transport, BatchSize: 1}); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	r.closers = append(r.closers, func() error {
+		if err := r.single.Close(); err != nil {
+			return fmt.Errorf("consumer: close single-record writer: %w", err)
 		}
 		return nil
 	})
