@@ -272,11 +272,16 @@ func BenchmarkBrokerStrandedCheckback(b *testing.B) {
 		}
 	}
 	for _, c := range cs {
-		b.Run(fmt.Sprintf("concurrency=%d", c), func(b *testing.B) { benchStranded(b, c) })
+		b.Run(fmt.Sprintf("concurrency=%d", c), func(b *testing.B) { benchStranded(b, c, nil) })
 	}
+	// One key: check-back resolves its messages oldest first, and each
+	// commit reads what it waits for (see latestPrepared).
+	b.Run(fmt.Sprintf("concurrency=%d/key=one", cs[0]), func(b *testing.B) { benchStranded(b, cs[0], []byte("hot")) })
 }
 
-func benchStranded(b *testing.B, concurrency int) {
+// benchStranded is BenchmarkBrokerStrandedCheckback at concurrency, every
+// message with key (nil: none).
+func benchStranded(b *testing.B, concurrency int, key []byte) {
 	db := benchDB(b)
 	kafka := testenv.NewKafka(b, 6)
 	ctx := context.Background()
@@ -311,7 +316,7 @@ func benchStranded(b *testing.B, concurrency int) {
 	for i := range b.N {
 		id := fmt.Sprintf("stranded-%d", i)
 		if _, err := store.Prepare(ctx, halfmsg.PrepareRequest{ProducerGroup: "bench",
-			Message: txmsg.Message{ID: id, Topic: "bench-stranded", Value: []byte("v")}}); err != nil {
+			Message: txmsg.Message{ID: id, Topic: "bench-stranded", Key: key, Value: []byte("v")}}); err != nil {
 			b.Fatal(err)
 		}
 		if i%2 == 0 {
