@@ -42,6 +42,8 @@ func TestConsumerNewRejectsBadInput(t *testing.T) {
 		{"zero concurrency", brokers, "g", []string{"t"}, []Option{WithConcurrency(0)}},
 		{"zero attempts", brokers, "g", []string{"t"}, []Option{WithMaxAttempts(0)}},
 		{"zero purge interval", brokers, "g", []string{"t"}, []Option{WithInboxRetention(time.Hour, 0, 10)}},
+		{"zero purge batch", brokers, "g", []string{"t"}, []Option{WithInboxRetention(time.Hour, time.Hour, 0)}},
+		{"purge batch past its bound", brokers, "g", []string{"t"}, []Option{WithInboxRetention(time.Hour, time.Hour, MaxPurgeBatch+1)}},
 		{"zero in-flight messages", brokers, "g", []string{"t"}, []Option{WithInFlightLimit(0, 1<<20)}},
 		{"zero in-flight bytes", brokers, "g", []string{"t"}, []Option{WithInFlightLimit(100, 0)}},
 		{"nil inbox db", brokers, "g", []string{"t"}, []Option{WithInbox(nil)}},

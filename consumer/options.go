@@ -99,9 +99,13 @@ func WithInbox(db *sql.DB) Option {
 	}
 }
 
+// MaxPurgeBatch is the most inbox rows one purge statement deletes: it
+// names each row's key, and a statement takes at most 65,535 parameters.
+const MaxPurgeBatch = 10000
+
 // WithInboxRetention sets how long inbox rows are kept (default 7 days) and
 // how often Run purges older rows of this group (default every hour), in
-// batches of batch rows (default 1000). Retention must outlast any
+// batches of batch rows (default 1000, at most MaxPurgeBatch). Retention must outlast any
 // redelivery: a duplicate that arrives after its row was purged is
 // processed again. A retention of 0 disables the purge.
 func WithInboxRetention(retention, every time.Duration, batch int) Option {
@@ -112,8 +116,8 @@ func WithInboxRetention(retention, every time.Duration, batch int) Option {
 		if retention > 0 && every <= 0 {
 			return fmt.Errorf("WithInboxRetention: purge interval %v, want > 0", every)
 		}
-		if batch <= 0 {
-			return fmt.Errorf("WithInboxRetention: batch %d, want > 0", batch)
+		if batch <= 0 || batch > MaxPurgeBatch {
+			return fmt.Errorf("WithInboxRetention: batch %d, want 1 to %d", batch, MaxPurgeBatch)
 		}
 		o.retention, o.purgeEvery, o.purgeBatch = retention, every, batch
 		return nil
