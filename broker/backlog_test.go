@@ -78,9 +78,9 @@ func TestBacklogAboveTheExactCountReadsAFixedNumberOfRows(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	before := handlerReads(t, conn)
+	before := testenv.HandlerReads(t, conn)
 	n, oldest, err := (&HalfSource{}).Backlog(ctx, conn)
-	reads := handlerReads(t, conn) - before
+	reads := testenv.HandlerReads(t, conn) - before
 	if err != nil || !oldest.Equal(base.Add(time.Second)) {
 		t.Fatalf("committed: %d %v %v; want oldest %v", n, oldest, err, base.Add(time.Second))
 	}
@@ -95,29 +95,4 @@ func TestBacklogAboveTheExactCountReadsAFixedNumberOfRows(t *testing.T) {
 	if limit := int64(2*exactBacklog + 100); reads > limit {
 		t.Fatalf("a reading made %d row reads, want at most %d", reads, limit)
 	}
-}
-
-// handlerReads is the session's row reads so far (Handler_read_*).
-func handlerReads(t *testing.T, conn dbtx) int64 {
-	t.Helper()
-	rows, err := conn.QueryContext(context.Background(), `SHOW SESSION STATUS LIKE 'Handler_read%'`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var total int64
-	for rows.Next() {
-		var (
-			name string
-			v    int64
-		)
-		if err := rows.Scan(&name, &v); err != nil {
-			t.Fatal(err)
-		}
-		total += v
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return total
 }

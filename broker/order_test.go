@@ -565,9 +565,9 @@ WHERE id IN ('g-10', 'g-11', 'g-12')`, halfmsg.StateCommitted); err != nil {
 			return got, err
 		}, map[string]int64{"g-10": 0, "g-11": 0, "g-12": 0}},
 	} {
-		before := handlerReads(t, tx)
+		before := testenv.HandlerReads(t, tx)
 		got, err := q.read()
-		reads := handlerReads(t, tx) - before
+		reads := testenv.HandlerReads(t, tx) - before
 		if err != nil {
 			t.Fatalf("%s: %v", q.name, err)
 		}

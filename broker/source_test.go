@@ -178,9 +178,9 @@ func TestBrokerHalfPurgeReadsOnlyWhatItDeletes(t *testing.T) {
 WHERE producer_group = 'kept'`, cutoff.UTC(), cutoff.UTC()); err != nil {
 		t.Fatal(err)
 	}
-	before := handlerReads(t, conn)
+	before := testenv.HandlerReads(t, conn)
 	n, err := NewHalfSource().Purge(ctx, conn, cutoff, 100)
-	reads := handlerReads(t, conn) - before
+	reads := testenv.HandlerReads(t, conn) - before
 	if err != nil || n != 10 {
 		t.Fatalf("purged %d, %v; want the 10 rolled back before the cutoff", n, err)
 	}

@@ -70,18 +70,7 @@ func TestConsumerDeadLetterTooLargeForItsTopic(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := start(t, c, HandlerFunc(func(context.Context, Message) error { return errors.New("cannot apply") }))
-	dlq := deadLetterTopic("", topic, group)
-	var recs []kafka.Message
-	testenv.Eventually(t, 30*time.Second, func() error {
-		var err error
-		if recs, err = testenv.Records(context.Background(), k.Addrs, dlq); err != nil {
-			return err
-		}
-		if len(recs) != 2 {
-			return fmt.Errorf("%d dead letters in %s, want 2", len(recs), dlq)
-		}
-		return nil
-	})
+	recs := testenv.WaitRecords(t, k.Addrs, deadLetterTopic("", topic, group), 2, 30*time.Second)
 	byID := map[string]kafka.Message{}
 	for _, rec := range recs {
 		byID[testenv.HeaderValue(rec, "txmsg-id")] = rec
@@ -129,18 +118,7 @@ func TestConsumerDeadLettersThatFitAloneArriveWhole(t *testing.T) {
 		}
 		return errors.New("cannot apply")
 	}))
-	dlq := deadLetterTopic("", topic, group)
-	var recs []kafka.Message
-	testenv.Eventually(t, 30*time.Second, func() error {
-		var err error
-		if recs, err = testenv.Records(context.Background(), k.Addrs, dlq); err != nil {
-			return err
-		}
-		if len(recs) != n {
-			return fmt.Errorf("%d dead letters in %s, want %d", len(recs), dlq, n)
-		}
-		return nil
-	})
+	recs := testenv.WaitRecords(t, k.Addrs, deadLetterTopic("", topic, group), n, 30*time.Second)
 	for _, rec := range recs {
 		if string(rec.Value) != value || testenv.HeaderValue(rec, HeaderDLQOmitted) != "" {
 			t.Errorf("dead letter %s: value %d bytes, omitted %q; want it whole",

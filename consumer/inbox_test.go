@@ -113,40 +113,15 @@ SELECT 'g', CONCAT('new-', k), 't', 0, k, UTC_TIMESTAMP(6) FROM (SELECT a.d + 10
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := handlerReads(t, db)
+	before := testenv.HandlerReads(t, db)
 	n, err := c.PurgeInbox(context.Background())
-	reads := handlerReads(t, db) - before
+	reads := testenv.HandlerReads(t, db) - before
 	if n != 5 || err != nil {
 		t.Fatalf("purged %d, %v; want 5", n, err)
 	}
 	if reads > 100 {
 		t.Errorf("a purge of 5 made %d row reads beside 20,000 newer rows of the group, want at most 100", reads)
 	}
-}
-
-// handlerReads sums the session's Handler_read counters.
-func handlerReads(t *testing.T, db *sql.DB) int64 {
-	t.Helper()
-	rows, err := db.Query(`SHOW SESSION STATUS LIKE 'Handler_read%'`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var total int64
-	for rows.Next() {
-		var (
-			name string
-			v    int64
-		)
-		if err := rows.Scan(&name, &v); err != nil {
-			t.Fatal(err)
-		}
-		total += v
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return total
 }
 
 // TestConsumerInboxPurgeJob: Run purges the inbox every purge interval.

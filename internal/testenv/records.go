@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -84,4 +85,22 @@ func HeaderValue(m kafka.Message, key string) string {
 		}
 	}
 	return ""
+}
+
+// WaitRecords waits up to timeout until topic holds n records, and returns
+// them; it fails the test with the count last seen.
+func WaitRecords(t testing.TB, addrs []string, topic string, n int, timeout time.Duration) []kafka.Message {
+	t.Helper()
+	var recs []kafka.Message
+	Eventually(t, timeout, func() error {
+		var err error
+		if recs, err = Records(context.Background(), addrs, topic); err != nil {
+			return err
+		}
+		if len(recs) != n {
+			return fmt.Errorf("%d records in %s, want %d", len(recs), topic, n)
+		}
+		return nil
+	})
+	return recs
 }

@@ -217,3 +217,32 @@ func (d *Database) ReadUncommittedPool(t testing.TB) *sql.DB {
 	}
 	return db
 }
+
+// HandlerReads sums the Handler_read counters of q's session (a *sql.Conn,
+// a *sql.Tx, or a *sql.DB of one connection): the rows and index entries
+// the statements run there read.
+func HandlerReads(t testing.TB, q interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}) int64 {
+	t.Helper()
+	rows, err := q.QueryContext(context.Background(), `SHOW SESSION STATUS LIKE 'Handler_read%'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var total int64
+	for rows.Next() {
+		var (
+			name string
+			v    int64
+		)
+		if err := rows.Scan(&name, &v); err != nil {
+			t.Fatal(err)
+		}
+		total += v
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return total
+}
