@@ -674,7 +674,10 @@ func TestCheckbackScannerKeepsTheAnswersOfASplitBatch(t *testing.T) {
 	}
 	due := store.due[1:]
 	store.due = store.due[:1]
-	s, err := NewScanner(store, ScannerConfig{Concurrency: 64, Policy: loopback()})
+	// Sixty-four 200 KiB checks, split batches and then single calls share
+	// one call's deadline: on a loaded machine under -race the default 3s
+	// ran out before the last single call.
+	s, err := NewScanner(store, ScannerConfig{Concurrency: 64, Policy: loopback(), CallTimeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
