@@ -140,13 +140,14 @@ func (c *coordinator) ensure(ctx context.Context, s Source) error {
 }
 
 // round renews held leases, drops lost ones, and moves toward a fair share:
-// ceil(shards / live engines) per engine. Its statements get one heartbeat
-// (qctx): a round stuck on a lock or a silent database would otherwise hold
-// /readyz at its last answer while the workers' deadlines run out; the next
-// tick tries again. Workers it starts live on ctx.
+// ceil(shards / live engines) per engine. Its statements (qctx) end by the
+// deadline it gives the workers: a round stuck on a lock or a silent
+// database would otherwise hold /readyz at its last answer while the
+// workers' deadlines run out, and one that ends later renews nothing they
+// could use. Workers it starts live on ctx.
 func (c *coordinator) round(ctx context.Context) error {
 	e := c.e
-	qctx, cancel := context.WithTimeout(ctx, e.cfg.Heartbeat)
+	qctx, cancel := context.WithTimeout(ctx, e.cfg.LeaseTTL-e.cfg.Heartbeat)
 	defer cancel()
 	start := e.since()
 	ttl := e.cfg.LeaseTTL.Microseconds()
