@@ -384,7 +384,7 @@ func targetsOf(ctx context.Context, q dbtx, calls []*moveCall) (map[string][]tar
 			ids = append(ids, c.id)
 		}
 	}
-	ts, err := scanTargets(ctx, q, selectTargetsByIDs+sqlx.Placeholders(len(ids))+") ORDER BY h.seq", targetArgs(true, ids...), true)
+	ts, err := scanTargets(ctx, q, selectTargetsByIDs+sqlx.Placeholders(len(ids))+") ORDER BY h.seq", true, ids...)
 	if err != nil {
 		return nil, err
 	}

@@ -216,7 +216,7 @@ func waitsFor(ctx context.Context, tx *sql.Tx, rows []batchRow) (map[int64]sql.N
 	for _, b := range rows {
 		seqs = append(seqs, b.Claim.seq)
 	}
-	ts, err := scanTargets(ctx, tx, selectTargetsBySeqs+sqlx.Placeholders(len(seqs))+")", targetArgs(false, seqs...), false)
+	ts, err := scanTargets(ctx, tx, selectTargetsBySeqs+sqlx.Placeholders(len(seqs))+")", false, seqs...)
 	if err != nil {
 		return nil, fmt.Errorf("read state: %w", err)
 	}

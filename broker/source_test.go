@@ -156,9 +156,6 @@ func TestBrokerHalfPurgeReadsOnlyWhatItDeletes(t *testing.T) {
 		t.Fatal(err)
 	}
 	insertHalfRows(t, db.DB, "kept", 20000, time.Now().UTC(), halfmsg.StateRolledBack)
-	if _, err := db.DB.ExecContext(ctx, `UPDATE txmsg_half_messages SET resolved_at = UTC_TIMESTAMP(6), next_check_at = UTC_TIMESTAMP(6)`); err != nil {
-		t.Fatal(err)
-	}
 	var old []string
 	for range 10 {
 		id := prepareOne(t, store, halfmsg.PrepareRequest{})
@@ -172,10 +169,14 @@ func TestBrokerHalfPurgeReadsOnlyWhatItDeletes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	time.Sleep(10 * time.Millisecond) // the rollbacks resolved before the cutoff, the kept rows after
-	cutoff := time.Now()
+	// The cutoff is read from the server's clock, which stamped the
+	// rollbacks: they resolved before it, the kept rows a second after.
+	var cutoff time.Time
+	if err := db.DB.QueryRowContext(ctx, `SELECT UTC_TIMESTAMP(6) + INTERVAL 1 MICROSECOND`).Scan(&cutoff); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := db.DB.ExecContext(ctx, `UPDATE txmsg_half_messages SET resolved_at = ? + INTERVAL 1 SECOND, next_check_at = ? + INTERVAL 1 SECOND
-WHERE producer_group = 'kept'`, cutoff.UTC(), cutoff.UTC()); err != nil {
+WHERE producer_group = 'kept'`, cutoff, cutoff); err != nil {
 		t.Fatal(err)
 	}
 	before := testenv.HandlerReads(t, conn)

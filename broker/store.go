@@ -392,20 +392,15 @@ type target struct {
 	waitsFor sql.NullInt64
 }
 
-// targetArgs are the arguments of a selectTargets form before its own;
-// latest for selectTargetsByIDs.
-func targetArgs(latest bool, more ...any) []any {
+// scanTargets reads the rows of a selectTargets form, given the form's own
+// arguments, then, unless the form read it (latest: selectTargetsByIDs),
+// what each waits for (see latestPrepared).
+func scanTargets(ctx context.Context, q relay.Querier, query string, latest bool, own ...any) ([]target, error) {
 	args := []any{halfmsg.OrderPrepare, halfmsg.OrderPrepare}
 	if latest {
 		args = append(args, halfmsg.StatePrepared)
 	}
-	return append(args, more...)
-}
-
-// scanTargets reads the rows of a selectTargets form, then, unless the form
-// read it (latest), what each waits for (see latestPrepared).
-func scanTargets(ctx context.Context, q relay.Querier, query string, args []any, latest bool) ([]target, error) {
-	rows, err := q.QueryContext(ctx, query, args...)
+	rows, err := q.QueryContext(ctx, query, append(args, own...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -471,11 +466,11 @@ func latestPrepared(ctx context.Context, q relay.Querier, ts []target) error {
 // targets reads the rows of id, one per topic, in seq order; only that of
 // topic when topic is not empty.
 func targets(ctx context.Context, q relay.Querier, id, topic string) ([]target, error) {
-	query, args := selectTargets, targetArgs(false, id)
+	query, args := selectTargets, []any{id}
 	if topic != "" {
 		query, args = query+" AND h.topic = ?", append(args, topic)
 	}
-	return scanTargets(ctx, q, query+" ORDER BY h.seq", args, false)
+	return scanTargets(ctx, q, query+" ORDER BY h.seq", false, args...)
 }
 
 // transition moves every row of id (one per topic) that is in one of from

@@ -446,7 +446,8 @@ VALUES (?, 0, 'other', 8, UTC_TIMESTAMP(6) + INTERVAL 1 MINUTE)`, src.Name()); e
 }
 
 // A lease round stuck on the database (here a lock on the lease rows)
-// gives up after a heartbeat: the engine reports not ready instead of
+// gives up by the deadline it would give its workers (lease_ttl −
+// heartbeat): the engine reports not ready instead of
 // keeping its last answer while its workers' deadlines run out, and is
 // ready again once its rounds succeed.
 func TestRelayStuckLeaseRoundIsNotReady(t *testing.T) {
