@@ -47,8 +47,8 @@ const (
 	outboxBacklogHigh  = `SELECT MAX(seq) FROM ` + outboxTable + ` FORCE INDEX (PRIMARY) WHERE shard = ? AND seq >= ?`
 	outboxBacklogCount = `SELECT COUNT(*) FROM ` + outboxTable + ` WHERE seq BETWEEN ? AND ?`
 	// Ranges of the seq index (it holds the shard too): the rows inserted
-	// since the last look, and those that may commit late below them. Gap
-	// ranges " OR seq BETWEEN ? AND ?" go before the ORDER BY.
+	// since the last look, and those that may commit late below them. The
+	// gaps go before the ORDER BY (see arrivalsQuery).
 	outboxArrivals      = `SELECT seq, shard FROM ` + outboxTable + ` WHERE seq > ?`
 	outboxArrivalsOrder = ` ORDER BY seq LIMIT ?`
 	outboxFailed        = `UPDATE ` + outboxTable + ` SET attempts = attempts + 1, last_error = ? WHERE shard = ? AND seq IN (`
@@ -332,18 +332,52 @@ func (s *OutboxSource) Newest(ctx context.Context, q Querier) (int64, error) {
 	return head.Int64, err
 }
 
-// Arrivals implements Changes.
-func (s *OutboxSource) Arrivals(ctx context.Context, q Querier, after int64, gaps []SeqRange, limit int) ([]Arrival, error) {
+// The change probe asks about a gap of up to gapPoints seqs seq by seq, and
+// about at most probePoints seqs so; larger gaps, and those past the
+// budget, are ranges.
+const (
+	gapPoints   = 256
+	probePoints = 4096
+)
+
+// arrivalsQuery is the change probe's statement and its arguments. A gap of
+// up to gapPoints seqs is asked about seq by seq (seq IN): InnoDB stops a
+// lookup of one value at the first entry past it, but reads a range of
+// several values past its end for as long as the entries it meets are
+// delete-marked, and below the newest rows the seq index holds one for
+// every row delivered since purge last ran. At 1,000 msg/s from 32
+// producers, each two-seq range walked to the live rows at the tail: 60 of
+// them cost 27,000–37,000 buffer pool page accesses per probe (as single
+// values: 120–800), a probe took 17 ms on average, and commit → read
+// doubled. A larger gap (a producer's many-row transaction still open)
+// stays one range.
+func arrivalsQuery(after int64, gaps []SeqRange, limit int) (string, []any) {
 	var b strings.Builder
 	b.WriteString(outboxArrivals)
-	args := make([]any, 0, 2+2*len(gaps))
-	args = append(args, after)
+	args := []any{after}
+	var points []any
 	for _, g := range gaps {
+		if n := int(g.To - g.From + 1); n <= gapPoints && len(points)+n <= probePoints {
+			for seq := g.From; seq <= g.To; seq++ {
+				points = append(points, seq)
+			}
+			continue
+		}
 		b.WriteString(" OR seq BETWEEN ? AND ?")
 		args = append(args, g.From, g.To)
 	}
+	if len(points) > 0 {
+		b.WriteString(" OR seq IN (?" + strings.Repeat(", ?", len(points)-1) + ")")
+		args = append(args, points...)
+	}
 	b.WriteString(outboxArrivalsOrder)
-	rows, err := q.QueryContext(ctx, b.String(), append(args, limit)...)
+	return b.String(), append(args, limit)
+}
+
+// Arrivals implements Changes.
+func (s *OutboxSource) Arrivals(ctx context.Context, q Querier, after int64, gaps []SeqRange, limit int) ([]Arrival, error) {
+	query, args := arrivalsQuery(after, gaps, limit)
+	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -246,3 +247,34 @@ func HandlerReads(t testing.TB, q interface {
 	}
 	return total
 }
+
+// PagesAccessed runs ANALYZE FORMAT=JSON on query, which must hold its
+// values as literals, and returns the buffer pool pages InnoDB accessed for
+// it: what a statement costs in the engine, counting the entries it steps
+// over without returning them (delete-marked ones), which the Handler_read
+// counters miss. It skips the test on a server that does not report them
+// (MySQL, MariaDB before 10.9).
+func PagesAccessed(t testing.TB, q interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}, query string) int64 {
+	t.Helper()
+	var plan string
+	if err := q.QueryRowContext(context.Background(), "ANALYZE FORMAT=JSON "+query).Scan(&plan); err != nil {
+		t.Skipf("testenv: ANALYZE FORMAT=JSON: %v", err)
+	}
+	found := pagesAccessed.FindAllStringSubmatch(plan, -1)
+	if len(found) == 0 {
+		t.Skipf("testenv: the server reports no pages_accessed: %s", plan)
+	}
+	var total int64
+	for _, m := range found {
+		n, err := strconv.ParseInt(m[1], 10, 64)
+		if err != nil {
+			t.Fatalf("testenv: pages_accessed %q: %v", m[1], err)
+		}
+		total += n
+	}
+	return total
+}
+
+var pagesAccessed = regexp.MustCompile(`"pages_accessed":\s*(\d+)`)
