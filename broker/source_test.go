@@ -208,15 +208,7 @@ func TestBrokerHalfPollReadsTheDeliverIndexWhilePurgeLags(t *testing.T) {
 	ctx := context.Background()
 	const rows, left = 40000, 10
 	insertHalfRows(t, db.DB, "g", rows, time.Now().UTC(), halfmsg.StateCommitted)
-	hold, err := db.DB.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = hold.Close() })
-	if _, err := hold.ExecContext(ctx, "START TRANSACTION WITH CONSISTENT SNAPSHOT"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = hold.ExecContext(ctx, "ROLLBACK") })
+	testenv.HoldReadView(t, db.DB)
 	var high int64
 	if err := db.DB.QueryRow("SELECT MAX(seq) FROM txmsg_half_messages").Scan(&high); err != nil {
 		t.Fatal(err)

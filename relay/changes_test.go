@@ -293,15 +293,7 @@ func TestRelayChangeProbeStepsOverDeliveredRowsOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	hold, err := d.DB.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = hold.Close() })
-	if _, err := hold.ExecContext(ctx, "START TRANSACTION WITH CONSISTENT SNAPSHOT"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = hold.ExecContext(ctx, "ROLLBACK") })
+	testenv.HoldReadView(t, d.DB)
 	var low, high int64
 	if err := d.DB.QueryRow("SELECT MIN(seq), MAX(seq) FROM txmsg_outbox").Scan(&low, &high); err != nil {
 		t.Fatal(err)

@@ -278,3 +278,21 @@ func PagesAccessed(t testing.TB, q interface {
 }
 
 var pagesAccessed = regexp.MustCompile(`"pages_accessed":\s*(\d+)`)
+
+// HoldReadView opens a read view on a connection of db and keeps it until
+// the test ends: InnoDB's purge then keeps every row deleted or changed
+// afterwards, as a busy server does while purge lags (a drain, a long
+// transaction elsewhere).
+func HoldReadView(t testing.TB, db *sql.DB) {
+	t.Helper()
+	ctx := context.Background()
+	hold, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = hold.Close() })
+	if _, err := hold.ExecContext(ctx, "START TRANSACTION WITH CONSISTENT SNAPSHOT"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = hold.ExecContext(ctx, "ROLLBACK") })
+}
