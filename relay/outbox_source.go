@@ -37,6 +37,17 @@ const (
 	// One dive to the right end of the seq index, which steps over the
 	// delete-marked entries purge has not removed yet: bounded below.
 	outboxHead = `SELECT MAX(seq) FROM ` + outboxTable + ` WHERE seq >= ?`
+	// outboxHeadFrom is the same read forwards from a seq the relay has
+	// seen. MariaDB reads MAX(seq) backwards from the end of the index, and
+	// steps over every delete-marked entry it meets there whatever the lower
+	// bound: every row delivered since purge last ran, all of them while a
+	// long transaction elsewhere holds purge back (24 ms for 200,000, read
+	// every horizonInterval, and growing). Forwards it steps over the rows
+	// inserted since the last reading, at most headRows of them: a burst
+	// larger than that only moves the head up more slowly.
+	outboxHeadFrom = `SELECT MAX(seq) FROM (SELECT seq FROM ` + outboxTable + ` WHERE seq >= ? ORDER BY seq LIMIT ` +
+		headRows + `) d`
+	headRows = "100000"
 	// A shard's lowest and highest pending rows from a seq on: ranges of the
 	// clustered key, forced, since on the seq index every delete-marked entry
 	// (a delivered row purge has not removed yet) costs a clustered lookup.
@@ -120,6 +131,16 @@ const oldestTx = `SELECT UTC_TIMESTAMP(6), COALESCE(SUM(trx_mysql_thread_id = CO
   CONVERT_TZ(MIN(trx_started), 'SYSTEM', '+00:00')
 FROM information_schema.innodb_trx`
 
+// headQuery is how Head reads the newest seq at or above after: forwards
+// from a seq the relay has seen (see outboxHeadFrom), from the end of the
+// index at the first reading of all.
+func headQuery(after int64) string {
+	if after == 0 {
+		return outboxHead
+	}
+	return outboxHeadFrom
+}
+
 // Head implements Seeker. It reads in a transaction of its own, which the
 // list of running transactions must show (see oldestTx); when it does not,
 // oldest is the Unix epoch, before any reading: nothing settles.
@@ -131,7 +152,7 @@ func (s *OutboxSource) Head(ctx context.Context, db *sql.DB, after int64) (int64
 	defer tx.Rollback()
 	// The first read starts the transaction inside InnoDB.
 	var found sql.NullInt64
-	if err := sqlx.QueryRow(ctx, tx, outboxHead, []any{after}, &found); err != nil {
+	if err := sqlx.QueryRow(ctx, tx, headQuery(after), []any{after}, &found); err != nil {
 		return 0, time.Time{}, time.Time{}, err
 	}
 	head := max(found.Int64, after)

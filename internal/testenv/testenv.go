@@ -253,7 +253,9 @@ func HandlerReads(t testing.TB, q interface {
 // it: what a statement costs in the engine, counting the entries it steps
 // over without returning them (delete-marked ones), which the Handler_read
 // counters miss. It skips the test on a server that does not report them
-// (MySQL, MariaDB before 10.9).
+// (MySQL, MariaDB before 10.9), and fails it when the plan reads no table:
+// MIN and MAX read from an end of an index while the statement is optimized,
+// where ANALYZE counts nothing.
 func PagesAccessed(t testing.TB, q interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }, query string) int64 {
@@ -263,7 +265,10 @@ func PagesAccessed(t testing.TB, q interface {
 		t.Skipf("testenv: ANALYZE FORMAT=JSON: %v", err)
 	}
 	found := pagesAccessed.FindAllStringSubmatch(plan, -1)
-	if len(found) == 0 {
+	switch {
+	case len(found) == 0 && (strings.Contains(plan, "optimized away") || strings.Contains(plan, "min/max row")):
+		t.Fatalf("testenv: the plan reads no table (the optimizer answered from an end of an index, whose reading ANALYZE does not count): %s", plan)
+	case len(found) == 0:
 		t.Skipf("testenv: the server reports no pages_accessed: %s", plan)
 	}
 	var total int64
