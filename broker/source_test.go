@@ -200,7 +200,7 @@ WHERE producer_group = 'kept'`, cutoff, cutoff); err != nil {
 // While purge lags (here a read view held open), the deliver index still
 // holds an entry for every row delivered since; left to choose, MariaDB
 // read the table in seq order for the poll's LIMIT instead, through every
-// delivered row, which the retention keeps for a day (485 pages here, 65
+// delivered row, which the retention keeps for a day (475 pages here, 65
 // with the index).
 func TestBrokerHalfPollReadsTheDeliverIndexWhilePurgeLags(t *testing.T) {
 	t.Parallel()

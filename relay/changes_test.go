@@ -278,21 +278,8 @@ func TestArrivalsQueryAsksAboutSmallGapsSeqBySeq(t *testing.T) {
 func TestRelayChangeProbeStepsOverDeliveredRowsOnce(t *testing.T) {
 	t.Parallel()
 	d := testenv.NewDB(t)
-	ctx := context.Background()
-	pub, err := outbox.NewPublisher(outbox.WithShards(16))
-	if err != nil {
-		t.Fatal(err)
-	}
 	const rows, live = 40000, 10
-	for i := 0; i < rows; i += 1000 {
-		msgs := make([]txmsg.Message, 1000)
-		for j := range msgs {
-			msgs[j] = txmsg.Message{Topic: "t", Key: []byte(fmt.Sprint(i + j)), Value: []byte("v")}
-		}
-		if err := pub.Publish(ctx, d.DB, msgs...); err != nil {
-			t.Fatal(err)
-		}
-	}
+	publishMany(t, d.DB, rows)
 	testenv.HoldReadView(t, d.DB)
 	var low, high int64
 	if err := d.DB.QueryRow("SELECT MIN(seq), MAX(seq) FROM txmsg_outbox").Scan(&low, &high); err != nil {
@@ -317,6 +304,26 @@ func TestRelayChangeProbeStepsOverDeliveredRowsOnce(t *testing.T) {
 	}
 }
 
+// publishMany publishes n messages of topic t to the outbox of db, 1,000 a
+// statement, and returns the publisher.
+func publishMany(t *testing.T, db *sql.DB, n int) *outbox.Publisher {
+	t.Helper()
+	pub, err := outbox.NewPublisher(outbox.WithShards(16))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i += 1000 {
+		msgs := make([]txmsg.Message, min(1000, n-i))
+		for j := range msgs {
+			msgs[j] = txmsg.Message{Topic: "t", Key: []byte(fmt.Sprint(i + j)), Value: []byte("v")}
+		}
+		if err := pub.Publish(context.Background(), db, msgs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return pub
+}
+
 // The horizon's reading of the newest seq steps over the rows inserted
 // since the last reading, not over every delivered row purge has not
 // removed yet: backwards from the end of the index, as MAX(seq) reads, it
@@ -326,20 +333,8 @@ func TestRelayHeadStepsOverOnlyNewRows(t *testing.T) {
 	t.Parallel()
 	d := testenv.NewDB(t)
 	ctx := context.Background()
-	pub, err := outbox.NewPublisher(outbox.WithShards(16))
-	if err != nil {
-		t.Fatal(err)
-	}
 	const rows = 40000
-	for i := 0; i < rows; i += 1000 {
-		msgs := make([]txmsg.Message, 1000)
-		for j := range msgs {
-			msgs[j] = txmsg.Message{Topic: "t", Key: []byte(fmt.Sprint(i + j)), Value: []byte("v")}
-		}
-		if err := pub.Publish(ctx, d.DB, msgs...); err != nil {
-			t.Fatal(err)
-		}
-	}
+	pub := publishMany(t, d.DB, rows)
 	var high int64
 	if err := d.DB.QueryRow("SELECT MAX(seq) FROM txmsg_outbox").Scan(&high); err != nil {
 		t.Fatal(err)

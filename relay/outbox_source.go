@@ -34,8 +34,9 @@ const (
 		` WHERE shard = ? AND seq >= ? ORDER BY seq LIMIT ?`
 	// One dive into the clustered (shard, seq) key.
 	outboxStray = `SELECT shard FROM ` + outboxTable + ` WHERE shard >= ? ORDER BY shard LIMIT 1`
-	// One dive to the right end of the seq index, which steps over the
-	// delete-marked entries purge has not removed yet: bounded below.
+	// One dive to the right end of the seq index, stepping back over the
+	// delete-marked entries there (see outboxHeadFrom): read once, by
+	// Newest and the first Head.
 	outboxHead = `SELECT MAX(seq) FROM ` + outboxTable + ` WHERE seq >= ?`
 	// outboxHeadFrom is the same read forwards from a seq the relay has
 	// seen. MariaDB reads MAX(seq) backwards from the end of the index, and
@@ -43,11 +44,10 @@ const (
 	// bound: every row delivered since purge last ran, all of them while a
 	// long transaction elsewhere holds purge back (24 ms for 200,000, read
 	// every horizonInterval, and growing). Forwards it steps over the rows
-	// inserted since the last reading, at most headRows of them: a burst
+	// inserted since the last reading, at most 100,000 of them: a burst
 	// larger than that only moves the head up more slowly.
-	outboxHeadFrom = `SELECT MAX(seq) FROM (SELECT seq FROM ` + outboxTable + ` WHERE seq >= ? ORDER BY seq LIMIT ` +
-		headRows + `) d`
-	headRows = "100000"
+	outboxHeadFrom = `SELECT MAX(seq) FROM (SELECT seq FROM ` + outboxTable +
+		` WHERE seq >= ? ORDER BY seq LIMIT 100000) d`
 	// A shard's lowest and highest pending rows from a seq on: ranges of the
 	// clustered key, forced, since on the seq index every delete-marked entry
 	// (a delivered row purge has not removed yet) costs a clustered lookup.
