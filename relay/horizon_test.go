@@ -245,3 +245,61 @@ func TestRelayLateCommitKeepsItsOrderWhateverTheSessionTimeZone(t *testing.T) {
 		t.Fatalf("key k delivered as %v, want [k:1 k:2]", order)
 	}
 }
+
+// Transactions that cannot hold a seq do not hold the horizon: one between
+// statements that has changed no row (a forgotten session), and a SELECT in
+// autocommit (a long report). Before, every read of every shard stepped over
+// all the rows delivered since the oldest of them began.
+func TestRelayHorizonPassesReadersThatCannotHoldASeq(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewDB(t)
+	ctx := context.Background()
+	if _, err := d.DB.Exec("INSERT INTO txmsg_outbox (id, shard, topic, value, created_at) VALUES ('one', 0, 'h', '', UTC_TIMESTAMP(6))"); err != nil {
+		t.Fatal(err)
+	}
+	var began time.Time
+	if err := d.DB.QueryRow("SELECT UTC_TIMESTAMP(6)").Scan(&began); err != nil {
+		t.Fatal(err)
+	}
+	testenv.HoldReadView(t, d.DB)
+	report, err := d.DB.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = report.Close() })
+	var id int64
+	if err := report.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	reported := make(chan error, 1)
+	go func() {
+		var n int
+		reported <- report.QueryRowContext(ctx, "SELECT SLEEP(8) FROM txmsg_outbox").Scan(&n)
+	}()
+	t.Cleanup(func() {
+		_, _ = d.DB.Exec("KILL QUERY ?", id)
+		<-reported
+	})
+	// trx_started has whole seconds: the oldest passes began once the
+	// clock is in the next one.
+	src := NewOutboxSource(false)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, _, oldest, err := src.Head(ctx, d.DB, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if oldest.After(began) {
+			break
+		}
+		select {
+		case err := <-reported:
+			t.Fatalf("the report ended (%v) while the oldest transaction still started at %v, before %v", err, oldest, began)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the oldest transaction started at %v, before the readers began (%v)", oldest, began)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
