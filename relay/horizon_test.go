@@ -278,7 +278,9 @@ func TestRelayHorizonPassesReadersThatCannotHoldASeq(t *testing.T) {
 	}()
 	t.Cleanup(func() {
 		_, _ = d.DB.Exec("KILL QUERY ?", id)
-		_ = <-reported // the KILL ends it with an error
+		if err := <-reported; err != nil {
+			t.Logf("the report, killed: %v", err)
+		}
 	})
 	// trx_started has whole seconds: the oldest passes began once the
 	// clock is in the next one.
