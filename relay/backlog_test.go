@@ -4,34 +4,12 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"regexp"
-	"strconv"
 	"testing"
 
 	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/internal/testenv"
 	"github.com/txmsg/txmsg/outbox"
 )
-
-// handlerReads sums the row reads the session on conn has made.
-func handlerReads(t *testing.T, conn *sql.Conn) int64 {
-	t.Helper()
-	rows, err := conn.QueryContext(context.Background(), "SHOW SESSION STATUS LIKE 'Handler_read%'")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var sum int64
-	for rows.Next() {
-		var name, v string
-		if err := rows.Scan(&name, &v); err != nil {
-			t.Fatal(err)
-		}
-		n, _ := strconv.ParseInt(v, 10, 64)
-		sum += n
-	}
-	return sum
-}
 
 // The backlog reading costs the same whatever the backlog: it is exact
 // while small and the span of pending seqs above exactBacklog.
@@ -64,13 +42,13 @@ func TestRelayOutboxBacklogCostDoesNotGrowWithRows(t *testing.T) {
 		t.Fatalf("50 rows: Backlog = %d, %v, %v; want 50, a time, nil", n, oldest, err)
 	}
 	publish(3 * exactBacklog)
-	before := handlerReads(t, conn)
+	before := testenv.HandlerReads(t, conn)
 	n, oldest, err := src.Backlog(ctx, conn)
 	if err != nil || n != 3*exactBacklog+50 || oldest.IsZero() {
 		t.Fatalf("%d rows: Backlog = %d, %v, %v; want %d, a time, nil", 3*exactBacklog+50, n, oldest, err, 3*exactBacklog+50)
 	}
 	// SHOW STATUS itself reads a few rows.
-	if reads := handlerReads(t, conn) - before; reads > 200 {
+	if reads := testenv.HandlerReads(t, conn) - before; reads > 200 {
 		t.Fatalf("reading the backlog of %d rows read %d rows, want a few", n, reads)
 	}
 }
@@ -78,28 +56,13 @@ func TestRelayOutboxBacklogCostDoesNotGrowWithRows(t *testing.T) {
 // pageCounter is a Querier that first runs each query under MariaDB's
 // ANALYZE FORMAT=JSON and adds up the index pages it accessed.
 type pageCounter struct {
+	t     *testing.T
 	conn  *sql.Conn
 	pages int64
 }
 
-var pagesAccessed = regexp.MustCompile(`"pages_accessed": *(\d+)`)
-
-func (p *pageCounter) count(ctx context.Context, query string, args ...any) error {
-	var plan string
-	if err := p.conn.QueryRowContext(ctx, "ANALYZE FORMAT=JSON "+query, args...).Scan(&plan); err != nil {
-		return err
-	}
-	for _, m := range pagesAccessed.FindAllStringSubmatch(plan, -1) {
-		n, _ := strconv.ParseInt(m[1], 10, 64)
-		p.pages += n
-	}
-	return nil
-}
-
 func (p *pageCounter) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	if err := p.count(ctx, query, args...); err != nil {
-		return nil, err
-	}
+	p.pages += testenv.PagesAccessed(p.t, p.conn, query, args...)
 	return p.conn.QueryContext(ctx, query, args...)
 }
 
@@ -122,15 +85,7 @@ func TestRelayOutboxBacklogStepsOverOnlyNewlyDeliveredRows(t *testing.T) {
 		}
 	}
 	// A read view older than the deletes keeps purge from removing them.
-	snap, err := d.DB.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer snap.Close()
-	if _, err := snap.ExecContext(ctx, "START TRANSACTION WITH CONSISTENT SNAPSHOT"); err != nil {
-		t.Fatal(err)
-	}
-	defer snap.ExecContext(ctx, "ROLLBACK") //nolint:errcheck
+	testenv.HoldReadView(t, d.DB)
 	conn, err := d.DB.Conn(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -161,19 +116,16 @@ func TestRelayOutboxBacklogStepsOverOnlyNewlyDeliveredRows(t *testing.T) {
 			from[s] = low
 		}
 	}
-	pc := &pageCounter{conn: conn}
+	pc := &pageCounter{t: t, conn: conn}
 	n, oldest, _, err := src.BacklogFrom(ctx, pc, from)
 	if err != nil || n != left || oldest.IsZero() {
 		t.Fatalf("Backlog = %d, %v, %v; want %d, a time, nil", n, oldest, err, left)
 	}
-	old := &pageCounter{conn: conn}
 	// MIN(seq) is answered by the optimizer, outside ANALYZE's counts; this
 	// is the same walk from the seq index's low end.
-	if err := old.count(ctx, "SELECT seq FROM txmsg_outbox FORCE INDEX (txmsg_outbox_seq) ORDER BY seq LIMIT 1"); err != nil {
-		t.Fatal(err)
-	}
+	old := testenv.PagesAccessed(t, conn, "SELECT seq FROM txmsg_outbox FORCE INDEX (txmsg_outbox_seq) ORDER BY seq LIMIT 1")
 	if pc.pages > 400 {
-		t.Fatalf("the backlog reading accessed %d pages with %d delivered rows unpurged (a dive to the seq index: %d), want a few per shard", pc.pages, rows-left, old.pages)
+		t.Fatalf("the backlog reading accessed %d pages with %d delivered rows unpurged (a dive to the seq index: %d), want a few per shard", pc.pages, rows-left, old)
 	}
-	t.Logf("backlog reading: %d pages; MIN(seq) over the seq index: %d pages", pc.pages, old.pages)
+	t.Logf("backlog reading: %d pages; MIN(seq) over the seq index: %d pages", pc.pages, old)
 }

@@ -293,13 +293,10 @@ func TestRelayChangeProbeStepsOverDeliveredRowsOnce(t *testing.T) {
 		gaps = append(gaps, SeqRange{low + 10*i, low + 10*i + 1})
 	}
 	query, args := arrivalsQuery(high-live/2, gaps, arrivalsLimit)
-	for _, a := range args {
-		query = strings.Replace(query, "?", fmt.Sprint(a), 1)
-	}
-	if got := countRows(t, d.DB, "SELECT COUNT(*) FROM ("+query+") a"); got != live/2 {
+	if got := countRows(t, d.DB, "SELECT COUNT(*) FROM ("+query+") a", args...); got != live/2 {
 		t.Fatalf("the probe found %d rows; want the %d newest", got, live/2)
 	}
-	if pages := testenv.PagesAccessed(t, d.DB, query); pages > 1000 {
+	if pages := testenv.PagesAccessed(t, d.DB, query, args...); pages > 1000 {
 		t.Fatalf("the probe accessed %d pages for %d gaps of 2 seqs; want at most 1000", pages, len(gaps))
 	}
 }
@@ -354,8 +351,8 @@ func TestRelayHeadStepsOverOnlyNewRows(t *testing.T) {
 	if err != nil || head != newest || head <= high {
 		t.Fatalf("head %d, %v; want %d, above %d", head, err, newest, high)
 	}
-	query := strings.Replace(headQuery(high), "?", fmt.Sprint(high), 1)
-	if pages := testenv.PagesAccessed(t, d.DB, query); pages > 10 {
-		t.Fatalf("the head reading accessed %d pages beside %d delivered rows; want at most 10", pages, rows)
+	// 0 pages: the optimizer answered from the end of the index, uncounted.
+	if pages := testenv.PagesAccessed(t, d.DB, headQuery(high), high); pages == 0 || pages > 10 {
+		t.Fatalf("the head reading accessed %d pages beside %d delivered rows; want 1 to 10", pages, rows)
 	}
 }

@@ -274,7 +274,7 @@ func TestRelayHorizonPassesReadersThatCannotHoldASeq(t *testing.T) {
 	reported := make(chan error, 1)
 	go func() {
 		var n int
-		reported <- report.QueryRowContext(ctx, "SELECT SLEEP(8) FROM txmsg_outbox").Scan(&n)
+		reported <- report.QueryRowContext(ctx, "SELECT SLEEP(30) FROM txmsg_outbox").Scan(&n)
 	}()
 	t.Cleanup(func() {
 		_, _ = d.DB.Exec("KILL QUERY ?", id)
@@ -285,7 +285,9 @@ func TestRelayHorizonPassesReadersThatCannotHoldASeq(t *testing.T) {
 	// trx_started has whole seconds: the oldest passes began once the
 	// clock is in the next one.
 	src := NewOutboxSource(false)
-	deadline := time.Now().Add(5 * time.Second)
+	// Other tests' writers, started before began, may hold the oldest
+	// back for a while: the deadline is long, the report longer.
+	deadline := time.Now().Add(25 * time.Second)
 	for {
 		_, _, oldest, err := src.Head(ctx, d.DB, 0)
 		if err != nil {
