@@ -135,6 +135,16 @@ func (f *fleet) heal() error {
 	return errors.Join(errs...)
 }
 
+// dumpStacks has every running process print its goroutines' stacks into
+// its log and exit.
+func (f *fleet) dumpStacks() error {
+	var errs []error
+	for _, p := range f.procs {
+		errs = append(errs, p.dumpStacks())
+	}
+	return errors.Join(errs...)
+}
+
 // stop kills every process and waits for them.
 func (f *fleet) stop() error {
 	var errs []error

@@ -81,7 +81,24 @@ func (p *proc) running() bool {
 }
 
 // kill sends SIGKILL to the process group and waits up to 10s for the exit.
-func (p *proc) kill() error {
+func (p *proc) kill() error { return p.end(syscall.SIGKILL, "kill -9") }
+
+// dumpStacks makes a running process print every goroutine's stack into its
+// log and exit (Go's answer to SIGQUIT), so that a run that failed shows
+// where each process was waiting. A paused process is resumed first.
+func (p *proc) dumpStacks() error {
+	if !p.running() {
+		return nil
+	}
+	if err := p.pause(false); err != nil {
+		return err
+	}
+	return p.end(syscall.SIGQUIT, "kill -QUIT")
+}
+
+// end sends sig to the process group as a planned exit and waits up to 10s
+// for the process to exit; what names the signal in errors.
+func (p *proc) end(sig syscall.Signal, what string) error {
 	p.mu.Lock()
 	cmd, exited := p.cmd, p.exited
 	if cmd == nil {
@@ -90,14 +107,14 @@ func (p *proc) kill() error {
 	}
 	p.planned, p.paused = true, false
 	p.mu.Unlock()
-	if err := killGroup(cmd.Process.Pid, syscall.SIGKILL); err != nil {
-		return fmt.Errorf("chaos: kill -9 %s: %w", p.name, err)
+	if err := killGroup(cmd.Process.Pid, sig); err != nil {
+		return fmt.Errorf("chaos: %s %s: %w", what, p.name, err)
 	}
 	select {
 	case <-exited:
 		return nil
 	case <-time.After(10 * time.Second):
-		return fmt.Errorf("chaos: %s did not exit within 10s of kill -9", p.name)
+		return fmt.Errorf("chaos: %s did not exit within 10s of %s", p.name, what)
 	}
 }
 

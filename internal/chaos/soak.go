@@ -129,12 +129,19 @@ func (s *soak) main(ctx context.Context) (Figures, error) {
 	return fig, nil
 }
 
-// tearDown stops everything. The database is dropped unless Keep is set;
-// a workdir the run made is removed unless the run failed or Keep is set.
+// tearDown stops everything; after a failed run each process first prints
+// its goroutines' stacks into its log. The database is dropped unless Keep
+// is set; a workdir the run made is removed unless the run failed or Keep
+// is set.
 func (s *soak) tearDown(passed bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var errs []error
+	if s.fleet != nil && !passed {
+		// A stall is a goroutine waiting where it should not: the stacks
+		// show which, in the logs the failed run keeps.
+		errs = append(errs, s.fleet.dumpStacks())
+	}
 	if s.fleet != nil {
 		errs = append(errs, s.fleet.stop())
 	}
