@@ -31,7 +31,18 @@ func NewConsumerGroup(brokers []string, c ReaderConfig) (*kafka.ConsumerGroup, e
 		SessionTimeout:    c.SessionTimeout,
 		RebalanceTimeout:  c.RebalanceTimeout,
 		JoinGroupBackoff:  c.JoinGroupBackoff,
-		StartOffset:       kafka.FirstOffset,
+		// kafka-go waits Timeout + RebalanceTimeout for a join, and after a
+		// timeout gives up its member ID: the coordinator keeps the abandoned
+		// member until a later rebalance drops it, so each retry is one more
+		// member to wait for. A coordinator may answer a join only once a
+		// dead member's session expired and a rebalance timeout passed
+		// (kfake starts that timeout again at every change of the group),
+		// so the wait covers the session too, with kafka-go's default (5s)
+		// on top for a busy coordinator. Heartbeats and commits wait as
+		// long: a coordinator that stopped answering has rebalanced the
+		// member away by then anyway.
+		Timeout:     c.SessionTimeout + coordinatorMargin,
+		StartOffset: kafka.FirstOffset,
 		// Partitions added to a topic end the generation, so that the
 		// group rebalances and reads them (kafka-go leaves them unread
 		// otherwise until the membership changes).
@@ -50,6 +61,10 @@ func NewConsumerGroup(brokers []string, c ReaderConfig) (*kafka.ConsumerGroup, e
 	}
 	return cg, nil
 }
+
+// coordinatorMargin is kafka-go's own timeout of a coordinator request,
+// which a group's timeouts add on top of the session (see NewConsumerGroup).
+const coordinatorMargin = 5 * time.Second
 
 // NewPartitionReader returns a Reader of one partition, starting at offset
 // (an absolute offset or kafka.FirstOffset), that reads committed records
