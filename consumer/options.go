@@ -241,8 +241,8 @@ func WithStrategy(name string, cfg BalancerConfig) Option {
 // (default 30s), heartbeat interval (default 3s), rebalance timeout (default
 // 30s) and the backoff before rejoining (default 5s). Short values make
 // rebalances fast; tests use a few seconds. A member waits for a join up to
-// session + rebalance + 5s, and for a heartbeat or an offset commit up to
-// session + 5s (see kafkax.NewConsumerGroup).
+// session + rebalance + 5s, and for a heartbeat, an offset commit or the
+// leave at shutdown up to session + 5s (see kafkax.NewConsumerGroup).
 func WithGroupTimeouts(session, heartbeat, rebalance, joinBackoff time.Duration) Option {
 	return func(o *options) error {
 		if session <= 0 || heartbeat <= 0 || rebalance <= 0 || joinBackoff <= 0 {
