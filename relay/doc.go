@@ -37,8 +37,11 @@
 // row committed later than the probe keeps asking. Delivered rows of all
 // shards are marked together: a round that ends while a marking transaction
 // runs joins the next one (group commit), so a steady trickle does not cost a
-// durable commit per shard round. Engine.Wake lets an in-process producer
-// (the broker) wake a shard directly.
+// durable commit per shard round. A round does not wait for its mark: the
+// shard's next round skips the rows being marked, so rows arriving meanwhile
+// do not wait for a durable commit; a failed mark sends the shard's next read
+// back to its start, and its rows are published again. Engine.Wake lets an
+// in-process producer (the broker) wake a shard directly.
 //
 // Open the engine's *sql.DB with interpolateParams=true, as the txmsg
 // binaries do: its statements are small and many, and with server-side

@@ -115,14 +115,16 @@ func (c *coordinator) watchHorizon(ctx context.Context) {
 }
 
 // from is where w's next poll starts: its floor, or the start of the shard
-// when a sweep is due (or the source cannot seek). A shard draining a
+// when a sweep is due, a mark failed (its rows may lie below the floor), or
+// the source cannot seek. A shard draining a
 // backlog (its last read was full) puts the sweep off: the rows it delivered
 // stay in the index, delete-marked, until purge removes them, and purge lags
 // a fast drain, so a read from the start would step over all of them (1.5 s
 // for a drained shard of 60k rows), for at most 4 sweep intervals; a shard
 // whose floor skipped its rows finds nothing, is not backlogged, and sweeps.
 func (e *Engine) from(w *shardWorker) int64 {
-	if _, ok := w.src.(Seeker); !ok {
+	failed := w.marking.failed.Swap(false)
+	if _, ok := w.src.(Seeker); !ok || failed {
 		return 0
 	}
 	if now := e.since(); now-w.swept >= sweepInterval && (!w.backlogged || now-w.swept >= 4*sweepInterval) {

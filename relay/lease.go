@@ -55,9 +55,11 @@ type shardWorker struct {
 	// backlogged is set when the last read was full (see from); only the
 	// worker's goroutine uses it.
 	backlogged bool
-	stop       context.CancelFunc
-	releasing  bool
-	done       chan struct{}
+	// marking holds the delivered rows whose mark is under way.
+	marking   marking
+	stop      context.CancelFunc
+	releasing bool
+	done      chan struct{}
 }
 
 // coordinator owns the leases of one Engine. Only its run goroutine touches
@@ -341,6 +343,8 @@ func (c *coordinator) start(ctx context.Context, s Source, shard int, version in
 		defer close(w.done)
 		defer cancel()
 		c.e.work(wctx, c.hard, w)
+		// The next owner must not read rows whose DELETE is under way.
+		w.marking.wg.Wait()
 		c.release(w)
 	}()
 }

@@ -5,6 +5,9 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"fmt"
+	"maps"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/txmsg/txmsg/internal/sqlx"
@@ -55,19 +58,97 @@ func newMarker(db *sql.DB) *marker {
 // believed pending is published again: a duplicate, never a loss). run must
 // be running.
 func (m *marker) mark(ctx context.Context, src Source, rows []Row) error {
-	r := &markRequest{src: src, rows: rows, done: make(chan error, 1)}
-	r.deadline, _ = ctx.Deadline()
-	select {
-	case m.reqs <- r:
-	case <-ctx.Done():
-		return ctx.Err()
+	done, err := m.submit(ctx, src, rows)
+	if err != nil {
+		return err
 	}
 	select {
-	case err := <-r.done:
+	case err := <-done:
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// submit hands rows to the marker, to be marked by ctx's deadline, and
+// returns where the outcome will come: once, whatever it is. It waits only
+// while the queue is full. run must be running until the outcome came.
+func (m *marker) submit(ctx context.Context, src Source, rows []Row) (<-chan error, error) {
+	r := &markRequest{src: src, rows: rows, done: make(chan error, 1)}
+	r.deadline, _ = ctx.Deadline()
+	select {
+	case m.reqs <- r:
+		return r.done, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// marking is what a worker handed the marker and has not heard back about.
+// The worker's polls skip those rows (still in the table until their
+// DELETE commits), so its next round need not wait for the mark: a mark
+// takes a durable commit, 1–10 ms, and every row arriving in the shard
+// meanwhile waited for it. A failed mark leaves its rows pending below the
+// worker's floor, so the worker then reads its shard from the start again.
+type marking struct {
+	mu   sync.Mutex
+	seqs map[int64]struct{}
+	wg   sync.WaitGroup
+	// failed is set by a failed mark until the worker's next read.
+	failed atomic.Bool
+}
+
+// add records rows as being marked.
+func (k *marking) add(rows []Row) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.seqs == nil {
+		k.seqs = make(map[int64]struct{}, len(rows))
+	}
+	for _, r := range rows {
+		k.seqs[r.Seq] = struct{}{}
+	}
+	k.wg.Add(1)
+}
+
+// done records the outcome of the mark of rows.
+func (k *marking) done(rows []Row, err error) {
+	k.mu.Lock()
+	for _, r := range rows {
+		delete(k.seqs, r.Seq)
+	}
+	k.mu.Unlock()
+	if err != nil {
+		k.failed.Store(true)
+	}
+	k.wg.Done()
+}
+
+// inFlight returns the seqs being marked now (nil: none). A poll must be
+// filtered with the set taken before it: a mark that commits while the poll
+// runs leaves its rows in the poll's snapshot but no longer in the set.
+func (k *marking) inFlight() map[int64]struct{} {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if len(k.seqs) == 0 {
+		return nil
+	}
+	return maps.Clone(k.seqs)
+}
+
+// skip returns rows less those in inFlight, in order; rows itself when
+// inFlight is empty.
+func skip(rows []Row, inFlight map[int64]struct{}) []Row {
+	if len(inFlight) == 0 {
+		return rows
+	}
+	var out []Row
+	for _, r := range rows {
+		if _, ok := inFlight[r.Seq]; !ok {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // run marks what rounds hand it until stop closes (after the last round

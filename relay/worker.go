@@ -174,17 +174,32 @@ func (e *Engine) round(ctx, settleCtx context.Context, w *shardWorker) (roundRes
 	settled := e.settled[src.Name()].Load()
 	from := e.from(w)
 	limit := Limit{Rows: e.cfg.BatchSize, Bytes: e.cfg.BatchBytes}
-	rows, err := e.poll(ctx, src, w.shard, from, limit)
+	inFlight := w.marking.inFlight()
+	read, err := e.poll(ctx, src, w.shard, from, limit)
 	if err != nil {
 		e.metrics.Error(src.Name(), "poll")
 		return roundResult{}, fmt.Errorf("relay: poll shard %d of %s: %w", w.shard, src.Name(), err)
 	}
-	if len(rows) > 0 {
-		e.saw(src.Name(), rows[len(rows)-1].Seq)
-	}
-	if len(rows) == 0 {
+	if len(read) == 0 {
 		e.advance(w, settled, nil, false, 0)
 		return roundResult{}, nil
+	}
+	e.saw(src.Name(), read[len(read)-1].Seq)
+	var size int64
+	for _, r := range read {
+		size += int64(len(r.Key) + len(r.Value))
+	}
+	full := len(read) >= limit.Rows || size >= limit.Bytes
+	rows := skip(read, inFlight)
+	if len(rows) == 0 {
+		// Everything read is being marked. More may wait behind a full
+		// read: once the marks are done, those rows are gone (or read
+		// again after a failed mark) and the next read gets past them.
+		if full {
+			w.marking.wg.Wait()
+		}
+		e.advance(w, settled, read, full, 0)
+		return roundResult{full: full, next: read[len(read)-1].Seq + 1}, nil
 	}
 	p, err := e.plan(ctx, w, rows)
 	if err != nil {
@@ -195,13 +210,9 @@ func (e *Engine) round(ctx, settleCtx context.Context, w *shardWorker) (roundRes
 	if err != nil {
 		return res, err
 	}
-	var size int64
-	for _, r := range rows {
-		size += int64(len(r.Key) + len(r.Value))
-	}
-	res.full = len(rows) >= limit.Rows || size >= limit.Bytes
-	res.next = rows[len(rows)-1].Seq + 1
-	e.advance(w, settled, rows, res.full, res.firstPending)
+	res.full = full
+	res.next = read[len(read)-1].Seq + 1
+	e.advance(w, settled, read, full, res.firstPending)
 	return res, nil
 }
 
@@ -254,7 +265,7 @@ func (e *Engine) settle(ctx context.Context, w *shardWorker, p *plan) (roundResu
 		w.holds.fail(topicHold(t), now)
 	}
 	if len(delivered) > 0 {
-		if err := e.delivered(ctx, p.src, delivered); err != nil {
+		if err := e.delivered(ctx, w, delivered); err != nil {
 			return roundResult{}, err
 		}
 		res.done += len(delivered)
@@ -294,20 +305,36 @@ func (e *Engine) settle(ctx context.Context, w *shardWorker, p *plan) (roundResu
 	return res, nil
 }
 
-// delivered marks rows Kafka acknowledged. If marking fails the rows stay
+// delivered hands rows Kafka acknowledged to the marker and returns without
+// waiting for the mark (see marking). If marking fails the rows stay
 // pending and are published again: a duplicate, never a loss.
-func (e *Engine) delivered(ctx context.Context, src Source, rows []Row) error {
-	if err := e.marker.mark(ctx, src, rows); err != nil {
+func (e *Engine) delivered(ctx context.Context, w *shardWorker, rows []Row) error {
+	src := w.src
+	done, err := e.marker.submit(ctx, src, rows)
+	if err != nil {
 		e.metrics.Error(src.Name(), "mark")
 		return fmt.Errorf("relay: mark %d rows of %s delivered: %w", len(rows), src.Name(), err)
 	}
-	byTopic := map[string]int{}
-	for _, r := range rows {
-		byTopic[r.Topic]++
-	}
-	for t, n := range byTopic {
-		e.metrics.Published(src.Name(), t, n)
-	}
+	w.marking.add(rows)
+	go func() {
+		err := <-done
+		// Counted before the worker hears of it: a worker waits for its
+		// marks before it exits, and Run for its workers.
+		defer w.marking.done(rows, err)
+		if err != nil {
+			e.metrics.Error(src.Name(), "mark")
+			e.log.Warn("relay mark failed; the rows will be published again", slog.String("source", src.Name()),
+				slog.Int("shard", w.shard), slog.Int("messages", len(rows)), slog.Any("error", err))
+			return
+		}
+		byTopic := map[string]int{}
+		for _, r := range rows {
+			byTopic[r.Topic]++
+		}
+		for t, n := range byTopic {
+			e.metrics.Published(src.Name(), t, n)
+		}
+	}()
 	return nil
 }
 
