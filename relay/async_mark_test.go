@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
+
 	"github.com/txmsg/txmsg/internal/testenv"
 )
 
@@ -21,24 +23,29 @@ type gatedOutbox struct {
 	gate           chan struct{}
 	open           func() // closes gate, once
 	marked         chan struct{}
-	// afterRead, when set, runs once after a poll read its rows and before
-	// it returns them.
+	// afterRead, when set, runs once after a poll read rows and before it
+	// returns them.
 	afterRead atomic.Pointer[func()]
 }
 
 func (s *gatedOutbox) Pending(ctx context.Context, q Querier, shard int, limit Limit) ([]Row, error) {
 	rows, err := s.OutboxSource.Pending(ctx, q, shard, limit)
-	s.hook()
+	s.hook(rows)
 	return rows, err
 }
 
 func (s *gatedOutbox) PendingFrom(ctx context.Context, q Querier, shard int, from int64, limit Limit) ([]Row, error) {
 	rows, err := s.OutboxSource.PendingFrom(ctx, q, shard, from, limit)
-	s.hook()
+	s.hook(rows)
 	return rows, err
 }
 
-func (s *gatedOutbox) hook() {
+// hook runs afterRead after a read that found rows (other shards' workers
+// poll too, and find none).
+func (s *gatedOutbox) hook(rows []Row) {
+	if len(rows) == 0 {
+		return
+	}
 	if f := s.afterRead.Swap(nil); f != nil {
 		(*f)()
 	}
@@ -71,45 +78,79 @@ func newGatedOutbox(t *testing.T) *gatedOutbox {
 	return s
 }
 
+// gatedRelay is an engine over a gatedOutbox whose marks wait (hold set),
+// and the database and Kafka it works with.
+type gatedRelay struct {
+	*running
+	t   *testing.T
+	d   *testenv.Database
+	k   *testenv.Kafka
+	src *gatedOutbox
+}
+
+// startGated starts a gatedRelay on one-partition Kafka. A mark may wait
+// until the lease runs out: a minute, far longer than the tests.
+func startGated(t *testing.T) *gatedRelay {
+	d := testenv.NewDB(t)
+	k := testenv.NewKafka(t, 1)
+	cfg := testConfig(k.Addrs)
+	cfg.LeaseTTL = time.Minute
+	src := newGatedOutbox(t)
+	src.hold.Store(true)
+	return &gatedRelay{running: startEngine(t, d.DB, cfg, WithSources(src)), t: t, d: d, k: k, src: src}
+}
+
+// publish commits the n-th message of key "k" to "accounts" and waits
+// until n messages were delivered.
+func (g *gatedRelay) publish(n int) []kafka.Message {
+	g.t.Helper()
+	if err := publishTx(context.Background(), g.d.DB, true, msg("accounts", "k", n)); err != nil {
+		g.t.Fatal(err)
+	}
+	return waitDelivered(g.t, g.k.Addrs, "accounts", n, 20*time.Second)
+}
+
+// waitMarkHeld waits until a mark waits on the gate.
+func (g *gatedRelay) waitMarkHeld() {
+	g.t.Helper()
+	testenv.Eventually(g.t, 20*time.Second, func() error {
+		if g.src.waiting.Load() == 0 {
+			return errors.New("no mark has started")
+		}
+		return nil
+	})
+}
+
+// waitDrained waits until the outbox is empty, and returns the messages
+// delivered and how many were duplicates.
+func (g *gatedRelay) waitDrained(timeout time.Duration) ([]kafka.Message, int) {
+	g.t.Helper()
+	testenv.Eventually(g.t, timeout, func() error {
+		if n := countRows(g.t, g.d.DB, "SELECT COUNT(*) FROM txmsg_outbox"); n != 0 {
+			return fmt.Errorf("%d rows still in the outbox", n)
+		}
+		return nil
+	})
+	msgs, dups, err := delivered(context.Background(), g.k.Addrs, "accounts")
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	return msgs, dups
+}
+
 // TestRelayNextRoundDoesNotWaitForItsMark: while the DELETE of a round's
 // row waits (here on a gate; in production a durable commit, 1–10 ms), the
 // next row of the same key is delivered, and the first is not published
 // again; once the gate opens it is deleted.
 func TestRelayNextRoundDoesNotWaitForItsMark(t *testing.T) {
 	t.Parallel()
-	d := testenv.NewDB(t)
-	k := testenv.NewKafka(t, 1)
-	cfg := testConfig(k.Addrs)
-	// The mark may wait until the lease runs out: far longer than the test.
-	cfg.LeaseTTL = time.Minute
-	src := newGatedOutbox(t)
-	src.hold.Store(true)
-	startEngine(t, d.DB, cfg, WithSources(src))
-	ctx := context.Background()
-	if err := publishTx(ctx, d.DB, true, msg("accounts", "k", 1)); err != nil {
-		t.Fatal(err)
-	}
-	waitDelivered(t, k.Addrs, "accounts", 1, 20*time.Second)
-	testenv.Eventually(t, 20*time.Second, func() error {
-		if src.waiting.Load() == 0 {
-			return errors.New("the first row's mark has not started")
-		}
-		return nil
-	})
-	if err := publishTx(ctx, d.DB, true, msg("accounts", "k", 2)); err != nil {
-		t.Fatal(err)
-	}
-	msgs := waitDelivered(t, k.Addrs, "accounts", 2, 20*time.Second)
-	checkOrder(t, msgs, nil)
-	src.open()
-	testenv.Eventually(t, 20*time.Second, func() error {
-		if n := countRows(t, d.DB, "SELECT COUNT(*) FROM txmsg_outbox"); n != 0 {
-			return fmt.Errorf("%d rows still in the outbox", n)
-		}
-		return nil
-	})
-	if _, dups, err := delivered(ctx, k.Addrs, "accounts"); err != nil || dups != 0 {
-		t.Fatalf("%d duplicates (%v): a row whose mark was under way was published again", dups, err)
+	g := startGated(t)
+	g.publish(1)
+	g.waitMarkHeld()
+	checkOrder(t, g.publish(2), nil)
+	g.src.open()
+	if _, dups := g.waitDrained(20 * time.Second); dups != 0 {
+		t.Fatalf("%d duplicates: a row whose mark was under way was published again", dups)
 	}
 }
 
@@ -120,43 +161,22 @@ func TestRelayNextRoundDoesNotWaitForItsMark(t *testing.T) {
 // the start would find it.
 func TestRelayRepublishesARowWhoseMarkFailed(t *testing.T) {
 	t.Parallel()
-	d := testenv.NewDB(t)
-	k := testenv.NewKafka(t, 1)
-	cfg := testConfig(k.Addrs)
-	cfg.LeaseTTL = time.Minute
-	src := newGatedOutbox(t)
-	src.hold.Store(true)
-	src.failOnce.Store(true)
-	r := startEngine(t, d.DB, cfg, WithSources(src))
-	ctx := context.Background()
-	publish := func(n int) {
-		t.Helper()
-		if err := publishTx(ctx, d.DB, true, msg("accounts", "k", n)); err != nil {
-			t.Fatal(err)
-		}
-		waitDelivered(t, k.Addrs, "accounts", n, 20*time.Second)
-	}
-	publish(1)
-	first := countRows(t, d.DB, "SELECT MAX(seq) FROM txmsg_outbox")
+	g := startGated(t)
+	g.src.failOnce.Store(true)
+	g.publish(1)
+	first := countRows(t, g.d.DB, "SELECT MAX(seq) FROM txmsg_outbox")
 	// The horizon passes the first row, and a later round's read moves the
 	// worker's floor past it, while its mark waits.
 	testenv.Eventually(t, 20*time.Second, func() error {
-		if s := r.settled[src.Name()].Load(); s <= int64(first) {
+		if s := g.settled[g.src.Name()].Load(); s <= int64(first) {
 			return fmt.Errorf("the horizon is at seq %d, not past %d", s, first)
 		}
 		return nil
 	})
-	publish(2)
-	src.open() // the first row's mark fails; the second's succeeds
-	testenv.Eventually(t, sweepInterval/2, func() error {
-		if n := countRows(t, d.DB, "SELECT COUNT(*) FROM txmsg_outbox"); n != 0 {
-			return fmt.Errorf("%d rows still in the outbox", n)
-		}
-		return nil
-	})
-	msgs, dups, err := delivered(ctx, k.Addrs, "accounts")
-	if err != nil || len(msgs) != 2 || dups != 1 {
-		t.Fatalf("%d messages and %d duplicates (%v): want two, the first published twice", len(msgs), dups, err)
+	g.publish(2)
+	g.src.open() // the first row's mark fails; the second's succeeds
+	if msgs, dups := g.waitDrained(sweepInterval / 2); len(msgs) != 2 || dups != 1 {
+		t.Fatalf("%d messages and %d duplicates: want two, the first published twice", len(msgs), dups)
 	}
 }
 
@@ -167,46 +187,22 @@ func TestRelayRepublishesARowWhoseMarkFailed(t *testing.T) {
 // began.
 func TestRelayReadsPastAMarkThatCommitsDuringTheRead(t *testing.T) {
 	t.Parallel()
-	d := testenv.NewDB(t)
-	k := testenv.NewKafka(t, 1)
-	cfg := testConfig(k.Addrs)
-	cfg.LeaseTTL = time.Minute
-	src := newGatedOutbox(t)
-	src.hold.Store(true)
-	startEngine(t, d.DB, cfg, WithSources(src))
-	ctx := context.Background()
-	if err := publishTx(ctx, d.DB, true, msg("accounts", "k", 1)); err != nil {
-		t.Fatal(err)
-	}
-	waitDelivered(t, k.Addrs, "accounts", 1, 20*time.Second)
-	testenv.Eventually(t, 20*time.Second, func() error {
-		if src.waiting.Load() == 0 {
-			return errors.New("the first row's mark has not started")
-		}
-		return nil
-	})
+	g := startGated(t)
+	g.publish(1)
+	g.waitMarkHeld()
 	commitMark := func() {
-		src.open()
+		g.src.open()
 		select {
-		case <-src.marked:
+		case <-g.src.marked:
 		case <-time.After(20 * time.Second):
 			t.Error("the first row's mark did not end within 20s")
 		}
 		// Let the worker hear that the mark is done before the read returns.
 		time.Sleep(100 * time.Millisecond)
 	}
-	src.afterRead.Store(&commitMark)
-	if err := publishTx(ctx, d.DB, true, msg("accounts", "k", 2)); err != nil {
-		t.Fatal(err)
-	}
-	waitDelivered(t, k.Addrs, "accounts", 2, 20*time.Second)
-	testenv.Eventually(t, 20*time.Second, func() error {
-		if n := countRows(t, d.DB, "SELECT COUNT(*) FROM txmsg_outbox"); n != 0 {
-			return fmt.Errorf("%d rows still in the outbox", n)
-		}
-		return nil
-	})
-	if _, dups, err := delivered(ctx, k.Addrs, "accounts"); err != nil || dups != 0 {
-		t.Fatalf("%d duplicates (%v): the row whose mark committed during the read was published again", dups, err)
+	g.src.afterRead.Store(&commitMark)
+	g.publish(2)
+	if _, dups := g.waitDrained(20 * time.Second); dups != 0 {
+		t.Fatalf("%d duplicates: the row whose mark committed during the read was published again", dups)
 	}
 }
