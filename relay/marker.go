@@ -34,10 +34,10 @@ type markRequest struct {
 // marker marks the delivered rows of many shards' rounds in one
 // transaction: each commit is a durable write (an fsync), and under a
 // steady trickle every shard's round would otherwise pay one for its one or
-// two rows, competing with the producers' own commits. Rounds wait for their
-// rows to be marked, as before; a round that arrives while a transaction
-// runs joins the next one, so a lone round waits no longer than it did
-// alone (group commit, as InnoDB does for its log).
+// two rows, competing with the producers' own commits. A round's rows that
+// arrive while a transaction runs join the next one, so a lone round's rows
+// wait no longer than they would alone (group commit, as InnoDB does for
+// its log); the round itself does not wait (see marking).
 type marker struct {
 	db   *sql.DB
 	reqs chan *markRequest
