@@ -18,8 +18,9 @@ import (
 // locks few; a round's rows are never split.
 const markRows = 8192
 
-// markQueue is how many rounds may wait for the next marking transaction
-// without blocking (at most one per shard worker in practice).
+// markQueue is how many rounds' rows may wait for the next marking
+// transaction; a round that finds the queue full waits for room, so marking
+// that falls behind slows the rounds down instead of piling up.
 const markQueue = 256
 
 // markRequest is one round's delivered rows, waiting to be marked.
