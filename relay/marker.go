@@ -54,23 +54,6 @@ func newMarker(db *sql.DB) *marker {
 	return &marker{db: db, reqs: make(chan *markRequest, markQueue)}
 }
 
-// mark waits until rows are marked delivered or ctx ends; when it returns
-// an error the rows may or may not have been marked (a row marked but
-// believed pending is published again: a duplicate, never a loss). run must
-// be running.
-func (m *marker) mark(ctx context.Context, src Source, rows []Row) error {
-	done, err := m.submit(ctx, src, rows)
-	if err != nil {
-		return err
-	}
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // submit hands rows to the marker, to be marked by ctx's deadline, and
 // returns where the outcome will come: once, whatever it is. It waits only
 // while the queue is full. run must be running until the outcome came.

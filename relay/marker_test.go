@@ -50,6 +50,21 @@ func (s *markSource) Delivered(ctx context.Context, _ Execer, rows []Row) error 
 	return nil
 }
 
+// mark submits rows and waits until they are marked or ctx ends, as a round
+// did before rounds stopped waiting for their marks.
+func (m *marker) mark(ctx context.Context, src Source, rows []Row) error {
+	done, err := m.submit(ctx, src, rows)
+	if err != nil {
+		return err
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 func startMarker(t *testing.T, db *sql.DB) *marker {
 	t.Helper()
 	m := newMarker(db)

@@ -310,6 +310,10 @@ func (e *Engine) settle(ctx context.Context, w *shardWorker, p *plan) (roundResu
 // pending and are published again: a duplicate, never a loss.
 func (e *Engine) delivered(ctx context.Context, w *shardWorker, rows []Row) error {
 	src := w.src
+	// One mark in flight per worker: a round waits for the one before its
+	// own, usually done by then, so the rows waiting for the marker stay
+	// one round per shard, as when every round waited, and memory bounded.
+	w.marking.wg.Wait()
 	done, err := e.marker.submit(ctx, src, rows)
 	if err != nil {
 		e.metrics.Error(src.Name(), "mark")
