@@ -48,6 +48,15 @@ type tail struct {
 	after int64
 	// gaps are in ascending seq, hence in the order they were found.
 	gaps []gap
+	// lost is the highest seq the probe stopped asking about before it was
+	// final (a gap dropped, or below the first probe): a row of it may
+	// still commit unseen. Until the settled seq passes it, the probe's
+	// rows are not handed over (see handoff).
+	lost int64
+	// chained is set while every probe since chain (engine clock, when it
+	// was sent) saw every seq that could still commit.
+	chained bool
+	chain   time.Duration
 }
 
 // ranges are the gaps to ask about again.
@@ -75,7 +84,11 @@ func (t *tail) observe(as []Arrival, now time.Duration, settled int64) {
 	}
 	kept := t.gaps[:0]
 	for _, g := range t.gaps {
-		if g.To < settled || now-g.since > t.timeout {
+		switch {
+		case g.To < settled:
+			continue
+		case now-g.since > t.timeout:
+			t.lost = max(t.lost, g.To)
 			continue
 		}
 		if g.From < settled {
@@ -83,7 +96,26 @@ func (t *tail) observe(as []Arrival, now time.Duration, settled int64) {
 		}
 		kept = append(kept, g)
 	}
-	t.gaps = kept[max(0, len(kept)-maxGaps):]
+	if n := len(kept) - maxGaps; n > 0 {
+		t.lost = max(t.lost, kept[n-1].To)
+		kept = kept[n:]
+	}
+	t.gaps = kept
+}
+
+// link records whether the probe sent at start, which read settled before
+// it, could see every seq that may still commit, and reports whether its
+// rows may be handed over.
+func (t *tail) link(start time.Duration, settled int64) bool {
+	switch {
+	case t.lost > 0 && t.lost >= settled:
+		t.chained = false
+	case !t.chained:
+		// Rows of the lost seqs committed before this probe; a worker that
+		// read its shard since has them.
+		t.chained, t.chain = true, start
+	}
+	return t.chained
 }
 
 // fill takes seq out of the gap holding it.
@@ -172,16 +204,41 @@ func (c *coordinator) probe(ctx context.Context, ch Changes, t *tail) (arrived i
 		if err != nil {
 			return 0, err
 		}
-		t.after, t.started = last, true
+		// Seqs below it may belong to transactions still running.
+		t.after, t.lost, t.started = last, last, true
 	}
 	// Read before the probe: a gap below it that is still open after the
 	// probe's snapshot cannot be settled yet.
 	settled := e.settled[ch.Name()].Load()
-	as, err := ch.Arrivals(ctx, e.db, t.after, t.ranges(), arrivalsLimit)
+	start := e.since()
+	n := e.probesSent.Add(1)
+	defer e.probesDone.Store(n)
+	var as []Arrival
+	var rows []Row
+	if ho, ok := ch.(Handover); ok {
+		// Its rows are published: committed ones only, as a poll reads.
+		err = e.consistently(ctx, !e.pollInTx, func(q Querier) error {
+			var err error
+			rows, err = ho.ArrivalRows(ctx, q, t.after, t.ranges(), Limit{Rows: arrivalsLimit, Bytes: e.cfg.BatchBytes})
+			return err
+		})
+		as = make([]Arrival, len(rows))
+		for i, r := range rows {
+			as[i] = Arrival{Seq: r.Seq, Shard: r.Shard}
+		}
+	} else {
+		as, err = ch.Arrivals(ctx, e.db, t.after, t.ranges(), arrivalsLimit)
+	}
 	if err != nil {
 		return 0, err
 	}
 	t.observe(as, e.since(), settled)
+	// Every probe, arrivals or not: a gap dropped between two arrivals
+	// breaks the chain all the same.
+	handing := t.link(start, settled)
+	if _, ok := ch.(Handover); ok && len(as) > 0 {
+		c.handOver(ch, as, rows, n, handing, t.chain)
+	}
 	e.saw(ch.Name(), t.after)
 	c.wakeArrivals(ch, as)
 	return len(as), nil

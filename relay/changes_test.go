@@ -39,12 +39,45 @@ func TestTailTracksGaps(t *testing.T) {
 	if got, want := tl.ranges(), []SeqRange{{21, 29}}; !slices.Equal(got, want) {
 		t.Fatalf("gaps after the timeout: %v; want %v", got, want)
 	}
+	// Seqs it stopped asking about before they were final may still commit.
+	if tl.lost != 19 {
+		t.Fatalf("lost %d after the timeout; want 19", tl.lost)
+	}
 	// At most maxGaps are kept: the oldest go.
 	for i := range maxGaps + 5 {
 		tl.observe([]Arrival{{Seq: int64(32 + 2*i)}}, 1200*time.Millisecond, 0)
 	}
 	if got := tl.ranges(); len(got) != maxGaps || got[len(got)-1] != (SeqRange{int64(31 + 2*(maxGaps+4)), int64(31 + 2*(maxGaps+4))}) {
 		t.Fatalf("%d gaps, last %v; want the newest %d", len(got), got[len(got)-1], maxGaps)
+	}
+	if want := int64(31 + 2*4); tl.lost != want {
+		t.Fatalf("lost %d after pushing out gaps; want %d", tl.lost, want)
+	}
+}
+
+// The probe's rows are handed over from the first probe that read a settled
+// seq above every seq it lost, until it loses one that is not final.
+func TestTailChainsProbesThatSawEverySeqStillToCommit(t *testing.T) {
+	tl := &tail{lost: 20}
+	if tl.link(time.Second, 20) {
+		t.Fatal("handing over while seq 20 may still commit unseen")
+	}
+	if !tl.link(2*time.Second, 21) || tl.chain != 2*time.Second {
+		t.Fatalf("chain from %v; want from the first probe after seq 20 was final, 2s", tl.chain)
+	}
+	if !tl.link(3*time.Second, 25) || tl.chain != 2*time.Second {
+		t.Fatalf("chain from %v; want it to go on from 2s", tl.chain)
+	}
+	tl.lost = 30
+	if tl.link(4*time.Second, 25) {
+		t.Fatal("handing over while seq 30 may still commit unseen")
+	}
+	if !tl.link(5*time.Second, 31) || tl.chain != 5*time.Second {
+		t.Fatalf("chain from %v; want it to start again at 5s", tl.chain)
+	}
+	// Nothing is lost below an empty table's first look.
+	if !(&tail{}).link(time.Second, 0) {
+		t.Fatal("no handing over though no seq was lost")
 	}
 }
 

@@ -38,6 +38,12 @@ type Engine struct {
 	// wakes[source][shard] nudges an idle shard worker; made once in New,
 	// then only sent to and received from.
 	wakes map[string][]chan struct{}
+	// inboxes[source][shard] holds the change probe's rows for the shard's
+	// worker (see handoff); made once in New.
+	inboxes map[string][]inbox
+	// probesSent counts the change probes sent, and probesDone is the last
+	// one whose rows were handed over (or that ended without).
+	probesSent, probesDone atomic.Int64
 	// settled[source] is the seq below which every row of a Seeker source
 	// is final (see watchHorizon); made once in New.
 	settled map[string]*atomic.Int64
@@ -91,6 +97,7 @@ func New(db *sql.DB, cfg Config, opts ...Option) (*Engine, error) {
 		e.sources = []Source{NewOutboxSource(cfg.Retention > 0)}
 	}
 	e.wakes = map[string][]chan struct{}{}
+	e.inboxes = map[string][]inbox{}
 	e.settled = map[string]*atomic.Int64{}
 	e.seen = map[string]*atomic.Int64{}
 	e.fronts = map[string][]atomic.Int64{}
@@ -106,6 +113,7 @@ func New(db *sql.DB, cfg Config, opts ...Option) (*Engine, error) {
 			ws[i] = make(chan struct{}, 1)
 		}
 		e.wakes[s.Name()] = ws
+		e.inboxes[s.Name()] = make([]inbox, cfg.Shards)
 		e.settled[s.Name()] = &atomic.Int64{}
 		e.seen[s.Name()] = &atomic.Int64{}
 		fs := make([]atomic.Int64, cfg.Shards)
@@ -136,8 +144,9 @@ func New(db *sql.DB, cfg Config, opts ...Option) (*Engine, error) {
 func (e *Engine) Ready() bool { return e.ready.Load() }
 
 // Wake tells the engine that shard of source has new deliverable rows, so an
-// idle worker polls at once (the broker calls it after a commit). Unknown
-// sources and shards are ignored; Wake never blocks.
+// idle worker polls at once (the broker calls it after a commit); a worker
+// whose rows the change probe hands over (a Handover source) waits for them
+// instead. Unknown sources and shards are ignored; Wake never blocks.
 func (e *Engine) Wake(source string, shard int) {
 	ws := e.wakes[source]
 	if shard < 0 || shard >= len(ws) {

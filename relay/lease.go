@@ -55,6 +55,14 @@ type shardWorker struct {
 	// backlogged is set when the last read was full (see from); only the
 	// worker's goroutine uses it.
 	backlogged bool
+	// synced is set while the worker may publish handed rows in place of
+	// reading its shard: it read the shard completely at polledAt (engine
+	// clock, when the read was sent) and has delivered everything it took
+	// since; polled is what its reads returned. Only its goroutine uses
+	// them (see handoff).
+	synced   bool
+	polledAt time.Duration
+	polled   polled
 	// marking holds the delivered rows whose mark is under way.
 	marking   marking
 	stop      context.CancelFunc
@@ -337,12 +345,15 @@ func (c *coordinator) start(ctx context.Context, s Source, shard int, version in
 	w.deadline.Store(deadline)
 	c.workers[s.Name()][shard] = w
 	c.e.log.Info("relay claimed shard", slog.String("source", s.Name()), slog.Int("shard", shard), slog.Int64("version", version))
+	in := &c.e.inboxes[s.Name()][shard]
+	in.reset(true)
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		defer close(w.done)
 		defer cancel()
 		c.e.work(wctx, c.hard, w)
+		in.reset(false)
 		// The next owner must not read rows whose DELETE is under way.
 		w.marking.wg.Wait()
 		c.release(w)

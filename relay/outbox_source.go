@@ -60,7 +60,9 @@ const (
 	// Ranges of the seq index (it holds the shard too): the rows inserted
 	// since the last look, and those that may commit late below them. The
 	// gaps go before the ORDER BY (see arrivalsQuery).
-	outboxArrivals      = `SELECT seq, shard FROM ` + outboxTable + ` WHERE seq > ?`
+	outboxArrivals    = `SELECT seq, shard FROM ` + outboxTable + ` WHERE seq > ?`
+	outboxArrivalRows = `SELECT seq, id, shard, topic, msg_key, value, headers, created_at, attempts FROM ` + outboxTable +
+		` WHERE seq > ?`
 	outboxArrivalsOrder = ` ORDER BY seq LIMIT ?`
 	outboxFailed        = `UPDATE ` + outboxTable + ` SET attempts = attempts + 1, last_error = ? WHERE shard = ? AND seq IN (`
 	outboxRemove        = `DELETE FROM ` + outboxTable + ` WHERE shard = ? AND seq IN (`
@@ -385,8 +387,14 @@ const (
 // doubled. A larger gap (a producer's many-row transaction still open)
 // stays one range.
 func arrivalsQuery(after int64, gaps []SeqRange, limit int) (string, []any) {
+	return arrivalsOf(outboxArrivals, after, gaps, limit)
+}
+
+// arrivalsOf is arrivalsQuery reading what selectAfter (a SELECT ending in
+// WHERE seq > ?) selects.
+func arrivalsOf(selectAfter string, after int64, gaps []SeqRange, limit int) (string, []any) {
 	var b strings.Builder
-	b.WriteString(outboxArrivals)
+	b.WriteString(selectAfter)
 	args := []any{after}
 	var points []any
 	for _, g := range gaps {
@@ -424,6 +432,16 @@ func (s *OutboxSource) Arrivals(ctx context.Context, q Querier, after int64, gap
 		out = append(out, a)
 	}
 	return out, rows.Err()
+}
+
+// ArrivalRows implements Handover.
+func (s *OutboxSource) ArrivalRows(ctx context.Context, q Querier, after int64, gaps []SeqRange, limit Limit) ([]Row, error) {
+	query, args := arrivalsOf(outboxArrivalRows, after, gaps, limit.Rows)
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	return ScanRows(rows, limit.Bytes)
 }
 
 // Purge implements Purger: delete up to limit archived rows delivered

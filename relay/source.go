@@ -89,6 +89,17 @@ type Changes interface {
 	Newest(ctx context.Context, q Querier) (int64, error)
 }
 
+// Handover is a Changes source whose probe can read the arriving rows
+// whole: the Engine then hands them to their shards' workers, which publish
+// them without reading them again (see handoff).
+type Handover interface {
+	Changes
+	// ArrivalRows is Arrivals returning whole rows in ascending seq, at
+	// most limit.Rows of them, stopping after the row that brings the keys
+	// and values read to limit.Bytes (ScanRows does both).
+	ArrivalRows(ctx context.Context, q Querier, after int64, gaps []SeqRange, limit Limit) ([]Row, error)
+}
+
 // Strays is a Source that can tell cheaply whether it holds rows of a
 // shard no lease covers (producers configured with more shards than the
 // relay): such rows would never be delivered.

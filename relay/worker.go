@@ -170,11 +170,30 @@ func (e *Engine) round(ctx, settleCtx context.Context, w *shardWorker) (roundRes
 		return roundResult{}, ctx.Err()
 	}
 	defer func() { <-e.slots }()
+	// Loaded before the take: every probe up to it has put its rows.
+	done := e.probesDone.Load()
+	hs, overflow := e.inboxes[src.Name()][w.shard].take()
+	handed, ok := e.handed(w, hs, overflow)
+	w.polled.forget(done)
+	// Set again once the round delivered all it took.
+	w.synced = false
+	if ok {
+		if len(handed) == 0 {
+			// The last read, or the round before, had them all.
+			w.synced = true
+			return roundResult{}, nil
+		}
+		e.saw(src.Name(), handed[len(handed)-1].Seq)
+		res, err := e.publish(ctx, settleCtx, w, handed)
+		w.synced = err == nil && res.done == res.read && res.held == 0
+		return res, err
+	}
 	// Read before the poll: the rows below it were final when it began.
 	settled := e.settled[src.Name()].Load()
 	from := e.from(w)
 	limit := Limit{Rows: e.cfg.BatchSize, Bytes: e.cfg.BatchBytes}
 	inFlight := w.marking.inFlight()
+	polledAt := e.since()
 	read, err := e.poll(ctx, src, w.shard, from, limit)
 	if err != nil {
 		e.metrics.Error(src.Name(), "poll")
@@ -182,9 +201,12 @@ func (e *Engine) round(ctx, settleCtx context.Context, w *shardWorker) (roundRes
 	}
 	if len(read) == 0 {
 		e.advance(w, settled, nil, false, 0)
+		w.synced, w.polledAt = true, polledAt
 		return roundResult{}, nil
 	}
-	e.saw(src.Name(), read[len(read)-1].Seq)
+	w.polled.read(read, e.probesSent.Load())
+	last := read[len(read)-1].Seq
+	e.saw(src.Name(), last)
 	var size int64
 	for _, r := range read {
 		size += int64(len(r.Key) + len(r.Value))
@@ -199,21 +221,29 @@ func (e *Engine) round(ctx, settleCtx context.Context, w *shardWorker) (roundRes
 			w.marking.wg.Wait()
 		}
 		e.advance(w, settled, read, full, 0)
-		return roundResult{full: full, next: read[len(read)-1].Seq + 1}, nil
+		w.synced, w.polledAt = !full, polledAt
+		return roundResult{full: full, next: last + 1}, nil
 	}
-	p, err := e.plan(ctx, w, rows)
-	if err != nil {
-		return roundResult{}, fmt.Errorf("relay: publish shard %d of %s: %w", w.shard, src.Name(), err)
-	}
-	e.send(ctx, w, p)
-	res, err := e.settle(settleCtx, w, p)
+	res, err := e.publish(ctx, settleCtx, w, rows)
 	if err != nil {
 		return res, err
 	}
 	res.full = full
-	res.next = read[len(read)-1].Seq + 1
+	res.next = last + 1
 	e.advance(w, settled, read, full, res.firstPending)
+	w.synced, w.polledAt = !full && res.done == res.read && res.held == 0, polledAt
 	return res, nil
+}
+
+// publish sends rows, which are pending and in seq order, and records what
+// Kafka answered.
+func (e *Engine) publish(ctx, settleCtx context.Context, w *shardWorker, rows []Row) (roundResult, error) {
+	p, err := e.plan(ctx, w, rows)
+	if err != nil {
+		return roundResult{}, fmt.Errorf("relay: publish shard %d of %s: %w", w.shard, w.src.Name(), err)
+	}
+	e.send(ctx, w, p)
+	return e.settle(settleCtx, w, p)
 }
 
 // poll reads the pending rows of shard from seq from on (0: from its start).
@@ -224,16 +254,24 @@ func (e *Engine) poll(ctx context.Context, src Source, shard int, from int64, li
 		}
 		return src.Pending(ctx, q, shard, limit)
 	}
-	if sr, ok := src.(SingleRead); ok && sr.SingleRead() && !e.pollInTx {
-		return read(e.db)
-	}
+	sr, ok := src.(SingleRead)
 	var rows []Row
-	err := sqlx.RunInTx(ctx, e.db, readPending(), func(tx *sql.Tx) error {
+	err := e.consistently(ctx, ok && sr.SingleRead() && !e.pollInTx, func(q Querier) error {
 		var err error
-		rows, err = read(tx)
+		rows, err = read(q)
 		return err
 	})
 	return rows, err
+}
+
+// consistently runs read on the pool when alone is set (a single statement
+// at an isolation that reads committed rows), or else in a transaction of
+// its own (see readPending).
+func (e *Engine) consistently(ctx context.Context, alone bool, read func(q Querier) error) error {
+	if alone {
+		return read(e.db)
+	}
+	return sqlx.RunInTx(ctx, e.db, readPending(), func(tx *sql.Tx) error { return read(tx) })
 }
 
 // settle updates the worker's backoffs from what Kafka answered, then marks

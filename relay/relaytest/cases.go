@@ -221,3 +221,46 @@ func testChanges(s *suite) {
 		s.Fatalf("Arrivals(0, limit 3) = %v; want %v", as, all[:3])
 	}
 }
+
+// relay.Handover reads what Arrivals lists as whole rows, as Pending
+// returns them, within a limit of rows and of bytes.
+func testHandover(s *suite) {
+	h, ok := s.Source.(relay.Handover)
+	if !ok {
+		s.Skip("the source does not implement relay.Handover")
+	}
+	arrivals := func(after int64, gaps []relay.SeqRange, limit relay.Limit) []relay.Row {
+		s.Helper()
+		rows, err := h.ArrivalRows(s.ctx, s.DB, after, gaps, limit)
+		if err != nil {
+			s.Fatalf("ArrivalRows(%d, %v, %v): %v", after, gaps, limit, err)
+		}
+		return rows
+	}
+	if rows := arrivals(0, nil, relay.Limit{Rows: 100}); len(rows) != 0 {
+		s.Fatalf("ArrivalRows of nothing = %v; want none", ids(rows))
+	}
+	a, b, shardA, shardB := s.keys()
+	s.add(a, 2, 10)
+	s.add(b, 2, 10)
+	ra, rb := s.pending(s.DB, shardA), s.pending(s.DB, shardB)
+	all := append(slices.Clone(ra), rb...)
+	same := func(what string, got, want []relay.Row) {
+		s.Helper()
+		s.wantIDs(what, got, ids(want))
+		for i, r := range got {
+			w := want[i]
+			if r.Seq != w.Seq || r.Shard != w.Shard || r.Topic != w.Topic || string(r.Key) != string(w.Key) ||
+				string(r.Value) != string(w.Value) || len(r.Headers) != len(w.Headers) ||
+				!r.CreatedAt.Equal(w.CreatedAt) || r.Attempts != w.Attempts {
+				s.Fatalf("%s: row %d = %+v; Pending returned %+v", what, i, r, w)
+			}
+		}
+	}
+	same("ArrivalRows(0)", arrivals(0, nil, relay.Limit{Rows: 100}), all)
+	same("ArrivalRows after the second row", arrivals(ra[1].Seq, nil, relay.Limit{Rows: 100}), all[2:])
+	gaps := []relay.SeqRange{{From: ra[0].Seq, To: ra[0].Seq}, {From: rb[0].Seq, To: rb[0].Seq}}
+	same("ArrivalRows of gaps", arrivals(rb[1].Seq, gaps, relay.Limit{Rows: 100}), []relay.Row{all[0], all[2]})
+	same("ArrivalRows, limit 3 rows", arrivals(0, nil, relay.Limit{Rows: 3}), all[:3])
+	same("ArrivalRows, limit 1 byte", arrivals(0, nil, relay.Limit{Rows: 100, Bytes: 1}), all[:1])
+}

@@ -54,6 +54,7 @@ func Run(t *testing.T, newEnv func(t *testing.T) Env) {
 		{"Backlog", testBacklog},
 		{"Purge", testPurge},
 		{"Changes", testChanges},
+		{"Handover", testHandover},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

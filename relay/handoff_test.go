@@ -1,0 +1,293 @@
+package relay
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/txmsg/txmsg"
+	"github.com/txmsg/txmsg/internal/testenv"
+	"github.com/txmsg/txmsg/outbox"
+)
+
+// readCountingOutbox is an OutboxSource that counts its shards' reads that
+// returned rows, and the rows its change probe read.
+type readCountingOutbox struct {
+	*OutboxSource
+	reads, probed atomic.Int64
+}
+
+func (s *readCountingOutbox) Pending(ctx context.Context, q Querier, shard int, limit Limit) ([]Row, error) {
+	rows, err := s.OutboxSource.Pending(ctx, q, shard, limit)
+	if len(rows) > 0 {
+		s.reads.Add(1)
+	}
+	return rows, err
+}
+
+func (s *readCountingOutbox) PendingFrom(ctx context.Context, q Querier, shard int, from int64, limit Limit) ([]Row, error) {
+	rows, err := s.OutboxSource.PendingFrom(ctx, q, shard, from, limit)
+	if len(rows) > 0 {
+		s.reads.Add(1)
+	}
+	return rows, err
+}
+
+func (s *readCountingOutbox) ArrivalRows(ctx context.Context, q Querier, after int64, gaps []SeqRange, limit Limit) ([]Row, error) {
+	rows, err := s.OutboxSource.ArrivalRows(ctx, q, after, gaps, limit)
+	s.probed.Add(int64(len(rows)))
+	return rows, err
+}
+
+// handingRelay is an engine over a readCountingOutbox whose change probe
+// hands its rows over, and the database and Kafka it works with.
+type handingRelay struct {
+	*running
+	d   *testenv.Database
+	k   *testenv.Kafka
+	src *readCountingOutbox
+}
+
+// startHanding starts a handingRelay on Kafka of partitions, and returns
+// once a row was delivered without its shard reading it. The rows go in
+// after the probe's first look at an empty table: none is below it, and
+// the handing does not wait for the horizon, which any write transaction
+// left open on the server (another test's) holds back.
+func startHanding(t *testing.T, partitions int, cfg func(*Config)) *handingRelay {
+	t.Helper()
+	d := testenv.NewDB(t)
+	return startHandingOn(t, d, d.DB, partitions, cfg)
+}
+
+// startHandingOn is startHanding with the engine on pool, a pool of d.
+func startHandingOn(t *testing.T, d *testenv.Database, pool *sql.DB, partitions int, cfg func(*Config)) *handingRelay {
+	t.Helper()
+	k := testenv.NewKafka(t, partitions)
+	c := testConfig(k.Addrs)
+	c.PollMax = 30 * time.Second // only the probe wakes a shard
+	if cfg != nil {
+		cfg(&c)
+	}
+	src := &readCountingOutbox{OutboxSource: NewOutboxSource(false)}
+	r := startEngine(t, pool, c, WithSources(src))
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if r.probesDone.Load() == 0 {
+			return errors.New("the change probe has not looked yet")
+		}
+		return nil
+	})
+	n := 0
+	testenv.Eventually(t, 20*time.Second, func() error {
+		reads := src.reads.Load()
+		if err := publishTx(context.Background(), d.DB, true, msg("handing", "k", n)); err != nil {
+			return err
+		}
+		n++
+		waitDelivered(t, k.Addrs, "handing", n, 10*time.Second)
+		if src.reads.Load() != reads {
+			return errors.New("the shard read the row itself")
+		}
+		return nil
+	})
+	return &handingRelay{running: r, d: d, k: k, src: src}
+}
+
+// trickle commits perKey messages of each of keys from one goroutine per
+// key, a transaction at a time and pause apart, and returns how many it
+// committed.
+func trickle(t *testing.T, ctx context.Context, r *running, topic string, keys, perKey int, pause time.Duration) int {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, keys)
+	for k := range keys {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			key := fmt.Sprintf("k%d", k)
+			for n := range perKey {
+				if err := publishTx(ctx, r.db, true, msg(topic, key, n)); err != nil {
+					errs <- err
+					return
+				}
+				select {
+				case <-ctx.Done():
+					errs <- ctx.Err()
+					return
+				case <-time.After(pause):
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	return keys * perKey
+}
+
+// Under a steady trickle from concurrent producers, the change probe's rows
+// are published as the probe read them: the shards read themselves only
+// now and then (the first read, a row listed by a probe that overlapped a
+// read), each row goes out once, and every key in order.
+func TestRelayPublishesTheProbesRowsWithoutReadingThemAgain(t *testing.T) {
+	t.Parallel()
+	h := startHanding(t, 4, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	reads := h.src.reads.Load()
+	n := trickle(t, ctx, h.running, "trickle", 16, 25, 5*time.Millisecond)
+	msgs := waitDelivered(t, h.k.Addrs, "trickle", n, 30*time.Second)
+	checkOrder(t, msgs, nil)
+	_, dups, err := delivered(ctx, h.k.Addrs, "trickle")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dups > 0 {
+		t.Errorf("%d duplicates without a fault", dups)
+	}
+	reads = h.src.reads.Load() - reads
+	t.Logf("%d messages: %d shard reads with rows", n, reads)
+	if reads > int64(n)/10 {
+		t.Errorf("%d shard reads found rows for %d messages, want at most %d: the probe's rows were read again", reads, n, n/10)
+	}
+}
+
+// A transaction that holds its seq past the probe's gap timeout drops out of
+// the probe's sight. When it then commits, just before a later transaction
+// of its key, its row goes first: the probe no longer hands rows over until
+// that seq is final, and the shard reads itself. Handed the later row alone,
+// the worker would have published it first, and the late row only at its
+// next read.
+func TestRelayLateCommitBeyondTheGapTimeoutKeepsItsKeysOrder(t *testing.T) {
+	t.Parallel()
+	// The gap timeout is PollMax when that is longer.
+	h := startHanding(t, 1, func(c *Config) { c.PollMax = time.Second })
+	d, k := h.d, h.k
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	late, err := d.DB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = late.Rollback() }()
+	if err := outbox.Publish(ctx, late, msg("late", "a", 0)); err != nil {
+		t.Fatal(err)
+	}
+	// A later seq arrives, leaving a gap at the open transaction's.
+	if err := publishTx(ctx, d.DB, true, msg("late", "b", 0)); err != nil {
+		t.Fatal(err)
+	}
+	waitDelivered(t, k.Addrs, "late", 1, 10*time.Second)
+	time.Sleep(gapTimeout + time.Second)
+	if err := late.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := publishTx(ctx, d.DB, true, msg("late", "a", 1)); err != nil {
+		t.Fatal(err)
+	}
+	checkOrder(t, waitDelivered(t, k.Addrs, "late", 3, 10*time.Second), nil)
+}
+
+// Reads and probes run side by side: with the shards reading themselves
+// every few milliseconds, rows are often both read by their shard and
+// listed by a probe, before or after the read. Each still goes out once.
+func TestRelayReadsAndHandoffsThatCrossPublishEachRowOnce(t *testing.T) {
+	t.Parallel()
+	// A shard whose last read is 3 ms old reads again.
+	h := startHanding(t, 4, func(c *Config) { c.PollMax = 3 * time.Millisecond })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	reads, probed := h.src.reads.Load(), h.src.probed.Load()
+	n := trickle(t, ctx, h.running, "crossed", 16, 40, 2*time.Millisecond)
+	msgs := waitDelivered(t, h.k.Addrs, "crossed", n, 30*time.Second)
+	checkOrder(t, msgs, nil)
+	_, dups, err := delivered(ctx, h.k.Addrs, "crossed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reads, probed = h.src.reads.Load()-reads, h.src.probed.Load()-probed
+	t.Logf("%d messages: %d shard reads with rows, %d rows probed, %d duplicates", n, reads, probed, dups)
+	if reads == 0 || probed == 0 {
+		t.Fatalf("%d reads and %d rows probed: want both", reads, probed)
+	}
+	if dups > 0 {
+		t.Errorf("%d duplicates without a fault", dups)
+	}
+}
+
+// A worker remembers the seqs its reads returned until the probe sent
+// after the read is done (it, or one before, listed them), and when it
+// must forget them early, it stops taking handoffs until then.
+func TestPolledForgetsSeqsNoProbeCanListAnyMore(t *testing.T) {
+	var p polled
+	p.read([]Row{{Seq: 1}, {Seq: 2}}, 5)
+	p.forget(5)
+	if len(p.seqs) != 2 {
+		t.Fatalf("forgot %v once probe 5 was done; probe 6 may still list them", p.seqs)
+	}
+	p.forget(6)
+	if len(p.seqs) != 0 {
+		t.Fatalf("remembers %v after probe 6", p.seqs)
+	}
+	rows := make([]Row, maxPolled)
+	for i := range rows {
+		rows[i].Seq = int64(i + 10)
+	}
+	p.read(rows, 7)
+	p.read([]Row{{Seq: 1}}, 8)
+	if len(p.seqs) != 1 || p.blind != 7 {
+		t.Fatalf("%d seqs, blind %d; want the last read's 1, blind to probe 7", len(p.seqs), p.blind)
+	}
+	w := &shardWorker{src: NewOutboxSource(false), synced: true, polled: p}
+	e := &Engine{cfg: Config{PollMax: time.Minute}, epoch: time.Now()}
+	if _, ok := e.handed(w, []handoff{{rows: []Row{{Seq: 5000}}, probe: 8}}, false); ok {
+		t.Fatal("took a handoff of probe 8, which may list a forgotten seq")
+	}
+	if rows, ok := e.handed(w, []handoff{{rows: []Row{{Seq: 5000}, {Seq: 1}}, probe: 9}}, false); !ok || len(rows) != 1 || rows[0].Seq != 5000 {
+		t.Fatalf("handed %v, %v; want the row not read, 5000", rows, ok)
+	}
+}
+
+// On a pool whose sessions default to READ UNCOMMITTED the probe, whose rows
+// are published, still reads committed rows only.
+func TestRelayHandsOverNoUncommittedRowUnderReadUncommitted(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewDB(t)
+	h := startHandingOn(t, d, d.ReadUncommittedPool(t), 1, nil)
+	ctx := context.Background()
+	tx, err := d.DB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if err := outbox.Publish(ctx, tx, txmsg.Message{ID: "phantom", Topic: "dirty", Key: []byte("a"), Value: []byte("a:1")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := publishTx(ctx, d.DB, true, msg("dirty", "b", 1)); err != nil {
+		t.Fatal(err)
+	}
+	// The phantom's seq is below b's: a probe that saw it would have
+	// handed it over with b, or before.
+	for _, m := range waitDelivered(t, h.k.Addrs, "dirty", 1, 10*time.Second) {
+		if testenv.HeaderValue(m, txmsg.HeaderID) == "phantom" {
+			t.Fatal("the relay published a row of an uncommitted transaction")
+		}
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if err := publishTx(ctx, d.DB, true, msg("dirty", "b", 2)); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range waitDelivered(t, h.k.Addrs, "dirty", 2, 10*time.Second) {
+		if testenv.HeaderValue(m, txmsg.HeaderID) == "phantom" {
+			t.Fatal("the relay published a row of a transaction that rolled back")
+		}
+	}
+}
