@@ -380,13 +380,22 @@ func (d *drainRun) client() (*kafka.Client, func()) {
 func (d *drainRun) createTopic(ctx context.Context, topic string) error {
 	c, done := d.client()
 	defer done()
-	res, err := c.CreateTopics(ctx, &kafka.CreateTopicsRequest{
-		Topics: []kafka.TopicConfig{{Topic: topic, NumPartitions: -1, ReplicationFactor: -1}}})
-	if err == nil {
-		err = res.Errors[topic]
-	}
-	if err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
-		return fmt.Errorf("bench: create topic %s: %w", topic, err)
+	for {
+		res, err := c.CreateTopics(ctx, &kafka.CreateTopicsRequest{
+			Topics: []kafka.TopicConfig{{Topic: topic, NumPartitions: -1, ReplicationFactor: -1}}})
+		if err == nil {
+			err = res.Errors[topic]
+		}
+		if err == nil || errors.Is(err, kafka.TopicAlreadyExists) {
+			break
+		}
+		// kafka-go answers BrokerNotAvailable itself while its pool has no
+		// connection to the controller yet (seen on a loaded machine).
+		var kerr kafka.Error
+		if !errors.As(err, &kerr) || !(kerr.Temporary() || kerr == kafka.BrokerNotAvailable) ||
+			!sleepUntil(ctx, time.Now().Add(50*time.Millisecond)) {
+			return fmt.Errorf("bench: create topic %s: %w", topic, err)
+		}
 	}
 	for {
 		md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
