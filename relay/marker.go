@@ -70,14 +70,18 @@ func (m *marker) submit(ctx context.Context, src Source, rows []Row) (<-chan err
 
 // marking is what a worker handed the marker and has not heard back about.
 // The worker's polls skip those rows (still in the table until their
-// DELETE commits), so its next round need not wait for the mark: a mark
+// DELETE commits), so its next rounds need not wait for the mark: a mark
 // takes a durable commit, 1–10 ms, and every row arriving in the shard
-// meanwhile waited for it. A failed mark leaves its rows pending below the
-// worker's floor, so the worker then reads its shard from the start again.
+// meanwhile waited for it. A round waits only when its rows would not fit
+// beside those being marked within a batch (see room). A failed mark leaves
+// its rows pending below the worker's floor, so the worker then reads its
+// shard from the start again.
 type marking struct {
 	mu   sync.Mutex
 	seqs map[int64]struct{}
-	wg   sync.WaitGroup
+	// freed, when set, is closed at the next mark's outcome (see room).
+	freed chan struct{}
+	wg    sync.WaitGroup
 	// failed is set by a failed mark until the worker's next read.
 	failed atomic.Bool
 }
@@ -101,11 +105,37 @@ func (k *marking) done(rows []Row, err error) {
 	for _, r := range rows {
 		delete(k.seqs, r.Seq)
 	}
+	if k.freed != nil {
+		close(k.freed)
+		k.freed = nil
+	}
 	k.mu.Unlock()
 	if err != nil {
 		k.failed.Store(true)
 	}
 	k.wg.Done()
+}
+
+// room waits until n more rows fit beside those being marked, limit in all
+// (any number fits beside none), or ctx ends.
+func (k *marking) room(ctx context.Context, n, limit int) error {
+	for {
+		k.mu.Lock()
+		if len(k.seqs) == 0 || len(k.seqs)+n <= limit {
+			k.mu.Unlock()
+			return nil
+		}
+		if k.freed == nil {
+			k.freed = make(chan struct{})
+		}
+		freed := k.freed
+		k.mu.Unlock()
+		select {
+		case <-freed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // inFlight returns the seqs being marked now (nil: none). A poll must be

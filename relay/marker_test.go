@@ -263,3 +263,37 @@ func TestMarkerCommitsWithAutocommitOffInTheDSN(t *testing.T) {
 		t.Errorf("%d rows archived, want the 2 marked with retention", n)
 	}
 }
+
+// A worker's rows waiting for the marker stay within a limit: room lets a
+// round's rows in beside others while they fit, or beside none whatever
+// their number, and otherwise waits for a mark's outcome or the context.
+func TestMarkingRoomWaitsForMarksBeyondTheLimit(t *testing.T) {
+	var k marking
+	ctx := context.Background()
+	if err := k.room(ctx, 5, 3); err != nil {
+		t.Fatalf("room for 5 beside none: %v", err)
+	}
+	first, second := []Row{{Seq: 1}, {Seq: 2}}, []Row{{Seq: 3}}
+	k.add(first)
+	k.add(second)
+	if err := k.room(ctx, 1, 4); err != nil {
+		t.Fatalf("room for 1 beside 3 of 4: %v", err)
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if err := k.room(short, 2, 4); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("room for 2 beside 3 of 4 = %v, want it to wait until the context ends", err)
+	}
+	got := make(chan error, 1)
+	go func() { got <- k.room(ctx, 2, 4) }()
+	k.done(first, nil)
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("room still waits after a mark freed 2 of 3 rows")
+	}
+	k.done(second, nil)
+}

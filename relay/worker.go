@@ -348,10 +348,15 @@ func (e *Engine) settle(ctx context.Context, w *shardWorker, p *plan) (roundResu
 // pending and are published again: a duplicate, never a loss.
 func (e *Engine) delivered(ctx context.Context, w *shardWorker, rows []Row) error {
 	src := w.src
-	// One mark in flight per worker: a round waits for the one before its
-	// own, usually done by then, so the rows waiting for the marker stay
-	// one round per shard, as when every round waited, and memory bounded.
-	w.marking.wg.Wait()
+	// A round's worth of rows per worker may wait for the marker: memory
+	// stays bounded, and a round waits only when marking falls that far
+	// behind. Waiting for each mark before the next (one in flight) paced a
+	// busy shard's rounds by the marker's commits: past saturation, rounds
+	// took 40–70 ms, nearly all of it waiting.
+	if err := w.marking.room(ctx, len(rows), e.cfg.BatchSize); err != nil {
+		e.metrics.Error(src.Name(), "mark")
+		return fmt.Errorf("relay: mark %d rows of %s delivered: %w", len(rows), src.Name(), err)
+	}
 	done, err := e.marker.submit(ctx, src, rows)
 	if err != nil {
 		e.metrics.Error(src.Name(), "mark")
