@@ -29,7 +29,7 @@ type Config struct {
 	// equal the producers' outbox.WithShards and the broker's shard count.
 	Shards int `key:"relay.shards" help:"number of shards; must equal the producers' outbox shards"`
 	// BatchSize is the most rows read and published per shard per round
-	// (default 1000).
+	// (default 1000), and the most rows of a shard waiting for their mark.
 	BatchSize int `key:"relay.batch_size" help:"most rows read and published per shard per round"`
 	// BatchBytes caps the keys and values read per round (default 4 MiB):
 	// a round stops after the row that reaches it.
