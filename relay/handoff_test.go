@@ -97,10 +97,11 @@ func startHandingOn(t *testing.T, d *testenv.Database, pool *sql.DB, partitions 
 	return &handingRelay{running: r, d: d, k: k, src: src}
 }
 
-// trickle commits perKey messages of each of keys from one goroutine per
-// key, a transaction at a time and pause apart, and returns how many it
-// committed.
-func trickle(t *testing.T, ctx context.Context, r *running, topic string, keys, perKey int, pause time.Duration) int {
+// trickle commits perKey messages of each of keys to topic from one
+// goroutine per key, a transaction at a time and pause apart; waits until
+// all were delivered, in order per key; and returns how many it committed
+// and how many duplicates Kafka holds.
+func (h *handingRelay) trickle(t *testing.T, ctx context.Context, topic string, keys, perKey int, pause time.Duration) (n, dups int) {
 	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, keys)
@@ -110,7 +111,7 @@ func trickle(t *testing.T, ctx context.Context, r *running, topic string, keys, 
 			defer wg.Done()
 			key := fmt.Sprintf("k%d", k)
 			for n := range perKey {
-				if err := publishTx(ctx, r.db, true, msg(topic, key, n)); err != nil {
+				if err := publishTx(ctx, h.d.DB, true, msg(topic, key, n)); err != nil {
 					errs <- err
 					return
 				}
@@ -128,7 +129,13 @@ func trickle(t *testing.T, ctx context.Context, r *running, topic string, keys, 
 	for err := range errs {
 		t.Fatal(err)
 	}
-	return keys * perKey
+	n = keys * perKey
+	checkOrder(t, waitDelivered(t, h.k.Addrs, topic, n, 30*time.Second), nil)
+	_, dups, err := delivered(ctx, h.k.Addrs, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, dups
 }
 
 // Under a steady trickle from concurrent producers, the change probe's rows
@@ -141,13 +148,7 @@ func TestRelayPublishesTheProbesRowsWithoutReadingThemAgain(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	reads := h.src.reads.Load()
-	n := trickle(t, ctx, h.running, "trickle", 16, 25, 5*time.Millisecond)
-	msgs := waitDelivered(t, h.k.Addrs, "trickle", n, 30*time.Second)
-	checkOrder(t, msgs, nil)
-	_, dups, err := delivered(ctx, h.k.Addrs, "trickle")
-	if err != nil {
-		t.Fatal(err)
-	}
+	n, dups := h.trickle(t, ctx, "trickle", 16, 25, 5*time.Millisecond)
 	if dups > 0 {
 		t.Errorf("%d duplicates without a fault", dups)
 	}
@@ -204,13 +205,7 @@ func TestRelayReadsAndHandoffsThatCrossPublishEachRowOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	reads, probed := h.src.reads.Load(), h.src.probed.Load()
-	n := trickle(t, ctx, h.running, "crossed", 16, 40, 2*time.Millisecond)
-	msgs := waitDelivered(t, h.k.Addrs, "crossed", n, 30*time.Second)
-	checkOrder(t, msgs, nil)
-	_, dups, err := delivered(ctx, h.k.Addrs, "crossed")
-	if err != nil {
-		t.Fatal(err)
-	}
+	n, dups := h.trickle(t, ctx, "crossed", 16, 40, 2*time.Millisecond)
 	reads, probed = h.src.reads.Load()-reads, h.src.probed.Load()-probed
 	t.Logf("%d messages: %d shard reads with rows, %d rows probed, %d duplicates", n, reads, probed, dups)
 	if reads == 0 || probed == 0 {
@@ -269,25 +264,22 @@ func TestRelayHandsOverNoUncommittedRowUnderReadUncommitted(t *testing.T) {
 	if err := outbox.Publish(ctx, tx, txmsg.Message{ID: "phantom", Topic: "dirty", Key: []byte("a"), Value: []byte("a:1")}); err != nil {
 		t.Fatal(err)
 	}
-	if err := publishTx(ctx, d.DB, true, msg("dirty", "b", 1)); err != nil {
-		t.Fatal(err)
-	}
-	// The phantom's seq is below b's: a probe that saw it would have
-	// handed it over with b, or before.
-	for _, m := range waitDelivered(t, h.k.Addrs, "dirty", 1, 10*time.Second) {
-		if testenv.HeaderValue(m, txmsg.HeaderID) == "phantom" {
-			t.Fatal("the relay published a row of an uncommitted transaction")
+	// Committed after the phantom's row, whose seq is below: a probe that
+	// saw it would hand it over with this one, or before.
+	publish := func(n int, what string) {
+		t.Helper()
+		if err := publishTx(ctx, d.DB, true, msg("dirty", "b", n)); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range waitDelivered(t, h.k.Addrs, "dirty", n, 10*time.Second) {
+			if testenv.HeaderValue(m, txmsg.HeaderID) == "phantom" {
+				t.Fatalf("the relay published a row of %s", what)
+			}
 		}
 	}
+	publish(1, "an uncommitted transaction")
 	if err := tx.Rollback(); err != nil {
 		t.Fatal(err)
 	}
-	if err := publishTx(ctx, d.DB, true, msg("dirty", "b", 2)); err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range waitDelivered(t, h.k.Addrs, "dirty", 2, 10*time.Second) {
-		if testenv.HeaderValue(m, txmsg.HeaderID) == "phantom" {
-			t.Fatal("the relay published a row of a transaction that rolled back")
-		}
-	}
+	publish(2, "a transaction that rolled back")
 }
