@@ -179,7 +179,8 @@ func (e *Engine) round(ctx, settleCtx context.Context, w *shardWorker) (roundRes
 	w.synced = false
 	if ok {
 		if len(handed) == 0 {
-			// The last read, or the round before, had them all.
+			// What was handed, a read had; or nothing was, and the
+			// last read is recent (see handed).
 			w.synced = true
 			return roundResult{}, nil
 		}
