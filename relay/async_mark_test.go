@@ -163,16 +163,18 @@ func TestRelayNextRoundDoesNotWaitForItsMark(t *testing.T) {
 }
 
 // TestRelayWaitsForMarksBeyondABatch: the rows a shard has waiting for the
-// marker stay within about a batch (Config.BatchSize), which bounds the
-// relay's memory however far marking falls behind: with marks held and a
-// batch of 3, at most 4 of 6 rows go out (a round publishes before it waits
-// for room), the rest once the marks are done.
+// marker stay within a batch (Config.BatchSize), which bounds the relay's
+// memory however far marking falls behind. With marks held and a batch of
+// 3, at most 6 of 12 rows go out: 3 waiting for their marks, and a round of
+// at most 3 that published before it found no room (a handed round waits
+// for room; a read of a full batch of rows being marked waits for the
+// marks); the rest once the marks are done.
 func TestRelayWaitsForMarksBeyondABatch(t *testing.T) {
 	t.Parallel()
 	g := startGated(t, func(c *Config) { c.BatchSize = 3 })
 	g.publish(1)
 	g.waitMarkHeld()
-	for n := 2; n <= 6; n++ {
+	for n := 2; n <= 12; n++ {
 		if err := publishTx(context.Background(), g.d.DB, true, msg("accounts", "k", n)); err != nil {
 			t.Fatal(err)
 		}
@@ -182,14 +184,14 @@ func TestRelayWaitsForMarksBeyondABatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(msgs) > 4 {
-		t.Fatalf("%d messages delivered while the marks waited, want at most 4", len(msgs))
+	if len(msgs) > 6 {
+		t.Fatalf("%d messages delivered while the marks waited, want at most 6", len(msgs))
 	}
 	g.src.open()
 	msgs, dups := g.waitDrained(20 * time.Second)
 	checkOrder(t, msgs, nil)
-	if len(msgs) != 6 || dups != 0 {
-		t.Fatalf("%d messages and %d duplicates once the marks were done, want 6 and none", len(msgs), dups)
+	if len(msgs) != 12 || dups != 0 {
+		t.Fatalf("%d messages and %d duplicates once the marks were done, want 12 and none", len(msgs), dups)
 	}
 }
 
