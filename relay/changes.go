@@ -215,7 +215,8 @@ func (c *coordinator) probe(ctx context.Context, ch Changes, t *tail) (arrived i
 	defer e.probesDone.Store(n)
 	var as []Arrival
 	var rows []Row
-	if ho, ok := ch.(Handover); ok {
+	ho, handover := ch.(Handover)
+	if handover {
 		// Its rows are published: committed ones only, as a poll reads.
 		err = e.consistently(ctx, !e.pollInTx, func(q Querier) error {
 			var err error
@@ -236,7 +237,7 @@ func (c *coordinator) probe(ctx context.Context, ch Changes, t *tail) (arrived i
 	// Every probe, arrivals or not: a gap dropped between two arrivals
 	// breaks the chain all the same.
 	handing := t.link(start, settled)
-	if _, ok := ch.(Handover); ok && len(as) > 0 {
+	if handover && len(as) > 0 {
 		c.handOver(ch, as, rows, n, handing, t.chain)
 	}
 	e.saw(ch.Name(), t.after)
