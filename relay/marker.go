@@ -23,6 +23,18 @@ const markRows = 8192
 // that falls behind slows the rounds down instead of piling up.
 const markQueue = 256
 
+// markSpacing is the least time between the starts of two marking
+// transactions while their rows are fewer than markEager: under a steady
+// trickle each commit would otherwise cover the two or three rows that
+// arrived during the last one, hundreds of durable commits a second beside
+// the producers' own. Rounds do not wait for their marks (see marking), so
+// the spacing costs no delivery latency; it only keeps delivered rows in the
+// table, skipped by the polls, a few milliseconds longer.
+const (
+	markSpacing = 10 * time.Millisecond
+	markEager   = 256
+)
+
 // markRequest is one round's delivered rows, waiting to be marked.
 type markRequest struct {
 	src  Source
@@ -36,9 +48,10 @@ type markRequest struct {
 // transaction: each commit is a durable write (an fsync), and under a
 // steady trickle every shard's round would otherwise pay one for its one or
 // two rows, competing with the producers' own commits. A round's rows that
-// arrive while a transaction runs join the next one, so a lone round's rows
-// wait no longer than they would alone (group commit, as InnoDB does for
-// its log); the round itself does not wait (see marking).
+// arrive while a transaction runs join the next one (group commit, as
+// InnoDB does for its log), and a transaction of few rows starts no sooner
+// than markSpacing after the last; the round itself does not wait (see
+// marking).
 type marker struct {
 	db   *sql.DB
 	reqs chan *markRequest
@@ -48,10 +61,12 @@ type marker struct {
 	// for the pool; only the run goroutine uses it, and it is discarded,
 	// never pooled, since its session differs.
 	conn *sql.Conn
+	// spacing is markSpacing, but for tests.
+	spacing time.Duration
 }
 
 func newMarker(db *sql.DB) *marker {
-	return &marker{db: db, reqs: make(chan *markRequest, markQueue)}
+	return &marker{db: db, reqs: make(chan *markRequest, markQueue), spacing: markSpacing}
 }
 
 // submit hands rows to the marker, to be marked by ctx's deadline, and
@@ -170,6 +185,9 @@ func skip(rows []Row, inFlight map[int64]struct{}) []Row {
 // shutdown.
 func (m *marker) run(ctx context.Context, stop <-chan struct{}) {
 	defer m.discard()
+	spacing := time.NewTimer(0)
+	defer spacing.Stop()
+	var last time.Time
 	for {
 		var first *markRequest
 		select {
@@ -189,6 +207,23 @@ func (m *marker) run(ctx context.Context, stop <-chan struct{}) {
 				break more
 			}
 		}
+		if wait := time.Until(last.Add(m.spacing)); n < markEager && wait > 0 {
+			spacing.Reset(wait)
+		gather:
+			for n < markEager {
+				select {
+				case r := <-m.reqs:
+					batch = append(batch, r)
+					n += len(r.rows)
+				case <-spacing.C:
+					break gather
+				case <-stop:
+					break gather
+				}
+			}
+			spacing.Stop()
+		}
+		last = time.Now()
 		// A round that stopped waiting would cut the others' transaction
 		// short with its deadline: leave it out.
 		now := time.Now()

@@ -120,6 +120,85 @@ func TestMarkerGroupsRoundsInOneTransaction(t *testing.T) {
 	}
 }
 
+// Under a trickle the marker spaces its transactions: rows that come within
+// the spacing of the last one's start wait for more, until they are
+// markEager rows or the marker stops.
+func TestMarkerSpacesTransactionsOfFewRows(t *testing.T) {
+	d := testenv.NewDB(t)
+	src := &markSource{release: make(chan struct{}), failShard: -1, first: make(chan struct{})}
+	close(src.release)
+	m := newMarker(d.DB)
+	m.spacing = time.Hour // only markEager rows or the stop end a wait
+	stop, ended := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(ended)
+		m.run(context.Background(), stop)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+		<-ended
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := m.mark(ctx, src, []Row{{Shard: 0, Seq: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	submit := func(rows []Row) <-chan error {
+		t.Helper()
+		done, err := m.submit(ctx, src, rows)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, func() bool { return len(m.reqs) == 0 })
+		return done
+	}
+	outcome := func(done <-chan error) {
+		t.Helper()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-ctx.Done():
+			t.Fatal("no outcome")
+		}
+	}
+	few := []<-chan error{submit([]Row{{Shard: 1, Seq: 2}}), submit([]Row{{Shard: 2, Seq: 3}})}
+	for _, done := range few {
+		select {
+		case err := <-done:
+			t.Fatalf("a round of one row was marked (%v) right after another mark; want it to wait for more", err)
+		default:
+		}
+	}
+	var many []Row
+	for i := range markEager - 2 {
+		many = append(many, Row{Shard: 3, Seq: int64(10 + i)})
+	}
+	outcome(submit(many))
+	for _, done := range few {
+		outcome(done)
+	}
+	last := submit([]Row{{Shard: 4, Seq: 5}})
+	close(stop)
+	outcome(last)
+
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	if len(src.calls) != 3 || len(src.calls[1]) != markEager || !slices.Equal(src.calls[2], []int64{5}) {
+		var sizes []int
+		for _, c := range src.calls {
+			sizes = append(sizes, len(c))
+		}
+		t.Fatalf("Delivered calls of %v rows; want 3: the first row alone, the next %d rows together, the last at the stop",
+			sizes, markEager)
+	}
+}
+
 // One round the source refuses does not fail the rounds marked with it.
 func TestMarkerFailureFailsOnlyItsRound(t *testing.T) {
 	d := testenv.NewDB(t)
