@@ -28,6 +28,9 @@ type command struct {
 type env struct {
 	stdout io.Writer
 	stderr io.Writer
+	// fitProcs lets a daemon fit GOMAXPROCS to its load (procs.Govern):
+	// the binary's own process only, since tests share theirs.
+	fitProcs bool
 }
 
 func commands() []command {
@@ -66,7 +69,7 @@ func main() {
 	// The driver's own logger writes unstructured lines about broken
 	// connections to stderr; the errors it logs are also returned to us.
 	_ = mysql.SetLogger(mysql.Logger(discardLogger{}))
-	code := run(ctx, os.Args[1:], &env{stdout: os.Stdout, stderr: os.Stderr})
+	code := run(ctx, os.Args[1:], &env{stdout: os.Stdout, stderr: os.Stderr, fitProcs: true})
 	stop()
 	os.Exit(code)
 }

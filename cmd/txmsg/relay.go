@@ -11,6 +11,7 @@ import (
 	"github.com/txmsg/txmsg/internal/config"
 	"github.com/txmsg/txmsg/internal/kafkax"
 	"github.com/txmsg/txmsg/internal/metrics"
+	"github.com/txmsg/txmsg/internal/procs"
 	"github.com/txmsg/txmsg/relay"
 	"github.com/txmsg/txmsg/txmsgprom"
 )
@@ -46,7 +47,14 @@ func runRelay(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	return runDaemon(ctx, log, &level, cfg.Metrics, reg, engine.Ready, engine.Run,
+	run := engine.Run
+	if e.fitProcs {
+		run = func(ctx context.Context) error {
+			go procs.Govern(ctx, log)
+			return engine.Run(ctx)
+		}
+	}
+	return runDaemon(ctx, log, &level, cfg.Metrics, reg, engine.Ready, run,
 		func(ctx context.Context, apply func(config.Log)) error {
 			return loader.Watch(ctx, log, func(c config.Relay) { apply(c.Log) })
 		})
