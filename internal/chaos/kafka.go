@@ -26,6 +26,8 @@ type cluster struct {
 	gate       atomic.Bool
 	// Deadlines, in Unix nanoseconds, of the faults.
 	refuseAll, refuseOne, dropConns, slow atomic.Int64
+	// held counts the produce requests held back while slow.
+	held atomic.Int64
 }
 
 // startCluster starts a one-broker cluster that creates topics of
@@ -66,6 +68,7 @@ func (k *cluster) controlProduce(kmsg.Request) (kmsg.Response, error, bool) {
 		return nil, errors.New("chaos: produce connection dropped"), true
 	}
 	if now < k.slow.Load() {
+		k.held.Add(1)
 		k.kfake.SleepControl(func() {
 			t := time.NewTimer(k.slowBy)
 			defer t.Stop()
