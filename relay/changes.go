@@ -216,11 +216,13 @@ func (c *coordinator) probe(ctx context.Context, ch Changes, t *tail) (arrived i
 	var as []Arrival
 	var rows []Row
 	ho, handover := ch.(Handover)
+	var whole []int
 	if handover {
+		whole = e.ownShards(ch.Name())
 		// Its rows are published: committed ones only, as a poll reads.
 		err = e.consistently(ctx, !e.pollInTx, func(q Querier) error {
 			var err error
-			rows, err = ho.ArrivalRows(ctx, q, t.after, t.ranges(), Limit{Rows: arrivalsLimit, Bytes: e.cfg.BatchBytes})
+			rows, err = ho.ArrivalRows(ctx, q, t.after, t.ranges(), whole, Limit{Rows: arrivalsLimit, Bytes: e.cfg.BatchBytes})
 			return err
 		})
 		as = make([]Arrival, len(rows))
@@ -238,7 +240,7 @@ func (c *coordinator) probe(ctx context.Context, ch Changes, t *tail) (arrived i
 	// breaks the chain all the same.
 	handing := t.link(start, settled)
 	if handover && len(as) > 0 {
-		c.handOver(ch, as, rows, n, handing, t.chain)
+		c.handOver(ch, as, rows, whole, n, handing, t.chain)
 	}
 	e.saw(ch.Name(), t.after)
 	c.wakeArrivals(ch, as)

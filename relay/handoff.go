@@ -52,6 +52,13 @@ type inbox struct {
 	overflow bool
 }
 
+// isOpen says whether a worker of this engine owns the shard.
+func (b *inbox) isOpen() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.open
+}
+
 // reset empties the inbox, and opens it for a worker or closes it.
 func (b *inbox) reset(open bool) {
 	b.mu.Lock()
@@ -105,11 +112,28 @@ func (e *Engine) inboxLimit() Limit {
 	return Limit{Rows: e.cfg.BatchSize, Bytes: max(e.cfg.BatchBytes/int64(e.cfg.Shards), 64<<10)}
 }
 
+// ownShards returns the shards of source s that workers of this engine own
+// now, nil when they own them all: the probe reads only their rows whole.
+func (e *Engine) ownShards(s string) []int {
+	ins := e.inboxes[s]
+	own := []int{}
+	for i := range ins {
+		if ins[i].isOpen() {
+			own = append(own, i)
+		}
+	}
+	if len(own) == len(ins) {
+		return nil
+	}
+	return own
+}
+
 // handOver puts each shard's rows of probe n in its inbox (rows in seq
 // order, shards beyond Config.Shards left out), or, when the probe may have
 // missed rows (handing is false), tells the shards of its arrivals to read
-// themselves.
-func (c *coordinator) handOver(s Source, as []Arrival, rows []Row, n int64, handing bool, chain time.Duration) {
+// themselves. Only the shards in whole (all when nil) were read whole: a
+// worker that claimed another since reads its rows itself.
+func (c *coordinator) handOver(s Source, as []Arrival, rows []Row, whole []int, n int64, handing bool, chain time.Duration) {
 	e := c.e
 	ins := e.inboxes[s.Name()]
 	if !handing {
@@ -122,7 +146,11 @@ func (c *coordinator) handOver(s Source, as []Arrival, rows []Row, n int64, hand
 	}
 	byShard := map[int][]Row{}
 	for _, r := range rows {
-		if r.Shard >= 0 && r.Shard < e.cfg.Shards {
+		switch {
+		case r.Shard < 0 || r.Shard >= e.cfg.Shards:
+		case whole != nil && !slices.Contains(whole, r.Shard):
+			ins[r.Shard].mustRead()
+		default:
 			byShard[r.Shard] = append(byShard[r.Shard], r)
 		}
 	}

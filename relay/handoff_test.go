@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -38,8 +40,8 @@ func (s *readCountingOutbox) PendingFrom(ctx context.Context, q Querier, shard i
 	return rows, err
 }
 
-func (s *readCountingOutbox) ArrivalRows(ctx context.Context, q Querier, after int64, gaps []SeqRange, limit Limit) ([]Row, error) {
-	rows, err := s.OutboxSource.ArrivalRows(ctx, q, after, gaps, limit)
+func (s *readCountingOutbox) ArrivalRows(ctx context.Context, q Querier, after int64, gaps []SeqRange, shards []int, limit Limit) ([]Row, error) {
+	rows, err := s.OutboxSource.ArrivalRows(ctx, q, after, gaps, shards, limit)
 	s.probed.Add(int64(len(rows)))
 	return rows, err
 }
@@ -282,4 +284,100 @@ func TestRelayHandsOverNoUncommittedRowUnderReadUncommitted(t *testing.T) {
 		t.Fatal(err)
 	}
 	publish(2, "a transaction that rolled back")
+}
+
+// wholeCountingOutbox is an OutboxSource that records the shards of the
+// rows its change probe read whole.
+type wholeCountingOutbox struct {
+	*OutboxSource
+	mu    sync.Mutex
+	whole map[int]int
+}
+
+func (s *wholeCountingOutbox) ArrivalRows(ctx context.Context, q Querier, after int64, gaps []SeqRange, shards []int, limit Limit) ([]Row, error) {
+	rows, err := s.OutboxSource.ArrivalRows(ctx, q, after, gaps, shards, limit)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range rows {
+		if len(r.Value) > 0 {
+			s.whole[r.Shard]++
+		}
+	}
+	return rows, err
+}
+
+// Relays that share the shards each read whole, in their change probes,
+// only the rows of their own shards, and deliver every row in order.
+func TestRelaysSharingShardsProbeOnlyTheirOwnRowsWhole(t *testing.T) {
+	t.Parallel()
+	d := testenv.NewDB(t)
+	k := testenv.NewKafka(t, 6)
+	owners := []string{"one", "two"}
+	srcs := map[string]*wholeCountingOutbox{}
+	engines := map[string]*running{}
+	for _, owner := range owners {
+		cfg := testConfig(k.Addrs)
+		cfg.Owner = owner
+		srcs[owner] = &wholeCountingOutbox{OutboxSource: NewOutboxSource(false), whole: map[int]int{}}
+		engines[owner] = startEngine(t, d.DB, cfg, WithSources(srcs[owner]))
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		for _, owner := range owners {
+			q := "SELECT COUNT(*) FROM txmsg_relay_leases WHERE owner = '" + owner + "' AND expires_at > UTC_TIMESTAMP(6)"
+			if n := countRows(t, d.DB, q); n != 8 {
+				return fmt.Errorf("%s holds %d shards; want 8", owner, n)
+			}
+		}
+		return nil
+	})
+	// Probes sent while a relay still owned other shards end before the rows
+	// go in.
+	for _, owner := range owners {
+		e := engines[owner]
+		sent := e.probesSent.Load()
+		testenv.Eventually(t, 10*time.Second, func() error {
+			if done := e.probesDone.Load(); done <= sent {
+				return fmt.Errorf("%s: probe %d done, want %d", owner, done, sent+1)
+			}
+			return nil
+		})
+		srcs[owner].mu.Lock()
+		clear(srcs[owner].whole)
+		srcs[owner].mu.Unlock()
+	}
+	seq := map[string]int{}
+	produceN(t, d.DB, "sharing", 40, 400, seq)
+	checkOrder(t, waitDelivered(t, k.Addrs, "sharing", 400, 20*time.Second), nil)
+
+	read := 0
+	for _, owner := range owners {
+		own := map[int]bool{}
+		rows, err := d.DB.Query("SELECT shard FROM txmsg_relay_leases WHERE owner = ?", owner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var shard int
+			if err := rows.Scan(&shard); err != nil {
+				t.Fatal(err)
+			}
+			own[shard] = true
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		rows.Close()
+		src := srcs[owner]
+		src.mu.Lock()
+		for shard, n := range src.whole {
+			read += n
+			if !own[shard] {
+				t.Errorf("%s's probe read %d rows of shard %d whole; it owns only %v", owner, n, shard, slices.Sorted(maps.Keys(own)))
+			}
+		}
+		src.mu.Unlock()
+	}
+	if read == 0 {
+		t.Error("no probe read a row whole: nothing was handed over")
+	}
 }

@@ -63,6 +63,10 @@ const (
 	outboxArrivals    = `SELECT seq, shard FROM ` + outboxTable + ` WHERE seq > ?`
 	outboxArrivalRows = `SELECT seq, id, shard, topic, msg_key, value, headers, created_at, attempts FROM ` + outboxTable +
 		` WHERE seq > ?`
+	// The same, with keys, values and headers only of the shards listed
+	// (%[1]s, a condition on shard).
+	outboxArrivalRowsOf = `SELECT seq, id, shard, topic, IF(%[1]s, msg_key, NULL), IF(%[1]s, value, ''),
+		IF(%[1]s, headers, NULL), created_at, attempts FROM ` + outboxTable + ` WHERE seq > ?`
 	outboxArrivalsOrder = ` ORDER BY seq LIMIT ?`
 	outboxFailed        = `UPDATE ` + outboxTable + ` SET attempts = attempts + 1, last_error = ? WHERE shard = ? AND seq IN (`
 	outboxRemove        = `DELETE FROM ` + outboxTable + ` WHERE shard = ? AND seq IN (`
@@ -434,9 +438,24 @@ func (s *OutboxSource) Arrivals(ctx context.Context, q Querier, after int64, gap
 	return out, rows.Err()
 }
 
-// ArrivalRows implements Handover.
-func (s *OutboxSource) ArrivalRows(ctx context.Context, q Querier, after int64, gaps []SeqRange, limit Limit) ([]Row, error) {
-	query, args := arrivalsOf(outboxArrivalRows, after, gaps, limit.Rows)
+// ArrivalRows implements Handover. Rows of shards other than those listed
+// come without their keys, values and headers: with several relays, each
+// one's probe reads every new row, and only its own shards' whole.
+func (s *OutboxSource) ArrivalRows(ctx context.Context, q Querier, after int64, gaps []SeqRange, shards []int, limit Limit) ([]Row, error) {
+	selectAfter := outboxArrivalRows
+	if shards != nil {
+		// Shard numbers, not user input: written into the statement.
+		in := "FALSE"
+		if len(shards) > 0 {
+			list := make([]string, len(shards))
+			for i, sh := range shards {
+				list[i] = strconv.Itoa(sh)
+			}
+			in = "shard IN (" + strings.Join(list, ", ") + ")"
+		}
+		selectAfter = fmt.Sprintf(outboxArrivalRowsOf, in)
+	}
+	query, args := arrivalsOf(selectAfter, after, gaps, limit.Rows)
 	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err

@@ -94,10 +94,12 @@ type Changes interface {
 // them without reading them again (see handoff).
 type Handover interface {
 	Changes
-	// ArrivalRows is Arrivals returning whole rows in ascending seq, at
-	// most limit.Rows of them, stopping after the row that brings the keys
-	// and values read to limit.Bytes (ScanRows does both).
-	ArrivalRows(ctx context.Context, q Querier, after int64, gaps []SeqRange, limit Limit) ([]Row, error)
+	// ArrivalRows is Arrivals returning rows in ascending seq, at most
+	// limit.Rows of them, stopping after the row that brings the keys and
+	// values read to limit.Bytes (ScanRows does both). Rows of the shards
+	// listed come whole (of every shard when shards is nil); of the others,
+	// which another relay publishes, only Seq and Shard need be set.
+	ArrivalRows(ctx context.Context, q Querier, after int64, gaps []SeqRange, shards []int, limit Limit) ([]Row, error)
 }
 
 // Strays is a Source that can tell cheaply whether it holds rows of a

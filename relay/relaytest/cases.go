@@ -2,6 +2,7 @@ package relaytest
 
 import (
 	"bytes"
+	"fmt"
 	"slices"
 	"time"
 
@@ -229,13 +230,17 @@ func testHandover(s *suite) {
 	if !ok {
 		s.Skip("the source does not implement relay.Handover")
 	}
-	arrivals := func(after int64, gaps []relay.SeqRange, limit relay.Limit) []relay.Row {
+	arrivalsOf := func(after int64, gaps []relay.SeqRange, shards []int, limit relay.Limit) []relay.Row {
 		s.Helper()
-		rows, err := h.ArrivalRows(s.ctx, s.DB, after, gaps, limit)
+		rows, err := h.ArrivalRows(s.ctx, s.DB, after, gaps, shards, limit)
 		if err != nil {
-			s.Fatalf("ArrivalRows(%d, %v, %v): %v", after, gaps, limit, err)
+			s.Fatalf("ArrivalRows(%d, %v, %v, %v): %v", after, gaps, shards, limit, err)
 		}
 		return rows
+	}
+	arrivals := func(after int64, gaps []relay.SeqRange, limit relay.Limit) []relay.Row {
+		s.Helper()
+		return arrivalsOf(after, gaps, nil, limit)
 	}
 	if rows := arrivals(0, nil, relay.Limit{Rows: 100}); len(rows) != 0 {
 		s.Fatalf("ArrivalRows of nothing = %v; want none", ids(rows))
@@ -263,4 +268,22 @@ func testHandover(s *suite) {
 	same("ArrivalRows of gaps", arrivals(rb[1].Seq, gaps, relay.Limit{Rows: 100}), []relay.Row{all[0], all[2]})
 	same("ArrivalRows, limit 3 rows", arrivals(0, nil, relay.Limit{Rows: 3}), all[:3])
 	same("ArrivalRows, limit 1 byte", arrivals(0, nil, relay.Limit{Rows: 100, Bytes: 1}), all[:1])
+	// Of shards not listed, only seqs and shards: another relay reads them.
+	for _, shards := range [][]int{{shardA}, {}} {
+		got := arrivalsOf(0, nil, shards, relay.Limit{Rows: 100})
+		if len(got) != len(all) {
+			s.Fatalf("ArrivalRows of shards %v listed %d rows; want all %d", shards, len(got), len(all))
+		}
+		for i, r := range got {
+			if r.Seq != all[i].Seq || r.Shard != all[i].Shard {
+				s.Fatalf("ArrivalRows of shards %v: row %d is seq %d of shard %d; want seq %d of shard %d",
+					shards, i, r.Seq, r.Shard, all[i].Seq, all[i].Shard)
+			}
+			if slices.Contains(shards, r.Shard) {
+				same(fmt.Sprintf("ArrivalRows of shards %v, row %d", shards, i), got[i:i+1], all[i:i+1])
+			} else if len(r.Value) > 0 || len(r.Key) > 0 || len(r.Headers) > 0 {
+				s.Fatalf("ArrivalRows of shards %v: row %d of shard %d came whole; want only its seq and shard", shards, i, r.Shard)
+			}
+		}
+	}
 }
