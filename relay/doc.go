@@ -35,14 +35,15 @@
 // on the seq index per source, and wakes only the shards that got some; each
 // shard still polls on its own at most Config.PollMax apart, which finds a
 // row committed later than the probe keeps asking. The outbox's probe reads
-// the rows whole and hands them to their shards, which publish them without
-// reading them again; a shard reads itself when it has just been claimed,
+// the rows of the engine's own shards whole and hands them to their shards,
+// which publish them without reading them again; a shard reads itself when it has just been claimed,
 // when a round left rows behind or a mark failed, when a probe may have
 // missed a row (a transaction held its seq past the gap timeout and that seq
 // is not final yet: handing the later rows of its key over would send them
 // first), and at least every Config.PollMax (see handoff). Delivered rows of all
 // shards are marked together: a round that ends while a marking transaction
-// runs joins the next one (group commit), so a steady trickle does not cost a
+// runs joins the next one (group commit), and a transaction of few rows
+// starts at least 10 ms after the last, so a steady trickle does not cost a
 // durable commit per shard round. A round does not wait for its mark: the
 // shard's next round skips the rows being marked, so rows arriving meanwhile
 // do not wait for a durable commit; a failed mark sends the shard's next read
