@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -57,20 +58,17 @@ func TestGovernFollowsTheLoad(t *testing.T) {
 	})
 	waitProcs(t, "at start", func(n int) bool { return n == 1 })
 
-	stop := make(chan struct{})
+	var spin atomic.Bool
+	spin.Store(true)
 	burnt := make(chan struct{})
 	go func() {
 		defer close(burnt)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
+		for spin.Load() {
 		}
 	}()
+	t.Cleanup(func() { spin.Store(false) })
 	waitProcs(t, "while a goroutine spins", func(n int) bool { return n == def })
-	close(stop)
+	spin.Store(false)
 	<-burnt
 	waitProcs(t, "once calm again", func(n int) bool { return n == 1 })
 
