@@ -195,14 +195,16 @@ func (m *marker) run(ctx context.Context, stop <-chan struct{}) {
 		case <-stop:
 			return
 		}
-		batch := []*markRequest{first}
-		n := len(first.rows)
+		batch, n := []*markRequest{first}, len(first.rows)
+		add := func(r *markRequest) {
+			batch = append(batch, r)
+			n += len(r.rows)
+		}
 	more:
 		for n < markRows {
 			select {
 			case r := <-m.reqs:
-				batch = append(batch, r)
-				n += len(r.rows)
+				add(r)
 			default:
 				break more
 			}
@@ -213,8 +215,7 @@ func (m *marker) run(ctx context.Context, stop <-chan struct{}) {
 			for n < markEager {
 				select {
 				case r := <-m.reqs:
-					batch = append(batch, r)
-					n += len(r.rows)
+					add(r)
 				case <-spacing.C:
 					break gather
 				case <-stop:
