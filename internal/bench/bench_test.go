@@ -47,7 +47,8 @@ func TestBenchLatencyReadsEveryCommit(t *testing.T) {
 	env, _ := newEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	res, err := Latency(ctx, env, LatencyConfig{Producers: 4, Rate: 100, Duration: time.Second})
+	// Values past a kibibyte, as --value-bytes allows, fit the business row too.
+	res, err := Latency(ctx, env, LatencyConfig{Producers: 4, Rate: 100, Duration: time.Second, ValueBytes: 4096})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -130,7 +130,7 @@ const (
   id BIGINT AUTO_INCREMENT PRIMARY KEY,
   customer VARCHAR(64) NOT NULL,
   amount INT NOT NULL,
-  note VARBINARY(1024) NULL
+  note MEDIUMBLOB NULL
 ) ENGINE=InnoDB`
 	insertOrder = `INSERT INTO txmsg_bench_orders (customer, amount, note) VALUES (?, ?, ?)`
 )
