@@ -378,6 +378,6 @@ func TestRelaysSharingShardsProbeOnlyTheirOwnRowsWhole(t *testing.T) {
 		src.mu.Unlock()
 	}
 	if read == 0 {
-		t.Error("no probe read a row whole: nothing was handed over")
+		t.Error("no probe read a row whole")
 	}
 }
