@@ -381,3 +381,44 @@ func TestRelaysSharingShardsProbeOnlyTheirOwnRowsWhole(t *testing.T) {
 		t.Error("no probe read a row whole")
 	}
 }
+
+// A probe reads whole the rows of the shards the engine owns when it looks
+// (all of them: nil), and hands over only those: a shard claimed since
+// reads its rows itself.
+func TestHandOverOnlyTheShardsReadWhole(t *testing.T) {
+	db, err := sql.Open("mysql", "txmsg@tcp(127.0.0.1:1)/none") // never connected
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	e, err := New(db, testConfig([]string{"127.0.0.1:1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := e.sources[0]
+	ins := e.inboxes[src.Name()]
+	if own := e.ownShards(src.Name()); own == nil || len(own) != 0 {
+		t.Fatalf("ownShards with no shard claimed = %v; want none (not nil, which means all)", own)
+	}
+	ins[0].reset(true)
+	whole := e.ownShards(src.Name())
+	if !slices.Equal(whole, []int{0}) {
+		t.Fatalf("ownShards with shard 0 claimed = %v; want [0]", whole)
+	}
+	ins[1].reset(true) // claimed after the probe looked
+	rows := []Row{{Seq: 1, Shard: 0, Value: []byte("a")}, {Seq: 2, Shard: 1}, {Seq: 3, Shard: 2}}
+	as := []Arrival{{Seq: 1, Shard: 0}, {Seq: 2, Shard: 1}, {Seq: 3, Shard: 2}}
+	newCoordinator(e, context.Background(), &sync.WaitGroup{}).handOver(src, as, rows, whole, 1, true, 0)
+	if hs, overflow := ins[0].take(); len(hs) != 1 || len(hs[0].rows) != 1 || hs[0].rows[0].Seq != 1 || overflow {
+		t.Fatalf("shard 0 (read whole) was handed %+v, overflow %v; want its row", hs, overflow)
+	}
+	if hs, overflow := ins[1].take(); len(hs) != 0 || !overflow {
+		t.Fatalf("shard 1 (claimed after the look) was handed %+v, overflow %v; want nothing and a read", hs, overflow)
+	}
+	for i := range ins {
+		ins[i].reset(true)
+	}
+	if own := e.ownShards(src.Name()); own != nil {
+		t.Fatalf("ownShards with every shard claimed = %v; want nil", own)
+	}
+}
