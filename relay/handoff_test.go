@@ -202,8 +202,13 @@ func TestRelayLateCommitBeyondTheGapTimeoutKeepsItsKeysOrder(t *testing.T) {
 // listed by a probe, before or after the read. Each still goes out once.
 func TestRelayReadsAndHandoffsThatCrossPublishEachRowOnce(t *testing.T) {
 	t.Parallel()
-	// A shard whose last read is 3 ms old reads again.
-	h := startHanding(t, 4, func(c *Config) { c.PollMax = 3 * time.Millisecond })
+	// A shard whose last read is 3 ms old reads again. Leases (and so the
+	// marks' deadlines) outlast the test even on a machine so loaded that
+	// the default test lease of 2 s ran out and its rows went out again.
+	h := startHanding(t, 4, func(c *Config) {
+		c.PollMax = 3 * time.Millisecond
+		c.LeaseTTL, c.Heartbeat = 2*time.Minute, time.Second
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	reads, probed := h.src.reads.Load(), h.src.probed.Load()
