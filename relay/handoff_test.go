@@ -72,6 +72,10 @@ func startHandingOn(t *testing.T, d *testenv.Database, pool *sql.DB, partitions 
 	k := testenv.NewKafka(t, partitions)
 	c := testConfig(k.Addrs)
 	c.PollMax = 30 * time.Second // only the probe wakes a shard
+	// Leases (and so the marks' deadlines) outlast the test even on a machine
+	// so loaded that the tests' 2 s lease runs out: a shard claimed again
+	// reads itself and its unmarked rows go out again, by design.
+	c.LeaseTTL = 2 * time.Minute
 	if cfg != nil {
 		cfg(&c)
 	}
@@ -202,13 +206,8 @@ func TestRelayLateCommitBeyondTheGapTimeoutKeepsItsKeysOrder(t *testing.T) {
 // listed by a probe, before or after the read. Each still goes out once.
 func TestRelayReadsAndHandoffsThatCrossPublishEachRowOnce(t *testing.T) {
 	t.Parallel()
-	// A shard whose last read is 3 ms old reads again. Leases (and so the
-	// marks' deadlines) outlast the test even on a machine so loaded that
-	// the default test lease of 2 s ran out and its rows went out again.
-	h := startHanding(t, 4, func(c *Config) {
-		c.PollMax = 3 * time.Millisecond
-		c.LeaseTTL, c.Heartbeat = 2*time.Minute, time.Second
-	})
+	// A shard whose last read is 3 ms old reads again.
+	h := startHanding(t, 4, func(c *Config) { c.PollMax = 3 * time.Millisecond })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	reads, probed := h.src.reads.Load(), h.src.probed.Load()
@@ -322,7 +321,9 @@ func TestRelaysSharingShardsProbeOnlyTheirOwnRowsWhole(t *testing.T) {
 	engines := map[string]*running{}
 	for _, owner := range owners {
 		cfg := testConfig(k.Addrs)
-		cfg.Owner = owner
+		// The shards must stay where they settled, however loaded the
+		// machine: the check below compares with the leases at the end.
+		cfg.Owner, cfg.LeaseTTL = owner, 2*time.Minute
 		srcs[owner] = &wholeCountingOutbox{OutboxSource: NewOutboxSource(false), whole: map[int]int{}}
 		engines[owner] = startEngine(t, d.DB, cfg, WithSources(srcs[owner]))
 	}

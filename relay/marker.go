@@ -224,10 +224,10 @@ func (m *marker) run(ctx context.Context, stop <-chan struct{}) {
 			}
 			spacing.Stop()
 		}
-		last = time.Now()
 		// A round that stopped waiting would cut the others' transaction
 		// short with its deadline: leave it out.
 		now := time.Now()
+		last = now
 		live := batch[:0]
 		for _, r := range batch {
 			if !r.deadline.IsZero() && !now.Before(r.deadline) {
