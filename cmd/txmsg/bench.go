@@ -30,6 +30,8 @@ const benchSynopsis = `bench latency|drain --dsn DSN --brokers HOST:PORT[,...] [
 Reads the relay's configuration (--config, TXMSG_* env, flags). The relay
 runs in-process unless --relay-bin names a txmsg binary, which is started as
 'txmsg relay' with the same database, brokers, --config and relay.* flags.
+With --relays N, N relays share the shards: latency measures once each holds
+its fair share; drain starts them together on the backlog.
 It writes to the database (txmsg_bench_* tables, the outbox) and creates
 topics named txmsg-bench-*, deleted at the end where Kafka allows: point it
 at a database no relay serves. Progress goes to stderr, the summary to stdout.`
@@ -43,6 +45,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	rowsFlag := fs.String("rows", "100000", "drain: backlog sizes, comma-separated")
 	valueBytes := fs.Int("value-bytes", 256, "size of each message's value")
 	relayBin := fs.String("relay-bin", "", "run the relay as this txmsg binary instead of in-process")
+	relays := fs.Int("relays", 1, "relays running side by side, sharing the shards")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -66,6 +69,8 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		return usagef("--duration %v: want at least 1s", *duration)
 	case *valueBytes < 1:
 		return usagef("--value-bytes %d: want at least 1", *valueBytes)
+	case *relays < 1 || *relays > 64:
+		return usagef("--relays %d: want 1 to 64", *relays)
 	}
 	cfg, err := loader.Load()
 	if err != nil {
@@ -84,7 +89,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	defer db.Close()
 	db.SetMaxOpenConns(max(cfg.DB.MaxOpenConns, *producers+4))
 	db.SetMaxIdleConns(max(cfg.DB.MaxOpenConns, *producers+4))
-	benv := &bench.Env{DB: db, Brokers: cfg.Kafka.Brokers, Security: sec, Relay: cfg.Relay, Progress: e.stderr, Log: log}
+	benv := &bench.Env{DB: db, Brokers: cfg.Kafka.Brokers, Security: sec, Relay: cfg.Relay, Relays: *relays, Progress: e.stderr, Log: log}
 	if *relayBin != "" {
 		benv.RelayCommand, benv.RelayEnv = relayCommand(*relayBin, loader.File(), fs, cfg)
 	} else {

@@ -67,6 +67,57 @@ func TestBenchLatencyReadsEveryCommit(t *testing.T) {
 	}
 }
 
+func TestBenchLatencyRunsRelaysSideBySide(t *testing.T) {
+	t.Parallel()
+	env, _ := newEnv(t)
+	env.Relays = 2
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// Latency fails unless both relays hold their share of the shards.
+	res, err := Latency(ctx, env, LatencyConfig{Producers: 4, Rate: 100, Duration: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := res.Outbox; p.Sent == 0 || p.Read != p.Sent || p.Errors != 0 {
+		t.Errorf("outbox: sent %d, read %d, errors %d: want every commit read", p.Sent, p.Read, p.Errors)
+	}
+	var sb strings.Builder
+	res.Print(&sb)
+	if res.Relays != 2 || !strings.Contains(sb.String(), "2 relays sharing the shards") {
+		t.Errorf("relays %d, summary:\n%s", res.Relays, sb.String())
+	}
+}
+
+func TestWaitSharedWaitsForEveryRelaysFairShare(t *testing.T) {
+	t.Parallel()
+	env, d := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for shard := range 16 {
+		if _, err := d.DB.ExecContext(ctx, `INSERT INTO txmsg_relay_leases (source, shard, owner, version, expires_at)
+VALUES ('outbox', ?, 'a', 1, UTC_TIMESTAMP(6) + INTERVAL 1 HOUR)`, shard); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := env.waitShared(ctx, 2, time.Second)
+	if err == nil || !strings.Contains(err.Error(), "1 hold leases, the busiest 16 shards (fair share 8)") {
+		t.Fatalf("one relay holding every shard: %v, want a timeout naming the leases", err)
+	}
+	// A share released but not yet claimed is not shared either.
+	if _, err := d.DB.ExecContext(ctx, `UPDATE txmsg_relay_leases SET owner = '' WHERE shard < 8`); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.waitShared(ctx, 2, time.Second); err == nil {
+		t.Fatal("half the shards free: waitShared returned, want a timeout")
+	}
+	if _, err := d.DB.ExecContext(ctx, `UPDATE txmsg_relay_leases SET owner = 'b' WHERE shard < 8`); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.waitShared(ctx, 2, time.Second); err != nil {
+		t.Fatalf("8 shards each: %v", err)
+	}
+}
+
 func TestBenchDrainEmptiesBothTables(t *testing.T) {
 	t.Parallel()
 	env, d := newEnv(t)

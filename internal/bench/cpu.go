@@ -20,9 +20,9 @@ type cpuMark struct {
 	proc        int64 // the process's ticks (user + system)
 }
 
-// markCPU reads the machine's CPU ticks and those of pid (0: this
-// process); ok is false where /proc does not tell.
-func markCPU(pid int) cpuMark {
+// markCPU reads the machine's CPU ticks and the sum of those of pids (none:
+// this process); ok is false where /proc does not tell.
+func markCPU(pids []int) cpuMark {
 	data, err := os.ReadFile("/proc/stat")
 	if err != nil {
 		return cpuMark{}
@@ -40,25 +40,41 @@ func markCPU(pid int) cpuMark {
 			m.busy += n
 		}
 	}
-	p := "self"
-	if pid > 0 {
-		p = strconv.Itoa(pid)
+	procs := []string{"self"}
+	if len(pids) > 0 {
+		procs = procs[:0]
+		for _, pid := range pids {
+			procs = append(procs, strconv.Itoa(pid))
+		}
 	}
+	for _, p := range procs {
+		t, ok := procTicks(p)
+		if !ok {
+			return cpuMark{}
+		}
+		m.proc += t
+	}
+	m.ok = true
+	return m
+}
+
+// procTicks reads the CPU ticks (user + system) of process p ("self" or a
+// pid).
+func procTicks(p string) (int64, bool) {
 	stat, err := os.ReadFile("/proc/" + p + "/stat")
 	if err != nil {
-		return cpuMark{}
+		return 0, false
 	}
 	// The command name, in parentheses, may hold spaces: fields count from
 	// after its closing one (utime and stime are the 14th and 15th).
 	_, rest, ok := strings.Cut(string(stat), ") ")
 	pf := strings.Fields(rest)
 	if !ok || len(pf) < 13 {
-		return cpuMark{}
+		return 0, false
 	}
 	utime, _ := strconv.ParseInt(pf[11], 10, 64)
 	stime, _ := strconv.ParseInt(pf[12], 10, 64)
-	m.proc, m.ok = utime+stime, true
-	return m
+	return utime + stime, true
 }
 
 // CPUUse is the CPU a phase used: how busy the whole machine was, and the
@@ -69,14 +85,14 @@ type CPUUse struct {
 	// Busy is the share of all the machine's CPUs that was busy (0 to 1),
 	// whoever used it: the database server and Kafka too when local.
 	Busy float64
-	// Proc is the CPU time of the process measured: the relay's, or the
-	// benchmark's own for the naive loop and an in-process relay.
+	// Proc is the CPU time of the processes measured: the relays', or the
+	// benchmark's own for the naive loop and in-process relays.
 	Proc time.Duration
 }
 
-// cpuSince returns the use from before to now; pid as for markCPU.
-func cpuSince(before cpuMark, pid int) CPUUse {
-	after := markCPU(pid)
+// cpuSince returns the use from before to now; pids as for markCPU.
+func cpuSince(before cpuMark, pids []int) CPUUse {
+	after := markCPU(pids)
 	if !before.ok || !after.ok || after.total <= before.total {
 		return CPUUse{}
 	}

@@ -69,7 +69,8 @@ type DrainPoint struct {
 	Relay DrainRun
 	Naive DrainRun
 	// RelayPeakRSSMiB is the relay process's peak RSS (VmHWM) while it
-	// drained; in-process it is the benchmark's own, relay included.
+	// drained, the largest of the relays' when several ran; in-process it
+	// is the benchmark's own, relays included.
 	RelayPeakRSSMiB float64
 }
 
@@ -78,16 +79,22 @@ type DrainResult struct {
 	Config DrainConfig
 	// InProcess says the relay ran inside the benchmark's process.
 	InProcess bool
-	Points    []DrainPoint
+	// Relays is how many relays drained together.
+	Relays int
+	Points []DrainPoint
 }
 
 // Print writes the result as a table with ratios, and the counters.
 func (r DrainResult) Print(w io.Writer) {
 	fmt.Fprintf(w, "drain: %d-byte values over %d keys; naive loop: SELECT … ORDER BY seq LIMIT %d FOR UPDATE SKIP LOCKED → produce → DELETE\n",
 		r.Config.ValueBytes, r.Config.Keys, r.Config.NaiveBatch)
-	rss := "relay peak RSS"
+	rss, relay := "relay peak RSS", "relay"
+	if r.Relays > 1 {
+		fmt.Fprintf(w, "%d relays drain together, sharing the shards from their start\n", r.Relays)
+		rss, relay = "largest relay peak RSS", strconv.Itoa(r.Relays)+" relays"
+	}
 	if r.InProcess {
-		rss = "peak RSS (in-process)"
+		rss, relay = "peak RSS (in-process)", "benchmark ("+relay+" in it)"
 	}
 	fmt.Fprintf(w, "%10s %12s %12s %12s %22s\n", "rows", "relay msg/s", "naive msg/s", "relay/naive", rss)
 	for _, p := range r.Points {
@@ -96,10 +103,6 @@ func (r DrainResult) Print(w io.Writer) {
 	}
 	if n := len(r.Points); n > 1 {
 		fmt.Fprintf(w, "relay largest/smallest backlog: %s (target ≥ 0.75×)\n", ratio(r.Points[n-1].Relay.Rate, r.Points[0].Relay.Rate))
-	}
-	relay := "relay"
-	if r.InProcess {
-		relay = "benchmark (relay in it)"
 	}
 	for _, p := range r.Points {
 		fmt.Fprintf(w, "%d rows, relay: %v; %s\n", p.Rows, p.Relay.Counters, p.Relay.CPU.perMessage(relay, p.Rows))
@@ -119,7 +122,7 @@ func Drain(ctx context.Context, env *Env, cfg DrainConfig) (DrainResult, error) 
 		return DrainResult{}, err
 	}
 	cfg = cfg.withDefaults()
-	res := DrainResult{Config: cfg, InProcess: len(env.RelayCommand) == 0}
+	res := DrainResult{Config: cfg, InProcess: len(env.RelayCommand) == 0, Relays: env.relays()}
 	if err := outboxEmpty(ctx, env.DB, "txmsg_outbox"); err != nil {
 		return res, fmt.Errorf("bench: txmsg_outbox must be empty to measure a drain: %w", err)
 	}
@@ -258,10 +261,10 @@ func (d *drainRun) every(ctx context.Context, f func(time.Duration)) {
 }
 
 // measure runs drain while sampling the history list length, and returns
-// its duration, the server's counters and the CPU use over it. pid, called
-// once drain returned, names the relay process drain started (0: the work
-// ran in this process).
-func (d *drainRun) measure(ctx context.Context, label string, n int, pid func() int, drain func(context.Context) error) (DrainRun, error) {
+// its duration, the server's counters and the CPU use over it. pids, called
+// once drain returned, names the relay processes drain started (none: the
+// work ran in this process).
+func (d *drainRun) measure(ctx context.Context, label string, n int, pids func() []int, drain func(context.Context) error) (DrainRun, error) {
 	db := d.env.DB
 	before, err := readStatus(ctx, db)
 	if err != nil {
@@ -281,13 +284,13 @@ func (d *drainRun) measure(ctx context.Context, label string, n int, pid func() 
 		})
 		return nil
 	})
-	cpu := markCPU(0)
+	cpu := markCPU(nil)
 	start := time.Now()
 	err = drain(ctx)
 	took := time.Since(start)
-	p := pid()
-	if p > 0 {
-		cpu.proc = 0 // the process started within the drain
+	p := pids()
+	if len(p) > 0 {
+		cpu.proc = 0 // the processes started within the drain
 	}
 	use := cpuSince(cpu, p)
 	stop()
@@ -316,13 +319,13 @@ func (d *drainRun) relay(ctx context.Context, topic string, n int) (DrainRun, fl
 	if err != nil {
 		return DrainRun{}, 0, err
 	}
-	pid := func() int {
+	pids := func() []int {
 		if rl == nil {
-			return 0
+			return nil
 		}
-		return rl.pid
+		return rl.pids
 	}
-	run, err := d.measure(ctx, "relay", n, pid, func(ctx context.Context) error {
+	run, err := d.measure(ctx, "relay", n, pids, func(ctx context.Context) error {
 		var err error
 		if rl, err = d.env.startRelay(ctx); err != nil {
 			return err
@@ -336,7 +339,12 @@ func (d *drainRun) relay(ctx context.Context, topic string, n int) (DrainRun, fl
 			return err
 		}
 		err = d.waitMarked(ctx, lasts)
-		rss = peakRSS(rl.pid)
+		if len(rl.pids) == 0 {
+			rss = peakRSS(0)
+		}
+		for _, pid := range rl.pids {
+			rss = max(rss, peakRSS(pid))
+		}
 		return err
 	})
 	// The relay's shutdown is not part of the drain.
@@ -492,7 +500,7 @@ func (d *drainRun) naive(ctx context.Context, n int) (DrainRun, error) {
 	defer w.Close()
 	sel := `SELECT seq, id, shard, topic, msg_key, value, headers, created_at, attempts FROM ` + naiveTable +
 		` ORDER BY seq LIMIT ` + strconv.Itoa(d.cfg.NaiveBatch) + ` FOR UPDATE SKIP LOCKED`
-	return d.measure(ctx, "naive loop", n, func() int { return 0 }, func(ctx context.Context) error {
+	return d.measure(ctx, "naive loop", n, func() []int { return nil }, func(ctx context.Context) error {
 		for {
 			tx, err := d.env.DB.BeginTx(ctx, nil)
 			if err != nil {

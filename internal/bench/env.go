@@ -13,12 +13,12 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/txmsg/txmsg"
 	"github.com/txmsg/txmsg/internal/kafkax"
 	"github.com/txmsg/txmsg/relay"
 )
@@ -42,6 +42,9 @@ type Env struct {
 	// added to its environment. It is stopped with SIGINT.
 	RelayCommand []string
 	RelayEnv     []string
+	// Relays is how many relay engines (or processes of RelayCommand) run
+	// side by side, sharing the shards (0: one).
+	Relays int
 	// Progress receives a progress line about every second (nil: none).
 	Progress io.Writer
 	// Log receives the engine's and the relay process's warnings (nil:
@@ -80,55 +83,98 @@ func runID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// relayRun is a relay started for one phase.
+// relayRun is the relays started for one phase.
 type relayRun struct {
 	stop func() error
-	// pid is the relay process's, 0 in-process.
-	pid int
-	// published counts what the in-process engine delivered.
-	published *atomic.Int64
+	// pids are the relay processes', none in-process.
+	pids []int
 }
 
-// countHook counts published records.
-type countHook struct{ n *atomic.Int64 }
+// relays is how many relays run.
+func (e *Env) relays() int { return max(e.Relays, 1) }
 
-// Published implements relay.PublishedHook.
-func (h countHook) Published(_, _ string, n int) { h.n.Add(int64(n)) }
-
-// startRelay starts the relay engine in-process, or the relay command, and
-// returns how to stop it. ctx bounds its life.
+// startRelay starts the relay engines in-process, or the relay command's
+// processes, and returns how to stop them. ctx bounds their life.
 func (e *Env) startRelay(ctx context.Context) (*relayRun, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	g, gctx := errgroup.WithContext(ctx)
+	rl := &relayRun{stop: func() error { cancel(); return g.Wait() }}
+	for i := range e.relays() {
+		if err := e.startOne(gctx, g, i, rl); err != nil {
+			return nil, errors.Join(err, rl.stop())
+		}
+	}
+	return rl, nil
+}
+
+// startOne starts relay i of rl in g.
+func (e *Env) startOne(ctx context.Context, g *errgroup.Group, i int, rl *relayRun) error {
 	if len(e.RelayCommand) > 0 {
-		cmd := exec.CommandContext(gctx, e.RelayCommand[0], e.RelayCommand[1:]...)
+		cmd := exec.CommandContext(ctx, e.RelayCommand[0], e.RelayCommand[1:]...)
+		if e.relays() > 1 {
+			// Each its own name in the lease table, should --relay.owner
+			// have given them one.
+			cmd.Args = append(cmd.Args, "--relay.owner="+relay.DefaultOwner()+"-"+strconv.Itoa(i))
+		}
 		cmd.Env = append(os.Environ(), e.RelayEnv...)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 		cmd.WaitDelay = 30 * time.Second
 		if err := cmd.Start(); err != nil {
-			cancel()
-			return nil, fmt.Errorf("bench: start relay %s: %w", e.RelayCommand[0], err)
+			return fmt.Errorf("bench: start relay %s: %w", e.RelayCommand[0], err)
 		}
+		rl.pids = append(rl.pids, cmd.Process.Pid)
 		g.Go(func() error {
 			err := cmd.Wait()
-			if gctx.Err() != nil {
+			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("bench: relay process exited: %v", err)
 		})
-		return &relayRun{pid: cmd.Process.Pid, stop: func() error { cancel(); return g.Wait() }}, nil
+		return nil
 	}
 	cfg := e.Relay
 	cfg.Brokers, cfg.TLS, cfg.SASL = e.Brokers, e.Security.TLS, e.Security.SASL
-	n := &atomic.Int64{}
-	eng, err := relay.New(e.RelayDB, cfg, relay.WithLogger(e.logger()), relay.WithHooks(countHook{n}))
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("bench: %w", err)
+	if e.relays() > 1 {
+		cfg.Owner = relay.DefaultOwner() + "-" + strconv.Itoa(i)
 	}
-	g.Go(func() error { return eng.Run(gctx) })
-	return &relayRun{published: n, stop: func() error { cancel(); return g.Wait() }}, nil
+	eng, err := relay.New(e.RelayDB, cfg, relay.WithLogger(e.logger()))
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	g.Go(func() error { return eng.Run(ctx) })
+	return nil
+}
+
+// waitShared waits until each of the n relays holds its fair share of the
+// shards, as they do once their leases settled: a relay joining takes
+// shards from the others, and a moving shard waits for its release.
+func (e *Env) waitShared(ctx context.Context, n int, timeout time.Duration) error {
+	shards := e.Relay.Shards
+	if shards == 0 {
+		shards = relay.DefaultConfig().Shards
+	}
+	fair := (shards + n - 1) / n
+	deadline := time.Now().Add(timeout)
+	var owners, most int
+	for {
+		err := e.DB.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(MAX(c), 0) FROM (SELECT owner, COUNT(*) c FROM txmsg_relay_leases
+WHERE source = ? AND owner <> '' AND expires_at > UTC_TIMESTAMP(6) GROUP BY owner) o`, txmsg.SourceOutbox).Scan(&owners, &most)
+		if err != nil {
+			return fmt.Errorf("bench: read the relays' leases: %w", err)
+		}
+		if owners == n && most <= fair {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bench: the %d relays did not share the shards within %v: %d hold leases, the busiest %d shards (fair share %d)",
+				n, timeout, owners, most, fair)
+		}
+		e.progressf("relays: %d of %d hold shards, the busiest %d (fair share %d)", owners, n, most, fair)
+		if !sleepUntil(ctx, time.Now().Add(time.Second)) {
+			return ctx.Err()
+		}
+	}
 }
 
 // deleteTopics removes the run's topics, where the cluster allows it.

@@ -86,7 +86,9 @@ type LatencyPhase struct {
 // LatencyResult is the outbox beside its baseline, the dual write (the
 // same transaction, then a direct produce after commit).
 type LatencyResult struct {
-	Config    LatencyConfig
+	Config LatencyConfig
+	// Relays is how many relays shared the shards in the outbox phase.
+	Relays    int
 	Outbox    LatencyPhase
 	DualWrite LatencyPhase
 }
@@ -94,8 +96,12 @@ type LatencyResult struct {
 // Print writes the result as a small table with ratios.
 func (r LatencyResult) Print(w io.Writer) {
 	c := r.Config
-	fmt.Fprintf(w, "latency: %d producers, %d msg/s, %v per phase, %d-byte values over %d keys\n",
+	fmt.Fprintf(w, "latency: %d producers, %d msg/s, %v per phase, %d-byte values over %d keys",
 		c.Producers, c.Rate, c.Duration, c.ValueBytes, c.Keys)
+	if r.Relays > 1 {
+		fmt.Fprintf(w, ", %d relays sharing the shards", r.Relays)
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "%-11s %9s %9s %13s %13s %10s %10s\n", "", "tx/s", "read", "commit→read", "commit→read", "tx", "tx")
 	fmt.Fprintf(w, "%-11s %9s %9s %13s %13s %10s %10s\n", "", "", "", "p50", "p99", "p50", "p99")
 	for _, p := range []LatencyPhase{r.Outbox, r.DualWrite} {
@@ -148,7 +154,7 @@ func Latency(ctx context.Context, env *Env, cfg LatencyConfig) (LatencyResult, e
 	if owned {
 		cfg.Topic = "txmsg-bench-" + run
 	}
-	res := LatencyResult{Config: cfg}
+	res := LatencyResult{Config: cfg, Relays: env.relays()}
 	if _, err := env.DB.ExecContext(ctx, createOrders); err != nil {
 		return res, fmt.Errorf("bench: create txmsg_bench_orders: %w", err)
 	}
@@ -195,8 +201,11 @@ func Latency(ctx context.Context, env *Env, cfg LatencyConfig) (LatencyResult, e
 	if err == nil {
 		err = l.waitRead(ctx, run+"-w-o", time.Minute)
 	}
+	if n := env.relays(); err == nil && n > 1 {
+		err = env.waitShared(ctx, n, max(6*env.Relay.WithDefaults().LeaseTTL, 30*time.Second))
+	}
 	if err == nil {
-		res.Outbox, err = l.phase(ctx, "outbox", "o", rl.pid)
+		res.Outbox, err = l.phase(ctx, "outbox", "o", rl.pids)
 	}
 	if serr := rl.stop(); err == nil && serr != nil {
 		err = serr
@@ -204,7 +213,7 @@ func Latency(ctx context.Context, env *Env, cfg LatencyConfig) (LatencyResult, e
 	if err != nil {
 		return res, err
 	}
-	res.DualWrite, err = l.phase(ctx, "dual write", "d", 0)
+	res.DualWrite, err = l.phase(ctx, "dual write", "d", nil)
 	return res, err
 }
 
@@ -293,13 +302,16 @@ func (l *latencyRun) produce(ctx context.Context, id, key string) error {
 }
 
 // phase runs the producers of one way of publishing, letter "o" (outbox)
-// or "d" (dual write), then waits for their records to be read. relayPID
-// is the relay process's (0: none, or in-process), whose CPU is measured.
-func (l *latencyRun) phase(ctx context.Context, name, letter string, relayPID int) (LatencyPhase, error) {
+// or "d" (dual write), then waits for their records to be read. relayPIDs
+// are the relay processes' (none, or in-process), whose CPU is measured.
+func (l *latencyRun) phase(ctx context.Context, name, letter string, relayPIDs []int) (LatencyPhase, error) {
 	cfg := l.cfg
 	p := LatencyPhase{Name: name, CPUOf: "benchmark"}
-	if relayPID > 0 {
+	switch {
+	case len(relayPIDs) == 1:
 		p.CPUOf = "relay"
+	case len(relayPIDs) > 1:
+		p.CPUOf = strconv.Itoa(len(relayPIDs)) + " relays"
 	}
 	counter := &l.readO
 	if letter == "d" {
@@ -313,7 +325,7 @@ func (l *latencyRun) phase(ctx context.Context, name, letter string, relayPID in
 	if err != nil {
 		return p, err
 	}
-	cpu := markCPU(relayPID)
+	cpu := markCPU(relayPIDs)
 	start := time.Now()
 	end := start.Add(cfg.Duration)
 	pctx, stopProgress := context.WithCancel(ctx)
@@ -353,7 +365,7 @@ func (l *latencyRun) phase(ctx context.Context, name, letter string, relayPID in
 	}
 	_ = g.Wait()
 	took := time.Since(start)
-	p.CPU = cpuSince(cpu, relayPID)
+	p.CPU = cpuSince(cpu, relayPIDs)
 	after, err := readStatus(ctx, l.env.DB)
 	if err != nil {
 		return p, err
