@@ -96,9 +96,9 @@ func (r DrainResult) Print(w io.Writer) {
 	if r.InProcess {
 		rss, relay = "peak RSS (in-process)", "benchmark ("+relay+" in it)"
 	}
-	fmt.Fprintf(w, "%10s %12s %12s %12s %22s\n", "rows", "relay msg/s", "naive msg/s", "relay/naive", rss)
+	fmt.Fprintf(w, "%10s %12s %12s %12s %24s\n", "rows", "relay msg/s", "naive msg/s", "relay/naive", rss)
 	for _, p := range r.Points {
-		fmt.Fprintf(w, "%10d %12.0f %12.0f %12s %18.1f MiB\n", p.Rows, p.Relay.Rate, p.Naive.Rate,
+		fmt.Fprintf(w, "%10d %12.0f %12.0f %12s %20.1f MiB\n", p.Rows, p.Relay.Rate, p.Naive.Rate,
 			ratio(p.Relay.Rate, p.Naive.Rate), p.RelayPeakRSSMiB)
 	}
 	if n := len(r.Points); n > 1 {
