@@ -129,6 +129,19 @@ type SingleRead interface {
 	SingleRead() bool
 }
 
+// ConsistentRead is a Source whose Pending and PendingFrom, given the
+// Engine's pool (a *sql.DB), see one consistent state by themselves: with one
+// statement where that suffices, in a REPEATABLE READ transaction of their
+// own where they read more. The Engine polls such a source on its pool, as a
+// SingleRead one, unless the connections run at READ UNCOMMITTED: an idle
+// poll then costs its reads alone, not the three statements of the Engine's
+// transaction around them.
+type ConsistentRead interface {
+	// ConsistentRead reports whether Pending and PendingFrom keep one
+	// consistent state by themselves on a pool.
+	ConsistentRead() bool
+}
+
 // SingleMark is a Source whose Delivered marks some rows with one
 // statement, which commits by itself under autocommit: the Engine then marks
 // them without a transaction of its own (one round trip instead of three).

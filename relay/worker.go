@@ -255,9 +255,11 @@ func (e *Engine) poll(ctx context.Context, src Source, shard int, from int64, li
 		}
 		return src.Pending(ctx, q, shard, limit)
 	}
-	sr, ok := src.(SingleRead)
+	sr, single := src.(SingleRead)
+	cr, own := src.(ConsistentRead)
+	alone := (single && sr.SingleRead()) || (own && cr.ConsistentRead())
 	var rows []Row
-	err := e.consistently(ctx, ok && sr.SingleRead() && !e.pollInTx, func(q Querier) error {
+	err := e.consistently(ctx, alone && !e.pollInTx, func(q Querier) error {
 		var err error
 		rows, err = read(q)
 		return err
