@@ -18,7 +18,8 @@ import (
 const benchSynopsis = `bench latency|drain --dsn DSN --brokers HOST:PORT[,...] [--config FILE] [flags]
 
   latency  32 producers run BEGIN; INSERT; outbox.Publish; COMMIT at --rate
-           for --duration while the relay runs and a consumer group reads;
+           for --warmup, then --duration measured, while the relay runs and
+           a consumer group reads;
            then the same transactions with a direct Kafka produce after
            COMMIT (the dual write) as the baseline. Prints commit→read and
            transaction p50/p99 of both, and their ratios.
@@ -41,7 +42,8 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	loader := config.NewRelay(fs)
 	producers := fs.Int("producers", 32, "latency: producer transactions running at once")
 	rate := fs.Int("rate", 1000, "latency: messages per second over all producers")
-	duration := fs.Duration("duration", 30*time.Second, "latency: how long each phase produces")
+	duration := fs.Duration("duration", 30*time.Second, "latency: how long each phase is measured")
+	warmup := fs.Duration("warmup", 3*time.Second, "latency: how long each phase produces before it is measured (0: not at all)")
 	rowsFlag := fs.String("rows", "100000", "drain: backlog sizes, comma-separated")
 	valueBytes := fs.Int("value-bytes", 256, "size of each message's value")
 	relayBin := fs.String("relay-bin", "", "run the relay as this txmsg binary instead of in-process")
@@ -67,6 +69,8 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		return usagef("--rate %d: want at least 1", *rate)
 	case *duration < time.Second:
 		return usagef("--duration %v: want at least 1s", *duration)
+	case *warmup < 0:
+		return usagef("--warmup %v: want 0 or more", *warmup)
 	case *valueBytes < 1:
 		return usagef("--value-bytes %d: want at least 1", *valueBytes)
 	case *relays < 1 || *relays > 64:
@@ -101,7 +105,11 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		benv.RelayDB = rdb
 	}
 	if fs.Arg(0) == "latency" {
-		res, err := bench.Latency(ctx, benv, bench.LatencyConfig{Producers: *producers, Rate: *rate, Duration: *duration, ValueBytes: *valueBytes})
+		w := *warmup
+		if w == 0 {
+			w = -1 // none, where the config's zero is the default
+		}
+		res, err := bench.Latency(ctx, benv, bench.LatencyConfig{Producers: *producers, Rate: *rate, Duration: *duration, Warmup: w, ValueBytes: *valueBytes})
 		if err != nil {
 			return err
 		}

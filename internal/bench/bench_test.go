@@ -48,13 +48,17 @@ func TestBenchLatencyReadsEveryCommit(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	// Values past a kibibyte, as --value-bytes allows, fit the business row too.
-	res, err := Latency(ctx, env, LatencyConfig{Producers: 4, Rate: 100, Duration: time.Second, ValueBytes: 4096})
+	res, err := Latency(ctx, env, LatencyConfig{Producers: 4, Rate: 100, Duration: time.Second, Warmup: time.Second, ValueBytes: 4096})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []LatencyPhase{res.Outbox, res.DualWrite} {
 		if p.Sent == 0 || p.Read != p.Sent || p.Errors != 0 {
 			t.Errorf("%s: sent %d, read %d, errors %d: want every commit read", p.Name, p.Sent, p.Read, p.Errors)
+		}
+		// The warm-up's 100 transactions are not measured.
+		if p.Sent > 100+4 {
+			t.Errorf("%s: %d transactions measured in 1 s at 100/s: the warm-up's counted too", p.Name, p.Sent)
 		}
 		if p.CommitToRead.P50 <= 0 || p.CommitToRead.P99 < p.CommitToRead.P50 || p.Tx.P99 < p.Tx.P50 {
 			t.Errorf("%s: percentiles %+v %+v", p.Name, p.CommitToRead, p.Tx)
@@ -74,7 +78,7 @@ func TestBenchLatencyRunsRelaysSideBySide(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	// Latency fails unless both relays hold their share of the shards.
-	res, err := Latency(ctx, env, LatencyConfig{Producers: 4, Rate: 100, Duration: time.Second})
+	res, err := Latency(ctx, env, LatencyConfig{Producers: 4, Rate: 100, Duration: time.Second, Warmup: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,8 +27,14 @@ type LatencyConfig struct {
 	// Rate is the total of messages per second over all producers
 	// (default 1000).
 	Rate int
-	// Duration is how long each phase produces (default 30s).
+	// Duration is how long each phase produces and is measured (default
+	// 30s).
 	Duration time.Duration
+	// Warmup is how long each phase produces before it is measured
+	// (default 3s; negative: none). The relay's first seconds after its
+	// start cost the producers more than its steady state (BENCHMARKS.md);
+	// the dual write gets the same warm-up.
+	Warmup time.Duration
 	// ValueBytes is each message's value size (default 256).
 	ValueBytes int
 	// Keys is how many distinct keys the messages spread over (default
@@ -48,6 +54,9 @@ func (c LatencyConfig) withDefaults() LatencyConfig {
 	}
 	if c.Duration <= 0 {
 		c.Duration = 30 * time.Second
+	}
+	if c.Warmup == 0 {
+		c.Warmup = 3 * time.Second
 	}
 	if c.ValueBytes <= 0 {
 		c.ValueBytes = 256
@@ -96,8 +105,8 @@ type LatencyResult struct {
 // Print writes the result as a small table with ratios.
 func (r LatencyResult) Print(w io.Writer) {
 	c := r.Config
-	fmt.Fprintf(w, "latency: %d producers, %d msg/s, %v per phase, %d-byte values over %d keys",
-		c.Producers, c.Rate, c.Duration, c.ValueBytes, c.Keys)
+	fmt.Fprintf(w, "latency: %d producers, %d msg/s, %v per phase after %v of warm-up, %d-byte values over %d keys",
+		c.Producers, c.Rate, c.Duration, max(c.Warmup, 0), c.ValueBytes, c.Keys)
 	if r.Relays > 1 {
 		fmt.Fprintf(w, ", %d relays sharing the shards", r.Relays)
 	}
@@ -318,20 +327,18 @@ func (l *latencyRun) phase(ctx context.Context, name, letter string, relayPIDs [
 		counter = &l.readD
 	}
 	samples := make([][]sample, cfg.Producers)
-	var sent, failed atomic.Int64
+	// all counts the transactions committed, warm-up included; sent those
+	// measured.
+	var all, sent, failed atomic.Int64
 	var firstErr atomic.Value
 	interval := time.Duration(int64(time.Second) * int64(cfg.Producers) / int64(cfg.Rate))
-	before, err := readStatus(ctx, l.env.DB)
-	if err != nil {
-		return p, err
-	}
-	cpu := markCPU(relayPIDs)
-	start := time.Now()
+	warm := time.Now()
+	start := warm.Add(max(cfg.Warmup, 0))
 	end := start.Add(cfg.Duration)
 	pctx, stopProgress := context.WithCancel(ctx)
 	var pg errgroup.Group
 	pg.Go(func() error {
-		l.progress(pctx, name, start, &sent, counter)
+		l.progress(pctx, name, warm, start, &all, counter)
 		return nil
 	})
 	defer func() {
@@ -344,7 +351,7 @@ func (l *latencyRun) phase(ctx context.Context, name, letter string, relayPIDs [
 			// Producers start spread over one interval, then keep their
 			// schedule: one that falls behind sends back to back, and all
 			// stop at the end, so Rate says what the database sustained.
-			next := start.Add(interval * time.Duration(i) / time.Duration(cfg.Producers))
+			next := warm.Add(interval * time.Duration(i) / time.Duration(cfg.Producers))
 			for n := 0; ; n++ {
 				if !sleepUntil(ctx, next) || !next.Before(end) || !time.Now().Before(end) {
 					return nil
@@ -358,12 +365,26 @@ func (l *latencyRun) phase(ctx context.Context, name, letter string, relayPIDs [
 					firstErr.CompareAndSwap(nil, err)
 					continue
 				}
-				sent.Add(1)
-				samples[i] = append(samples[i], s)
+				all.Add(1)
+				if !s.commit.Add(-s.tx).Before(start) {
+					sent.Add(1)
+					samples[i] = append(samples[i], s)
+				}
 			}
 		})
 	}
+	// The counters and the CPU cover the measured part.
+	var before Counters
+	var cpu cpuMark
+	err := errors.New("bench: stopped during the warm-up")
+	if sleepUntil(ctx, start) {
+		before, err = readStatus(ctx, l.env.DB)
+		cpu = markCPU(relayPIDs)
+	}
 	_ = g.Wait()
+	if err != nil {
+		return p, err
+	}
 	took := time.Since(start)
 	p.CPU = cpuSince(cpu, relayPIDs)
 	after, err := readStatus(ctx, l.env.DB)
@@ -374,7 +395,7 @@ func (l *latencyRun) phase(ctx context.Context, name, letter string, relayPIDs [
 	// Wait for the stragglers: until all are read, or nothing more came
 	// for 30 s (longer than the relay's longest retry backoff by default).
 	last, lastAt := counter.Load(), time.Now()
-	for counter.Load() < sent.Load() && time.Since(lastAt) < 30*time.Second && ctx.Err() == nil {
+	for counter.Load() < all.Load() && time.Since(lastAt) < 30*time.Second && ctx.Err() == nil {
 		sleepUntil(ctx, time.Now().Add(20*time.Millisecond))
 		if n := counter.Load(); n != last {
 			last, lastAt = n, time.Now()
@@ -436,8 +457,9 @@ func (l *latencyRun) transaction(ctx context.Context, letter, id, key string) (s
 	return s, nil
 }
 
-// progress prints a line a second until ctx ends.
-func (l *latencyRun) progress(ctx context.Context, name string, start time.Time, sent, read *atomic.Int64) {
+// progress prints a line a second until ctx ends: the phase began at warm,
+// its measurement at start.
+func (l *latencyRun) progress(ctx context.Context, name string, warm, start time.Time, sent, read *atomic.Int64) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -446,9 +468,13 @@ func (l *latencyRun) progress(ctx context.Context, name string, start time.Time,
 			return
 		case <-t.C:
 		}
-		s := sent.Load()
-		l.env.progressf("latency %-10s %5.0fs/%v  committed %d (%.0f/s)  read %d",
-			name, time.Since(start).Seconds(), l.cfg.Duration, s, float64(s)/time.Since(start).Seconds(), read.Load())
+		s, el := sent.Load(), time.Since(warm)
+		what := "warming up"
+		if time.Now().After(start) {
+			what = "measuring"
+		}
+		l.env.progressf("latency %-10s %-10s %5.0fs/%v  committed %d (%.0f/s)  read %d",
+			name, what, el.Seconds(), start.Sub(warm)+l.cfg.Duration, s, float64(s)/el.Seconds(), read.Load())
 	}
 }
 
