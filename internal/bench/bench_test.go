@@ -148,6 +148,29 @@ func TestBenchDrainEmptiesBothTables(t *testing.T) {
 	}
 }
 
+func TestBenchDrainWithRelaysSideBySide(t *testing.T) {
+	t.Parallel()
+	env, d := newEnv(t)
+	env.Relays = 2
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := Drain(ctx, env, DrainConfig{Rows: []int{2000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Points) != 1 || res.Points[0].Relay.Rate <= 0 || res.Relays != 2 {
+		t.Fatalf("result %+v", res)
+	}
+	var sb strings.Builder
+	res.Print(&sb)
+	if !strings.Contains(sb.String(), "2 relays drain together") {
+		t.Errorf("summary:\n%s", sb.String())
+	}
+	if err := outboxEmpty(ctx, d.DB, "txmsg_outbox"); err != nil {
+		t.Error(err)
+	}
+}
+
 func TestBenchDrainRefusesAnOutboxWithRows(t *testing.T) {
 	t.Parallel()
 	env, d := newEnv(t)
