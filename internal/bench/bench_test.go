@@ -56,7 +56,8 @@ func TestBenchLatencyReadsEveryCommit(t *testing.T) {
 		if p.Sent == 0 || p.Read != p.Sent || p.Errors != 0 {
 			t.Errorf("%s: sent %d, read %d, errors %d: want every commit read", p.Name, p.Sent, p.Read, p.Errors)
 		}
-		// The warm-up's 100 transactions are not measured.
+		// The warm-up's 100 transactions are not measured, even those
+		// that ran late: 25 are due per producer in the measured second.
 		if p.Sent > 100+4 {
 			t.Errorf("%s: %d transactions measured in 1 s at 100/s: the warm-up's counted too", p.Name, p.Sent)
 		}

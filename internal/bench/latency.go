@@ -356,6 +356,9 @@ func (l *latencyRun) phase(ctx context.Context, name, letter string, relayPIDs [
 				if !sleepUntil(ctx, next) || !next.Before(end) || !time.Now().Before(end) {
 					return nil
 				}
+				// A transaction belongs to the warm-up or the measurement by
+				// when it was due, however late it ran.
+				measured := !next.Before(start)
 				next = next.Add(interval)
 				id := l.run + "-" + letter + "-" + strconv.Itoa(i) + "-" + strconv.Itoa(n)
 				key := "customer-" + strconv.Itoa((i*7919+n)%cfg.Keys)
@@ -366,7 +369,7 @@ func (l *latencyRun) phase(ctx context.Context, name, letter string, relayPIDs [
 					continue
 				}
 				all.Add(1)
-				if !s.commit.Add(-s.tx).Before(start) {
+				if measured {
 					sent.Add(1)
 					samples[i] = append(samples[i], s)
 				}
