@@ -11,9 +11,11 @@
 // transaction that commits late with a lower seq is never skipped), write them
 // to Kafka with acks=all, and only then delete or mark them.
 //
-// Pending rows are read in a REPEATABLE READ snapshot whatever the
-// connection's default, so rows of a transaction that has not committed are
-// never published. Charging a refused row an attempt and dead-lettering it
+// Pending rows are read so that rows of a transaction that has not
+// committed are never published: in a REPEATABLE READ snapshot whatever the
+// connection's default, or, unless the connections run at READ UNCOMMITTED,
+// on the pool by a source that reads with one statement (SingleRead) or
+// keeps its own snapshot (ConsistentRead). Charging a refused row an attempt and dead-lettering it
 // run in a transaction that holds the shard's lease row and checks its
 // fencing version, so a worker whose lease was claimed changes nothing. At
 // most Config.Concurrency rounds run at once. A round holds at most
