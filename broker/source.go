@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/txmsg/txmsg"
@@ -30,6 +31,7 @@ var (
 	_ relay.Source         = (*HalfSource)(nil)
 	_ relay.Purger         = (*HalfSource)(nil)
 	_ relay.ConsistentRead = (*HalfSource)(nil)
+	_ relay.Busy           = (*HalfSource)(nil)
 )
 
 // chunkLen bounds the list of one releasedHalf query.
@@ -68,6 +70,14 @@ WHERE state = ? AND shard = ?
                   WHERE p.topic = h.topic AND p.msg_key = h.msg_key AND p.state = ? AND p.seq < h.seq
                     AND p.producer_group = h.producer_group)
   AND waits_for IN (`
+	// busyHalf tells, for each shard of a JSON array, whether it holds
+	// committed rows (1, or NULL): one dive into the deliver index per
+	// shard, however many rows there are. A subquery in the select list:
+	// an EXISTS in the WHERE is a semi-join, which MariaDB may materialize
+	// by reading every committed row (its plan on an empty table).
+	busyHalf = `SELECT s.shard, (SELECT 1 FROM txmsg_half_messages h FORCE INDEX (txmsg_half_messages_deliver)
+                  WHERE h.state = ? AND h.shard = s.shard LIMIT 1)
+FROM JSON_TABLE(?, '$[*]' COLUMNS (shard SMALLINT UNSIGNED PATH '$')) s`
 	deliveredHalf = `UPDATE txmsg_half_messages
 SET state = ?, delivered_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6)
 WHERE state = ? AND seq IN (`
@@ -132,6 +142,43 @@ func (*HalfSource) Pending(ctx context.Context, q relay.Querier, shard int, limi
 // opens a transaction only when rows of the shard wait (see Pending), so an
 // idle shard's poll is two statements instead of five.
 func (*HalfSource) ConsistentRead() bool { return true }
+
+// BusyShards implements relay.Busy: the shards below shards holding
+// committed rows, those that wait for an earlier message included. The
+// relay then wakes those shards, and an idle broker's 16 shards cost one
+// statement per poll interval instead of a poll each.
+func (*HalfSource) BusyShards(ctx context.Context, q relay.Querier, shards int) ([]int, error) {
+	list := make([]byte, 0, 4*shards+2)
+	list = append(list, '[')
+	for i := range shards {
+		if i > 0 {
+			list = append(list, ',')
+		}
+		list = strconv.AppendInt(list, int64(i), 10)
+	}
+	rows, err := q.QueryContext(ctx, busyHalf, halfmsg.StateCommitted, string(append(list, ']')))
+	if err != nil {
+		return nil, fmt.Errorf("broker: busy shards: %w", err)
+	}
+	defer rows.Close()
+	var busy []int
+	for rows.Next() {
+		var (
+			shard int
+			held  sql.NullInt64
+		)
+		if err := rows.Scan(&shard, &held); err != nil {
+			return nil, fmt.Errorf("broker: busy shards: %w", err)
+		}
+		if held.Valid {
+			busy = append(busy, shard)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("broker: busy shards: %w", err)
+	}
+	return busy, nil
+}
 
 // txBeginner is a Querier that can open the transaction Pending reads in.
 type txBeginner interface {

@@ -3,6 +3,8 @@ package broker
 import (
 	"context"
 	"errors"
+	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -221,5 +223,66 @@ func TestBrokerHalfPollReadsTheDeliverIndexWhilePurgeLags(t *testing.T) {
 	}
 	if pages := testenv.PagesAccessed(t, db.DB, pendingHalf, halfmsg.StateCommitted, 0, 1000); pages > 250 {
 		t.Fatalf("the poll accessed %d pages beside %d delivered rows; want at most 250", pages, rows-left)
+	}
+}
+
+// BusyShards lists the shards holding committed rows, those below the count
+// asked about, and reads the same few index entries however many rows a
+// shard holds.
+func TestBrokerHalfSourceBusyShards(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDB(t)
+	ctx := context.Background()
+	// Shard 0: 5,000 committed rows; 1: committed; 2: prepared; 3:
+	// delivered; 5: committed.
+	insertHalfRows(t, db.DB, "g", 5000, time.Now().UTC(), halfmsg.StateCommitted)
+	for shard, st := range map[int]halfmsg.State{1: halfmsg.StateCommitted, 2: halfmsg.StatePrepared,
+		3: halfmsg.StateDelivered, 5: halfmsg.StateCommitted} {
+		if _, err := db.DB.ExecContext(ctx, `INSERT INTO txmsg_half_messages (id, shard, state, producer_group, topic, value,
+  check_timeout_ms, max_checks, next_check_at, created_at, updated_at)
+VALUES (?, ?, ?, 'g', 'orders', 'v', 1000, 5, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))`,
+			"busy-"+strconv.Itoa(shard), shard, st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn, err := db.DB.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	reads := func() (n int64) {
+		t.Helper()
+		rows, err := conn.QueryContext(ctx, `SHOW SESSION STATUS WHERE Variable_name IN ('Handler_read_key', 'Handler_read_next')`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var name string
+			var v int64
+			if err := rows.Scan(&name, &v); err != nil {
+				t.Fatal(err)
+			}
+			n += v
+		}
+		return n
+	}
+	src := NewHalfSource()
+	for shards, want := range map[int][]int{4: {0, 1}, 8: {0, 1, 5}} {
+		before := reads()
+		got, err := src.BusyShards(ctx, conn, shards)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := reads() - before
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Errorf("%d shards: busy %v, want %v", shards, got, want)
+		}
+		// A dive a shard, and the status queries' own reads: not one per
+		// committed row of shard 0.
+		if n > 200 {
+			t.Errorf("%d shards: %d index reads for 5,000 committed rows", shards, n)
+		}
 	}
 }

@@ -17,6 +17,8 @@ type pollSource struct {
 	out        *OutboxSource
 	consistent bool
 	inTx, pool atomic.Int64
+	// shards counts the polls of each shard.
+	shards [16]atomic.Int64
 }
 
 func (s *pollSource) Name() string { return s.out.Name() }
@@ -26,6 +28,9 @@ func (s *pollSource) Pending(ctx context.Context, q Querier, shard int, limit Li
 		s.inTx.Add(1)
 	} else {
 		s.pool.Add(1)
+	}
+	if shard < len(s.shards) {
+		s.shards[shard].Add(1)
 	}
 	return s.out.Pending(ctx, q, shard, limit)
 }

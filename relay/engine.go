@@ -53,6 +53,9 @@ type Engine struct {
 	// seen[source] is the highest seq the engine has read (a poll or the
 	// change probe): taken before any later reading; made once in New.
 	seen map[string]*atomic.Int64
+	// busyFallback is how often an idle worker of a Busy source polls on
+	// its own: busyFallback, but for tests.
+	busyFallback time.Duration
 	// pollInTx is set when a statement outside a transaction would read
 	// uncommitted rows (the connections run at READ UNCOMMITTED). Then even
 	// single-statement polls run in a transaction of their own (see
@@ -98,6 +101,7 @@ func New(db *sql.DB, cfg Config, opts ...Option) (*Engine, error) {
 	}
 	e.wakes = map[string][]chan struct{}{}
 	e.inboxes = map[string][]inbox{}
+	e.busyFallback = busyFallback
 	e.settled = map[string]*atomic.Int64{}
 	e.seen = map[string]*atomic.Int64{}
 	e.fronts = map[string][]atomic.Int64{}

@@ -96,10 +96,14 @@ func (c *coordinator) run(ctx context.Context) error {
 			return err
 		}
 	}
-	c.wg.Add(3)
+	c.wg.Add(4)
 	go func() {
 		defer c.wg.Done()
 		c.backlogLoop(ctx)
+	}()
+	go func() {
+		defer c.wg.Done()
+		c.watchBusy(ctx)
 	}()
 	go func() {
 		defer c.wg.Done()

@@ -102,6 +102,19 @@ type Handover interface {
 	ArrivalRows(ctx context.Context, q Querier, after int64, gaps []SeqRange, shards []int, limit Limit) ([]Row, error)
 }
 
+// Busy is a Source that can list, with one statement whose cost does not
+// grow with its rows, the shards holding rows that Pending may return. The
+// Engine then asks every PollMax which shards of such a source are busy and
+// wakes their workers, and an idle worker polls on its own only every
+// busyFallback: an idle source costs one statement per PollMax, not one
+// poll per shard. A Changes source needs none of this.
+type Busy interface {
+	Source
+	// BusyShards returns, in any order, the shards below shards that hold
+	// rows Pending may return.
+	BusyShards(ctx context.Context, q Querier, shards int) ([]int, error)
+}
+
 // Strays is a Source that can tell cheaply whether it holds rows of a
 // shard no lease covers (producers configured with more shards than the
 // relay): such rows would never be delivered.

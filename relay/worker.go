@@ -38,6 +38,12 @@ func (e *Engine) work(soft, hard context.Context, w *shardWorker) {
 	idle := e.cfg.PollMin
 	failures := 0
 	_, watched := w.src.(Changes)
+	// A Busy source's shards are woken by watchBusy: idle, they poll on
+	// their own only as a safety net.
+	idleMax := e.cfg.PollMax
+	if _, listed := w.src.(Busy); listed && !watched {
+		idleMax = max(e.busyFallback, e.cfg.PollMax)
+	}
 	defer e.setFront(w, noFront)
 	for soft.Err() == nil {
 		if int64(e.since()) > w.deadline.Load() {
@@ -112,7 +118,7 @@ func (e *Engine) work(soft, hard context.Context, w *shardWorker) {
 		default:
 			failures = 0
 			wait = idle
-			idle = min(2*idle, e.cfg.PollMax)
+			idle = min(2*idle, idleMax)
 		}
 		sleep(soft, wake, wait)
 	}
