@@ -84,8 +84,9 @@ type Config struct {
 	// relay.DefaultConfig's but for two: Retention, how long delivered and
 	// rolled back messages are kept (so that a late repeated commit still
 	// answers idempotently, and for inspection), is 24h; discarded messages
-	// are never purged. PollMax is 50ms, which bounds commit → Kafka latency
-	// on an idle shard.
+	// are never purged. PollMax is 50ms, how often the engine asks which
+	// shards hold committed rows: it bounds commit → Kafka latency on an
+	// idle shard.
 	Relay relay.Config
 }
 
@@ -111,7 +112,8 @@ func DefaultConfig() Config {
 	}
 	c.Relay.Retention = 24 * time.Hour
 	// A producer's or operator's commit wakes its shard; one decided by
-	// check-back is noticed by polling: keep that wait short.
+	// check-back, or made through another broker, is noticed by the look
+	// at which shards are busy, every PollMax (relay.Busy): keep it short.
 	c.Relay.PollMax = 50 * time.Millisecond
 	return c
 }
