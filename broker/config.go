@@ -77,7 +77,9 @@ type Config struct {
 	// (default 5s).
 	BacklogInterval time.Duration `key:"broker.backlog_interval" help:"how often the prepared-backlog metric is refreshed"`
 	// ShutdownTimeout bounds how long Run waits for API requests in flight
-	// after its context ends (default 10s).
+	// after its context ends (default 10s). Below 5s a shutdown can time out
+	// on a client's connection that never sent a request, which Go's HTTP
+	// server waits 5s for.
 	ShutdownTimeout time.Duration `key:"broker.shutdown_timeout" help:"how long shutdown waits for API requests in flight"`
 	// Relay configures the engine that delivers committed messages; its
 	// Shards is also the store's shard count. Its defaults are
