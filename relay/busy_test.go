@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -32,9 +33,17 @@ func TestEngineWakesTheBusyShardsOfABusySource(t *testing.T) {
 	shard := txmsg.Shard([]byte(key), "", DefaultConfig().Shards)
 	src := &busySource{pollSource: &pollSource{out: NewOutboxSource(false), consistent: true}, busy: []int{shard}}
 	startEngine(t, d.DB, cfg, WithSources(src), withBusyFallback(time.Hour))
-	// Idle workers poll 2, 4, 8… ms apart, up to the fallback: after 3 s
-	// each polls about once in a second, unless woken.
-	time.Sleep(3 * time.Second)
+	// Idle workers poll 2, 4, 8… ms apart, up to the fallback: after its
+	// 11th poll a worker waits 2 s, unless woken. Counted, not timed: a
+	// loaded machine may start the workers late.
+	testenv.Eventually(t, 30*time.Second, func() error {
+		for i := range src.shards {
+			if n := src.shards[i].Load(); n < 11 {
+				return fmt.Errorf("shard %d polled %d times", i, n)
+			}
+		}
+		return nil
+	})
 	var before [16]int64
 	for i := range src.shards {
 		before[i] = src.shards[i].Load()
